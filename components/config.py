@@ -1,0 +1,339 @@
+"""The stack configuration, parsed once into frozen, typed objects.
+
+Every key lives in the `engagement-loop` namespace and is declared in Pulumi.yaml. Parsing collects every
+problem before failing, so a user fixes a stack file in one pass; each problem names the key, the value
+and what to write instead. `__main__.py` turns a `ConfigError` into a `pulumi.RunError`, which Pulumi
+prints without a stack trace.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import math
+import re
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Callable, Mapping, TypeVar
+
+from functions.events.canonical import IdentityMode
+
+PROJECT = "engagement-loop"
+
+EXPOSURE_EVENT_TYPE = "_custom.recommender"
+MAX_SCORED_EVENT_TYPES = 10  # Amazon Personalize accepts at most 10 event types in an events configuration.
+DEFAULT_RETRAIN_SCHEDULE = "cron(0 2 * * ? *)"
+# CloudWatch Logs accepts only these retention periods (days).
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
+                      2557, 2922, 3288, 3653)
+
+_T = TypeVar("_T")
+
+
+class ConfigError(ValueError):
+    """One or more invalid stack config values; `problems` holds one line per problem."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("invalid stack config:\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+class _Invalid(ValueError):
+    """Internal: one key's problem, collected by `_Reader`."""
+
+
+@dataclass(frozen=True, slots=True)
+class PersonalizeArn:
+    """A parsed Amazon Personalize ARN (`arn:aws:personalize:<region>:<account>:<kind>/<name>`)."""
+
+    arn: str
+    region: str
+    account: str
+    kind: str
+    name: str
+
+
+_PERSONALIZE_ARN = re.compile(
+    r"^arn:(?P<partition>aws[a-z-]*):personalize:(?P<region>[a-z]{2}(-[a-z]+)+-\d):(?P<account>\d{12}):"
+    r"(?P<kind>[a-z-]+)/(?P<name>[A-Za-z0-9][A-Za-z0-9_./-]*)$"
+)
+_SCHEDULE = re.compile(r"^(cron\((\S+ ){5}\S+\)|rate\([1-9]\d* (minute|minutes|hour|hours|day|days)\))$")
+_PINPOINT_PROJECT_ID = re.compile(r"^[0-9a-f]{32}$")
+_SES_CONFIGURATION_SET = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+
+
+@dataclass(frozen=True, slots=True)
+class ScoringModel:
+    """Event type → interaction value for the Personalize interactions dataset, in the stack's order."""
+
+    values: Mapping[str, float]
+
+    @classmethod
+    def from_entries(cls, entries: list[str]) -> "ScoringModel":
+        """Parse stack config entries `EVENT_TYPE=VALUE` (Pulumi.yaml's schema has no object type)."""
+        values: dict[str, float] = {}
+        for entry in entries:
+            event_type, sep, raw_value = str(entry).partition("=")
+            event_type = event_type.strip()
+            if not sep or not event_type:
+                raise _Invalid(f"entry {entry!r} is not EVENT_TYPE=VALUE (e.g. _email.open=50)")
+            if event_type in values:
+                raise _Invalid(f"event type {event_type!r} is listed twice; keep one entry")
+            try:
+                value = float(raw_value)
+            except ValueError:
+                raise _Invalid(f"{event_type}: value {raw_value.strip()!r} is not a number") from None
+            if not math.isfinite(value):
+                raise _Invalid(f"{event_type}: value must be a finite number, got {raw_value.strip()!r}")
+            values[event_type] = value
+        if EXPOSURE_EVENT_TYPE in values:
+            raise _Invalid(f"{EXPOSURE_EVENT_TYPE} records exposures (what was recommended), not engagement; "
+                           "remove it from the scoring model")
+        if len(values) > MAX_SCORED_EVENT_TYPES:
+            raise _Invalid(f"{len(values)} event types scored; Amazon Personalize accepts at most "
+                           f"{MAX_SCORED_EVENT_TYPES}: drop the least useful")
+        return cls(MappingProxyType(values))
+
+
+@dataclass(frozen=True, slots=True)
+class SourcesConfig:
+    """Which optional event sources feed the stream."""
+
+    pinpoint_project_id: str | None
+    ses_configuration_set: str | None
+    app_producer_policy: bool
+
+
+@dataclass(frozen=True, slots=True)
+class LakeConfig:
+    """Retention and cost guards of the S3 lake and its Athena workgroup."""
+
+    athena_scan_limit_gb: int
+    query_results_retention_days: int
+    errors_retention_days: int
+
+
+@dataclass(frozen=True, slots=True)
+class RetrainingConfig:
+    """What the retraining loop (a later component) trains from and deploys to."""
+
+    campaign: PersonalizeArn
+    solution: PersonalizeArn
+    interactions_dataset: PersonalizeArn
+    scoring: ScoringModel
+    history_days: int
+    schedule: str
+
+
+@dataclass(frozen=True, slots=True)
+class StackConfig:
+    """The whole stack config of one engagement-loop stack."""
+
+    region: str
+    identity_mode: IdentityMode
+    log_retention_days: int
+    sources: SourcesConfig
+    lake: LakeConfig
+    retraining: RetrainingConfig
+
+
+# key -> (kind, default). The single list of keys this program reads; tests check Pulumi.yaml declares
+# exactly these, with the same defaults.
+KEYS: Mapping[str, tuple[str, Any]] = MappingProxyType({
+    "identityMode": ("string", IdentityMode.USER_OR_ENDPOINT.value),
+    "logRetentionDays": ("integer", 30),
+    "pinpointProjectId": ("string", ""),
+    "sesConfigurationSet": ("string", ""),
+    "appProducerPolicy": ("boolean", True),
+    "athenaScanLimitGb": ("integer", 10),
+    "queryResultsRetentionDays": ("integer", 7),
+    "errorsRetentionDays": ("integer", 90),
+    "personalizeCampaignArn": ("string", None),
+    "personalizeSolutionArn": ("string", None),
+    "personalizeInteractionsDatasetArn": ("string", None),
+    "scoring": ("array", None),
+    "historyDays": ("integer", -1),
+    "retrainSchedule": ("string", DEFAULT_RETRAIN_SCHEDULE),
+})
+
+
+class _Reader:
+    """Reads raw config values (strings, as the Pulumi engine hands them over) and collects problems."""
+
+    def __init__(self, raw: Mapping[str, Any]):
+        self._raw = raw
+        self.problems: list[str] = []
+
+    def _fail(self, key: str, value: Any, message: str) -> None:
+        shown = value if isinstance(value, str) else json.dumps(value)
+        self.problems.append(f"{PROJECT}:{key} = {shown!r}: {message}")
+
+    def read(self, key: str, convert: Callable[[Any], _T]) -> _T | None:
+        kind, default = KEYS[key]
+        value = self._raw.get(key)
+        if value is None:
+            if default is None:
+                self.problems.append(f"{PROJECT}:{key} is required: set it with "
+                                     f"`pulumi config set {key} ...` (see README, config reference)")
+                return None
+            value = default
+        try:
+            return convert(_coerce(kind, value))
+        except _Invalid as problem:
+            self._fail(key, value, str(problem))
+            return None
+
+
+def _coerce(kind: str, value: Any) -> Any:
+    """Turn the engine's string form into the declared kind (stack files may also hold native YAML)."""
+    if kind == "string":
+        if not isinstance(value, str):
+            raise _Invalid("expected a string")
+        return value.strip()
+    if kind == "integer":
+        if isinstance(value, bool):
+            raise _Invalid("expected a whole number")
+        try:
+            return int(str(value).strip())
+        except ValueError:
+            raise _Invalid("expected a whole number") from None
+    if kind == "boolean":
+        text = str(value).strip().lower()
+        if text not in ("true", "false"):
+            raise _Invalid("expected true or false")
+        return text == "true"
+    if kind == "array":
+        parsed = json.loads(value) if isinstance(value, str) and value.lstrip().startswith("[") else value
+        if not isinstance(parsed, list):
+            raise _Invalid("expected a list")
+        return parsed
+    raise AssertionError(f"unknown kind {kind}")
+
+
+def _one_of(values: tuple[int, ...]) -> Callable[[int], int]:
+    def check(value: int) -> int:
+        if value not in values:
+            raise _Invalid(f"must be one of {', '.join(map(str, values))}")
+        return value
+    return check
+
+
+def _at_least(minimum: int) -> Callable[[int], int]:
+    def check(value: int) -> int:
+        if value < minimum:
+            raise _Invalid(f"must be at least {minimum}")
+        return value
+    return check
+
+
+def _optional(pattern: re.Pattern[str], expected: str) -> Callable[[str], str | None]:
+    def check(value: str) -> str | None:
+        if not value:
+            return None
+        if not pattern.match(value):
+            raise _Invalid(f"expected {expected}")
+        return value
+    return check
+
+
+def _identity_mode(value: str) -> IdentityMode:
+    try:
+        return IdentityMode(value)
+    except ValueError:
+        raise _Invalid("expected one of " + ", ".join(m.value for m in IdentityMode)) from None
+
+
+def _history_days(value: int) -> int:
+    if value != -1 and value < 1:
+        raise _Invalid("use -1 for all history or a number of days ≥ 1")
+    return value
+
+
+def _schedule(value: str) -> str:
+    if not _SCHEDULE.match(value):
+        raise _Invalid("expected an EventBridge schedule such as cron(0 2 * * ? *) or rate(1 day)")
+    return value
+
+
+def _personalize_arn(kind: str, region: str | None, example_name: str) -> Callable[[str], PersonalizeArn]:
+    def check(value: str) -> PersonalizeArn:
+        match = _PERSONALIZE_ARN.match(value)
+        example = f"arn:aws:personalize:{region or '<region>'}:123456789012:{kind}/{example_name}"
+        if not match or match["kind"] != kind:
+            raise _Invalid(f"expected a Personalize {kind} ARN like {example}")
+        if region and match["region"] != region:
+            raise _Invalid(f"is in {match['region']} but the stack deploys to {region} (aws:region); "
+                           "Personalize resources must be in the stack's region")
+        return PersonalizeArn(value, match["region"], match["account"], match["kind"], match["name"])
+    return check
+
+
+def _interactions_dataset(region: str | None) -> Callable[[str], PersonalizeArn]:
+    base = _personalize_arn("dataset", region, "my-dataset-group/INTERACTIONS")
+
+    def check(value: str) -> PersonalizeArn:
+        arn = base(value)
+        if not arn.name.endswith("/INTERACTIONS"):
+            raise _Invalid("expected the dataset group's INTERACTIONS dataset (ARN ending in /INTERACTIONS)")
+        return arn
+    return check
+
+
+def parse_stack_config(raw: Mapping[str, Any], *, region: str | None) -> StackConfig:
+    """Parse this project's config keys (without the `engagement-loop:` prefix) into a `StackConfig`.
+
+    Raises `ConfigError` listing every problem, including keys this program does not know.
+    """
+    reader = _Reader(raw)
+    if not region:
+        reader.problems.append("aws:region is required: `pulumi config set aws:region eu-west-1`")
+    elif not _REGION.match(region):
+        reader.problems.append(f"aws:region = {region!r}: expected a region name such as eu-west-1")
+        region = None
+    for key in sorted(set(raw) - set(KEYS)):
+        reader.problems.append(f"{PROJECT}:{key} is not a setting of this program "
+                               f"(known: {', '.join(sorted(KEYS))}); remove it or fix its spelling")
+
+    sources = SourcesConfig(
+        pinpoint_project_id=reader.read(
+            "pinpointProjectId", _optional(_PINPOINT_PROJECT_ID, "a Pinpoint project id (32 hex digits) or empty")),
+        ses_configuration_set=reader.read(
+            "sesConfigurationSet", _optional(_SES_CONFIGURATION_SET, "an SES configuration set name or empty")),
+        app_producer_policy=reader.read("appProducerPolicy", bool),
+    )
+    lake = LakeConfig(
+        athena_scan_limit_gb=reader.read("athenaScanLimitGb", _at_least(1)),
+        query_results_retention_days=reader.read("queryResultsRetentionDays", _at_least(1)),
+        errors_retention_days=reader.read("errorsRetentionDays", _at_least(1)),
+    )
+    retraining = RetrainingConfig(
+        campaign=reader.read("personalizeCampaignArn", _personalize_arn("campaign", region, "my-campaign")),
+        solution=reader.read("personalizeSolutionArn", _personalize_arn("solution", region, "my-solution")),
+        interactions_dataset=reader.read("personalizeInteractionsDatasetArn", _interactions_dataset(region)),
+        scoring=reader.read("scoring", ScoringModel.from_entries),
+        history_days=reader.read("historyDays", _history_days),
+        schedule=reader.read("retrainSchedule", _schedule),
+    )
+    config = StackConfig(
+        region=region or "",
+        identity_mode=reader.read("identityMode", _identity_mode),
+        log_retention_days=reader.read("logRetentionDays", _one_of(LOG_RETENTION_DAYS)),
+        sources=sources,
+        lake=lake,
+        retraining=retraining,
+    )
+    if reader.problems:
+        raise ConfigError(reader.problems)
+    return config
+
+
+def load_stack_config() -> StackConfig:
+    """Read the running stack's config from the Pulumi runtime and parse it."""
+    from pulumi.runtime import config as runtime_config  # only the Pulumi program needs the SDK
+
+    # The engine passes all config in PULUMI_CONFIG; tests under mocks set it with set_all_config.
+    everything = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
+    prefix = f"{PROJECT}:"
+    raw = {key[len(prefix):]: value for key, value in everything.items() if key.startswith(prefix)}
+    return parse_stack_config(raw, region=everything.get("aws:region"))

@@ -1,0 +1,331 @@
+"""EventStreamPipeline: the event bus (Kinesis) and the queryable lake (S3 + Glue + Athena) behind it.
+
+Sources write raw records to the stream, partitioned by user. Firehose reads the stream, a Lambda
+normalises each record into the canonical event, and Firehose writes Parquet under `events/dt=YYYY-MM-DD/`
+(arrival date, UTC); records that fail normalisation land under `errors/` with their reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from components.config import LakeConfig, SourcesConfig
+from components.iam import Statement, assume_role_json, policy_json
+from components.python_function import PythonFunction, PythonFunctionArgs
+from functions.events.canonical import LAKE_COLUMN_TYPES, LAKE_PARTITION_KEY, IdentityMode
+
+EVENTS_PREFIX = "events/"
+ERRORS_PREFIX = "errors/"
+QUERY_RESULTS_PREFIX = "athena-results/"
+EVENTS_TABLE = "events"
+# The first day partition projection will look for; earlier `dt=` folders are never read.
+LAKE_START_DATE = "2019-01-01"
+# SES v2 event types, all published so the lake sees the full email lifecycle.
+SES_EVENT_TYPES = ["SEND", "REJECT", "BOUNCE", "COMPLAINT", "DELIVERY", "OPEN", "CLICK", "RENDERING_FAILURE",
+                   "DELIVERY_DELAY", "SUBSCRIPTION"]
+# Senders tag each SES message with `user_id` (functions/events/ses.py), which keeps a user's events in order.
+SES_PARTITION_KEY_PATH = "$.detail.mail.tags.user_id[0]"
+
+
+@dataclass(frozen=True, kw_only=True)
+class EventStreamPipelineArgs:
+    """Settings of the event stream and the lake; all come from stack config."""
+
+    region: str
+    """The stack's region."""
+    identity_mode: IdentityMode
+    """How the normaliser finds a user for a record; see IdentityMode."""
+    sources: SourcesConfig
+    """Optional sources: Pinpoint project, SES configuration set, app producer policy."""
+    lake: LakeConfig
+    """Athena scan limit and the lake's retention periods."""
+    log_retention_days: int
+    """Retention of every log group this component creates."""
+
+    def __post_init__(self) -> None:
+        if not self.region:
+            raise ValueError("EventStreamPipelineArgs.region: expected the stack's AWS region, got ''")
+
+
+class EventStreamPipeline(pulumi.ComponentResource):
+    """Kinesis event bus, optional sources, Firehose normalisation into a partitioned Parquet lake."""
+
+    def __init__(self, name: str, args: EventStreamPipelineArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("engagement-loop:event_stream_pipeline:EventStreamPipeline", name, None, opts)
+        self._name = name
+        self._child = pulumi.ResourceOptions(parent=self)
+        self._account_id = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self)).account_id
+
+        self.key = aws.kms.Key(
+            f"{name}-key", description="engagement-loop: event stream, lake and query results",
+            enable_key_rotation=True, deletion_window_in_days=30, opts=self._child)
+        self.stream = aws.kinesis.Stream(
+            f"{name}-stream",
+            stream_mode_details={"stream_mode": "ON_DEMAND"},
+            encryption_type="KMS", kms_key_id=self.key.arn,
+            retention_period=24,
+            opts=self._child)
+        self._write_to_stream = [
+            Statement(actions=["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"],
+                      resources=[self.stream.arn]),
+            Statement(actions=["kms:GenerateDataKey"], resources=[self.key.arn]),
+        ]
+
+        self._build_bucket(args.lake)
+        self._build_catalog(args.lake)
+        self._build_firehose(args)
+
+        self.producer_policy = None
+        if args.sources.app_producer_policy:
+            self.producer_policy = aws.iam.Policy(
+                f"{name}-producer-policy",
+                description="Attach to applications that write canonical events to the engagement stream",
+                policy=policy_json(self._write_to_stream), opts=self._child)
+        self.pinpoint_event_stream = None
+        if args.sources.pinpoint_project_id:
+            self._build_pinpoint_source(args.region, args.sources.pinpoint_project_id)
+        self.ses_rule = None
+        if args.sources.ses_configuration_set:
+            self._build_ses_source(args.region, args.sources.ses_configuration_set)
+
+        self.register_outputs({
+            "stream_arn": self.stream.arn, "stream_name": self.stream.name, "bucket": self.bucket.bucket,
+            "database": self.database.name, "table": self.table.name, "workgroup": self.workgroup.name,
+            "producer_policy_arn": self.producer_policy.arn if self.producer_policy else None,
+        })
+
+    # --- the lake ------------------------------------------------------------------------------------
+
+    def _build_bucket(self, lake: LakeConfig) -> None:
+        name, child = self._name, self._child
+        self.bucket = aws.s3.Bucket(f"{name}-lake", opts=child)
+        aws.s3.BucketOwnershipControls(
+            f"{name}-lake-ownership", bucket=self.bucket.id,
+            rule={"object_ownership": "BucketOwnerEnforced"}, opts=child)
+        aws.s3.BucketPublicAccessBlock(
+            f"{name}-lake-public-access", bucket=self.bucket.id, block_public_acls=True,
+            block_public_policy=True, ignore_public_acls=True, restrict_public_buckets=True, opts=child)
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-lake-encryption", bucket=self.bucket.id,
+            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "aws:kms",
+                                                                "kms_master_key_id": self.key.arn},
+                    "bucket_key_enabled": True}], opts=child)
+        aws.s3.BucketLifecycleConfiguration(
+            f"{name}-lake-lifecycle", bucket=self.bucket.id,
+            rules=[
+                {"id": "expire-query-results", "status": "Enabled",
+                 "filter": {"prefix": QUERY_RESULTS_PREFIX},
+                 "expiration": {"days": lake.query_results_retention_days}},
+                {"id": "expire-errors", "status": "Enabled", "filter": {"prefix": ERRORS_PREFIX},
+                 "expiration": {"days": lake.errors_retention_days}},
+                {"id": "abort-incomplete-uploads", "status": "Enabled", "filter": {"prefix": ""},
+                 "abort_incomplete_multipart_upload": {"days_after_initiation": 7}},
+            ], opts=child)
+        tls_only = pulumi.Output.json_dumps({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+                "Resource": [self.bucket.arn, self.bucket.arn.apply(lambda arn: f"{arn}/*")],
+                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+            }],
+        })
+        aws.s3.BucketPolicy(f"{name}-lake-policy", bucket=self.bucket.id, policy=tls_only, opts=child)
+
+    def _build_catalog(self, lake: LakeConfig) -> None:
+        name, child = self._name, self._child
+        self.database = aws.glue.CatalogDatabase(
+            f"{name}-database", name=f"{pulumi.get_project()}_{pulumi.get_stack()}".replace("-", "_").lower(),
+            opts=child)
+        events_location = self.bucket.bucket.apply(lambda bucket: f"s3://{bucket}/{EVENTS_PREFIX}")
+        self.table = aws.glue.CatalogTable(
+            f"{name}-events-table",
+            name=EVENTS_TABLE, database_name=self.database.name, table_type="EXTERNAL_TABLE",
+            parameters={
+                "classification": "parquet",
+                "EXTERNAL": "TRUE",
+                # Partition projection: Athena computes the dt= partitions, so no crawler and no
+                # partition maintenance, and a date predicate prunes to the days it names.
+                "projection.enabled": "true",
+                f"projection.{LAKE_PARTITION_KEY}.type": "date",
+                f"projection.{LAKE_PARTITION_KEY}.format": "yyyy-MM-dd",
+                f"projection.{LAKE_PARTITION_KEY}.range": f"{LAKE_START_DATE},NOW",
+                f"projection.{LAKE_PARTITION_KEY}.interval": "1",
+                f"projection.{LAKE_PARTITION_KEY}.interval.unit": "DAYS",
+                "storage.location.template": events_location.apply(
+                    lambda location: f"{location}{LAKE_PARTITION_KEY}=${{{LAKE_PARTITION_KEY}}}/"),
+            },
+            partition_keys=[{"name": LAKE_PARTITION_KEY, "type": "string"}],
+            storage_descriptor={
+                "location": events_location,
+                "input_format": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetInputFormat",
+                "output_format": "org.apache.hadoop.hive.ql.io.parquet.MapredParquetOutputFormat",
+                "ser_de_info": {"serialization_library":
+                                "org.apache.hadoop.hive.ql.io.parquet.serde.ParquetHiveSerDe"},
+                "columns": [{"name": column, "type": column_type}
+                            for column, column_type in LAKE_COLUMN_TYPES.items()],
+            },
+            opts=child)
+        self.workgroup = aws.athena.Workgroup(
+            f"{name}-workgroup",
+            name=f"{pulumi.get_project()}-{pulumi.get_stack()}",
+            configuration={
+                "enforce_workgroup_configuration": True,
+                "publish_cloudwatch_metrics_enabled": True,
+                "bytes_scanned_cutoff_per_query": lake.athena_scan_limit_gb * 1024 ** 3,
+                "result_configuration": {
+                    "output_location": self.bucket.bucket.apply(lambda b: f"s3://{b}/{QUERY_RESULTS_PREFIX}"),
+                    "encryption_configuration": {"encryption_option": "SSE_KMS", "kms_key_arn": self.key.arn},
+                },
+            },
+            force_destroy=True,
+            opts=child)
+
+    # --- Firehose: stream -> normaliser -> Parquet --------------------------------------------------
+
+    def _build_firehose(self, args: EventStreamPipelineArgs) -> None:
+        name, child = self._name, self._child
+        self.transform = PythonFunction(
+            f"{name}-normalise",
+            PythonFunctionArgs(
+                handler="functions.events.firehose_transform.handler",
+                description="engagement-loop: normalise raw records into canonical events for the lake",
+                region=args.region, log_retention_days=args.log_retention_days,
+                environment={"IDENTITY_MODE": args.identity_mode.value},
+                timeout_seconds=120, memory_mb=512),
+            opts=child)
+        firehose_logs = aws.cloudwatch.LogGroup(
+            f"{name}-firehose-logs", retention_in_days=args.log_retention_days, opts=child)
+        firehose_log_stream = aws.cloudwatch.LogStream(
+            f"{name}-firehose-log-stream", log_group_name=firehose_logs.name, name="S3Delivery", opts=child)
+
+        region, account = args.region, self._account_id
+        glue_resources = [
+            account.apply(lambda a: f"arn:aws:glue:{region}:{a}:catalog"),
+            pulumi.Output.all(account, self.database.name).apply(
+                lambda v: f"arn:aws:glue:{region}:{v[0]}:database/{v[1]}"),
+            pulumi.Output.all(account, self.database.name, self.table.name).apply(
+                lambda v: f"arn:aws:glue:{region}:{v[0]}:table/{v[1]}/{v[2]}"),
+        ]
+        self.firehose_role = aws.iam.Role(
+            f"{name}-firehose-role",
+            assume_role_policy=assume_role_json("firehose.amazonaws.com", source_account=account),
+            opts=child)
+        firehose_policy = aws.iam.RolePolicy(
+            f"{name}-firehose-policy", role=self.firehose_role.id,
+            policy=policy_json([
+                Statement(actions=["kinesis:DescribeStream", "kinesis:DescribeStreamSummary",
+                                   "kinesis:GetShardIterator", "kinesis:GetRecords", "kinesis:ListShards"],
+                          resources=[self.stream.arn]),
+                Statement(actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[self.key.arn]),
+                Statement(actions=["s3:AbortMultipartUpload", "s3:GetBucketLocation", "s3:GetObject",
+                                   "s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:PutObject"],
+                          resources=[self.bucket.arn, self.bucket.arn.apply(lambda arn: f"{arn}/*")]),
+                Statement(actions=["lambda:InvokeFunction", "lambda:GetFunctionConfiguration"],
+                          resources=[self.transform.function.arn]),
+                Statement(actions=["glue:GetTable", "glue:GetTableVersion", "glue:GetTableVersions"],
+                          resources=glue_resources),
+                Statement(actions=["logs:PutLogEvents"],
+                          resources=[firehose_logs.arn.apply(lambda arn: f"{arn}:*")]),
+            ]),
+            opts=child)
+
+        self.firehose = aws.kinesis.FirehoseDeliveryStream(
+            f"{name}-firehose",
+            destination="extended_s3",
+            kinesis_source_configuration={"kinesis_stream_arn": self.stream.arn,
+                                          "role_arn": self.firehose_role.arn},
+            extended_s3_configuration={
+                "role_arn": self.firehose_role.arn,
+                "bucket_arn": self.bucket.arn,
+                "kms_key_arn": self.key.arn,
+                "prefix": f"{EVENTS_PREFIX}{LAKE_PARTITION_KEY}=!{{partitionKeyFromLambda:{LAKE_PARTITION_KEY}}}/",
+                "error_output_prefix": f"{ERRORS_PREFIX}!{{firehose:error-output-type}}/"
+                                       f"{LAKE_PARTITION_KEY}=!{{timestamp:yyyy-MM-dd}}/",
+                # Parquet conversion and dynamic partitioning both require at least 64 MiB buffers.
+                "buffering_size": 64,
+                "buffering_interval": 300,
+                "compression_format": "UNCOMPRESSED",  # Parquet compresses its own pages (SNAPPY below)
+                "dynamic_partitioning_configuration": {"enabled": True, "retry_duration": 300},
+                "processing_configuration": {
+                    "enabled": True,
+                    "processors": [{
+                        "type": "Lambda",
+                        "parameters": [
+                            {"parameter_name": "LambdaArn",
+                             "parameter_value": self.transform.function.arn.apply(lambda arn: f"{arn}:$LATEST")},
+                            {"parameter_name": "BufferSizeInMBs", "parameter_value": "1"},
+                            {"parameter_name": "BufferIntervalInSeconds", "parameter_value": "60"},
+                        ],
+                    }],
+                },
+                "data_format_conversion_configuration": {
+                    "enabled": True,
+                    "input_format_configuration": {"deserializer": {"open_x_json_ser_de": {}}},
+                    "output_format_configuration": {"serializer": {"parquet_ser_de": {"compression": "SNAPPY"}}},
+                    "schema_configuration": {"database_name": self.database.name, "table_name": self.table.name,
+                                             "role_arn": self.firehose_role.arn, "region": region},
+                },
+                "cloudwatch_logging_options": {"enabled": True, "log_group_name": firehose_logs.name,
+                                               "log_stream_name": firehose_log_stream.name},
+            },
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[firehose_policy]))
+
+    # --- optional sources ----------------------------------------------------------------------------
+
+    def _build_pinpoint_source(self, region: str, project_id: str) -> None:
+        name, child = self._name, self._child
+        project_arn = self._account_id.apply(lambda a: f"arn:aws:mobiletargeting:{region}:{a}:apps/{project_id}")
+        role = aws.iam.Role(
+            f"{name}-pinpoint-role",
+            assume_role_policy=assume_role_json("pinpoint.amazonaws.com", source_account=self._account_id,
+                                                source_arn=project_arn),
+            description="Lets the Pinpoint project's event stream write into the engagement stream",
+            opts=child)
+        policy = aws.iam.RolePolicy(f"{name}-pinpoint-policy", role=role.id,
+                                    policy=policy_json(self._write_to_stream), opts=child)
+        self.pinpoint_event_stream = aws.pinpoint.EventStream(
+            f"{name}-pinpoint-events", application_id=project_id, destination_stream_arn=self.stream.arn,
+            role_arn=role.arn, opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]))
+
+    def _build_ses_source(self, region: str, configuration_set: str) -> None:
+        name, child = self._name, self._child
+        default_bus_arn = self._account_id.apply(lambda a: f"arn:aws:events:{region}:{a}:event-bus/default")
+        aws.sesv2.ConfigurationSetEventDestination(
+            f"{name}-ses-events", configuration_set_name=configuration_set,
+            event_destination_name=f"{pulumi.get_project()}-{pulumi.get_stack()}",
+            event_destination={"enabled": True, "matching_event_types": SES_EVENT_TYPES,
+                               "event_bridge_destination": {"event_bus_arn": default_bus_arn}},
+            opts=child)
+        self.ses_rule = aws.cloudwatch.EventRule(
+            f"{name}-ses-rule", description=f"SES events of configuration set {configuration_set} into the stream",
+            event_pattern=pulumi.Output.json_dumps({
+                "source": ["aws.ses"],
+                "detail": {"mail": {"tags": {"ses:configuration-set": [configuration_set]}}},
+            }), opts=child)
+        # Events EventBridge cannot deliver (throttling, a missing partition key) wait here instead of vanishing.
+        dead_letters = aws.sqs.Queue(
+            f"{name}-ses-dlq", sqs_managed_sse_enabled=True, message_retention_seconds=14 * 24 * 3600, opts=child)
+        aws.sqs.QueuePolicy(
+            f"{name}-ses-dlq-policy", queue_url=dead_letters.url,
+            policy=pulumi.Output.json_dumps({
+                "Version": "2012-10-17",
+                "Statement": [{"Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
+                               "Action": "sqs:SendMessage", "Resource": dead_letters.arn,
+                               "Condition": {"ArnEquals": {"aws:SourceArn": self.ses_rule.arn}}}],
+            }), opts=child)
+        role = aws.iam.Role(
+            f"{name}-ses-role",
+            assume_role_policy=assume_role_json("events.amazonaws.com", source_account=self._account_id,
+                                                source_arn=self.ses_rule.arn),
+            opts=child)
+        policy = aws.iam.RolePolicy(f"{name}-ses-policy", role=role.id,
+                                    policy=policy_json(self._write_to_stream), opts=child)
+        aws.cloudwatch.EventTarget(
+            f"{name}-ses-target", rule=self.ses_rule.name, arn=self.stream.arn, role_arn=role.arn,
+            kinesis_target={"partition_key_path": SES_PARTITION_KEY_PATH},
+            retry_policy={"maximum_retry_attempts": 185, "maximum_event_age_in_seconds": 24 * 3600},
+            dead_letter_config={"arn": dead_letters.arn},
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]))

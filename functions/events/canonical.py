@@ -1,0 +1,115 @@
+"""The canonical engagement event: the one shape every source adapter produces.
+
+Everything downstream (the lake, the rules engine, the interactions query) reads this shape and nothing
+else. Addresses (email, phone, IP, user agent) are never copied into it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from types import MappingProxyType
+from typing import Any, Mapping
+
+
+class EventSource(str, enum.Enum):
+    """Where a record came from."""
+
+    PINPOINT = "pinpoint"
+    SES = "ses"
+    APP = "app"
+
+
+class IdentityMode(str, enum.Enum):
+    """How a user identity is found for a record.
+
+    `user`: only an explicit user id counts; records without one have no user.
+    `user_or_endpoint`: fall back to the endpoint id when the record names no user.
+    """
+
+    USER = "user"
+    USER_OR_ENDPOINT = "user_or_endpoint"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CanonicalEvent:
+    """One engagement event, source-independent. Times are Unix milliseconds (UTC)."""
+
+    event_id: str
+    source: EventSource
+    event_type: str
+    event_time_ms: int
+    arrival_time_ms: int
+    user_id: str | None = None
+    endpoint_id: str | None = None
+    campaign_id: str | None = None
+    journey_id: str | None = None
+    item_id: str | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict)
+    metrics: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Read-only views keep a frozen event frozen all the way down.
+        object.__setattr__(self, "attributes", MappingProxyType(dict(self.attributes)))
+        object.__setattr__(self, "metrics", MappingProxyType(dict(self.metrics)))
+
+    @property
+    def arrival_date(self) -> str:
+        """The lake partition (`dt=`) this event belongs to: its arrival day, UTC."""
+        return datetime.fromtimestamp(self.arrival_time_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The JSON object written to the lake and the stream (field names are the lake's columns)."""
+        row = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        row["source"] = self.source.value
+        row["attributes"] = dict(self.attributes)
+        row["metrics"] = dict(self.metrics)
+        return row
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_json_dict(), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_json_dict(cls, row: Mapping[str, Any]) -> "CanonicalEvent":
+        """Inverse of `to_json_dict` for rows that are already canonical (e.g. read back from the lake)."""
+        values = {f.name: row.get(f.name) for f in dataclasses.fields(cls)}
+        values["source"] = EventSource(values["source"])
+        values["attributes"] = dict(values["attributes"] or {})
+        values["metrics"] = {k: float(v) for k, v in (values["metrics"] or {}).items()}
+        return cls(**values)
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A record that could not become a canonical event, and why (said so a person can act on it)."""
+
+    reason: str
+
+
+ParseResult = CanonicalEvent | Rejected
+
+
+# The lake's column types, in Glue/Athena (Hive DDL) terms, one per canonical field. The Glue table is
+# generated from this, and a test checks it covers exactly the dataclass fields.
+LAKE_COLUMN_TYPES: Mapping[str, str] = MappingProxyType(
+    {
+        "event_id": "string",
+        "source": "string",
+        "event_type": "string",
+        "event_time_ms": "bigint",
+        "arrival_time_ms": "bigint",
+        "user_id": "string",
+        "endpoint_id": "string",
+        "campaign_id": "string",
+        "journey_id": "string",
+        "item_id": "string",
+        "attributes": "map<string,string>",
+        "metrics": "map<string,double>",
+    }
+)
+
+LAKE_PARTITION_KEY = "dt"
+"""The lake's only partition column: arrival date, `YYYY-MM-DD`, UTC."""

@@ -1,0 +1,134 @@
+"""Run the real Pulumi program under mocks once per session and record every registered resource."""
+
+from __future__ import annotations
+
+import json
+import runpy
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pulumi
+import pytest
+import yaml
+from pulumi.runtime import mocks as pulumi_mocks
+
+ROOT = Path(__file__).resolve().parents[2]
+PROJECT = "engagement-loop"
+STACK = "dev"
+ACCOUNT = "123456789012"
+
+
+@dataclass
+class Registered:
+    """One resource the program registered: its type token, logical name, inputs and parent URN."""
+
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    parent: str
+    urn: str
+
+    def input_json(self, key: str) -> Any:
+        """An input that holds a JSON document (policies, event patterns), parsed."""
+        return json.loads(self.inputs[key])
+
+
+class RecordingMocks(pulumi.runtime.Mocks):
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        kind = args.typ.split(":")[1].split("/")[0]
+        outputs = {
+            **args.inputs,
+            "arn": f"arn:aws:{kind}:eu-west-1:{ACCOUNT}:{args.name}",
+            "name": args.inputs.get("name", args.name),
+        }
+        if args.typ == "aws:s3/bucket:Bucket":
+            outputs["bucket"] = args.name
+        if args.typ == "aws:sqs/queue:Queue":
+            outputs["url"] = f"https://sqs.eu-west-1.amazonaws.com/{ACCOUNT}/{args.name}"
+        return [f"{args.name}-id", outputs]
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        if args.token == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/test", "userId": "test",
+                    "id": ACCOUNT}
+        raise NotImplementedError(f"no mock for invoke {args.token}")
+
+
+class RecordingMonitor(pulumi_mocks.MockMonitor):
+    """The stock mock monitor, also keeping each registration's parent (MockResourceArgs has none)."""
+
+    def __init__(self, mocks: pulumi.runtime.Mocks):
+        super().__init__(mocks)
+        self.registered: list[Registered] = []
+
+    def RegisterResource(self, request):
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            inputs = pulumi.runtime.rpc.deserialize_properties(request.object)
+            self.registered.append(Registered(request.type, request.name, inputs, request.parent, response.urn))
+        return response
+
+
+def stack_config_from_file(path: Path) -> dict[str, str]:
+    """Stack config as the engine hands it to a program: every value a string, structured ones as JSON."""
+    config = yaml.safe_load(path.read_text())["config"]
+    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in config.items()}
+
+
+class Graph:
+    """The resources one program run registered, with look-ups tests need."""
+
+    def __init__(self, registered: list[Registered], outputs: dict[str, Any]):
+        self.resources = registered
+        self.outputs = outputs
+
+    def of_type(self, type_token: str) -> list[Registered]:
+        return [r for r in self.resources if r.type == type_token]
+
+    def one(self, type_token: str, name: str | None = None) -> Registered:
+        found = [r for r in self.of_type(type_token) if name is None or r.name == name]
+        assert len(found) == 1, f"expected one {type_token} {name or ''}, found {[r.name for r in found]}"
+        return found[0]
+
+    def by_urn(self, urn: str) -> Registered:
+        return next(r for r in self.resources if r.urn == urn)
+
+    def arn_of(self, resource: Registered) -> str:
+        kind = resource.type.split(":")[1].split("/")[0]
+        return f"arn:aws:{kind}:eu-west-1:{ACCOUNT}:{resource.name}"
+
+    def policy_documents(self) -> list[tuple[Registered, dict[str, Any]]]:
+        documents = []
+        for resource in self.resources:
+            if resource.type in ("aws:iam/rolePolicy:RolePolicy", "aws:iam/policy:Policy"):
+                documents.append((resource, resource.input_json("policy")))
+        return documents
+
+
+def run_program(config: dict[str, str]) -> dict[str, Any]:
+    """Run __main__.py with `config` and return its stack outputs (resources are recorded by the monitor)."""
+    pulumi.runtime.set_all_config(config)
+    namespace: dict[str, Any] = {}
+
+    @pulumi.runtime.test
+    def program():
+        namespace.update(runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__"))
+
+    program()
+    return namespace
+
+
+@pytest.fixture(scope="session")
+def monitor() -> RecordingMonitor:
+    mocks = RecordingMocks()
+    recording = RecordingMonitor(mocks)
+    pulumi.runtime.set_mocks(mocks, project=PROJECT, stack=STACK, preview=False, monitor=recording)
+    return recording
+
+
+@pytest.fixture(scope="session")
+def dev_graph(monitor: RecordingMonitor) -> Graph:
+    """The whole program, run once with the sample stack Pulumi.dev.yaml."""
+    run_program(stack_config_from_file(ROOT / "Pulumi.dev.yaml"))
+    return Graph(list(monitor.registered), {})
