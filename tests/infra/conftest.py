@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import runpy
+from unittest import mock
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,16 +108,22 @@ class Graph:
 
 
 def run_program(config: dict[str, str]) -> dict[str, Any]:
-    """Run __main__.py with `config` and return its stack outputs (resources are recorded by the monitor)."""
+    """Run __main__.py with `config` and return its resolved stack outputs.
+
+    Resources are recorded by the monitor; `pulumi.runtime.test` waits for every registration.
+    """
     pulumi.runtime.set_all_config(config)
-    namespace: dict[str, Any] = {}
+    exported: dict[str, Any] = {}
+    resolved: dict[str, Any] = {}
 
     @pulumi.runtime.test
     def program():
-        namespace.update(runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__"))
+        with mock.patch.object(pulumi, "export", side_effect=exported.__setitem__):
+            runpy.run_path(str(ROOT / "__main__.py"), run_name="__main__")
+        return pulumi.Output.all(**exported).apply(resolved.update)
 
     program()
-    return namespace
+    return resolved
 
 
 @pytest.fixture(scope="session")
@@ -130,5 +137,11 @@ def monitor() -> RecordingMonitor:
 @pytest.fixture(scope="session")
 def dev_graph(monitor: RecordingMonitor) -> Graph:
     """The whole program, run once with the sample stack Pulumi.dev.yaml."""
-    run_program(stack_config_from_file(ROOT / "Pulumi.dev.yaml"))
-    return Graph(list(monitor.registered), {})
+    outputs = run_program(stack_config_from_file(ROOT / "Pulumi.dev.yaml"))
+    return Graph(list(monitor.registered), outputs)
+
+
+@pytest.fixture(scope="session")
+def run_stack(monitor: RecordingMonitor):
+    """Run the program again with another config (for failure paths; resources would be registered twice)."""
+    return run_program

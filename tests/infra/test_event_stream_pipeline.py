@@ -1,0 +1,215 @@
+"""EventStreamPipeline under mocks with the sample stack (Pulumi.dev.yaml): present, wired, locked down."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pulumi
+import pytest
+
+from components.config import LakeConfig, SourcesConfig
+from components.event_stream_pipeline import EventStreamPipeline, EventStreamPipelineArgs
+from functions.events.canonical import CanonicalEvent, IdentityMode
+
+STREAM = "aws:kinesis/stream:Stream"
+FIREHOSE = "aws:kinesis/firehoseDeliveryStream:FirehoseDeliveryStream"
+FUNCTION = "aws:lambda/function:Function"
+TABLE = "aws:glue/catalogTable:CatalogTable"
+
+
+def test_stack_outputs_name_what_later_components_need(dev_graph):
+    assert dev_graph.outputs == {
+        "streamArn": dev_graph.arn_of(dev_graph.one(STREAM)),
+        "streamName": "events-stream",
+        "lakeBucket": "events-lake",
+        "glueDatabase": "engagement_loop_dev",
+        "eventsTable": "events",
+        "athenaWorkgroup": "engagement-loop-dev",
+        "dataKeyArn": dev_graph.arn_of(dev_graph.one("aws:kms/key:Key")),
+        "producerPolicyArn": dev_graph.arn_of(dev_graph.one("aws:iam/policy:Policy")),
+    }
+
+
+def test_stream_is_on_demand_and_kms_encrypted(dev_graph):
+    stream = dev_graph.one(STREAM)
+    key = dev_graph.one("aws:kms/key:Key")
+    assert stream.inputs["streamModeDetails"] == {"streamMode": "ON_DEMAND"}
+    assert stream.inputs["encryptionType"] == "KMS"
+    assert stream.inputs["kmsKeyId"] == dev_graph.arn_of(key)
+    assert key.inputs["enableKeyRotation"] is True
+
+
+def test_firehose_reads_the_stream_through_the_normaliser_into_partitioned_parquet(dev_graph):
+    firehose = dev_graph.one(FIREHOSE)
+    normaliser = dev_graph.one(FUNCTION)
+    s3 = firehose.inputs["extendedS3Configuration"]
+    assert firehose.inputs["kinesisSourceConfiguration"]["kinesisStreamArn"] == dev_graph.arn_of(dev_graph.one(STREAM))
+    assert normaliser.inputs["handler"] == "functions.events.firehose_transform.handler"
+    assert normaliser.inputs["environment"]["variables"]["IDENTITY_MODE"] == "user_or_endpoint"
+    [processor] = s3["processingConfiguration"]["processors"]
+    parameters = {p["parameterName"]: p["parameterValue"] for p in processor["parameters"]}
+    assert processor["type"] == "Lambda"
+    assert parameters["LambdaArn"] == dev_graph.arn_of(normaliser) + ":$LATEST"
+    assert s3["prefix"] == "events/dt=!{partitionKeyFromLambda:dt}/"
+    assert s3["errorOutputPrefix"].startswith("errors/!{firehose:error-output-type}/")
+    assert s3["dynamicPartitioningConfiguration"]["enabled"] is True
+    conversion = s3["dataFormatConversionConfiguration"]
+    assert conversion["enabled"] is True
+    assert "parquetSerDe" in conversion["outputFormatConfiguration"]["serializer"]
+    assert conversion["schemaConfiguration"]["databaseName"] == "engagement_loop_dev"
+    assert conversion["schemaConfiguration"]["tableName"] == "events"
+    assert s3["bucketArn"] == dev_graph.arn_of(dev_graph.one("aws:s3/bucket:Bucket"))
+
+
+def test_glue_columns_are_the_canonical_event_and_dt_is_projected(dev_graph):
+    table = dev_graph.one(TABLE)
+    columns = [c["name"] for c in table.inputs["storageDescriptor"]["columns"]]
+    assert columns == [f.name for f in dataclasses.fields(CanonicalEvent)]
+    types = {c["name"]: c["type"] for c in table.inputs["storageDescriptor"]["columns"]}
+    assert types["event_time_ms"] == "bigint" and types["attributes"] == "map<string,string>"
+    assert types["metrics"] == "map<string,double>"
+    assert table.inputs["partitionKeys"] == [{"name": "dt", "type": "string"}]
+    parameters = table.inputs["parameters"]
+    assert parameters["projection.enabled"] == "true"
+    assert parameters["projection.dt.type"] == "date"
+    assert parameters["projection.dt.format"] == "yyyy-MM-dd"
+    assert parameters["projection.dt.range"].endswith(",NOW")
+    assert parameters["storage.location.template"] == "s3://events-lake/events/dt=${dt}/"
+    assert not dev_graph.of_type("aws:glue/crawler:Crawler")
+
+
+def test_athena_workgroup_has_encrypted_results_and_a_scan_cutoff(dev_graph):
+    configuration = dev_graph.one("aws:athena/workgroup:Workgroup").inputs["configuration"]
+    assert configuration["enforceWorkgroupConfiguration"] is True
+    assert configuration["bytesScannedCutoffPerQuery"] == 10 * 1024 ** 3
+    results = configuration["resultConfiguration"]
+    assert results["outputLocation"] == "s3://events-lake/athena-results/"
+    assert results["encryptionConfiguration"]["encryptionOption"] == "SSE_KMS"
+
+
+def test_every_store_is_encrypted(dev_graph):
+    key_arn = dev_graph.arn_of(dev_graph.one("aws:kms/key:Key"))
+    [rule] = dev_graph.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
+                           ).inputs["rules"]
+    assert rule["applyServerSideEncryptionByDefault"] == {"sseAlgorithm": "aws:kms", "kmsMasterKeyId": key_arn}
+    assert dev_graph.one(FIREHOSE).inputs["extendedS3Configuration"]["kmsKeyArn"] == key_arn
+    for queue in dev_graph.of_type("aws:sqs/queue:Queue"):
+        assert queue.inputs["sqsManagedSseEnabled"] is True, queue.name
+
+
+def test_lake_bucket_is_private_tls_only_and_expires_results_and_errors(dev_graph):
+    block = dev_graph.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").inputs
+    assert all(block[k] is True for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls",
+                                          "restrictPublicBuckets"))
+    [deny] = dev_graph.one("aws:s3/bucketPolicy:BucketPolicy").input_json("policy")["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    rules = {r["filter"]["prefix"]: r for r in
+             dev_graph.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"]}
+    assert rules["athena-results/"]["expiration"]["days"] == 7
+    assert rules["errors/"]["expiration"]["days"] == 90
+    assert "events/" not in rules  # the lake itself is kept
+
+
+def test_no_wildcard_actions_and_no_wildcard_resources(dev_graph):
+    documents = dev_graph.policy_documents()
+    assert len(documents) >= 5
+    for resource, document in documents:
+        for statement in document["Statement"]:
+            actions = statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+            assert not any(a == "*" or a.endswith(":*") for a in actions), (resource.name, actions)
+            assert "*" not in statement["Resource"], (resource.name, statement)
+
+
+def test_firehose_role_is_scoped_to_its_stream_bucket_function_and_table(dev_graph):
+    document = dev_graph.one("aws:iam/rolePolicy:RolePolicy", "events-firehose-policy").input_json("policy")
+    by_action = {a: s["Resource"] for s in document["Statement"] for a in s["Action"]}
+    assert by_action["kinesis:GetRecords"] == [dev_graph.arn_of(dev_graph.one(STREAM))]
+    assert by_action["lambda:InvokeFunction"] == [dev_graph.arn_of(dev_graph.one(FUNCTION))]
+    assert by_action["s3:PutObject"] == ["arn:aws:s3:eu-west-1:123456789012:events-lake",
+                                         "arn:aws:s3:eu-west-1:123456789012:events-lake/*"]
+    assert "arn:aws:glue:eu-west-1:123456789012:table/engagement_loop_dev/events" in by_action["glue:GetTable"]
+    trust = dev_graph.one("aws:iam/role:Role", "events-firehose-role").input_json("assumeRolePolicy")
+    assert trust["Statement"][0]["Condition"]["StringEquals"]["aws:SourceAccount"] == "123456789012"
+
+
+def test_lambda_helper_gives_logs_with_retention_an_alarm_and_only_its_own_log_group(dev_graph):
+    function = dev_graph.one(FUNCTION)
+    log_group = dev_graph.one("aws:cloudwatch/logGroup:LogGroup", "events-normalise-logs")
+    assert log_group.inputs["retentionInDays"] == 30
+    assert function.inputs["loggingConfig"]["logGroup"] == "events-normalise-logs"
+    assert any("AWSLambdaPowertoolsPythonV3" in layer for layer in function.inputs["layers"])
+    assert function.inputs["code"].assets, "the functions archive is empty"
+    assert "functions/events/canonical.py" in function.inputs["code"].assets
+    assert not any("__pycache__" in path for path in function.inputs["code"].assets)
+    policy = dev_graph.one("aws:iam/rolePolicy:RolePolicy", "events-normalise-policy").input_json("policy")
+    assert policy["Statement"] == [{"Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                                    "Resource": [dev_graph.arn_of(log_group) + ":*"]}]
+    alarm = dev_graph.one("aws:cloudwatch/metricAlarm:MetricAlarm", "events-normalise-errors")
+    assert alarm.inputs["metricName"] == "Errors" and alarm.inputs["dimensions"] == {
+        "FunctionName": "events-normalise-function"}
+    for group in dev_graph.of_type("aws:cloudwatch/logGroup:LogGroup"):
+        assert group.inputs["retentionInDays"] == 30, group.name
+
+
+def test_pinpoint_event_stream_writes_into_the_stream_with_a_scoped_role(dev_graph):
+    stream_arn = dev_graph.arn_of(dev_graph.one(STREAM))
+    event_stream = dev_graph.one("aws:pinpoint/eventStream:EventStream")
+    assert event_stream.inputs["applicationId"] == "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+    assert event_stream.inputs["destinationStreamArn"] == stream_arn
+    trust = dev_graph.one("aws:iam/role:Role", "events-pinpoint-role").input_json("assumeRolePolicy")
+    assert trust["Statement"][0]["Principal"] == {"Service": "pinpoint.amazonaws.com"}
+    assert trust["Statement"][0]["Condition"]["ArnLike"]["aws:SourceArn"] == (
+        "arn:aws:mobiletargeting:eu-west-1:123456789012:apps/a1b2c3d4e5f60718293a4b5c6d7e8f90")
+
+
+def test_ses_events_reach_the_stream_through_the_default_bus_with_a_dead_letter_queue(dev_graph):
+    destination = dev_graph.one("aws:sesv2/configurationSetEventDestination:ConfigurationSetEventDestination")
+    assert destination.inputs["configurationSetName"] == "engagement-events"
+    bridge = destination.inputs["eventDestination"]["eventBridgeDestination"]
+    assert bridge["eventBusArn"] == "arn:aws:events:eu-west-1:123456789012:event-bus/default"
+    assert {"OPEN", "CLICK", "SEND", "BOUNCE"} <= set(destination.inputs["eventDestination"]["matchingEventTypes"])
+    rule = dev_graph.one("aws:cloudwatch/eventRule:EventRule")
+    assert rule.input_json("eventPattern") == {
+        "source": ["aws.ses"], "detail": {"mail": {"tags": {"ses:configuration-set": ["engagement-events"]}}}}
+    target = dev_graph.one("aws:cloudwatch/eventTarget:EventTarget")
+    assert target.inputs["arn"] == dev_graph.arn_of(dev_graph.one(STREAM))
+    assert target.inputs["deadLetterConfig"]["arn"] == dev_graph.arn_of(dev_graph.one("aws:sqs/queue:Queue"))
+
+
+def test_producer_policy_allows_writing_to_the_stream_only(dev_graph):
+    document = dev_graph.one("aws:iam/policy:Policy").input_json("policy")
+    actions = {a for s in document["Statement"] for a in s["Action"]}
+    assert actions == {"kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary",
+                       "kms:GenerateDataKey"}
+
+
+def test_every_resource_hangs_under_a_component(dev_graph):
+    components = {r.urn for r in dev_graph.resources if r.type.startswith("engagement-loop:")}
+    for resource in dev_graph.resources:
+        if not resource.type.startswith("engagement-loop:"):
+            assert resource.parent in components, resource.name
+            assert resource.name.startswith(dev_graph.by_urn(resource.parent).name + "-"), resource.name
+
+
+def test_optional_sources_are_absent_when_not_configured(monitor):
+    before = len(monitor.registered)
+
+    @pulumi.runtime.test
+    def build():
+        EventStreamPipeline("bare", EventStreamPipelineArgs(
+            region="eu-west-1", identity_mode=IdentityMode.USER, log_retention_days=7,
+            sources=SourcesConfig(pinpoint_project_id=None, ses_configuration_set=None, app_producer_policy=False),
+            lake=LakeConfig(athena_scan_limit_gb=1, query_results_retention_days=1, errors_retention_days=1)))
+
+    build()
+    types = {r.type for r in monitor.registered[before:]}
+    assert STREAM in types and FIREHOSE in types
+    assert not types & {"aws:pinpoint/eventStream:EventStream", "aws:cloudwatch/eventRule:EventRule",
+                        "aws:iam/policy:Policy",
+                        "aws:sesv2/configurationSetEventDestination:ConfigurationSetEventDestination"}
+
+
+def test_args_reject_an_empty_region():
+    with pytest.raises(ValueError, match="EventStreamPipelineArgs.region"):
+        EventStreamPipelineArgs(region="", identity_mode=IdentityMode.USER, log_retention_days=7,
+                                sources=SourcesConfig(None, None, False), lake=LakeConfig(1, 1, 1))

@@ -1,0 +1,114 @@
+"""Stack config parsing: every invalid value is named with its key, value and fix; all problems at once."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from components.config import KEYS, ConfigError, parse_stack_config
+from functions.events.canonical import IdentityMode
+
+ROOT = Path(__file__).resolve().parents[2]
+CAMPAIGN = "arn:aws:personalize:eu-west-1:123456789012:campaign/c1"
+SOLUTION = "arn:aws:personalize:eu-west-1:123456789012:solution/s1"
+DATASET = "arn:aws:personalize:eu-west-1:123456789012:dataset/group1/INTERACTIONS"
+
+
+def valid(**overrides):
+    raw = {
+        "personalizeCampaignArn": CAMPAIGN,
+        "personalizeSolutionArn": SOLUTION,
+        "personalizeInteractionsDatasetArn": DATASET,
+        "scoring": json.dumps(["_email.open=50", "_email.click=100"]),
+    }
+    raw.update(overrides)
+    return {k: v for k, v in raw.items() if v is not None}
+
+
+def problems(raw, region="eu-west-1"):
+    with pytest.raises(ConfigError) as error:
+        parse_stack_config(raw, region=region)
+    return error.value.problems
+
+
+def test_the_sample_stack_parses_with_the_seed_scoring_model():
+    stack = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
+    raw = {k.split(":", 1)[1]: v if isinstance(v, str) else json.dumps(v)
+           for k, v in stack.items() if k.startswith("engagement-loop:")}
+    config = parse_stack_config(raw, region=stack["aws:region"])
+    assert dict(config.retraining.scoring.values) == {
+        "_campaign.opened_notification": 100.0, "_email.open": 50.0, "_email.click": 100.0,
+        "_email.unsubscribe": -200.0}
+    assert config.retraining.history_days == -1
+    assert config.retraining.schedule == "cron(0 2 * * ? *)"
+    assert config.retraining.campaign.name == "engagement-campaign"
+    assert config.sources.pinpoint_project_id == "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+    assert config.identity_mode is IdentityMode.USER_OR_ENDPOINT
+
+
+def test_defaults_apply_when_keys_are_absent():
+    config = parse_stack_config(valid(), region="eu-west-1")
+    assert config.log_retention_days == 30
+    assert config.sources.pinpoint_project_id is None and config.sources.ses_configuration_set is None
+    assert config.sources.app_producer_policy is True
+    assert config.lake.athena_scan_limit_gb == 10
+    assert config.retraining.history_days == -1
+
+
+def test_pulumi_yaml_declares_exactly_the_keys_read_with_the_same_defaults():
+    declared = yaml.safe_load((ROOT / "Pulumi.yaml").read_text())["config"]
+    assert set(declared) == set(KEYS)
+    for key, (kind, default) in KEYS.items():
+        assert declared[key]["type"] == kind, key
+        assert declared[key].get("default") == default, key
+        assert declared[key]["description"], key
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("personalizeCampaignArn", "arn:aws:personalize:eu-west-1:123:campaign/c1", "expected a Personalize campaign ARN"),
+    ("personalizeCampaignArn", SOLUTION, "expected a Personalize campaign ARN"),
+    ("personalizeSolutionArn", "arn:aws:personalize:us-east-1:123456789012:solution/s1",
+     "is in us-east-1 but the stack deploys to eu-west-1"),
+    ("personalizeInteractionsDatasetArn", "arn:aws:personalize:eu-west-1:123456789012:dataset/group1/USERS",
+     "INTERACTIONS dataset"),
+    ("scoring", json.dumps(["_email.open=fifty"]), "value 'fifty' is not a number"),
+    ("scoring", json.dumps(["_email.open"]), "is not EVENT_TYPE=VALUE"),
+    ("scoring", json.dumps(["_email.open=nan"]), "finite number"),
+    ("scoring", json.dumps(["_custom.recommender=1"]), "remove it from the scoring model"),
+    ("scoring", json.dumps([f"e{i}=1" for i in range(11)]), "at most 10"),
+    ("scoring", json.dumps(["a=1", "a=2"]), "listed twice"),
+    ("historyDays", "0", "use -1 for all history or a number of days ≥ 1"),
+    ("historyDays", "-2", "use -1 for all history"),
+    ("historyDays", "seven", "expected a whole number"),
+    ("retrainSchedule", "every night", "expected an EventBridge schedule"),
+    ("retrainSchedule", "cron(0 2 * * ?)", "expected an EventBridge schedule"),
+    ("identityMode", "email", "expected one of user, user_or_endpoint"),
+    ("logRetentionDays", "10", "must be one of 1, 3, 5, 7, 14, 30"),
+    ("pinpointProjectId", "my-project", "32 hex digits"),
+    ("appProducerPolicy", "yes", "expected true or false"),
+    ("athenaScanLimitGb", "0", "must be at least 1"),
+])
+def test_each_invalid_value_names_key_value_and_fix(key, value, expected):
+    [problem] = problems(valid(**{key: value}))
+    assert problem.startswith(f"engagement-loop:{key} = ")
+    assert repr(value) in problem or value in problem
+    assert expected in problem
+
+
+def test_required_keys_and_unknown_keys_are_reported_together():
+    found = problems({"scoringWeights": "x", "historyDays": "0"}, region=None)
+    assert "aws:region is required: `pulumi config set aws:region eu-west-1`" in found
+    assert any(p.startswith("engagement-loop:scoringWeights is not a setting of this program") for p in found)
+    for key in ("personalizeCampaignArn", "personalizeSolutionArn", "personalizeInteractionsDatasetArn", "scoring"):
+        assert any(p.startswith(f"engagement-loop:{key} is required") for p in found), key
+    assert any(p.startswith("engagement-loop:historyDays") for p in found)
+    assert len(found) == 7
+
+
+def test_valid_schedules_and_history_are_accepted():
+    for schedule in ("rate(1 day)", "rate(12 hours)", "cron(0 2 * * ? *)", "cron(15 */6 ? * MON-FRI *)"):
+        assert parse_stack_config(valid(retrainSchedule=schedule), region="eu-west-1").retraining.schedule == schedule
+    assert parse_stack_config(valid(historyDays="30"), region="eu-west-1").retraining.history_days == 30
