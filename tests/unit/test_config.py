@@ -112,3 +112,9 @@ def test_valid_schedules_and_history_are_accepted():
     for schedule in ("rate(1 day)", "rate(12 hours)", "cron(0 2 * * ? *)", "cron(15 */6 ? * MON-FRI *)"):
         assert parse_stack_config(valid(retrainSchedule=schedule), region="eu-west-1").retraining.schedule == schedule
     assert parse_stack_config(valid(historyDays="30"), region="eu-west-1").retraining.history_days == 30
+
+
+def test_readme_config_reference_lists_every_key():
+    readme = (ROOT / "README.md").read_text()
+    for key in KEYS:
+        assert f"| `{key}` |" in readme, key
