@@ -1,0 +1,1 @@
+"""Lambda code for engagement-loop, packaged as one archive."""

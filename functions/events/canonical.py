@@ -12,7 +12,9 @@ import json
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Iterator, Mapping, TypeVar
+
+_V = TypeVar("_V")
 
 
 class EventSource(str, enum.Enum):
@@ -34,6 +36,34 @@ class IdentityMode(str, enum.Enum):
     USER_OR_ENDPOINT = "user_or_endpoint"
 
 
+class FrozenMap(Mapping[str, _V]):
+    """A read-only, hashable, picklable mapping: what a frozen event holds its attributes and metrics in.
+
+    (`MappingProxyType` is read-only too, but neither hashable nor picklable, which made every event
+    unhashable and impossible to pickle or deep-copy.)
+    """
+
+    __slots__ = ("_items",)
+
+    def __init__(self, items: Mapping[str, _V] | None = None) -> None:
+        self._items = dict(items or {})
+
+    def __getitem__(self, key: str) -> _V:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._items.items()))
+
+    def __repr__(self) -> str:
+        return f"FrozenMap({self._items!r})"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CanonicalEvent:
     """One engagement event, source-independent. Times are Unix milliseconds (UTC)."""
@@ -53,8 +83,8 @@ class CanonicalEvent:
 
     def __post_init__(self) -> None:
         # Read-only views keep a frozen event frozen all the way down.
-        object.__setattr__(self, "attributes", MappingProxyType(dict(self.attributes)))
-        object.__setattr__(self, "metrics", MappingProxyType(dict(self.metrics)))
+        object.__setattr__(self, "attributes", FrozenMap(self.attributes))
+        object.__setattr__(self, "metrics", FrozenMap(self.metrics))
 
     @property
     def arrival_date(self) -> str:

@@ -1,0 +1,1 @@
+"""Engagement events: source adapters onto the canonical event, and the Firehose transformation Lambda."""

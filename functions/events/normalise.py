@@ -1,0 +1,72 @@
+"""One raw stream record → a canonical event, or a `Rejected` saying why not.
+
+The source is recognised by shape, most explicit marker first:
+
+- app:      `"schema"` present (it must be `engagement-loop/v1`);
+- SES:      `"source": "aws.ses"` (the EventBridge envelope);
+- Pinpoint: `event_type` and `event_timestamp` (Pinpoint's own field names).
+
+Whatever the input, `normalise` returns; it never raises.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from functions.events.app import APP_SCHEMA, parse_app
+from functions.events.canonical import EventSource, IdentityMode, ParseResult, Rejected
+from functions.events.parsing import FieldError, Fields, kind_of, show
+from functions.events.pinpoint import parse_pinpoint
+from functions.events.ses import parse_ses
+
+
+def normalise(raw: bytes | str, *, identity_mode: IdentityMode, arrival_time_ms: int | None = None) -> ParseResult:
+    """Decode, parse and map one record.
+
+    `arrival_time_ms` is when the record reached the stream (Kinesis' approximate arrival time); only app
+    records use it, since Pinpoint and SES records carry their own.
+    """
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        try:
+            raw = bytes(raw).decode("utf-8")
+        except UnicodeDecodeError as error:
+            return Rejected(f"not valid UTF-8 (bad byte at offset {error.start})")
+    try:
+        document = json.loads(raw)
+    except json.JSONDecodeError as error:
+        return Rejected(f"not JSON: {error.msg} at line {error.lineno} column {error.colno}")
+    except (ValueError, RecursionError) as error:  # e.g. integers beyond 4300 digits, absurd nesting
+        return Rejected(f"not JSON: {type(error).__name__}: {show(str(error))}")
+    if not isinstance(document, dict):
+        return Rejected(f"unrecognised record: expected a JSON object, got {kind_of(document)}")
+    source = _recognise(document)
+    if isinstance(source, Rejected):
+        return source
+    record = Fields(document)
+    try:
+        if source is EventSource.APP:
+            return parse_app(record, arrival_time_ms=arrival_time_ms)
+        if source is EventSource.SES:
+            return parse_ses(record, identity_mode=identity_mode)
+        return parse_pinpoint(record, identity_mode=identity_mode)
+    except FieldError as error:
+        return Rejected(f"{_LABELS[source]}: {error}")
+
+
+_LABELS = {EventSource.APP: "app record", EventSource.SES: "SES event", EventSource.PINPOINT: "Pinpoint record"}
+
+
+def _recognise(document: dict[str, Any]) -> EventSource | Rejected:
+    if "schema" in document:
+        if document["schema"] != APP_SCHEMA:
+            return Rejected(f"app record: unsupported schema {show(document['schema'])} (expected {APP_SCHEMA!r})")
+        return EventSource.APP
+    if document.get("source") == "aws.ses":
+        return EventSource.SES
+    if "event_type" in document and "event_timestamp" in document:
+        return EventSource.PINPOINT
+    return Rejected(
+        "unrecognised record: not a Pinpoint, SES or app event "
+        f"(app events need \"schema\": {json.dumps(APP_SCHEMA)}; SES events come in their EventBridge envelope)"
+    )
