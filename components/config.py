@@ -10,18 +10,16 @@ from __future__ import annotations
 
 import enum
 import json
-import math
 import re
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, TypeVar
 
 from functions.events.canonical import IdentityMode
+from functions.retraining.scoring import ScoringError, ScoringModel
 
 PROJECT = "engagement-loop"
 
-EXPOSURE_EVENT_TYPE = "_custom.recommender"
-MAX_SCORED_EVENT_TYPES = 10  # Amazon Personalize accepts at most 10 event types in an events configuration.
 DEFAULT_RETRAIN_SCHEDULE = "cron(0 2 * * ? *)"
 # CloudWatch Logs accepts only these retention periods (days).
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
@@ -61,39 +59,6 @@ _SCHEDULE = re.compile(r"^(cron\((\S+ ){5}\S+\)|rate\([1-9]\d* (minute|minutes|h
 _PINPOINT_PROJECT_ID = re.compile(r"^[0-9a-f]{32}$")
 _SES_CONFIGURATION_SET = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
-
-
-@dataclass(frozen=True, slots=True)
-class ScoringModel:
-    """Event type → interaction value for the Personalize interactions dataset, in the stack's order."""
-
-    values: Mapping[str, float]
-
-    @classmethod
-    def from_entries(cls, entries: list[str]) -> "ScoringModel":
-        """Parse stack config entries `EVENT_TYPE=VALUE` (Pulumi.yaml's schema has no object type)."""
-        values: dict[str, float] = {}
-        for entry in entries:
-            event_type, sep, raw_value = str(entry).partition("=")
-            event_type = event_type.strip()
-            if not sep or not event_type:
-                raise _Invalid(f"entry {entry!r} is not EVENT_TYPE=VALUE (e.g. _email.open=50)")
-            if event_type in values:
-                raise _Invalid(f"event type {event_type!r} is listed twice; keep one entry")
-            try:
-                value = float(raw_value)
-            except ValueError:
-                raise _Invalid(f"{event_type}: value {raw_value.strip()!r} is not a number") from None
-            if not math.isfinite(value):
-                raise _Invalid(f"{event_type}: value must be a finite number, got {raw_value.strip()!r}")
-            values[event_type] = value
-        if EXPOSURE_EVENT_TYPE in values:
-            raise _Invalid(f"{EXPOSURE_EVENT_TYPE} records exposures (what was recommended), not engagement; "
-                           "remove it from the scoring model")
-        if len(values) > MAX_SCORED_EVENT_TYPES:
-            raise _Invalid(f"{len(values)} event types scored; Amazon Personalize accepts at most "
-                           f"{MAX_SCORED_EVENT_TYPES}: drop the least useful")
-        return cls(MappingProxyType(values))
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,6 +209,13 @@ def _identity_mode(value: str) -> IdentityMode:
         raise _Invalid("expected one of " + ", ".join(m.value for m in IdentityMode)) from None
 
 
+def _scoring(entries: list[Any]) -> ScoringModel:
+    try:
+        return ScoringModel.from_entries(entries, source="scoring")
+    except ScoringError as error:
+        raise _Invalid("; ".join(error.problems)) from None
+
+
 def _history_days(value: int) -> int:
     if value != -1 and value < 1:
         raise _Invalid("use -1 for all history or a number of days ≥ 1")
@@ -311,7 +283,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, region: str | None) -> StackCo
         campaign=reader.read("personalizeCampaignArn", _personalize_arn("campaign", region, "my-campaign")),
         solution=reader.read("personalizeSolutionArn", _personalize_arn("solution", region, "my-solution")),
         interactions_dataset=reader.read("personalizeInteractionsDatasetArn", _interactions_dataset(region)),
-        scoring=reader.read("scoring", ScoringModel.from_entries),
+        scoring=reader.read("scoring", _scoring),
         history_days=reader.read("historyDays", _history_days),
         schedule=reader.read("retrainSchedule", _schedule),
     )

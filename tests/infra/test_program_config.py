@@ -11,7 +11,7 @@ def test_bad_config_fails_with_every_problem_and_no_resources(monitor, dev_graph
                      "engagement-loop:scoring": '["_email.open=lots"]'})
     message = str(error.value)
     assert "engagement-loop:historyDays = '0': use -1 for all history" in message
-    assert "engagement-loop:scoring" in message and "'lots' is not a number" in message
+    assert "engagement-loop:scoring" in message and "'lots' for '_email.open' is not a finite number" in message
     assert "engagement-loop:personalizeCampaignArn is required" in message
     assert "Traceback" not in message
     assert len(monitor.registered) == before

@@ -1,0 +1,136 @@
+"""`python -m cli interactions preview`: build the Personalize interactions dataset locally.
+
+Raw stream records (one JSON record per line, exactly as on the stream) are normalised by the same code
+the Firehose Lambda runs, laid out like the lake (Parquet, `dt=` partitions) in a temporary folder, and
+the generated Athena SQL runs over them on DuckDB. The CSV is what Athena would produce for the same run
+date, and the summary says whether Personalize would accept it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import sys
+import tempfile
+from datetime import date, datetime, timedelta, timezone
+from pathlib import Path
+
+# Amazon Personalize's minimums for training on an interactions dataset.
+MIN_INTERACTIONS = 1_000
+MIN_ACTIVE_USERS = 25
+MIN_INTERACTIONS_PER_ACTIVE_USER = 2
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    group = subparsers.add_parser("interactions", help="the Personalize interactions dataset")
+    commands = group.add_subparsers(dest="command", required=True, metavar="{preview}")
+    preview = commands.add_parser(
+        "preview",
+        help="normalise raw records, run the interactions SQL on DuckDB, write the CSV and a summary",
+        description="Normalise raw stream records, lay them out like the lake and run the interactions SQL "
+                    "on DuckDB: writes the CSV Athena would produce and says whether Personalize would accept it.",
+    )
+    preview.add_argument("--scoring", required=True, type=Path, metavar="FILE",
+                         help="a stack file (Pulumi.<stack>.yaml) or a CSV EVENT_TYPE,EVENT_VALUE")
+    preview.add_argument("events", nargs="+", type=Path, metavar="EVENTS.jsonl",
+                         help="raw stream records, one JSON record per line")
+    preview.add_argument("--out", required=True, type=Path, metavar="FILE", help="the interactions CSV to write")
+    preview.add_argument("--as-of", type=date.fromisoformat, metavar="YYYY-MM-DD",
+                         help="run date D (default: the day after the latest arrival, so every event counts)")
+    preview.add_argument("--history-days", type=int, default=-1, metavar="N",
+                         help="engagement days before D to read; -1 for all (default)")
+    preview.add_argument("--attribution-days", type=int, default=7, metavar="N",
+                         help="how far back an exposure is credited (default 7)")
+    preview.set_defaults(func=preview_command)
+
+
+def preview_command(args: argparse.Namespace) -> int:
+    from functions.events.canonical import CanonicalEvent, IdentityMode, Rejected
+    from functions.events.normalise import normalise
+    from functions.retraining.lake import run_interactions, write_lake
+    from functions.retraining.scoring import ScoringError, ScoringModel
+    from functions.retraining.sql import INTERACTIONS_COLUMNS, InteractionsQuery
+
+    try:
+        scoring = ScoringModel.load(args.scoring)
+    except ScoringError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    events: list[CanonicalEvent] = []
+    rejected = 0
+    for path in args.events:
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except (OSError, UnicodeDecodeError) as error:
+            print(f"error: cannot read {path}: {error}", file=sys.stderr)
+            return 2
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            result = normalise(line, identity_mode=IdentityMode.USER_OR_ENDPOINT)
+            if isinstance(result, Rejected):
+                rejected += 1
+                print(f"{path}:{number}: {result.reason}", file=sys.stderr)
+            else:
+                events.append(result)
+
+    as_of = args.as_of or _day_after_latest_arrival(events)
+    try:
+        query = InteractionsQuery(scoring=scoring, as_of=as_of, history_days=args.history_days,
+                                  attribution_days=args.attribution_days)
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+    with tempfile.TemporaryDirectory(prefix="interactions-lake-") as lake:
+        write_lake(events, lake)
+        rows = run_interactions(query, lake)
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with args.out.open("w", encoding="utf-8", newline="") as out:
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(INTERACTIONS_COLUMNS)
+        writer.writerows(rows)
+
+    first = query.engagements_from
+    days = f"{first} … {as_of - timedelta(days=1)}" if first else f"all history up to {as_of - timedelta(days=1)}"
+    print(f"{len(events) + rejected} records read from {len(args.events)} file(s): {len(events)} normalised, "
+          f"{rejected} rejected.")
+    print(f"{len(rows)} interactions written to {args.out} (engagements arrived {days}; exposures credited "
+          f"up to {query.attribution_days} days back).")
+    print(_summary(rows, INTERACTIONS_COLUMNS))
+    return 0
+
+
+def _day_after_latest_arrival(events) -> date:
+    if not events:
+        return datetime.now(timezone.utc).date() + timedelta(days=1)
+    latest = max(event.arrival_time_ms for event in events)
+    return datetime.fromtimestamp(latest / 1000, tz=timezone.utc).date() + timedelta(days=1)
+
+
+def _summary(rows, columns: tuple[str, ...]) -> str:
+    import pandas as pd
+
+    frame = pd.DataFrame(rows, columns=list(columns))
+    per_type = frame.groupby("EVENT_TYPE").size()
+    active_users = int((frame.groupby("USER_ID").size() >= MIN_INTERACTIONS_PER_ACTIVE_USER).sum())
+    width = max([len("EVENT_TYPE"), *map(len, per_type.index)])
+    lines = ["", f"{'EVENT_TYPE':<{width}}  {'rows':>8}"]
+    lines += [f"{event_type:<{width}}  {count:>8,}" for event_type, count in per_type.items()]
+    lines += [f"{'(total)':<{width}}  {len(frame):>8,}", "",
+              f"users: {frame['USER_ID'].nunique():,}  items: {frame['ITEM_ID'].nunique():,}"]
+    failing = []
+    if len(frame) < MIN_INTERACTIONS:
+        failing.append(f"interactions: {len(frame):,} < {MIN_INTERACTIONS:,}")
+    if active_users < MIN_ACTIVE_USERS:
+        failing.append(f"users with ≥ {MIN_INTERACTIONS_PER_ACTIVE_USER} interactions: "
+                       f"{active_users:,} < {MIN_ACTIVE_USERS:,}")
+    if failing:
+        lines.append("Personalize minimums: NOT MET")
+        lines += [f"  - {reason}" for reason in failing]
+    else:
+        lines.append(f"Personalize minimums: met ({len(frame):,} interactions; "
+                     f"{active_users:,} users with ≥ {MIN_INTERACTIONS_PER_ACTIVE_USER} interactions)")
+    return "\n".join(lines)

@@ -1,0 +1,99 @@
+"""A local copy of the lake, and the interactions SQL run over it on DuckDB.
+
+Local tools and tests only (no Lambda imports this; pyarrow and DuckDB are not in the Lambda archive).
+Canonical events are written the way the lake holds them — Parquet with the Glue column types, one Hive
+`dt=YYYY-MM-DD` folder per arrival day — and the Athena text from `sql.py` is transpiled by sqlglot and
+run by DuckDB against a view named like the Athena table, so the text under test is the text Athena runs.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from pathlib import Path
+from typing import Iterable, NamedTuple
+
+from functions.events.canonical import LAKE_COLUMN_TYPES, LAKE_PARTITION_KEY, CanonicalEvent
+from functions.retraining.sql import INTERACTIONS_COLUMNS, InteractionsQuery, build_interactions_sql
+
+EVENTS_FOLDER = "events"
+
+
+class Interaction(NamedTuple):
+    """One row of the interactions dataset."""
+
+    user_id: str
+    item_id: str
+    event_type: str
+    event_value: float
+    timestamp: int
+
+
+def arrow_schema():
+    """The lake's Parquet schema, from the Glue column types (the partition column lives in the path)."""
+    import pyarrow as pa
+
+    scalars = {"string": pa.string(), "bigint": pa.int64(), "double": pa.float64()}
+
+    def arrow_type(glue_type: str):
+        if glue_type in scalars:
+            return scalars[glue_type]
+        match = re.fullmatch(r"map<(\w+),(\w+)>", glue_type)
+        if match and match[1] in scalars and match[2] in scalars:
+            return pa.map_(scalars[match[1]], scalars[match[2]])
+        raise ValueError(f"no Arrow type for Glue type {glue_type!r}; extend lake.arrow_schema")
+
+    return pa.schema([pa.field(name, arrow_type(t)) for name, t in LAKE_COLUMN_TYPES.items()])
+
+
+def write_lake(events: Iterable[CanonicalEvent], root: str | Path) -> list[Path]:
+    """Write `events` under `<root>/events/dt=<arrival day>/part-0.parquet`; returns the files written."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = arrow_schema()
+    by_day: dict[str, list[dict]] = defaultdict(list)
+    for event in events:
+        row = event.to_json_dict()
+        # Arrow builds map columns from lists of (key, value) pairs.
+        row["attributes"] = list(row["attributes"].items())
+        row["metrics"] = list(row["metrics"].items())
+        by_day[event.arrival_date].append(row)
+    written = []
+    for day, rows in sorted(by_day.items()):
+        folder = Path(root) / EVENTS_FOLDER / f"{LAKE_PARTITION_KEY}={day}"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "part-0.parquet"
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+        written.append(path)
+    return written
+
+
+def duckdb_sql(athena_sql: str) -> str:
+    """The Athena text as DuckDB runs it (sqlglot, Athena → DuckDB)."""
+    import sqlglot
+
+    (statement,) = sqlglot.transpile(athena_sql, read="athena", write="duckdb")
+    return statement
+
+
+def run_interactions(query: InteractionsQuery, root: str | Path) -> list[Interaction]:
+    """Run the generated SQL for `query` over the lake at `root`; rows sorted for stable output."""
+    import duckdb
+
+    folder = Path(root).resolve() / EVENTS_FOLDER
+    if not any(folder.glob("*/*.parquet")):
+        return []  # DuckDB refuses a glob that matches nothing; an empty lake has no interactions.
+    pattern = str(folder / "*" / "*.parquet").replace("'", "''")
+    with duckdb.connect() as con:
+        con.execute(f'CREATE SCHEMA "{query.database}"')
+        # dt stays a string as in Glue: DuckDB would otherwise infer DATE and compare dates, not strings.
+        con.execute(
+            f'CREATE VIEW "{query.database}"."{query.table}" AS SELECT * FROM read_parquet('
+            f"'{pattern}', hive_partitioning = true, hive_types = {{'{LAKE_PARTITION_KEY}': 'VARCHAR'}})"
+        )
+        result = con.execute(duckdb_sql(build_interactions_sql(query)))
+        columns = tuple(d[0] for d in result.description)
+        if columns != INTERACTIONS_COLUMNS:
+            raise AssertionError(f"interactions SQL returned columns {columns}, expected {INTERACTIONS_COLUMNS}")
+        return sorted(Interaction(*row) for row in result.fetchall())

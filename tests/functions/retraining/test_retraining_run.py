@@ -1,0 +1,393 @@
+"""Whole runs through the generated definition, with recorded Personalize/Athena responses and moto for the rest."""
+
+from __future__ import annotations
+
+import json
+from datetime import date, timedelta
+
+import pytest
+from botocore.stub import ANY
+
+from functions.retraining.handler import handle
+from functions.retraining.sql import InteractionsQuery, build_interactions_sql
+from tests.functions.retraining.world import (
+    BUCKET, IMPORT_JOB_ARN, NEW_VERSION, NOW, OLD_VERSION, QUERY_ID, RESULT_URI, RUN_ID,
+    SOLUTION_ARN, World, interactions,
+)
+
+LOCK = "retraining#lock"
+LAST_IMPORT = "retraining#last-import"
+
+
+def the_event(world: World, detail_type: str) -> dict:
+    (event,) = world.events()
+    assert event["source"] == "engagement-loop.retraining"
+    assert event["detail-type"] == detail_type
+    (message,) = world.messages()
+    assert message["MessageAttributes"]["detail_type"]["Value"] == detail_type
+    assert message["Subject"].startswith("engagement-loop retraining ")
+    return event["detail"]
+
+
+def test_a_full_run_imports_trains_and_rolls_the_campaign(world: World):
+    rows = interactions()
+    world.query(rows=rows)
+    world.import_job()
+    world.training()
+    world.campaign_update()
+
+    execution = world.run()
+
+    assert execution.status == "SUCCEEDED" and execution.end_state == "Succeeded"
+    assert execution.path[:4] == ["AcquireLock", "IsAlreadyRunning", "StartInteractionsQuery", "QueryStatus"]
+    detail = the_event(world, "RetrainingSucceeded")
+    assert detail["outcome"] == "succeeded" and detail["runId"] == RUN_ID and detail["asOf"] == "2026-11-20"
+    assert detail["interactions"] == {"rows": 1200, "users": 30, "usersWithAtLeast2": 30, "items": 17,
+                                      "newRows": None, "cutoff": rows[-1][4], "previousCutoff": None}
+    assert detail["datasetImportJob"]["arn"] == IMPORT_JOB_ARN
+    assert detail["solutionVersion"] == {"arn": NEW_VERSION, "status": "ACTIVE", "failureReason": None}
+    assert detail["campaign"]["previousSolutionVersionArn"] == OLD_VERSION
+    assert detail["campaign"]["minProvisionedTPS"] == 5
+    assert detail["query"] == {"id": QUERY_ID, "status": "SUCCEEDED", "scannedBytes": 123_456}
+    # The staged import file is the query result; values.csv keeps the seed's layout.
+    assert world.read(f"interactions/run={RUN_ID}/interactions.csv") == world.read(RESULT_URI.split("/", 3)[3])
+    assert world.read("interactions/values.csv") == \
+        "EVENT_TYPE,EVENT_VALUE\n_email.open,1.0\n_email.click,5.0\npurchase,20.0\n"
+    assert world.item(LOCK) is None
+    assert world.item(LAST_IMPORT)["cutoff"] == {"N": str(rows[-1][4])}
+    assert execution.output["outcome"] == "succeeded"
+
+
+def test_too_little_data_ends_as_skipped_not_failed(world: World):
+    world.query(rows=interactions(users=10, per_user=3))
+
+    execution = world.run()
+
+    assert (execution.status, execution.end_state) == ("SUCCEEDED", "Skipped")
+    detail = the_event(world, "RetrainingSkipped")
+    assert detail["reason"] == ("too little data for Amazon Personalize: 30 interactions < 1,000; "
+                                "10 users with ≥ 2 interactions < 25")
+    assert detail["interactions"]["rows"] == 30
+    assert world.item(LOCK) is None
+    assert world.item(LAST_IMPORT) is None
+
+
+def test_an_empty_result_is_skipped(world: World):
+    world.query(rows=[])
+    assert world.run().end_state == "Skipped"
+
+
+@pytest.mark.parametrize("state", ["FAILED", "CANCELLED"])
+def test_a_failed_or_cancelled_query_ends_the_run(world: World, state: str):
+    world.query("QUEUED", state, reason="Query exhausted resources at this scale factor")
+
+    execution = world.run()
+
+    assert (execution.status, execution.end_state) == ("FAILED", "Failed")
+    assert "QueryFailed" in execution.path
+    detail = the_event(world, "RetrainingFailed")
+    assert detail["error"]["error"] == "QueryFailed"
+    assert detail["query"]["status"] == state
+    assert world.item(LOCK) is None
+
+
+def test_a_failed_import_ends_the_run_with_its_reason(world: World):
+    world.query(rows=interactions())
+    world.import_job("CREATE PENDING", "CREATE FAILED", failure_reason="Input CSV is missing the column USER_ID")
+
+    execution = world.run()
+
+    assert execution.end_state == "Failed" and "ImportFailed" in execution.path
+    detail = the_event(world, "RetrainingFailed")
+    assert detail["datasetImportJob"] == {"arn": IMPORT_JOB_ARN, "status": "CREATE FAILED",
+                                          "failureReason": "Input CSV is missing the column USER_ID"}
+    assert world.item(LAST_IMPORT) is None
+
+
+@pytest.mark.parametrize("statuses", [("CREATE IN_PROGRESS", "CREATE FAILED"),
+                                      ("CREATE IN_PROGRESS", "CREATE STOPPING", "CREATE STOPPED")])
+def test_failed_or_stopped_training_ends_the_run(world: World, statuses):
+    world.query(rows=interactions())
+    world.import_job()
+    world.training(*statuses, failure_reason="stopped by StopSolutionVersionCreation"
+                   if statuses[-1] == "CREATE STOPPED" else "training data too sparse")
+
+    execution = world.run()
+
+    assert execution.end_state == "Failed" and "TrainingFailed" in execution.path
+    detail = the_event(world, "RetrainingFailed")
+    assert detail["solutionVersion"]["status"] == statuses[-1]
+    # The import landed, so an incremental run must not append those rows again.
+    assert world.item(LAST_IMPORT) is not None
+
+
+def test_gate_rejects_a_version_worse_than_the_deployed_one(world: World):
+    world.query(rows=interactions())
+    world.import_job()
+    world.training()
+    world.metrics(NEW_VERSION, normalized_discounted_cumulative_gain_at_10=0.20, coverage=0.5)
+    world.describe_campaign(deployed=OLD_VERSION)
+    world.metrics(OLD_VERSION, normalized_discounted_cumulative_gain_at_10=0.30, coverage=0.4)
+
+    execution = world.run(GATE_METRIC="normalized_discounted_cumulative_gain_at_10", GATE_MARGIN="0.05")
+
+    assert (execution.status, execution.end_state) == ("SUCCEEDED", "GateRejected")
+    assert "update_campaign" not in execution.steps
+    detail = the_event(world, "RetrainingGateRejected")
+    assert detail["metric"] == {"name": "normalized_discounted_cumulative_gain_at_10", "new": 0.20,
+                                "current": 0.30, "margin": 0.05, "passed": False}
+    assert OLD_VERSION in detail["reason"]
+
+
+def test_gate_passes_within_the_margin_and_the_campaign_is_updated(world: World):
+    world.query(rows=interactions())
+    world.import_job()
+    world.training()
+    world.metrics(NEW_VERSION, precision_at_10=0.286)
+    world.describe_campaign(deployed=OLD_VERSION)
+    world.metrics(OLD_VERSION, precision_at_10=0.30)
+    world.campaign_update()
+
+    execution = world.run(GATE_METRIC="precision_at_10", GATE_MARGIN="0.05")
+
+    assert execution.end_state == "Succeeded"
+    assert the_event(world, "RetrainingSucceeded")["metric"]["passed"] is True
+
+
+def test_gate_metric_the_version_does_not_report_fails_the_run(world: World):
+    world.query(rows=interactions())
+    world.import_job()
+    world.training()
+    world.metrics(NEW_VERSION, coverage=0.5)
+
+    execution = world.run(GATE_METRIC="precision_at_10")
+
+    assert execution.end_state == "Failed"
+    detail = the_event(world, "RetrainingFailed")
+    assert detail["error"]["error"] == "GateError" and "coverage" in detail["error"]["message"]
+
+
+def test_a_failed_campaign_update_ends_the_run(world: World):
+    world.query(rows=interactions())
+    world.import_job()
+    world.training()
+    world.campaign_update("CREATE IN_PROGRESS", "CREATE FAILED", failure_reason="Insufficient capacity")
+
+    execution = world.run()
+
+    assert execution.end_state == "Failed" and "CampaignFailed" in execution.path
+    detail = the_event(world, "RetrainingFailed")
+    assert detail["campaign"]["status"] == "CREATE FAILED"
+    assert detail["campaign"]["failureReason"] == "Insufficient capacity"
+
+
+def test_someone_else_updating_the_campaign_meanwhile_fails_the_run(world: World):
+    world.query(rows=interactions())
+    world.import_job()
+    world.training()
+    world.campaign_update("CREATE IN_PROGRESS")
+    world.describe_campaign(update={"solutionVersionArn": f"{SOLUTION_ARN}/someone-else", "status": "ACTIVE"})
+
+    execution = world.run()
+
+    assert execution.end_state == "Failed"
+    assert the_event(world, "RetrainingFailed")["error"]["error"] == "CampaignConflict"
+
+
+def test_an_overlapping_run_exits_cleanly_and_leaves_the_lock(world: World):
+    world.query("RUNNING")  # the first run gets as far as its query
+    first = world.settings()
+    services = world.services(first)
+    state = handle({"step": "acquire_lock", "state": {"run_id": RUN_ID, "started_at": "2026-11-20T02:00:00Z"}},
+                   first, services)
+    state = handle({"step": "start_interactions_query", "state": state}, first, services)
+    handle({"step": "check_query", "state": state}, first, services)
+
+    second = world.run(name="run-2")
+
+    assert (second.status, second.end_state) == ("SUCCEEDED", "AlreadyRunning")
+    assert second.steps == ["acquire_lock"]
+    assert second.output["reason"] == f"run {RUN_ID} is still in progress"
+    assert world.item(LOCK)["run_id"] == {"S": RUN_ID}
+    assert world.events() == [] and world.messages() == []
+
+
+def test_an_expired_lock_is_taken_over(world: World):
+    world.dynamodb.put_item(TableName="retraining-runs", Item={
+        "pk": {"S": LOCK}, "run_id": {"S": "crashed"}, "expires_at": {"N": str(int(NOW.timestamp()) - 1)}})
+    world.query(rows=[])
+
+    assert world.run().end_state == "Skipped"
+
+
+def test_minprovisionedtps_is_kept_from_the_campaign(world: World):
+    world.query(rows=interactions())
+    world.import_job()
+    world.training()
+    world.campaign_update(current_tps=7, expected_tps=7)  # the UpdateCampaign request is checked for 7
+
+    assert world.run().end_state == "Succeeded"
+
+
+def test_minprovisionedtps_is_the_configured_value_when_set(world: World):
+    world.query(rows=interactions())
+    world.import_job()
+    world.training()
+    world.campaign_update(current_tps=7, expected_tps=2)
+
+    assert world.run(MIN_PROVISIONED_TPS="2").end_state == "Succeeded"
+    assert the_event(world, "RetrainingSucceeded")["campaign"]["minProvisionedTPS"] == 2
+
+
+def test_update_training_mode_is_passed_to_personalize(world: World):
+    world.query(rows=interactions())
+    world.import_job()
+    world.training(mode="UPDATE")
+    world.campaign_update()
+
+    assert world.run(TRAINING_MODE="UPDATE").end_state == "Succeeded"
+
+
+def record_import(world: World, cutoff: int) -> None:
+    world.services(world.settings()).runs.record_import("earlier-run", cutoff, now=NOW - timedelta(days=1))
+
+
+def test_incremental_imports_only_rows_newer_than_the_last_import(world: World):
+    rows = interactions()  # 1,200 rows
+    record_import(world, rows[149][4])
+    world.query(rows=rows)
+    world.import_job(mode="INCREMENTAL")
+    world.training()
+    world.campaign_update()
+
+    execution = world.run(IMPORT_MODE="INCREMENTAL")
+
+    assert execution.end_state == "Succeeded"
+    staged = world.read(f"interactions/run={RUN_ID}/interactions.csv").splitlines()
+    assert staged[0] == "USER_ID,ITEM_ID,EVENT_TYPE,EVENT_VALUE,TIMESTAMP"
+    assert len(staged) == 1 + 1050 and staged[1].endswith(f",{rows[150][4]}")
+    figures = the_event(world, "RetrainingSucceeded")["interactions"]
+    assert (figures["rows"], figures["newRows"], figures["previousCutoff"]) == (1200, 1050, rows[149][4])
+    assert world.item(LAST_IMPORT)["cutoff"] == {"N": str(rows[-1][4])}
+
+
+def test_incremental_with_fewer_than_1000_new_rows_is_skipped(world: World):
+    rows = interactions()
+    record_import(world, rows[299][4])  # 900 newer rows
+    world.query(rows=rows)
+
+    execution = world.run(IMPORT_MODE="INCREMENTAL")
+
+    assert execution.end_state == "Skipped"
+    detail = the_event(world, "RetrainingSkipped")
+    assert detail["reason"].startswith("900 interactions newer than the last import")
+    assert detail["importMode"] == "INCREMENTAL"
+    assert world.item(LAST_IMPORT)["cutoff"] == {"N": str(rows[299][4])}  # unchanged: those rows come next time
+
+
+def test_incremental_without_any_import_yet_imports_in_full(world: World):
+    world.query(rows=interactions())
+    world.import_job(mode="FULL")  # Personalize accepts INCREMENTAL only once the dataset holds bulk data
+    world.training()
+    world.campaign_update()
+
+    assert world.run(IMPORT_MODE="INCREMENTAL").end_state == "Succeeded"
+    assert the_event(world, "RetrainingSucceeded")["importMode"] == "FULL"
+
+
+def test_auto_training_deploys_the_first_version_made_after_the_import(world: World):
+    finished = NOW + timedelta(minutes=20)
+    world.query(rows=interactions())
+    world.import_job(finished=finished)
+    before = {"solutionVersionArn": OLD_VERSION, "status": "ACTIVE", "creationDateTime": finished - timedelta(days=7)}
+    after = {"solutionVersionArn": NEW_VERSION, "creationDateTime": finished + timedelta(hours=1)}
+    for listed in ([before], [before, {**after, "status": "CREATE IN_PROGRESS"}], [{**after, "status": "ACTIVE"},
+                                                                                  before]):
+        world.personalize.add_response("list_solution_versions", {"solutionVersions": listed},
+                                       {"solutionArn": SOLUTION_ARN})
+    world.campaign_update()
+
+    execution = world.run(TRAINING_MODE="AUTO")
+
+    assert execution.end_state == "Succeeded"
+    # No CreateSolutionVersion (the Stubber would refuse it): the run waited through two checks for the version.
+    assert execution.path.count("CheckTraining") == 2
+    assert the_event(world, "RetrainingSucceeded")["solutionVersion"]["arn"] == NEW_VERSION
+
+
+def test_a_campaign_already_serving_the_version_is_not_updated(world: World):
+    world.query(rows=interactions())
+    world.import_job()
+    world.training()
+    world.describe_campaign(deployed=NEW_VERSION, tps=5)
+
+    execution = world.run()
+
+    assert execution.end_state == "Succeeded" and "WaitForCampaign" not in execution.path
+
+
+def test_every_loop_gives_up_at_its_bound(world: World):
+    world.query(rows=interactions())
+    world.import_job("CREATE PENDING", *["CREATE IN_PROGRESS"] * 4)  # FAST_SPEC: 5 checks
+
+    execution = world.run()
+
+    assert execution.end_state == "Failed" and "ImportTimedOut" in execution.path
+    assert execution.path.count("CheckImport") == 5
+    assert the_event(world, "RetrainingFailed")["error"]["error"] == "ImportTimedOut"
+
+
+def test_throttling_and_resource_in_use_are_retried(world: World):
+    world.query(rows=interactions())
+    world.personalize.add_client_error("create_dataset_import_job", "ThrottlingException", "Rate exceeded")
+    world.personalize.add_client_error("create_dataset_import_job", "ResourceInUseException",
+                                       "Another import job is in progress")
+    world.import_job()
+    world.training()
+    world.campaign_update()
+
+    execution = world.run()
+
+    assert execution.end_state == "Succeeded"
+    assert execution.retried == ["Throttled", "ResourceInUse"]
+
+
+def test_any_other_error_is_caught_into_the_failure_notification(world: World):
+    world.query(rows=interactions())
+    world.personalize.add_client_error("create_dataset_import_job", "AccessDeniedException",
+                                       "not authorized to perform: personalize:CreateDatasetImportJob")
+
+    execution = world.run()
+
+    assert execution.end_state == "Failed" and execution.retried == []
+    detail = the_event(world, "RetrainingFailed")
+    assert detail["error"]["error"] == "ClientError"
+    assert "not authorized" in detail["error"]["message"]
+    assert world.item(LOCK) is None
+
+
+def test_a_result_that_is_not_the_interactions_layout_fails_the_run(world: World):
+    world.query()
+    world.s3.put_object(Bucket=BUCKET, Key=RESULT_URI.split("/", 3)[3], Body=b'"USER_ID","ITEM_ID"\n"u","i"\n')
+
+    execution = world.run()
+
+    assert execution.end_state == "Failed"
+    detail = the_event(world, "RetrainingFailed")
+    assert detail["error"]["error"] == "DataError" and "expected USER_ID,ITEM_ID" in detail["error"]["message"]
+
+
+def test_incremental_query_reaches_back_to_the_last_import(world: World):
+    """A short history window is widened to the last import's day, so skipped days are not lost."""
+    record_import(world, int((NOW - timedelta(days=5)).timestamp()))
+    world.athena.add_response("start_query_execution", {"QueryExecutionId": QUERY_ID}, {
+        "QueryString": ANY, "ClientRequestToken": ANY, "QueryExecutionContext": ANY, "WorkGroup": ANY,
+        "ResultConfiguration": ANY})
+    settings = world.settings(IMPORT_MODE="INCREMENTAL", HISTORY_DAYS="1")
+    sent = []
+    world.athena_client.meta.events.register("provide-client-params.athena.StartQueryExecution",
+                                             lambda params, **_: sent.append(params["QueryString"]))
+    handle({"step": "start_interactions_query", "state": {"run_id": RUN_ID, "started_at": "2026-11-20T02:00:00Z"}},
+           settings, world.services(settings))
+    widened = InteractionsQuery(scoring=settings.scoring, as_of=date(2026, 11, 20), history_days=5)
+    assert sent == [build_interactions_sql(widened)]  # engagements from 2026-11-15, the last import's day

@@ -1,0 +1,191 @@
+"""Properties of the generated state machine definition, asserted on its structure."""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+from botocore.exceptions import ClientError
+from moto import mock_aws
+
+from functions.retraining.steps import DEFAULT_LOCK_TTL_SECONDS, STEPS
+from functions.retraining.workflow import LoopBound, Step, WorkflowSpec, build_definition
+
+FUNCTION_ARN = "arn:aws:lambda:eu-west-1:123456789012:function:retraining"
+SPEC = WorkflowSpec(function_arn=FUNCTION_ARN)
+DEFINITION = build_definition(SPEC)
+STATES = DEFINITION["States"]
+
+# Written out here from the API references, independently of workflow.py's tables.
+TERMINAL = {
+    "$.query.status": ("SUCCEEDED", {"FAILED", "CANCELLED"}),
+    "$.import_job.status": ("ACTIVE", {"CREATE FAILED"}),
+    "$.training.status": ("ACTIVE", {"CREATE FAILED", "CREATE STOPPED"}),
+    "$.campaign.status": ("ACTIVE", {"CREATE FAILED"}),
+}
+PENDING = {
+    "$.query.status": {"QUEUED", "RUNNING"},
+    "$.import_job.status": {"CREATE PENDING", "CREATE IN_PROGRESS"},
+    "$.training.status": {"CREATE PENDING", "CREATE IN_PROGRESS", "CREATE STOPPING"},
+    "$.campaign.status": {"CREATE PENDING", "CREATE IN_PROGRESS"},
+}
+RETRIED = {"Throttled", "ResourceInUse", "Lambda.TooManyRequestsException", "Lambda.ServiceException"}
+
+
+def successors(name: str, *, catches: bool = True) -> set[str]:
+    state = STATES[name]
+    found = {state["Next"]} if "Next" in state else set()
+    found |= {rule["Next"] for rule in state.get("Choices", [])}
+    found |= {state["Default"]} if "Default" in state else set()
+    if catches:
+        found |= {catch["Next"] for catch in state.get("Catch", [])}
+    return found
+
+
+def reachable(start: str, *, catches: bool = True) -> set[str]:
+    seen, todo = set(), [start]
+    while todo:
+        name = todo.pop()
+        if name not in seen:
+            seen.add(name)
+            todo.extend(successors(name, catches=catches))
+    return seen
+
+
+def ends(start: str) -> set[str]:
+    """The end states reachable from `start` on normal transitions."""
+    return {n for n in reachable(start, catches=False) if STATES[n]["Type"] in ("Succeed", "Fail")}
+
+
+def tasks() -> dict[str, dict]:
+    return {name: state for name, state in STATES.items() if state["Type"] == "Task"}
+
+
+def test_moto_accepts_the_definition():
+    # With execute_state_machine, moto parses CreateStateMachine's definition with its ASL parser.
+    with mock_aws(config={"stepfunctions": {"execute_state_machine": True}}):
+        client = boto3.client("stepfunctions", region_name="eu-west-1", aws_access_key_id="x",
+                              aws_secret_access_key="x")
+        role = "arn:aws:iam::123456789012:role/retraining-states"
+        arn = client.create_state_machine(name="retraining", definition=json.dumps(DEFINITION),
+                                          roleArn=role)["stateMachineArn"]
+        assert json.loads(client.describe_state_machine(stateMachineArn=arn)["definition"]) == DEFINITION
+        broken = {**DEFINITION, "States": {**STATES, "Gate": {**STATES["Gate"], "Next": 42}}}
+        with pytest.raises(ClientError, match="ASLParserException"):
+            client.create_state_machine(name="broken", definition=json.dumps(broken), roleArn=role)
+
+
+def test_every_task_has_a_timeout_retries_with_backoff_and_catches_everything():
+    for name, state in tasks().items():
+        assert 1 <= state["TimeoutSeconds"] <= 900, name
+        retried = {error for retrier in state["Retry"] for error in retrier["ErrorEquals"]}
+        assert RETRIED <= retried, name
+        for retrier in state["Retry"]:
+            assert retrier["BackoffRate"] > 1 and retrier["MaxAttempts"] >= 3 and retrier["IntervalSeconds"] >= 1
+        (catch,) = state["Catch"]
+        assert catch["ErrorEquals"] == ["States.ALL"] and catch["ResultPath"] == "$.error", name
+        assert catch["Next"] == ("Failed" if name == "NotifyFailure" else "NotifyFailure"), name
+
+
+def test_every_task_invokes_the_handler_with_a_known_step_and_every_step_is_used():
+    used = set()
+    for name, state in tasks().items():
+        assert state["Resource"] == "arn:aws:states:::lambda:invoke"
+        assert state["Parameters"]["FunctionName"] == FUNCTION_ARN
+        assert state["OutputPath"] == "$.Payload"
+        used.add(Step(state["Parameters"]["Payload"]["step"]))
+    assert used == set(Step) == set(STEPS)
+
+
+def test_every_loop_is_bounded_by_the_attempts_counter_leading_to_failure():
+    loop_choices = set()
+    for name, state in STATES.items():
+        if state["Type"] != "Wait":
+            continue
+        loop = {n for n in reachable(name, catches=False) if name in reachable(n, catches=False)}
+        (choice,) = [n for n in loop if STATES[n]["Type"] == "Choice"]
+        loop_choices.add(choice)
+        rules = STATES[choice]["Choices"]
+        (bound_index,) = [i for i, r in enumerate(rules) if r.get("Variable") == "$.attempts"]
+        bound = rules[bound_index]
+        assert bound["NumericGreaterThanEquals"] >= 1
+        assert bound["Next"] not in loop and ends(bound["Next"]) == {"Failed"}
+        assert "NotifyFailure" in reachable(bound["Next"], catches=False)
+        # The bound is looked at before any rule that goes round the loop again.
+        assert all(r["Next"] not in loop for r in rules[:bound_index]), choice
+        assert STATES[choice]["Default"] not in loop
+    assert loop_choices == {"QueryStatus", "ImportStatus", "TrainingStatus", "CampaignStatus"}
+
+
+def test_every_status_choice_covers_every_terminal_status():
+    status_choices = {}
+    for name, state in STATES.items():
+        if state["Type"] == "Choice":
+            paths = {r["Variable"] for r in state["Choices"]} - {"$.attempts", "$.outcome"}
+            if paths:
+                (path,) = paths
+                status_choices[path] = state
+    assert set(status_choices) == set(TERMINAL)
+    for path, state in status_choices.items():
+        success, failed = TERMINAL[path]
+        routes = {r["StringEquals"]: r["Next"] for r in state["Choices"] if r["Variable"] == path}
+        assert "Succeeded" in ends(routes[success]) and STATES[routes[success]]["Type"] == "Task", path
+        for status in failed:
+            assert ends(routes[status]) == {"Failed"}, (path, status)
+        for status in PENDING[path]:
+            assert STATES[routes[status]]["Type"] == "Wait", (path, status)
+        assert ends(state["Default"]) == {"Failed"}, path  # an unknown status ends the run too
+
+
+def test_failures_are_notified_and_clean_outcomes_end_in_named_succeed_states():
+    assert {n for n, s in STATES.items() if s["Type"] == "Succeed"} == \
+        {"Succeeded", "Skipped", "GateRejected", "AlreadyRunning"}
+    assert {n for n, s in STATES.items() if s["Type"] == "Fail"} == {"Failed"}
+    assert [n for n in STATES if "Failed" in successors(n, catches=False)] == ["NotifyFailure"]
+    for end, notify in (("Succeeded", "NotifySucceeded"), ("Skipped", "NotifySkipped"),
+                        ("GateRejected", "NotifyGateRejected")):
+        assert [n for n in STATES if end in successors(n)] == [notify]
+
+
+def test_every_state_is_reachable_and_every_transition_exists():
+    assert reachable(DEFINITION["StartAt"]) == set(STATES)
+    for name in STATES:
+        assert successors(name) <= set(STATES), name
+
+
+def test_choice_rules_stay_within_what_the_local_runner_evaluates():
+    for name, state in STATES.items():
+        for rule in state.get("Choices", []):
+            operators = set(rule) - {"Variable", "Next"}
+            assert operators <= {"StringEquals", "NumericGreaterThanEquals", "IsPresent"}, (name, rule)
+            assert rule["Variable"].startswith("$.")
+
+
+def test_default_bounds_and_the_lock_outlives_a_run():
+    assert SPEC.query.max_seconds <= 3600 and SPEC.import_job.max_seconds <= 6 * 3600
+    assert SPEC.training.max_seconds <= 24 * 3600 and SPEC.campaign.max_seconds <= 2 * 3600
+    assert DEFINITION["TimeoutSeconds"] == SPEC.max_run_seconds <= DEFAULT_LOCK_TTL_SECONDS
+    assert STATES["WaitForImport"]["Seconds"] == 300
+    assert STATES["CheckData"]["TimeoutSeconds"] == 900
+
+
+def test_the_definition_follows_the_spec():
+    spec = WorkflowSpec(function_arn=FUNCTION_ARN, import_job=LoopBound(60, 10), task_timeout_seconds=30)
+    states = build_definition(spec)["States"]
+    assert states["WaitForImport"]["Seconds"] == 60
+    assert {"Variable": "$.attempts", "NumericGreaterThanEquals": 10, "Next": "ImportTimedOut"} in \
+        states["ImportStatus"]["Choices"]
+    assert states["StartImport"]["TimeoutSeconds"] == 30
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda: WorkflowSpec(function_arn=""), "WorkflowSpec.function_arn"),
+    (lambda: WorkflowSpec(function_arn=FUNCTION_ARN, task_timeout_seconds=901), "WorkflowSpec.task_timeout_seconds"),
+    (lambda: WorkflowSpec(function_arn=FUNCTION_ARN, training=(600, 10)), "WorkflowSpec.training"),
+    (lambda: LoopBound(0, 10), "LoopBound.wait_seconds"),
+    (lambda: LoopBound(10, True), "LoopBound.max_attempts"),
+])
+def test_spec_errors_name_the_field(make, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        make()
