@@ -100,7 +100,8 @@ class CanonicalEvent:
         return row
 
     def to_json(self) -> str:
-        return json.dumps(self.to_json_dict(), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+        # Key order is kept: a sum rule without MetricName uses the record's *first* metric (ARCHITECTURE §5).
+        return json.dumps(self.to_json_dict(), ensure_ascii=False, separators=(",", ":"))
 
     @classmethod
     def from_json_dict(cls, row: Mapping[str, Any]) -> "CanonicalEvent":

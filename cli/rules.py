@@ -1,0 +1,88 @@
+"""`python -m cli rules …`: work with rules sheets locally.
+
+`rules check SHEET.csv` validates a sheet exactly as a deployment would: every problem is printed to stderr
+as `SHEET.csv: row N, column X: …` and the exit status is 2; a good sheet prints a summary and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import TextIO
+
+from functions.rules.sheet import Rule, RuleSet, RulesSheetError, parse_rules_sheet
+
+EXIT_OK, EXIT_PROBLEMS = 0, 2
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    group = subparsers.add_parser("rules", help="rules sheet tools", description=__doc__.splitlines()[0])
+    commands = group.add_subparsers(dest="command", required=True, metavar="{check}")
+    check = commands.add_parser("check", help="validate a rules sheet and summarise its rules")
+    check.add_argument("sheet", type=Path, metavar="SHEET.csv", help="the rules sheet (CSV)")
+    check.set_defaults(func=check_command)
+
+
+def check_command(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    out, err = out or sys.stdout, err or sys.stderr
+    path: Path = args.sheet
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        print(f"{path}: no such file", file=err)
+        return EXIT_PROBLEMS
+    except UnicodeDecodeError as error:
+        print(f"{path}: not UTF-8 text (byte {error.start}); save the sheet as CSV UTF-8", file=err)
+        return EXIT_PROBLEMS
+    except OSError as error:
+        print(f"{path}: cannot read: {error.strerror or error}", file=err)
+        return EXIT_PROBLEMS
+    try:
+        rule_set = parse_rules_sheet(text, source_name=str(path))
+    except RulesSheetError as error:
+        for line in error.lines():
+            print(line, file=err)
+        print(f"{path}: {len(error.problems)} problem(s); the sheet was not accepted", file=err)
+        return EXIT_PROBLEMS
+    print(summary(rule_set, str(path)), file=out)
+    return EXIT_OK
+
+
+SUMMARY_COLUMNS = ("rule id", "type", "event", "filter", "conditions", "window/dates", "action")
+
+
+def summary(rule_set: RuleSet, source_name: str) -> str:
+    """A plain-text table of the rules, one line each, under a count and the content version."""
+    rows = [SUMMARY_COLUMNS, *(_summary_row(rule) for rule in rule_set)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(SUMMARY_COLUMNS))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * width for width in widths))
+    plural = "" if len(rule_set) == 1 else "s"
+    return "\n".join([f"{source_name}: {len(rule_set)} rule{plural}, version {rule_set.version}", *lines])
+
+
+def _summary_row(rule: Rule) -> tuple[str, ...]:
+    conditions = []
+    if rule.count_condition:
+        conditions.append(f"count {rule.count_condition.operator.symbol} {rule.count_condition.target}")
+    if rule.sum_condition:
+        metric = rule.sum_condition.metric_name or "first metric"
+        conditions.append(f"sum({metric}) {rule.sum_condition.operator.symbol} {rule.sum_condition.target}")
+    if rule.window_days is not None:
+        scope = f"last {rule.window_days}d"
+    elif rule.start_date and rule.finish_date:
+        scope = f"{rule.start_date.isoformat()}..{rule.finish_date.isoformat()}"
+    else:
+        scope = "all time"
+    flt = rule.attribute_filter
+    action = f"event {rule.action_name}, reset" if rule.reset else f"{rule.action_name} = ready"
+    return (
+        rule.rule_id,
+        rule.rule_type.value,
+        rule.event_name,
+        f"{flt.name} = {flt.value}" if flt else "-",
+        " and ".join(conditions),
+        scope,
+        action,
+    )

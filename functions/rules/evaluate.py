@@ -1,0 +1,295 @@
+"""Pure rule evaluation: which events a rule counts, and how a user's counted events move its state.
+
+State is kept per (rule, user) in a `RuleState`. `apply_events` folds an ordered list of one user's events
+into a state, one event at a time, checking the rule after each, so the store may call it once per event or
+once per batch with the same result: for any split of a user's events into consecutive runs,
+
+    apply_events(rule, apply_events(rule, s, first)[0], rest)
+
+gives the same state as `apply_events(rule, s, first + rest)` and the two qualification lists concatenated
+(provided no event id appears in both runs).
+
+Sums are `Decimal`s so that equality holds exactly, whatever the grouping. Nothing here remembers which
+events were applied: a record delivered twice in *different* batches must be stopped by the store.
+"""
+
+from __future__ import annotations
+
+import decimal
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any, Iterable, Mapping, Sequence
+
+from functions.events.canonical import CanonicalEvent
+from functions.rules.sheet import ENGINE_EVENT_PREFIX, READY, ActionKind, Rule, RuleType
+
+DAY_MS = 86_400_000
+_EPOCH = date(1970, 1, 1)
+_ZERO = Decimal(0)
+
+# DynamoDB numbers carry 38 significant digits; summing in that precision means every sum the store
+# writes reads back as the same number, so per-event writes and one batched write stay identical.
+_SUMS = decimal.Context(prec=38, traps=[decimal.InvalidOperation, decimal.Overflow])
+
+
+def event_day(event_time_ms: int) -> date:
+    """The UTC day an event happened on."""
+    return _EPOCH + timedelta(days=event_time_ms // DAY_MS)
+
+
+def _day_start_ms(day: date) -> int:
+    return (day - _EPOCH).days * DAY_MS
+
+
+@dataclass(frozen=True, slots=True)
+class DayBucket:
+    """A window rule's counted events on one UTC day."""
+
+    day: date
+    count: int
+    sum: Decimal
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuleState:
+    """What the engine remembers for one (rule, user).
+
+    `count`/`sum`: counted events and their metric sum (since the last reset, for resetting rules; all
+    time for window rules, whose conditions read `buckets` instead). `qualified`: the user holds the rule's
+    attribute (never set by resetting rules). `fired`: qualifications so far, which numbers them.
+    `buckets` (window rules): per-day totals inside the window ending at `window_end`, oldest first;
+    `window_end` is the latest day the window has reached (an event's day, or the sweeper's day).
+    """
+
+    count: int = 0
+    sum: Decimal = _ZERO
+    qualified: bool = False
+    fired: int = 0
+    buckets: tuple[DayBucket, ...] = ()
+    window_end: date | None = None
+
+    def to_record(self) -> dict[str, Any]:
+        """A JSON- and DynamoDB-safe mapping; decimals as strings so nothing is rounded in transit."""
+        return {
+            "count": self.count,
+            "sum": str(self.sum),
+            "qualified": self.qualified,
+            "fired": self.fired,
+            "buckets": [[b.day.isoformat(), b.count, str(b.sum)] for b in self.buckets],
+            "window_end": self.window_end.isoformat() if self.window_end else None,
+        }
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> RuleState:
+        return cls(
+            count=int(record["count"]),
+            sum=Decimal(str(record["sum"])),
+            qualified=bool(record["qualified"]),
+            fired=int(record["fired"]),
+            buckets=tuple(DayBucket(date.fromisoformat(d), int(c), Decimal(str(s))) for d, c, s in record["buckets"]),
+            window_end=date.fromisoformat(record["window_end"]) if record.get("window_end") else None,
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Qualification:
+    """A user met a rule: set attribute `name` = `value`, or (kind event) emit event `name`.
+
+    `sequence` numbers a (rule, user)'s qualifications from 1, so `key` names this one uniquely and
+    deterministically: a retried batch produces the same key, which lets the outbox drop the repeat.
+    """
+
+    rule_id: str
+    user_id: str
+    kind: ActionKind
+    name: str
+    value: str | None
+    sequence: int
+    event_id: str
+    event_time_ms: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.rule_id}#{self.user_id}#{self.sequence}"
+
+
+def matches(rule: Rule, event: CanonicalEvent) -> bool:
+    """Whether `rule` counts `event`. Events without a user never match (the caller reports them), and
+    neither do the engine's own `trk_` events."""
+    if event.user_id is None or event.event_type.startswith(ENGINE_EVENT_PREFIX):
+        return False
+    if event.event_type != rule.event_name:
+        return False
+    flt = rule.attribute_filter
+    if flt is not None and event.attributes.get(flt.name) != flt.value:
+        return False
+    if rule.rule_type is RuleType.DATE:
+        assert rule.start_date is not None and rule.finish_date is not None
+        first_ms = _day_start_ms(rule.start_date)
+        last_ms = _day_start_ms(rule.finish_date) + DAY_MS - 1
+        return first_ms <= event.event_time_ms <= last_ms
+    return True
+
+
+def metric_value(rule: Rule, event: CanonicalEvent) -> Decimal:
+    """What `event` adds to the rule's sum: the rule's metric, else the record's first metric, else 0."""
+    metric = rule.sum_condition.metric_name if rule.sum_condition else None
+    if metric is not None:
+        value = event.metrics.get(metric)
+    else:
+        value = next(iter(event.metrics.values()), None)
+    if value is None or not math.isfinite(value):
+        return _ZERO  # a NaN would make every later comparison false and cannot be stored
+    # str() is the shortest text that round-trips the float, so 0.1 adds exactly 0.1.
+    return Decimal(str(value))
+
+
+def conditions_met(rule: Rule, count: int, total: Decimal) -> bool:
+    """The rule's count and sum conditions, AND-ed (a missing condition holds)."""
+    count_ok = rule.count_condition is None or rule.count_condition.operator.holds(count, rule.count_condition.target)
+    sum_ok = rule.sum_condition is None or rule.sum_condition.operator.holds(total, rule.sum_condition.target)
+    return count_ok and sum_ok
+
+
+def _window_start(rule: Rule, as_of_day: date) -> date:
+    assert rule.window_days is not None
+    return as_of_day - timedelta(days=rule.window_days - 1)
+
+
+def window_totals(rule: Rule, state: RuleState, as_of_day: date) -> tuple[int, Decimal]:
+    """Count and sum of the window rule's events in the `window_days` days ending on `as_of_day`."""
+    first = _window_start(rule, as_of_day)
+    return _add_up((b.count, b.sum) for b in state.buckets if first <= b.day <= as_of_day)
+
+
+def _add_up(day_totals: Iterable[tuple[int, Decimal]]) -> tuple[int, Decimal]:
+    count, total = 0, _ZERO
+    for day_count, day_sum in day_totals:
+        count, total = count + day_count, _SUMS.add(total, day_sum)
+    return count, total
+
+
+def exit_check(rule: Rule, state: RuleState, as_of_day: date) -> bool:
+    """Whether the sweeper should take a window rule's qualified user out: the rule no longer holds over
+    the window ending on `as_of_day` (for `equal`, that includes going above the target)."""
+    if rule.rule_type is not RuleType.WINDOW or not state.qualified:
+        return False
+    return not conditions_met(rule, *window_totals(rule, state, as_of_day))
+
+
+def apply_exit(rule: Rule, state: RuleState, as_of_day: date) -> RuleState:
+    """The state after the sweeper takes the user out on `as_of_day`: not qualified (so a later event can
+    qualify the user again), and the window moved on to that day."""
+    window_end = max(as_of_day, state.window_end) if state.window_end else as_of_day
+    first = _window_start(rule, window_end)
+    return RuleState(
+        count=state.count,
+        sum=state.sum,
+        qualified=False,
+        fired=state.fired,
+        buckets=tuple(b for b in state.buckets if b.day >= first),
+        window_end=window_end,
+    )
+
+
+def apply_events(
+    rule: Rule, state: RuleState, events: Iterable[CanonicalEvent]
+) -> tuple[RuleState, list[Qualification]]:
+    """Apply one user's events to `state` in order, checking the rule after each; return the new state and
+    the qualifications fired.
+
+    Events the rule does not count are skipped, and an event id seen earlier in `events` counts once.
+    Resetting rules fire each time the rule is met and zero the count and sum; the others qualify the
+    user the first time and keep counting. A window rule's window ends on the latest day seen, so a late
+    event older than the window is counted in the lifetime totals only.
+    """
+    count, total, qualified, fired = state.count, state.sum, state.qualified, state.fired
+    buckets = {b.day: (b.count, b.sum) for b in state.buckets}
+    window_end = state.window_end
+    user_id: str | None = None
+    seen: set[str] = set()
+    qualifications: list[Qualification] = []
+
+    for event in events:
+        if event.event_id in seen or not matches(rule, event):
+            continue
+        seen.add(event.event_id)
+        if user_id is None:
+            user_id = event.user_id
+        elif event.user_id != user_id:
+            raise ValueError(f"apply_events got events of users {user_id!r} and {event.user_id!r}; "
+                             "state is per (rule, user)")
+        value = metric_value(rule, event)
+        count, total = count + 1, _SUMS.add(total, value)
+
+        if rule.rule_type is RuleType.WINDOW:
+            day = event_day(event.event_time_ms)
+            window_end = day if window_end is None else max(window_end, day)
+            day_count, day_sum = buckets.get(day, (0, _ZERO))
+            buckets[day] = (day_count + 1, _SUMS.add(day_sum, value))
+            first = _window_start(rule, window_end)  # drops days that slid out, and a late event's old day
+            buckets = {d: totals for d, totals in buckets.items() if d >= first}
+            met = conditions_met(rule, *_add_up(buckets.values()))
+        else:
+            met = conditions_met(rule, count, total)
+
+        if not met or qualified:  # never set for resetting rules
+            continue
+        fired += 1
+        qualifications.append(
+            Qualification(
+                rule_id=rule.rule_id,
+                user_id=event.user_id,
+                kind=rule.action_kind,
+                name=rule.action_name,
+                value=None if rule.reset else READY,
+                sequence=fired,
+                event_id=event.event_id,
+                event_time_ms=event.event_time_ms,
+            )
+        )
+        if rule.reset:
+            count, total = 0, _ZERO
+        else:
+            qualified = True
+
+    new_state = RuleState(
+        count=count,
+        sum=total,
+        qualified=qualified,
+        fired=fired,
+        buckets=tuple(DayBucket(day, c, s) for day, (c, s) in sorted(buckets.items())),
+        window_end=window_end,
+    )
+    return new_state, qualifications
+
+
+def coalesce(
+    rules: Iterable[Rule], events: Iterable[CanonicalEvent]
+) -> dict[tuple[str, str], list[CanonicalEvent]]:
+    """Group a batch's events by the (rule_id, user_id) that counts them, keeping stream order, so that
+    one `apply_events` call (one state write) serves each group.
+
+    A repeated event id is dropped (the first wins). Events without a user and `trk_` events land in no
+    group; the caller reports the former.
+    """
+    rules = tuple(rules)
+    groups: dict[tuple[str, str], list[CanonicalEvent]] = defaultdict(list)
+    seen: set[str] = set()
+    for event in events:
+        if event.event_id in seen:
+            continue
+        seen.add(event.event_id)
+        for rule in rules:
+            if matches(rule, event):
+                assert event.user_id is not None
+                groups[(rule.rule_id, event.user_id)].append(event)
+    return dict(groups)
+
+
+def without_user(events: Sequence[CanonicalEvent]) -> list[CanonicalEvent]:
+    """The events no rule can count because they name no user (to be reported, not silently lost)."""
+    return [event for event in events if event.user_id is None]

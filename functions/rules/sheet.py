@@ -1,0 +1,651 @@
+"""The rules sheet: business rules written by non-engineers as a CSV, parsed into typed `Rule`s.
+
+The seed's Honeycode columns work unchanged (`RuleType, EventName, AttributeName, AttributeValue,
+Operator-C, Target-C, Operator-V, Target-V, ResetWhenReachTarget, StartDate, FinishDate`, plus an ignored
+`Key`), with their sentinels: `na`, `999` or an empty cell mean "no filter / no condition", `9999-99-99`
+means "no date". Extensions: `RuleId`, `MetricName`, `Window` (`7d`) and `ActionName`.
+
+A sheet is accepted whole or rejected whole: `parse_rules_sheet` either returns a `RuleSet` or raises
+`RulesSheetError` listing every problem as `row N, column X: what is wrong (how to fix it)`, with rows
+numbered as a spreadsheet shows them (the header is row 1).
+"""
+
+from __future__ import annotations
+
+import csv
+import enum
+import hashlib
+import io
+import json
+import re
+from dataclasses import dataclass, field, replace
+from datetime import date
+from decimal import Decimal, InvalidOperation
+from typing import Any, Callable, Iterator, Mapping
+
+ENGINE_EVENT_PREFIX = "trk_"
+"""Events the engine emits start with this; they are never counted, so a rule cannot feed itself."""
+
+READY = "ready"
+"""The value an attribute action sets."""
+
+MAX_WINDOW_DAYS = 366
+
+
+class RuleType(str, enum.Enum):
+    """Which of a user's events a rule counts."""
+
+    AGGREGATOR = "aggregator"  # all time
+    DATE = "date"  # event time in [start_date, finish_date], both days inclusive, UTC
+    WINDOW = "window"  # the rolling last `window_days` days; users leave when they drop below
+
+
+class Operator(str, enum.Enum):
+    """How a running count or sum is compared with its target."""
+
+    EQUAL = "equal"
+    GREATER = "greater"  # strictly greater
+    AT_LEAST = "at_least"
+
+    @property
+    def symbol(self) -> str:
+        return {"equal": "=", "greater": ">", "at_least": ">="}[self.value]
+
+    def holds(self, value: int | Decimal, target: int | Decimal) -> bool:
+        if self is Operator.EQUAL:
+            return value == target
+        if self is Operator.GREATER:
+            return value > target
+        return value >= target
+
+
+class ActionKind(str, enum.Enum):
+    """What the engine does when a user meets a rule."""
+
+    ATTRIBUTE = "attribute"  # set user attribute `action_name` = "ready", once
+    EVENT = "event"  # emit event `action_name` each time, then reset the counters
+
+
+@dataclass(frozen=True, slots=True)
+class AttributeFilter:
+    """Count only events whose attribute `name` is exactly `value`."""
+
+    name: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class CountCondition:
+    """The number of counted events compared with a whole-number target."""
+
+    operator: Operator
+    target: int
+
+
+@dataclass(frozen=True, slots=True)
+class SumCondition:
+    """The sum of a metric over counted events compared with a target.
+
+    `metric_name` None means each record's first metric (in the record's order).
+    """
+
+    operator: Operator
+    target: Decimal
+    metric_name: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Rule:
+    """One validated row of the rules sheet.
+
+    `reset` is only ever true for aggregator rules: every date rule qualifies a user at most once (the
+    sheet's reset value is accepted and ignored for them, as seed sheets set it freely), and window rules
+    keep a user while the rule holds. `action_name` left empty is derived as the sheet semantics say.
+    """
+
+    rule_id: str
+    rule_type: RuleType
+    event_name: str
+    attribute_filter: AttributeFilter | None = None
+    count_condition: CountCondition | None = None
+    sum_condition: SumCondition | None = None
+    reset: bool = False
+    start_date: date | None = None
+    finish_date: date | None = None
+    window_days: int | None = None
+    action_name: str = ""
+
+    def __post_init__(self) -> None:
+        # The parser reports these per cell; this guards rules built in code or read back from JSON.
+        problems = []
+        if self.count_condition is None and self.sum_condition is None:
+            problems.append("needs a count or a sum condition")
+        if self.event_name.startswith(ENGINE_EVENT_PREFIX):
+            problems.append(f"event_name {self.event_name!r} is an engine event and is never counted")
+        if self.reset and self.rule_type is not RuleType.AGGREGATOR:
+            problems.append(f"reset only applies to aggregator rules, not {self.rule_type.value}")
+        is_date = self.rule_type is RuleType.DATE
+        if is_date != (self.start_date is not None and self.finish_date is not None):
+            problems.append("start_date and finish_date are required for date rules and only for them")
+        if is_date and self.start_date and self.finish_date and self.finish_date < self.start_date:
+            problems.append("finish_date is before start_date")
+        if (self.rule_type is RuleType.WINDOW) != (self.window_days is not None):
+            problems.append("window_days is required for window rules and only for them")
+        if self.window_days is not None and not 1 <= self.window_days <= MAX_WINDOW_DAYS:
+            problems.append(f"window_days {self.window_days} is not in 1..{MAX_WINDOW_DAYS}")
+        if problems:
+            raise ValueError(f"rule {self.rule_id!r}: " + "; ".join(problems))
+        if not self.action_name:
+            object.__setattr__(self, "action_name", default_action_name(self))
+
+    @property
+    def action_kind(self) -> ActionKind:
+        return ActionKind.EVENT if self.reset else ActionKind.ATTRIBUTE
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready mapping (decimals and dates as strings, so nothing is rounded on the way)."""
+        count, total = self.count_condition, self.sum_condition
+        return {
+            "rule_id": self.rule_id,
+            "rule_type": self.rule_type.value,
+            "event_name": self.event_name,
+            "attribute_filter": (
+                {"name": self.attribute_filter.name, "value": self.attribute_filter.value}
+                if self.attribute_filter
+                else None
+            ),
+            "count_condition": {"operator": count.operator.value, "target": count.target} if count else None,
+            "sum_condition": (
+                {"operator": total.operator.value, "target": str(total.target), "metric_name": total.metric_name}
+                if total
+                else None
+            ),
+            "reset": self.reset,
+            "start_date": self.start_date.isoformat() if self.start_date else None,
+            "finish_date": self.finish_date.isoformat() if self.finish_date else None,
+            "window_days": self.window_days,
+            "action_name": self.action_name,
+            "action_kind": self.action_kind.value,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Rule:
+        """Inverse of `to_dict` (`action_kind` is derived, so it is not read)."""
+        flt, count, total = data.get("attribute_filter"), data.get("count_condition"), data.get("sum_condition")
+        return cls(
+            rule_id=data["rule_id"],
+            rule_type=RuleType(data["rule_type"]),
+            event_name=data["event_name"],
+            attribute_filter=AttributeFilter(flt["name"], flt["value"]) if flt else None,
+            count_condition=CountCondition(Operator(count["operator"]), int(count["target"])) if count else None,
+            sum_condition=(
+                SumCondition(Operator(total["operator"]), Decimal(total["target"]), total.get("metric_name"))
+                if total
+                else None
+            ),
+            reset=bool(data.get("reset", False)),
+            start_date=date.fromisoformat(data["start_date"]) if data.get("start_date") else None,
+            finish_date=date.fromisoformat(data["finish_date"]) if data.get("finish_date") else None,
+            window_days=data.get("window_days"),
+            action_name=data.get("action_name") or "",
+        )
+
+
+def default_action_name(rule: Rule) -> str:
+    """`trk_date_<event>[_<value>]` for date rules, `trk_<event>[_<value>]` for resetting rules,
+    else the attribute `<event>[_<value>]` (ARCHITECTURE §5)."""
+    base = rule.event_name + (f"_{rule.attribute_filter.value}" if rule.attribute_filter else "")
+    if rule.rule_type is RuleType.DATE:
+        return f"{ENGINE_EVENT_PREFIX}date_{base}"
+    return f"{ENGINE_EVENT_PREFIX}{base}" if rule.reset else base
+
+
+def _canonical_json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _short_hash(value: Any, length: int) -> str:
+    return hashlib.sha256(_canonical_json(value).encode()).hexdigest()[:length]
+
+
+def content_rule_id(rule: Rule) -> str:
+    """A stable id from what the rule does (never its row), so reordering a sheet renames nothing."""
+    content = rule.to_dict()
+    del content["rule_id"]
+    return "r-" + _short_hash(content, 10)
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSet:
+    """The rules of one sheet, in sheet order, and a content version that changes whenever a rule does."""
+
+    rules: tuple[Rule, ...]
+    version: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rules", tuple(self.rules))
+        ids = [rule.rule_id for rule in self.rules]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"duplicate rule ids in {ids}")
+        # Sorted by id so that moving rows around in the sheet does not look like a change.
+        canonical = sorted((rule.to_dict() for rule in self.rules), key=lambda rule: rule["rule_id"])
+        object.__setattr__(self, "version", _short_hash(canonical, 12))
+
+    def __iter__(self) -> Iterator[Rule]:
+        return iter(self.rules)
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def by_id(self, rule_id: str) -> Rule:
+        for rule in self.rules:
+            if rule.rule_id == rule_id:
+                return rule
+        raise KeyError(rule_id)
+
+    def to_json(self) -> str:
+        """The document the rules are published as."""
+        return _canonical_json({"version": self.version, "rules": [rule.to_dict() for rule in self.rules]})
+
+    @classmethod
+    def from_json(cls, text: str) -> RuleSet:
+        """Read a published document back; a version that does not match its rules is an error."""
+        document = json.loads(text)
+        rule_set = cls(tuple(Rule.from_dict(rule) for rule in document["rules"]))
+        if document.get("version") not in (None, rule_set.version):
+            raise ValueError(f"rules document version {document['version']!r} does not match its rules "
+                             f"({rule_set.version!r}); it was edited by hand or is corrupt")
+        return rule_set
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong with the sheet, said so that its author can fix it."""
+
+    row: int
+    column: str | None
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        where = f"row {self.row}" + (f", column {self.column}" if self.column else "")
+        return f"{where}: {self.message} ({self.fix})"
+
+
+class RulesSheetError(Exception):
+    """The sheet was rejected; `problems` lists everything wrong with it, in sheet order."""
+
+    def __init__(self, problems: list[Problem], *, source_name: str = "") -> None:
+        self.problems = problems
+        self.source_name = source_name
+        super().__init__("\n".join(self.lines()))
+
+    def lines(self) -> list[str]:
+        prefix = f"{self.source_name}: " if self.source_name else ""
+        return [f"{prefix}{problem}" for problem in self.problems]
+
+
+# --- parsing ---------------------------------------------------------------------------------------
+
+RULE_ID, KEY, RULE_TYPE, EVENT_NAME = "RuleId", "Key", "RuleType", "EventName"
+ATTRIBUTE_NAME, ATTRIBUTE_VALUE = "AttributeName", "AttributeValue"
+OPERATOR_C, TARGET_C, OPERATOR_V, TARGET_V = "Operator-C", "Target-C", "Operator-V", "Target-V"
+RESET, START_DATE, FINISH_DATE = "ResetWhenReachTarget", "StartDate", "FinishDate"
+METRIC_NAME, WINDOW, ACTION_NAME = "MetricName", "Window", "ActionName"
+
+COLUMNS = (
+    KEY, RULE_TYPE, EVENT_NAME, ATTRIBUTE_NAME, ATTRIBUTE_VALUE, OPERATOR_C, TARGET_C, OPERATOR_V, TARGET_V,
+    RESET, START_DATE, FINISH_DATE, RULE_ID, METRIC_NAME, WINDOW, ACTION_NAME,
+)  # fmt: skip
+REQUIRED_COLUMNS = (RULE_TYPE, EVENT_NAME, OPERATOR_C, TARGET_C, OPERATOR_V, TARGET_V, RESET)
+# Optional columns that only make sense together.
+PAIRED_COLUMNS = ((ATTRIBUTE_NAME, ATTRIBUTE_VALUE), (START_DATE, FINISH_DATE))
+
+_NONE = frozenset({"", "na", "999"})  # the seed's "no value", in every optional cell
+_NO_TARGET = frozenset({"", "na"})  # after a real operator, 999 is a real target
+_NO_DATE = frozenset({"", "na", "9999-99-99"})
+_YES, _NO = frozenset({"yes", "true"}), frozenset({"no", "false"})
+
+_RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}")
+_ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
+_WINDOW = re.compile(r"(\d+)\s*d", re.IGNORECASE)
+_WINDOW_FIX = f"write a number of days from 1d to {MAX_WINDOW_DAYS}d, e.g. 7d"
+
+
+def _column_letter(index: int) -> str:
+    letters = ""
+    index += 1
+    while index:
+        index, remainder = divmod(index - 1, 26)
+        letters = chr(ord("A") + remainder) + letters
+    return letters
+
+
+def _is_none(cell: str, sentinels: frozenset[str] = _NONE) -> bool:
+    return cell.lower() in sentinels
+
+
+class _Row:
+    """One data row: cells by canonical column name, and the problems found in it."""
+
+    def __init__(self, number: int, cells: dict[str, str], labels: dict[str, str], problems: list[Problem]):
+        self.number, self.cells, self.labels, self.problems = number, cells, labels, problems
+
+    def __getitem__(self, column: str) -> str:
+        return self.cells.get(column, "")
+
+    def problem(self, column: str, message: str, fix: str) -> None:
+        self.problems.append(Problem(self.number, self.labels.get(column, column), message, fix))
+
+
+def parse_rules_sheet(text: str, *, source_name: str) -> RuleSet:
+    """Parse and validate a rules sheet (CSV text, UTF-8 BOM and CRLF accepted).
+
+    Raises `RulesSheetError` with every problem found, or returns all the rules.
+    """
+    problems: list[Problem] = []
+    try:
+        records = list(csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline="")))
+    except csv.Error as error:
+        raise RulesSheetError([Problem(1, None, f"not a readable CSV file: {error}", "save the sheet as CSV")],
+                              source_name=source_name) from None
+    if not records or not any(cell.strip() for cell in records[0]):
+        problems.append(Problem(1, None, "the sheet has no header row",
+                                f"the first row names the columns, e.g. {', '.join(REQUIRED_COLUMNS)}"))
+        raise RulesSheetError(problems, source_name=source_name)
+
+    positions, labels, fatal = _read_header(records[0], problems)
+    rules: list[Rule] = []
+    ids: list[tuple[int, str, bool]] = []  # (row, rule id, given in the sheet), for the duplicate check
+    if not fatal:
+        for number, record in enumerate(records[1:], start=2):
+            if not any(cell.strip() for cell in record):
+                continue  # spreadsheets export blank rows; they are not rules
+            row = _Row(number, {}, labels, problems)
+            for index, cell in enumerate(record):
+                if index in positions:
+                    if positions[index] is not None:
+                        row.cells[positions[index]] = cell.strip()
+                elif cell.strip():
+                    row.problem(_column_letter(index), f"value {cell.strip()!r} in a column without a header",
+                                "name the column in row 1 or clear the cell")
+            rule = _parse_row(row)
+            if not _is_none(row[RULE_ID]):
+                ids.append((number, row[RULE_ID], True))
+            elif rule is not None:
+                ids.append((number, rule.rule_id, False))
+            if rule is not None:
+                rules.append(rule)
+        _check_unique_ids(ids, labels, problems)
+    if problems:
+        # Stable: header problems first, then each row's in column-checking order.
+        problems.sort(key=lambda problem: problem.row)
+        raise RulesSheetError(problems, source_name=source_name)
+    return RuleSet(tuple(rules))
+
+
+def _read_header(header: list[str], problems: list[Problem]) -> tuple[dict[int, str | None], dict[str, str], bool]:
+    """Map cell positions to canonical columns (None: ignored). Returns positions, labels as written, and
+    whether the problems found make reading the rows pointless."""
+    by_lower = {column.lower(): column for column in COLUMNS}
+    positions: dict[int, str | None] = {}
+    labels: dict[str, str] = {}
+    first_seen: dict[str, int] = {}
+    fatal = False
+    for index, raw in enumerate(header):
+        label = raw.strip()
+        if not label:
+            continue  # a value under it is reported per row
+        column = by_lower.get(label.lower())
+        if column is None:
+            problems.append(Problem(1, label, "unknown column",
+                                    f"remove it, or rename it to one of {', '.join(COLUMNS)}"))
+            positions[index] = None
+        elif column in first_seen:
+            problems.append(Problem(1, label, f"appears twice, in columns {_column_letter(first_seen[column])} "
+                                              f"and {_column_letter(index)}", "keep one of them"))
+            fatal = True
+        else:
+            first_seen[column], labels[column] = index, label
+            positions[index] = None if column == KEY else column
+    for column in REQUIRED_COLUMNS:
+        if column not in labels:
+            problems.append(Problem(1, column, "required column is missing", f"add a {column} column"))
+            fatal = True
+    for first, second in PAIRED_COLUMNS:
+        if (first in labels) != (second in labels):
+            present, missing = (first, second) if first in labels else (second, first)
+            problems.append(Problem(1, missing, f"column is missing while {present} is there",
+                                    f"add a {missing} column, or remove {present}"))
+            fatal = True
+    return positions, labels, fatal
+
+
+def _parse_row(row: _Row) -> Rule | None:
+    """Read one row into a Rule, reporting each bad cell; None when the row has problems."""
+    before = len(row.problems)
+    rule_type = _parse_rule_type(row)
+    event_name = _parse_event_name(row)
+    attribute_filter = _parse_filter(row)
+    count_parts = _parse_condition(row, OPERATOR_C, TARGET_C, _parse_count_target)
+    sum_parts = _parse_condition(row, OPERATOR_V, TARGET_V, _parse_sum_target)
+    metric_name = None if _is_none(row[METRIC_NAME]) else row[METRIC_NAME]
+    count_condition = CountCondition(*count_parts) if count_parts else None
+    sum_condition = SumCondition(*sum_parts, metric_name) if sum_parts else None
+    if metric_name is not None and _is_none(row[OPERATOR_V]):
+        row.problem(METRIC_NAME, f"{metric_name!r} is set but the rule has no sum condition",
+                    f"set {row.labels[OPERATOR_V]}/{row.labels[TARGET_V]}, or clear {row.labels[METRIC_NAME]}")
+    if all(_is_none(row[column]) for column in (OPERATOR_C, TARGET_C, OPERATOR_V, TARGET_V)):
+        row.problem(OPERATOR_C, "both conditions are na, so the rule can never be met",
+                    f"set {row.labels[OPERATOR_C]}/{row.labels[TARGET_C]} "
+                    f"or {row.labels[OPERATOR_V]}/{row.labels[TARGET_V]}")
+    reset = _parse_reset(row, rule_type)
+    start_date, finish_date = _parse_dates(row, rule_type)
+    window_days = _parse_window(row, rule_type)
+    rule_id = "" if _is_none(row[RULE_ID]) else row[RULE_ID]
+    if rule_id and not _RULE_ID.fullmatch(rule_id):
+        row.problem(RULE_ID, f"{rule_id!r} is not a usable rule id",
+                    "use up to 64 letters, digits, _ . or -, starting with a letter or digit")
+    if len(row.problems) > before:
+        return None
+    assert rule_type is not None and event_name is not None
+    rule = Rule(
+        rule_id=rule_id,
+        rule_type=rule_type,
+        event_name=event_name,
+        attribute_filter=attribute_filter,
+        count_condition=count_condition,
+        sum_condition=sum_condition,
+        reset=reset,
+        start_date=start_date,
+        finish_date=finish_date,
+        window_days=window_days,
+        action_name="" if _is_none(row[ACTION_NAME]) else row[ACTION_NAME],
+    )
+    if not _check_action_name(row, rule):
+        return None
+    return rule if rule_id else replace(rule, rule_id=content_rule_id(rule))
+
+
+def _parse_rule_type(row: _Row) -> RuleType | None:
+    cell = row[RULE_TYPE]
+    try:
+        return RuleType(cell.lower())
+    except ValueError:
+        what = "rule type is missing" if _is_none(cell) else f"{cell!r} is not a rule type"
+        row.problem(RULE_TYPE, what, "use aggregator, date or window")
+        return None
+
+
+def _parse_event_name(row: _Row) -> str | None:
+    cell = row[EVENT_NAME]
+    if _is_none(cell):
+        row.problem(EVENT_NAME, "event name is missing", "name the event to count, e.g. _email.open")
+        return None
+    if cell.lower().startswith(ENGINE_EVENT_PREFIX):
+        row.problem(EVENT_NAME, f"{cell!r} is an event the engine emits itself, which is never counted",
+                    "count the event that leads to it instead")
+        return None
+    return cell
+
+
+def _parse_filter(row: _Row) -> AttributeFilter | None:
+    name, value = row[ATTRIBUTE_NAME], row[ATTRIBUTE_VALUE]
+    if _is_none(name) and _is_none(value):
+        return None
+    if _is_none(value):
+        row.problem(ATTRIBUTE_VALUE, f"is missing while {row.labels[ATTRIBUTE_NAME]} is {name!r}",
+                    "give both, or na in both")
+        return None
+    if _is_none(name):
+        row.problem(ATTRIBUTE_NAME, f"is missing while {row.labels[ATTRIBUTE_VALUE]} is {value!r}",
+                    "give both, or na in both")
+        return None
+    return AttributeFilter(name, value)
+
+
+def _parse_condition(
+    row: _Row, operator_column: str, target_column: str, parse_target: Callable[[_Row, str, str], Any]
+) -> tuple[Operator, Any] | None:
+    operator_cell, target_cell = row[operator_column], row[target_column]
+    if _is_none(operator_cell):
+        if not _is_none(target_cell):
+            row.problem(target_column, f"target {target_cell} has no operator",
+                        f"set {row.labels[operator_column]} to equal, greater or at_least, or write na here")
+        return None
+    try:
+        operator = Operator(re.sub(r"[\s-]+", "_", operator_cell.lower()))
+    except ValueError:
+        row.problem(operator_column, f"{operator_cell!r} is not an operator", "use equal, greater, at_least or na")
+        if not _is_none(target_cell, _NO_TARGET):
+            parse_target(row, target_column, target_cell)  # report a bad target in the same pass
+        return None
+    if _is_none(target_cell, _NO_TARGET):
+        row.problem(target_column, f"target is missing for operator {operator.value}",
+                    f"write a number, or na in {row.labels[operator_column]}")
+        return None
+    target = parse_target(row, target_column, target_cell)
+    if target is None:
+        return None
+    if operator is Operator.EQUAL and target_column == TARGET_C and target == 0:
+        row.problem(target_column, "count equal 0 can never be met, as a counted event makes the count 1",
+                    "use a target of 1 or more")
+        return None
+    return operator, target
+
+
+def _parse_number(cell: str) -> Decimal | None:
+    try:
+        number = Decimal(cell)
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def _parse_count_target(row: _Row, column: str, cell: str) -> int | None:
+    number = _parse_number(cell)
+    if number is None or number != number.to_integral_value():
+        row.problem(column, f"{cell!r} is not a whole number", "write a count, e.g. 3")
+        return None
+    if number < 0:
+        row.problem(column, f"count target {cell} is negative", "use 0 or more")
+        return None
+    return int(number)
+
+
+def _parse_sum_target(row: _Row, column: str, cell: str) -> Decimal | None:
+    number = _parse_number(cell)
+    if number is None:
+        row.problem(column, f"{cell!r} is not a number", "write a number, e.g. 25.50")
+    return number
+
+
+def _parse_reset(row: _Row, rule_type: RuleType | None) -> bool:
+    cell = row[RESET].lower()
+    if cell in _YES:
+        if rule_type is RuleType.WINDOW:
+            row.problem(RESET, "a window rule keeps a user while the rule holds and cannot reset",
+                        "write no, or use an aggregator rule")
+        # Every date rule qualifies a user at most once, whatever the seed sheet says here.
+        return rule_type is RuleType.AGGREGATOR
+    if cell in _NO or _is_none(cell):
+        return False
+    row.problem(RESET, f"{row[RESET]!r} is not yes or no", "write yes or no")
+    return False
+
+
+def _parse_dates(row: _Row, rule_type: RuleType | None) -> tuple[date | None, date | None]:
+    dates = {}
+    for column in (START_DATE, FINISH_DATE):
+        cell = row[column]
+        if _is_none(cell, _NO_DATE):
+            dates[column] = None
+            if rule_type is RuleType.DATE:
+                row.problem(column, f"a date rule needs a {row.labels.get(column, column)}",
+                            "write the day as YYYY-MM-DD")
+            continue
+        try:
+            if not _ISO_DATE.fullmatch(cell):
+                raise ValueError
+            dates[column] = date.fromisoformat(cell)
+        except ValueError:
+            row.problem(column, f"{cell!r} is not a date", "write YYYY-MM-DD, or 9999-99-99 for none")
+            dates[column] = None
+            continue
+        if rule_type is not None and rule_type is not RuleType.DATE:
+            row.problem(column, f"a date only applies to date rules, not {rule_type.value}",
+                        f"set {row.labels[RULE_TYPE]} to date, or write 9999-99-99")
+    start, finish = dates[START_DATE], dates[FINISH_DATE]
+    if start and finish and finish < start:
+        row.problem(FINISH_DATE, f"{finish.isoformat()} is before {row.labels[START_DATE]} {start.isoformat()}",
+                    "swap the dates")
+    return (start, finish) if rule_type is RuleType.DATE else (None, None)
+
+
+def _parse_window(row: _Row, rule_type: RuleType | None) -> int | None:
+    cell = row[WINDOW]
+    if _is_none(cell):
+        if rule_type is RuleType.WINDOW:
+            row.problem(WINDOW, "a window rule needs a window", _WINDOW_FIX)
+        return None
+    if rule_type is not None and rule_type is not RuleType.WINDOW:
+        row.problem(WINDOW, f"a window only applies to window rules, not {rule_type.value}",
+                    f"set {row.labels[RULE_TYPE]} to window, or clear {row.labels.get(WINDOW, WINDOW)}")
+        return None
+    match = _WINDOW.fullmatch(cell)
+    if not match or not 1 <= int(match.group(1)) <= MAX_WINDOW_DAYS:
+        row.problem(WINDOW, f"{cell!r} is not a window", _WINDOW_FIX)
+        return None
+    return int(match.group(1))
+
+
+def _check_action_name(row: _Row, rule: Rule) -> bool:
+    given = not _is_none(row[ACTION_NAME])
+    name = rule.action_name
+    if not _SAFE_NAME.fullmatch(name):
+        what = f"{name!r}" if given else f"the derived action name {name!r}"
+        row.problem(ACTION_NAME, f"{what} is not a safe name",
+                    "use up to 128 letters, digits, _ . : or -" + ("" if given else f" in {ACTION_NAME}"))
+        return False
+    if given and rule.action_kind is ActionKind.EVENT and not name.startswith(ENGINE_EVENT_PREFIX):
+        # The engine skips only trk_ events; any other name would be counted again and could loop.
+        row.problem(ACTION_NAME, f"{name!r} is an event this resetting rule emits, so it must start with "
+                                 f"{ENGINE_EVENT_PREFIX}", f"rename it to {ENGINE_EVENT_PREFIX}{name}")
+        return False
+    return True
+
+
+def _check_unique_ids(ids: list[tuple[int, str, bool]], labels: dict[str, str], problems: list[Problem]) -> None:
+    """Given ids are checked on every row, derived ones (identical rules) on the rows that parsed."""
+    first_row: dict[str, int] = {}
+    label = labels.get(RULE_ID, RULE_ID)
+    for number, rule_id, given in ids:
+        if rule_id not in first_row:
+            first_row[rule_id] = number
+        elif not given:
+            problems.append(Problem(number, label, f"same rule as row {first_row[rule_id]}",
+                                    "remove the duplicate row, or give it its own RuleId"))
+        else:
+            problems.append(Problem(number, label, f"rule id {rule_id!r} is already used on row {first_row[rule_id]}",
+                                    "give each rule its own id"))
