@@ -3,7 +3,9 @@
 import pulumi
 
 from components.config import ConfigError, load_stack_config
-from components.event_stream_pipeline import EventStreamPipeline, EventStreamPipelineArgs
+from components.event_stream_pipeline import INTERACTIONS_PREFIX, EventStreamPipeline, EventStreamPipelineArgs
+from components.recommendation_tracking import RecommendationTracking, RecommendationTrackingArgs
+from components.retraining_loop import RetrainingLoop, RetrainingLoopArgs
 
 try:
     config = load_stack_config()
@@ -19,6 +21,39 @@ pipeline = EventStreamPipeline(
         sources=config.sources,
         lake=config.lake,
         log_retention_days=config.log_retention_days,
+        # Personalize reads import files from the lake; EventBridge publishes run alerts to the encrypted topic.
+        key_service_principals=("personalize.amazonaws.com", "events.amazonaws.com"),
+        personalize_read_prefix=INTERACTIONS_PREFIX,
+    ),
+)
+
+retraining = RetrainingLoop(
+    "retraining",
+    RetrainingLoopArgs(
+        region=config.region,
+        log_retention_days=config.log_retention_days,
+        retraining=config.retraining,
+        lake_bucket=pipeline.bucket.bucket,
+        lake_bucket_arn=pipeline.bucket.arn,
+        data_key_arn=pipeline.key.arn,
+        database=pipeline.database.name,
+        table=pipeline.table.name,
+        workgroup=pipeline.workgroup.name,
+    ),
+)
+
+tracking = RecommendationTracking(
+    "tracking",
+    RecommendationTrackingArgs(
+        region=config.region,
+        account_id=config.retraining.solution.account,
+        log_retention_days=config.log_retention_days,
+        stream_arn=pipeline.stream.arn,
+        stream_key_arn=pipeline.key.arn,
+        identity_mode=config.identity_mode,
+        scoring=config.retraining.scoring,
+        pinpoint_project_id=config.sources.pinpoint_project_id,
+        tracking_id=config.retraining.real_time_tracking_id,
     ),
 )
 
@@ -31,3 +66,6 @@ pulumi.export("athenaWorkgroup", pipeline.workgroup.name)
 pulumi.export("dataKeyArn", pipeline.key.arn)
 if pipeline.producer_policy is not None:
     pulumi.export("producerPolicyArn", pipeline.producer_policy.arn)
+pulumi.export("retrainingStateMachineArn", retraining.state_machine.arn)
+pulumi.export("retrainingTopicArn", retraining.topic.arn)
+pulumi.export("exposuresFunctionArn", tracking.exposures.function.arn)

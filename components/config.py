@@ -17,6 +17,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from functions.events.canonical import IdentityMode
 from functions.retraining.scoring import ScoringError, ScoringModel
+from functions.retraining.steps import ImportMode, TrainingMode
 
 PROJECT = "engagement-loop"
 
@@ -26,6 +27,7 @@ LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 
                       2557, 2922, 3288, 3653)
 
 _T = TypeVar("_T")
+_E = TypeVar("_E", bound=enum.Enum)
 
 
 class ConfigError(ValueError):
@@ -58,6 +60,8 @@ _PERSONALIZE_ARN = re.compile(
 _SCHEDULE = re.compile(r"^(cron\((\S+ ){5}\S+\)|rate\([1-9]\d* (minute|minutes|hour|hours|day|days)\))$")
 _PINPOINT_PROJECT_ID = re.compile(r"^[0-9a-f]{32}$")
 _SES_CONFIGURATION_SET = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_GATE_METRIC = re.compile(r"^[a-z][a-z0-9_]{2,127}$")
+_TRACKING_ID = re.compile(r"^[A-Za-z0-9-]{1,256}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 
 
@@ -89,6 +93,18 @@ class RetrainingConfig:
     scoring: ScoringModel
     history_days: int
     schedule: str
+    import_mode: ImportMode
+    training_mode: TrainingMode
+    attribution_days: int
+    min_provisioned_tps: int | None
+    """None: keep the campaign's current value."""
+    gate_metric: str | None
+    """None: deploy every new version."""
+    gate_margin: float
+    solution_events_config: bool
+    """Also set the scoring model as the solution's events configuration (per-event-type weights)."""
+    real_time_tracking_id: str | None
+    """Event tracker that scored events stream to between retrains; None: no real-time path."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +136,15 @@ KEYS: Mapping[str, tuple[str, Any]] = MappingProxyType({
     "scoring": ("array", None),
     "historyDays": ("integer", -1),
     "retrainSchedule": ("string", DEFAULT_RETRAIN_SCHEDULE),
+    "importMode": ("string", ImportMode.FULL.value),
+    "trainingMode": ("string", TrainingMode.FULL.value),
+    "attributionDays": ("integer", 7),
+    "minProvisionedTps": ("integer", 0),
+    "gateMetric": ("string", ""),
+    "gateMarginPercent": ("integer", 5),
+    "solutionEventsConfig": ("boolean", False),
+    "realTimeEvents": ("boolean", False),
+    "personalizeTrackingId": ("string", ""),
 })
 
 
@@ -202,11 +227,21 @@ def _optional(pattern: re.Pattern[str], expected: str) -> Callable[[str], str | 
     return check
 
 
-def _identity_mode(value: str) -> IdentityMode:
-    try:
-        return IdentityMode(value)
-    except ValueError:
-        raise _Invalid("expected one of " + ", ".join(m.value for m in IdentityMode)) from None
+def _member(enum_type: type[_E]) -> Callable[[str], _E]:
+    def check(value: str) -> _E:
+        try:
+            return enum_type(value)
+        except ValueError:
+            raise _Invalid("expected one of " + ", ".join(m.value for m in enum_type)) from None
+    return check
+
+
+def _between(low: int, high: int) -> Callable[[int], int]:
+    def check(value: int) -> int:
+        if not low <= value <= high:
+            raise _Invalid(f"expected {low}–{high}")
+        return value
+    return check
 
 
 def _scoring(entries: list[Any]) -> ScoringModel:
@@ -286,10 +321,19 @@ def parse_stack_config(raw: Mapping[str, Any], *, region: str | None) -> StackCo
         scoring=reader.read("scoring", _scoring),
         history_days=reader.read("historyDays", _history_days),
         schedule=reader.read("retrainSchedule", _schedule),
+        import_mode=reader.read("importMode", _member(ImportMode)),
+        training_mode=reader.read("trainingMode", _member(TrainingMode)),
+        attribution_days=reader.read("attributionDays", _between(1, 365)),
+        min_provisioned_tps=reader.read("minProvisionedTps", _between(0, 100_000)) or None,
+        gate_metric=reader.read("gateMetric", _optional(_GATE_METRIC, "a Personalize metric name such as "
+                                                        "normalized_discounted_cumulative_gain_at_10, or empty")),
+        gate_margin=(reader.read("gateMarginPercent", _between(0, 100)) or 0) / 100,
+        solution_events_config=reader.read("solutionEventsConfig", bool),
+        real_time_tracking_id=_real_time_tracking(reader),
     )
     config = StackConfig(
         region=region or "",
-        identity_mode=reader.read("identityMode", _identity_mode),
+        identity_mode=reader.read("identityMode", _member(IdentityMode)),
         log_retention_days=reader.read("logRetentionDays", _one_of(LOG_RETENTION_DAYS)),
         sources=sources,
         lake=lake,
@@ -298,6 +342,15 @@ def parse_stack_config(raw: Mapping[str, Any], *, region: str | None) -> StackCo
     if reader.problems:
         raise ConfigError(reader.problems)
     return config
+
+
+def _real_time_tracking(reader: _Reader) -> str | None:
+    enabled = reader.read("realTimeEvents", bool)
+    tracking_id = reader.read("personalizeTrackingId", _optional(_TRACKING_ID, "an event tracker's tracking id"))
+    if enabled and not tracking_id:
+        reader.problems.append(f"{PROJECT}:realTimeEvents is true but {PROJECT}:personalizeTrackingId is empty: "
+                               "set the tracking id of your Personalize event tracker, or turn realTimeEvents off")
+    return tracking_id if enabled else None
 
 
 def load_stack_config() -> StackConfig:

@@ -7,7 +7,10 @@ normalises each record into the canonical event, and Firehose writes Parquet und
 
 from __future__ import annotations
 
+import json
+
 from dataclasses import dataclass
+from typing import Any, Sequence
 
 import pulumi
 import pulumi_aws as aws
@@ -19,6 +22,10 @@ from functions.events.canonical import LAKE_COLUMN_TYPES, LAKE_PARTITION_KEY, Id
 
 EVENTS_PREFIX = "events/"
 ERRORS_PREFIX = "errors/"
+INTERACTIONS_PREFIX = "interactions/"
+# Each retraining run stages its import file under interactions/run=<id>/; old runs are only history.
+INTERACTIONS_RUNS_PREFIX = "interactions/run="
+INTERACTIONS_RUNS_RETENTION_DAYS = 30
 QUERY_RESULTS_PREFIX = "athena-results/"
 EVENTS_TABLE = "events"
 # The first day partition projection will look for; earlier `dt=` folders are never read.
@@ -44,6 +51,11 @@ class EventStreamPipelineArgs:
     """Athena scan limit and the lake's retention periods."""
     log_retention_days: int
     """Retention of every log group this component creates."""
+    key_service_principals: Sequence[str] = ()
+    """AWS services (e.g. `personalize.amazonaws.com`) that may use the data key on this account's behalf.
+    Default: none."""
+    personalize_read_prefix: str | None = None
+    """A lake prefix Amazon Personalize may read (dataset imports). Default: none."""
 
     def __post_init__(self) -> None:
         if not self.region:
@@ -61,7 +73,8 @@ class EventStreamPipeline(pulumi.ComponentResource):
 
         self.key = aws.kms.Key(
             f"{name}-key", description="engagement-loop: event stream, lake and query results",
-            enable_key_rotation=True, deletion_window_in_days=30, opts=self._child)
+            enable_key_rotation=True, deletion_window_in_days=30,
+            policy=self._key_policy(args.key_service_principals), opts=self._child)
         self.stream = aws.kinesis.Stream(
             f"{name}-stream",
             stream_mode_details={"stream_mode": "ON_DEMAND"},
@@ -74,7 +87,7 @@ class EventStreamPipeline(pulumi.ComponentResource):
             Statement(actions=["kms:GenerateDataKey"], resources=[self.key.arn]),
         ]
 
-        self._build_bucket(args.lake)
+        self._build_bucket(args.lake, args.personalize_read_prefix)
         self._build_catalog(args.lake)
         self._build_firehose(args)
 
@@ -99,7 +112,24 @@ class EventStreamPipeline(pulumi.ComponentResource):
 
     # --- the lake ------------------------------------------------------------------------------------
 
-    def _build_bucket(self, lake: LakeConfig) -> None:
+    def _key_policy(self, service_principals: Sequence[str]) -> pulumi.Output[str]:
+        def document(account: str) -> str:
+            statements: list[dict[str, Any]] = [{
+                # The account's IAM policies decide who uses the key, as with a default key policy.
+                "Sid": "AccountAdministersAndDelegatesToIam", "Effect": "Allow",
+                "Principal": {"AWS": f"arn:aws:iam::{account}:root"}, "Action": "kms:*", "Resource": "*",
+            }]
+            if service_principals:
+                statements.append({
+                    "Sid": "ServicesUseForThisAccount", "Effect": "Allow",
+                    "Principal": {"Service": sorted(service_principals)},
+                    "Action": ["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"], "Resource": "*",
+                    "Condition": {"StringEquals": {"aws:SourceAccount": account}},
+                })
+            return json.dumps({"Version": "2012-10-17", "Statement": statements})
+        return self._account_id.apply(document)
+
+    def _build_bucket(self, lake: LakeConfig, personalize_read_prefix: str | None) -> None:
         name, child = self._name, self._child
         self.bucket = aws.s3.Bucket(f"{name}-lake", opts=child)
         aws.s3.BucketOwnershipControls(
@@ -121,18 +151,33 @@ class EventStreamPipeline(pulumi.ComponentResource):
                  "expiration": {"days": lake.query_results_retention_days}},
                 {"id": "expire-errors", "status": "Enabled", "filter": {"prefix": ERRORS_PREFIX},
                  "expiration": {"days": lake.errors_retention_days}},
+                {"id": "expire-staged-interactions", "status": "Enabled",
+                 "filter": {"prefix": INTERACTIONS_RUNS_PREFIX},
+                 "expiration": {"days": INTERACTIONS_RUNS_RETENTION_DAYS}},
                 {"id": "abort-incomplete-uploads", "status": "Enabled", "filter": {"prefix": ""},
                  "abort_incomplete_multipart_upload": {"days_after_initiation": 7}},
             ], opts=child)
-        tls_only = pulumi.Output.json_dumps({
-            "Version": "2012-10-17",
-            "Statement": [{
-                "Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
-                "Resource": [self.bucket.arn, self.bucket.arn.apply(lambda arn: f"{arn}/*")],
-                "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-            }],
-        })
-        aws.s3.BucketPolicy(f"{name}-lake-policy", bucket=self.bucket.id, policy=tls_only, opts=child)
+        objects = self.bucket.arn.apply(lambda arn: f"{arn}/*")
+        statements: list[dict[str, Any]] = [{
+            "Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+            "Resource": [self.bucket.arn, objects], "Condition": {"Bool": {"aws:SecureTransport": "false"}},
+        }]
+        if personalize_read_prefix:
+            # Dataset imports read with Personalize's own principal besides the role passed to them.
+            personalize = {"Service": "personalize.amazonaws.com"}
+            only_ours = {"StringEquals": {"aws:SourceAccount": self._account_id}}
+            statements += [
+                {"Sid": "PersonalizeListsImports", "Effect": "Allow", "Principal": personalize,
+                 "Action": "s3:ListBucket", "Resource": self.bucket.arn,
+                 "Condition": {**only_ours, "StringLike": {"s3:prefix": f"{personalize_read_prefix}*"}}},
+                {"Sid": "PersonalizeReadsImports", "Effect": "Allow", "Principal": personalize,
+                 "Action": "s3:GetObject",
+                 "Resource": self.bucket.arn.apply(lambda arn: f"{arn}/{personalize_read_prefix}*"),
+                 "Condition": only_ours},
+            ]
+        aws.s3.BucketPolicy(f"{name}-lake-policy", bucket=self.bucket.id,
+                            policy=pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": statements}),
+                            opts=child)
 
     def _build_catalog(self, lake: LakeConfig) -> None:
         name, child = self._name, self._child

@@ -46,6 +46,16 @@ class ScoringModel:
     def __hash__(self) -> int:
         return hash(tuple(self.values.items()))
 
+    def event_weights(self) -> dict[str, float]:
+        """The model as Personalize event weights (0–1): each positive value over the largest one.
+
+        Personalize weights are relative importance, not signed scores, so a type with a value ≤ 0 (an
+        unsubscribe, say) gets weight 0: it is left out of training rather than taught as a preference.
+        """
+        top = max(self.values.values())
+        return {event_type: (value / top if value > 0 and top > 0 else 0.0)
+                for event_type, value in self.values.items()}
+
     @classmethod
     def from_items(cls, items: Iterable[tuple[str, Any, Any]], *, source: str,
                    problems: Iterable[str] = ()) -> "ScoringModel":

@@ -124,6 +124,9 @@ class RetrainingSettings:
     """GATE_MARGIN: how much worse (relative) the new version may be. Default 0.05."""
     lock_ttl_seconds: int = DEFAULT_LOCK_TTL_SECONDS
     """LOCK_TTL_SECONDS, default 36 h; keep it ≥ the state machine's TimeoutSeconds."""
+    solution_events_config: bool = False
+    """SOLUTION_EVENTS_CONFIG (true/false, default false): before training, set the scoring model as the
+    solution's per-event-type weights (ScoringModel.event_weights)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RetrainingSettings:
@@ -162,6 +165,11 @@ class RetrainingSettings:
                 raise ValueError
             return value
 
+        def boolean(raw: str) -> bool:
+            if raw.lower() not in ("true", "false"):
+                raise ValueError
+            return raw.lower() == "true"
+
         def history(raw: str) -> int:
             value = int(raw)
             if value != -1 and value < 1:
@@ -192,6 +200,7 @@ class RetrainingSettings:
             gate_margin=convert("GATE_MARGIN", 0.05, margin, "a fraction 0 ≤ margin < 1, e.g. 0.05"),
             lock_ttl_seconds=convert("LOCK_TTL_SECONDS", DEFAULT_LOCK_TTL_SECONDS, at_least(60),
                                      "a number of seconds ≥ 60"),
+            solution_events_config=convert("SOLUTION_EVENTS_CONFIG", False, boolean, "true or false"),
         )
         if problems:
             raise ValueError("retraining handler environment is invalid:\n"
@@ -526,6 +535,11 @@ def check_import(state: RunState, settings: RetrainingSettings, services: Servic
 
 def start_training(state: RunState, settings: RetrainingSettings, services: Services) -> RunState:
     state = replace(state, attempts=0)
+    if settings.solution_events_config:
+        # Applies to this training and to the solution's own auto-training; while the solution updates,
+        # CreateSolutionVersion answers ResourceInUse, which the state machine retries with backoff.
+        services.personalize.set_event_weights(solution_arn=settings.solution_arn,
+                                               weights=settings.scoring.event_weights())
     if settings.training_mode is TrainingMode.AUTO:
         return replace(state, training=_auto_trained_version(state, settings, services))
     arn = services.personalize.create_solution_version(

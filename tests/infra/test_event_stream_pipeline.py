@@ -14,20 +14,8 @@ from functions.events.canonical import CanonicalEvent, IdentityMode
 STREAM = "aws:kinesis/stream:Stream"
 FIREHOSE = "aws:kinesis/firehoseDeliveryStream:FirehoseDeliveryStream"
 FUNCTION = "aws:lambda/function:Function"
+NORMALISER = "events-normalise-function"
 TABLE = "aws:glue/catalogTable:CatalogTable"
-
-
-def test_stack_outputs_name_what_later_components_need(dev_graph):
-    assert dev_graph.outputs == {
-        "streamArn": dev_graph.arn_of(dev_graph.one(STREAM)),
-        "streamName": "events-stream",
-        "lakeBucket": "events-lake",
-        "glueDatabase": "engagement_loop_dev",
-        "eventsTable": "events",
-        "athenaWorkgroup": "engagement-loop-dev",
-        "dataKeyArn": dev_graph.arn_of(dev_graph.one("aws:kms/key:Key")),
-        "producerPolicyArn": dev_graph.arn_of(dev_graph.one("aws:iam/policy:Policy")),
-    }
 
 
 def test_stream_is_on_demand_and_kms_encrypted(dev_graph):
@@ -41,7 +29,7 @@ def test_stream_is_on_demand_and_kms_encrypted(dev_graph):
 
 def test_firehose_reads_the_stream_through_the_normaliser_into_partitioned_parquet(dev_graph):
     firehose = dev_graph.one(FIREHOSE)
-    normaliser = dev_graph.one(FUNCTION)
+    normaliser = dev_graph.one(FUNCTION, NORMALISER)
     s3 = firehose.inputs["extendedS3Configuration"]
     assert firehose.inputs["kinesisSourceConfiguration"]["kinesisStreamArn"] == dev_graph.arn_of(dev_graph.one(STREAM))
     assert normaliser.inputs["handler"] == "functions.events.firehose_transform.handler"
@@ -101,13 +89,20 @@ def test_lake_bucket_is_private_tls_only_and_expires_results_and_errors(dev_grap
     block = dev_graph.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").inputs
     assert all(block[k] is True for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls",
                                           "restrictPublicBuckets"))
-    [deny] = dev_graph.one("aws:s3/bucketPolicy:BucketPolicy").input_json("policy")["Statement"]
+    deny, *personalize = dev_graph.one("aws:s3/bucketPolicy:BucketPolicy").input_json("policy")["Statement"]
     assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert {s["Action"] for s in personalize} == {"s3:ListBucket", "s3:GetObject"}
+    for statement in personalize:
+        assert statement["Principal"] == {"Service": "personalize.amazonaws.com"}
+        assert statement["Condition"]["StringEquals"] == {"aws:SourceAccount": "123456789012"}
+    [read] = [s for s in personalize if s["Action"] == "s3:GetObject"]
+    assert read["Resource"] == "arn:aws:s3:eu-west-1:123456789012:events-lake/interactions/*"
     rules = {r["filter"]["prefix"]: r for r in
              dev_graph.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"]}
     assert rules["athena-results/"]["expiration"]["days"] == 7
     assert rules["errors/"]["expiration"]["days"] == 90
-    assert "events/" not in rules  # the lake itself is kept
+    assert rules["interactions/run="]["expiration"]["days"] == 30
+    assert "events/" not in rules and "interactions/" not in rules  # the lake and values.csv are kept
 
 
 def test_no_wildcard_actions_and_no_wildcard_resources(dev_graph):
@@ -124,7 +119,7 @@ def test_firehose_role_is_scoped_to_its_stream_bucket_function_and_table(dev_gra
     document = dev_graph.one("aws:iam/rolePolicy:RolePolicy", "events-firehose-policy").input_json("policy")
     by_action = {a: s["Resource"] for s in document["Statement"] for a in s["Action"]}
     assert by_action["kinesis:GetRecords"] == [dev_graph.arn_of(dev_graph.one(STREAM))]
-    assert by_action["lambda:InvokeFunction"] == [dev_graph.arn_of(dev_graph.one(FUNCTION))]
+    assert by_action["lambda:InvokeFunction"] == [dev_graph.arn_of(dev_graph.one(FUNCTION, NORMALISER))]
     assert by_action["s3:PutObject"] == ["arn:aws:s3:eu-west-1:123456789012:events-lake",
                                          "arn:aws:s3:eu-west-1:123456789012:events-lake/*"]
     assert "arn:aws:glue:eu-west-1:123456789012:table/engagement_loop_dev/events" in by_action["glue:GetTable"]
@@ -133,7 +128,7 @@ def test_firehose_role_is_scoped_to_its_stream_bucket_function_and_table(dev_gra
 
 
 def test_lambda_helper_gives_logs_with_retention_an_alarm_and_only_its_own_log_group(dev_graph):
-    function = dev_graph.one(FUNCTION)
+    function = dev_graph.one(FUNCTION, NORMALISER)
     log_group = dev_graph.one("aws:cloudwatch/logGroup:LogGroup", "events-normalise-logs")
     assert log_group.inputs["retentionInDays"] == 30
     assert function.inputs["loggingConfig"]["logGroup"] == "events-normalise-logs"
@@ -168,12 +163,12 @@ def test_ses_events_reach_the_stream_through_the_default_bus_with_a_dead_letter_
     bridge = destination.inputs["eventDestination"]["eventBridgeDestination"]
     assert bridge["eventBusArn"] == "arn:aws:events:eu-west-1:123456789012:event-bus/default"
     assert {"OPEN", "CLICK", "SEND", "BOUNCE"} <= set(destination.inputs["eventDestination"]["matchingEventTypes"])
-    rule = dev_graph.one("aws:cloudwatch/eventRule:EventRule")
+    rule = dev_graph.one("aws:cloudwatch/eventRule:EventRule", "events-ses-rule")
     assert rule.input_json("eventPattern") == {
         "source": ["aws.ses"], "detail": {"mail": {"tags": {"ses:configuration-set": ["engagement-events"]}}}}
-    target = dev_graph.one("aws:cloudwatch/eventTarget:EventTarget")
+    target = dev_graph.one("aws:cloudwatch/eventTarget:EventTarget", "events-ses-target")
     assert target.inputs["arn"] == dev_graph.arn_of(dev_graph.one(STREAM))
-    assert target.inputs["deadLetterConfig"]["arn"] == dev_graph.arn_of(dev_graph.one("aws:sqs/queue:Queue"))
+    assert target.inputs["deadLetterConfig"]["arn"] == dev_graph.arn_of(dev_graph.one("aws:sqs/queue:Queue", "events-ses-dlq"))
 
 
 def test_producer_policy_allows_writing_to_the_stream_only(dev_graph):

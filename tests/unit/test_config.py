@@ -118,3 +118,32 @@ def test_readme_config_reference_lists_every_key():
     readme = (ROOT / "README.md").read_text()
     for key in KEYS:
         assert f"| `{key}` |" in readme, key
+
+
+@pytest.mark.parametrize("key, value, expected", [
+    ("importMode", "PARTIAL", "expected one of FULL, INCREMENTAL"),
+    ("trainingMode", "full", "expected one of FULL, UPDATE, AUTO"),
+    ("attributionDays", "0", "expected 1–365"),
+    ("minProvisionedTps", "-1", "expected 0–100000"),
+    ("gateMetric", "NDCG@10", "a Personalize metric name"),
+    ("gateMarginPercent", "150", "expected 0–100"),
+])
+def test_retraining_settings_are_validated(key, value, expected):
+    [problem] = problems(valid(**{key: value}))
+    assert problem.startswith(f"engagement-loop:{key} = ") and expected in problem
+
+
+def test_real_time_events_need_a_tracking_id():
+    [problem] = problems(valid(realTimeEvents="true"))
+    assert "realTimeEvents is true but engagement-loop:personalizeTrackingId is empty" in problem
+    config = parse_stack_config(valid(realTimeEvents="false", personalizeTrackingId="abc-123"), region="eu-west-1")
+    assert config.retraining.real_time_tracking_id is None
+    config = parse_stack_config(valid(realTimeEvents="true", personalizeTrackingId="abc-123"), region="eu-west-1")
+    assert config.retraining.real_time_tracking_id == "abc-123"
+
+
+def test_retraining_defaults_keep_the_campaign_tps_and_have_no_gate():
+    retraining = parse_stack_config(valid(), region="eu-west-1").retraining
+    assert retraining.min_provisioned_tps is None and retraining.gate_metric is None
+    assert retraining.gate_margin == 0.05 and retraining.attribution_days == 7
+    assert parse_stack_config(valid(minProvisionedTps="5"), region="eu-west-1").retraining.min_provisioned_tps == 5

@@ -248,6 +248,29 @@ def test_update_training_mode_is_passed_to_personalize(world: World):
     assert world.run(TRAINING_MODE="UPDATE").end_state == "Succeeded"
 
 
+def test_scoring_model_is_set_as_the_solutions_event_weights_before_training(world: World):
+    world.query(rows=interactions())
+    world.import_job()
+    # Stubber checks call order and parameters: update_solution must come before create_solution_version.
+    world.personalize.add_response("update_solution", {"solutionArn": SOLUTION_ARN}, {
+        "solutionArn": SOLUTION_ARN, "solutionUpdateConfig": {"eventsConfig": {"eventParametersList": [
+            {"eventType": "_email.click", "weight": 0.25}, {"eventType": "_email.open", "weight": 0.05},
+            {"eventType": "purchase", "weight": 1.0}]}}})
+    world.training()
+    world.campaign_update()
+
+    assert world.run(SOLUTION_EVENTS_CONFIG="true").end_state == "Succeeded"
+
+
+def test_event_weights_are_not_touched_unless_configured(world: World):
+    world.query(rows=interactions())
+    world.import_job()
+    world.training()  # a stray update_solution call would fail the Stubber's expected order
+    world.campaign_update()
+
+    assert world.run(SOLUTION_EVENTS_CONFIG="false").end_state == "Succeeded"
+
+
 def record_import(world: World, cutoff: int) -> None:
     world.services(world.settings()).runs.record_import("earlier-run", cutoff, now=NOW - timedelta(days=1))
 

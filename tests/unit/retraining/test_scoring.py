@@ -119,3 +119,10 @@ def test_a_model_built_directly_is_validated_too():
     with pytest.raises(ScoringError, match="ScoringModel, key '_custom.recommender'"):
         ScoringModel({"_custom.recommender": 1.0})
     assert ScoringModel({" _email.open ": 2}).values == {"_email.open": 2.0}
+
+
+def test_event_weights_scale_positive_values_to_the_largest_and_zero_the_rest():
+    model = ScoringModel.from_mapping({"_email.open": 50, "_email.click": 100, "_email.unsubscribe": -200,
+                                       "_email.send": 0}, source="test")
+    assert model.event_weights() == {"_email.open": 0.5, "_email.click": 1.0, "_email.unsubscribe": 0.0,
+                                     "_email.send": 0.0}
