@@ -12,14 +12,17 @@ import enum
 import json
 import re
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, TypeVar
 
 from functions.events.canonical import IdentityMode
 from functions.retraining.scoring import ScoringError, ScoringModel
 from functions.retraining.steps import ImportMode, TrainingMode
+from functions.rules.sheet import RuleSet, RulesSheetError, parse_rules_sheet
 
 PROJECT = "engagement-loop"
+PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 DEFAULT_RETRAIN_SCHEDULE = "cron(0 2 * * ? *)"
 # CloudWatch Logs accepts only these retention periods (days).
@@ -62,6 +65,7 @@ _PINPOINT_PROJECT_ID = re.compile(r"^[0-9a-f]{32}$")
 _SES_CONFIGURATION_SET = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _GATE_METRIC = re.compile(r"^[a-z][a-z0-9_]{2,127}$")
 _TRACKING_ID = re.compile(r"^[A-Za-z0-9-]{1,256}$")
+_CONNECT_DOMAIN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 
 
@@ -108,6 +112,16 @@ class RetrainingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class RulesConfig:
+    """The rules engine: the parsed rules sheet and where actions go besides EventBridge."""
+
+    sheet_path: str
+    rules: RuleSet
+    connect_domain_name: str | None
+    counter_ttl_days: int
+
+
+@dataclass(frozen=True, slots=True)
 class StackConfig:
     """The whole stack config of one engagement-loop stack."""
 
@@ -117,6 +131,7 @@ class StackConfig:
     sources: SourcesConfig
     lake: LakeConfig
     retraining: RetrainingConfig
+    rules: RulesConfig
 
 
 # key -> (kind, default). The single list of keys this program reads; tests check Pulumi.yaml declares
@@ -145,6 +160,9 @@ KEYS: Mapping[str, tuple[str, Any]] = MappingProxyType({
     "solutionEventsConfig": ("boolean", False),
     "realTimeEvents": ("boolean", False),
     "personalizeTrackingId": ("string", ""),
+    "rulesSheet": ("string", "rules/sample.csv"),
+    "connectDomainName": ("string", ""),
+    "counterTtlDays": ("integer", 400),
 })
 
 
@@ -287,10 +305,12 @@ def _interactions_dataset(region: str | None) -> Callable[[str], PersonalizeArn]
     return check
 
 
-def parse_stack_config(raw: Mapping[str, Any], *, region: str | None) -> StackConfig:
+def parse_stack_config(raw: Mapping[str, Any], *, region: str | None,
+                       project_dir: Path = PROJECT_DIR) -> StackConfig:
     """Parse this project's config keys (without the `engagement-loop:` prefix) into a `StackConfig`.
 
-    Raises `ConfigError` listing every problem, including keys this program does not know.
+    Relative paths (the rules sheet) are read from `project_dir`. Raises `ConfigError` listing every
+    problem, including keys this program does not know and every problem of the rules sheet.
     """
     reader = _Reader(raw)
     if not region:
@@ -331,6 +351,14 @@ def parse_stack_config(raw: Mapping[str, Any], *, region: str | None) -> StackCo
         solution_events_config=reader.read("solutionEventsConfig", bool),
         real_time_tracking_id=_real_time_tracking(reader),
     )
+    sheet_path = reader.read("rulesSheet", _nonempty("the path of the rules sheet (CSV), e.g. rules/sample.csv"))
+    rules_config = RulesConfig(
+        sheet_path=sheet_path or "",
+        rules=_rules_sheet(reader, project_dir, sheet_path) if sheet_path else RuleSet(()),
+        connect_domain_name=reader.read(
+            "connectDomainName", _optional(_CONNECT_DOMAIN, "an Amazon Connect Customer Profiles domain name or empty")),
+        counter_ttl_days=reader.read("counterTtlDays", _between(7, 3650)),
+    )
     config = StackConfig(
         region=region or "",
         identity_mode=reader.read("identityMode", _member(IdentityMode)),
@@ -338,10 +366,39 @@ def parse_stack_config(raw: Mapping[str, Any], *, region: str | None) -> StackCo
         sources=sources,
         lake=lake,
         retraining=retraining,
+        rules=rules_config,
     )
     if reader.problems:
         raise ConfigError(reader.problems)
     return config
+
+
+def _nonempty(expected: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if not value:
+            raise _Invalid(f"expected {expected}")
+        return value
+    return check
+
+
+def _rules_sheet(reader: _Reader, project_dir: Path, sheet_path: str) -> RuleSet:
+    path = project_dir / sheet_path
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except OSError as error:
+        reader.problems.append(f"{PROJECT}:rulesSheet = {sheet_path!r}: cannot read {path}: {error.strerror}; "
+                               "point it at the rules CSV (relative to the project directory)")
+        return RuleSet(())
+    except UnicodeDecodeError:
+        reader.problems.append(f"{PROJECT}:rulesSheet = {sheet_path!r}: {path} is not UTF-8 text; "
+                               "export the sheet as CSV UTF-8")
+        return RuleSet(())
+    try:
+        return parse_rules_sheet(text, source_name=sheet_path)
+    except RulesSheetError as error:
+        # The sheet is rejected whole: every problem is listed and nothing deploys.
+        reader.problems.extend(f"{PROJECT}:rulesSheet: {line}" for line in error.lines())
+        return RuleSet(())
 
 
 def _real_time_tracking(reader: _Reader) -> str | None:

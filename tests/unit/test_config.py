@@ -147,3 +147,29 @@ def test_retraining_defaults_keep_the_campaign_tps_and_have_no_gate():
     assert retraining.min_provisioned_tps is None and retraining.gate_metric is None
     assert retraining.gate_margin == 0.05 and retraining.attribution_days == 7
     assert parse_stack_config(valid(minProvisionedTps="5"), region="eu-west-1").retraining.min_provisioned_tps == 5
+
+
+def test_rules_sheet_is_parsed_from_the_project_directory(tmp_path):
+    (tmp_path / "rules.csv").write_text((ROOT / "rules" / "sample.csv").read_text())
+    rules = parse_stack_config(valid(rulesSheet="rules.csv"), region="eu-west-1", project_dir=tmp_path).rules
+    assert len(rules.rules) == 4 and rules.sheet_path == "rules.csv"
+    assert rules.connect_domain_name is None and rules.counter_ttl_days == 400
+
+
+def test_a_bad_rules_sheet_is_rejected_with_every_problem(tmp_path):
+    (tmp_path / "bad.csv").write_text((ROOT / "tests" / "fixtures" / "rules" / "bad.csv").read_text())
+    found = problems_in(tmp_path, rulesSheet="bad.csv")
+    assert len(found) >= 5
+    assert all(p.startswith("engagement-loop:rulesSheet: bad.csv: row ") for p in found)
+    assert all(", column " in p for p in found)
+
+
+def test_a_missing_rules_sheet_names_the_path(tmp_path):
+    [problem] = problems_in(tmp_path, rulesSheet="nope.csv")
+    assert problem.startswith("engagement-loop:rulesSheet = 'nope.csv': cannot read ")
+
+
+def problems_in(project_dir, **overrides):
+    with pytest.raises(ConfigError) as error:
+        parse_stack_config(valid(**overrides), region="eu-west-1", project_dir=project_dir)
+    return error.value.problems
