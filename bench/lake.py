@@ -40,7 +40,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from functions.events.canonical import LAKE_COLUMN_TYPES, LAKE_PARTITION_KEY
-from functions.retraining.lake import EVENTS_FOLDER, Interaction, arrow_schema, duckdb_sql, run_interactions
+from functions.retraining.lake import (
+    EVENTS_FOLDER, Interaction, arrow_schema, duckdb_sql, run_interactions, run_interactions_over,
+)
 from functions.retraining.scoring import EXPOSURE_EVENT_TYPE, ScoringModel
 from functions.retraining.sql import InteractionsQuery, build_interactions_sql
 
@@ -429,8 +431,6 @@ def _column_bytes(path: Path, columns: frozenset[str]) -> int:
 
 def run_on_json(query: InteractionsQuery, json_folder: Path) -> list[Interaction]:
     """The generated SQL for `query` on DuckDB over the seed's JSON files; rows sorted like `run_interactions`."""
-    import duckdb
-
     duckdb_types = {"string": "VARCHAR", "bigint": "BIGINT", "double": "DOUBLE"}
 
     def duckdb_type(glue_type: str) -> str:
@@ -440,17 +440,11 @@ def run_on_json(query: InteractionsQuery, json_folder: Path) -> list[Interaction
         return duckdb_types[glue_type]
 
     columns = ", ".join(f"'{name}': '{duckdb_type(t)}'" for name, t in LAKE_COLUMN_TYPES.items())
-    with duckdb.connect() as con:
-        con.execute(f'CREATE SCHEMA "{query.database}"')
-        # The seed's files have no dt; it is derived from arrival time so the same SQL text runs unchanged.
-        con.execute(
-            f'CREATE VIEW "{query.database}"."{query.table}" AS SELECT *, '
-            f"strftime(epoch_ms(arrival_time_ms), '%Y-%m-%d') AS {LAKE_PARTITION_KEY} "
-            f"FROM read_json('{_quoted(json_folder / '*.json')}', format = 'newline_delimited', "
-            f"columns = {{{columns}}})"
-        )
-        rows = con.execute(duckdb_sql(build_interactions_sql(query))).fetchall()
-    return sorted(Interaction(*row) for row in rows)
+    # The seed's files have no dt; it is derived from arrival time so the same SQL text runs unchanged.
+    return run_interactions_over(
+        query, f"SELECT *, strftime(epoch_ms(arrival_time_ms), '%Y-%m-%d') AS {LAKE_PARTITION_KEY} "
+               f"FROM read_json('{_quoted(json_folder / '*.json')}', format = 'newline_delimited', "
+               f"columns = {{{columns}}})")
 
 
 # --- the command ---------------------------------------------------------------------------------------

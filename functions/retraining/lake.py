@@ -79,19 +79,24 @@ def duckdb_sql(athena_sql: str) -> str:
 
 def run_interactions(query: InteractionsQuery, root: str | Path) -> list[Interaction]:
     """Run the generated SQL for `query` over the lake at `root`; rows sorted for stable output."""
-    import duckdb
-
     folder = Path(root).resolve() / EVENTS_FOLDER
     if not any(folder.glob("*/*.parquet")):
         return []  # DuckDB refuses a glob that matches nothing; an empty lake has no interactions.
     pattern = str(folder / "*" / "*.parquet").replace("'", "''")
+    # dt stays a string as in Glue: DuckDB would otherwise infer DATE and compare dates, not strings.
+    return run_interactions_over(
+        query, f"SELECT * FROM read_parquet('{pattern}', hive_partitioning = true, "
+               f"hive_types = {{'{LAKE_PARTITION_KEY}': 'VARCHAR'}})")
+
+
+def run_interactions_over(query: InteractionsQuery, source_sql: str) -> list[Interaction]:
+    """Run the generated SQL for `query` on DuckDB with its table defined as `source_sql` (a SELECT of the
+    lake's columns and `dt`); rows sorted for stable output."""
+    import duckdb
+
     with duckdb.connect() as con:
         con.execute(f'CREATE SCHEMA "{query.database}"')
-        # dt stays a string as in Glue: DuckDB would otherwise infer DATE and compare dates, not strings.
-        con.execute(
-            f'CREATE VIEW "{query.database}"."{query.table}" AS SELECT * FROM read_parquet('
-            f"'{pattern}', hive_partitioning = true, hive_types = {{'{LAKE_PARTITION_KEY}': 'VARCHAR'}})"
-        )
+        con.execute(f'CREATE VIEW "{query.database}"."{query.table}" AS {source_sql}')
         result = con.execute(duckdb_sql(build_interactions_sql(query)))
         columns = tuple(d[0] for d in result.description)
         if columns != INTERACTIONS_COLUMNS:
