@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 
 from functions.events.canonical import LAKE_COLUMN_TYPES, LAKE_PARTITION_KEY
 from functions.retraining.lake import (
-    EVENTS_FOLDER, Interaction, arrow_schema, duckdb_sql, run_interactions, run_interactions_over,
+    EVENTS_FOLDER, Interaction, arrow_schema, run_interactions, run_interactions_over,
 )
 from functions.retraining.scoring import EXPOSURE_EVENT_TYPE, ScoringModel
 from functions.retraining.sql import InteractionsQuery, build_interactions_sql
