@@ -14,6 +14,7 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 venv: $(BIN)/.installed
 
 test: venv
+	$(BIN)/ruff check --quiet --select F --exclude $(VENV) .
 	$(BIN)/python -m pytest
 
 clean:
