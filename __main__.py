@@ -6,6 +6,7 @@ from components.config import ConfigError, load_stack_config
 from components.event_stream_pipeline import INTERACTIONS_PREFIX, EventStreamPipeline, EventStreamPipelineArgs
 from components.recommendation_tracking import RecommendationTracking, RecommendationTrackingArgs
 from components.retraining_loop import RetrainingLoop, RetrainingLoopArgs
+from components.rule_engine import RuleEngine, RuleEngineArgs
 
 try:
     config = load_stack_config()
@@ -27,18 +28,26 @@ pipeline = EventStreamPipeline(
     ),
 )
 
+rule_engine = RuleEngine(
+    "rules",
+    RuleEngineArgs(
+        region=config.region,
+        log_retention_days=config.log_retention_days,
+        identity_mode=config.identity_mode,
+        rules=config.rules,
+        stream_arn=pipeline.stream.arn,
+        lake=pipeline.lake_access(config.region),
+        pinpoint_project_id=config.sources.pinpoint_project_id,
+    ),
+)
+
 retraining = RetrainingLoop(
     "retraining",
     RetrainingLoopArgs(
         region=config.region,
         log_retention_days=config.log_retention_days,
         retraining=config.retraining,
-        lake_bucket=pipeline.bucket.bucket,
-        lake_bucket_arn=pipeline.bucket.arn,
-        data_key_arn=pipeline.key.arn,
-        database=pipeline.database.name,
-        table=pipeline.table.name,
-        workgroup=pipeline.workgroup.name,
+        lake=pipeline.lake_access(config.region),
     ),
 )
 
@@ -66,6 +75,10 @@ pulumi.export("athenaWorkgroup", pipeline.workgroup.name)
 pulumi.export("dataKeyArn", pipeline.key.arn)
 if pipeline.producer_policy is not None:
     pulumi.export("producerPolicyArn", pipeline.producer_policy.arn)
+pulumi.export("rulesVersion", config.rules.rules.version)
+pulumi.export("countersTable", rule_engine.counters.name)
+pulumi.export("outboxTable", rule_engine.outbox.name)
+pulumi.export("actionDeadLetterQueueUrl", rule_engine.dead_letters.url)
 pulumi.export("retrainingStateMachineArn", retraining.state_machine.arn)
 pulumi.export("retrainingTopicArn", retraining.topic.arn)
 pulumi.export("exposuresFunctionArn", tracking.exposures.function.arn)

@@ -38,6 +38,47 @@ SES_PARTITION_KEY_PATH = "$.detail.mail.tags.user_id[0]"
 
 
 @dataclass(frozen=True, kw_only=True)
+class LakeAccess:
+    """What another component needs to query the lake through Athena (EventStreamPipeline.lake_access())."""
+
+    region: str
+    account_id: pulumi.Input[str]
+    bucket: pulumi.Input[str]
+    bucket_arn: pulumi.Input[str]
+    key_arn: pulumi.Input[str]
+    """The data key of the lake, the query results and everything else the stack stores."""
+    database: pulumi.Input[str]
+    table: pulumi.Input[str]
+    workgroup: pulumi.Input[str]
+
+    def object_arns(self, prefix: str) -> pulumi.Output[str]:
+        return pulumi.Output.from_input(self.bucket_arn).apply(lambda arn: f"{arn}/{prefix}*")
+
+    def query_statements(self) -> list[Statement]:
+        """Running a query in the workgroup: Athena uses the caller's own permissions for the catalog, the
+        lake's events and the results location."""
+        region = self.region
+        glue = pulumi.Output.from_input(self.account_id).apply(lambda a: f"arn:aws:glue:{region}:{a}")
+        return [
+            Statement(actions=["athena:StartQueryExecution", "athena:GetQueryExecution", "athena:GetQueryResults"],
+                      resources=[pulumi.Output.all(self.account_id, self.workgroup).apply(
+                          lambda v: f"arn:aws:athena:{region}:{v[0]}:workgroup/{v[1]}")]),
+            Statement(actions=["glue:GetDatabase", "glue:GetTable", "glue:GetPartition", "glue:GetPartitions"],
+                      resources=[glue.apply(lambda g: f"{g}:catalog"),
+                                 pulumi.Output.all(glue, self.database).apply(lambda v: f"{v[0]}:database/{v[1]}"),
+                                 pulumi.Output.all(glue, self.database, self.table).apply(
+                                     lambda v: f"{v[0]}:table/{v[1]}/{v[2]}")]),
+            Statement(actions=["s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"],
+                      resources=[self.bucket_arn]),
+            Statement(actions=["s3:GetObject"], resources=[self.object_arns(EVENTS_PREFIX)]),
+            Statement(actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload",
+                               "s3:ListMultipartUploadParts"],
+                      resources=[self.object_arns(QUERY_RESULTS_PREFIX)]),
+            Statement(actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[self.key_arn]),
+        ]
+
+
+@dataclass(frozen=True, kw_only=True)
 class EventStreamPipelineArgs:
     """Settings of the event stream and the lake; all come from stack config."""
 
@@ -109,6 +150,11 @@ class EventStreamPipeline(pulumi.ComponentResource):
             "database": self.database.name, "table": self.table.name, "workgroup": self.workgroup.name,
             "producer_policy_arn": self.producer_policy.arn if self.producer_policy else None,
         })
+
+    def lake_access(self, region: str) -> LakeAccess:
+        return LakeAccess(region=region, account_id=self._account_id, bucket=self.bucket.bucket,
+                          bucket_arn=self.bucket.arn, key_arn=self.key.arn, database=self.database.name,
+                          table=self.table.name, workgroup=self.workgroup.name)
 
     # --- the lake ------------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.config import RetrainingConfig
-from components.event_stream_pipeline import INTERACTIONS_PREFIX, QUERY_RESULTS_PREFIX, EVENTS_PREFIX
+from components.event_stream_pipeline import INTERACTIONS_PREFIX, LakeAccess
 from components.iam import Statement, assume_role_json, policy_json
 from components.python_function import PythonFunction, PythonFunctionArgs
 from functions.retraining.workflow import WorkflowSpec, build_definition
@@ -35,17 +35,8 @@ class RetrainingLoopArgs:
     """Retention of the handler's log group."""
     retraining: RetrainingConfig
     """Personalize ARNs, scoring model, modes, schedule and gate, from stack config."""
-    lake_bucket: pulumi.Input[str]
-    """Name of the lake bucket (EventStreamPipeline)."""
-    lake_bucket_arn: pulumi.Input[str]
-    data_key_arn: pulumi.Input[str]
-    """KMS key of the lake, the query results and this loop's table and topic."""
-    database: pulumi.Input[str]
-    """Glue database of the lake."""
-    table: pulumi.Input[str]
-    """Glue table of canonical events."""
-    workgroup: pulumi.Input[str]
-    """Athena workgroup (its own results location and scan cutoff)."""
+    lake: LakeAccess
+    """The lake the interactions are built from; its key also encrypts this loop's table and topic."""
     stale_after_days: int = 2
     """Alarm when no run has succeeded (or been cleanly skipped) for this many days. Default 2."""
 
@@ -61,27 +52,25 @@ class RetrainingLoop(pulumi.ComponentResource):
     def __init__(self, name: str, args: RetrainingLoopArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("engagement-loop:retraining_loop:RetrainingLoop", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
-        config, region = args.retraining, args.region
+        config, region, lake = args.retraining, args.region, args.lake
         account = config.solution.account
-        glue = f"arn:aws:glue:{region}:{account}"
 
         self.lock_table = aws.dynamodb.Table(
             f"{name}-runs", billing_mode="PAY_PER_REQUEST", hash_key="pk",
             attributes=[{"name": "pk", "type": "S"}], ttl={"attribute_name": "expires_at", "enabled": True},
             point_in_time_recovery={"enabled": True},
-            server_side_encryption={"enabled": True, "kms_key_arn": args.data_key_arn}, opts=child)
-        self.topic = aws.sns.Topic(f"{name}-notifications", kms_master_key_id=args.data_key_arn, opts=child)
+            server_side_encryption={"enabled": True, "kms_key_arn": lake.key_arn}, opts=child)
+        self.topic = aws.sns.Topic(f"{name}-notifications", kms_master_key_id=lake.key_arn, opts=child)
 
-        bucket_arn = pulumi.Output.from_input(args.lake_bucket_arn)
-        interactions = bucket_arn.apply(lambda arn: f"{arn}/{INTERACTIONS_PREFIX}*")
+        interactions = lake.object_arns(INTERACTIONS_PREFIX)
         self.import_role = aws.iam.Role(
             f"{name}-import-role",
             assume_role_policy=assume_role_json("personalize.amazonaws.com", source_account=account),
             description="Lets Amazon Personalize read the interactions file of a retraining run", opts=child)
         aws.iam.RolePolicy(f"{name}-import-policy", role=self.import_role.id, policy=policy_json([
             Statement(actions=["s3:GetObject"], resources=[interactions]),
-            Statement(actions=["s3:ListBucket"], resources=[bucket_arn]),
-            Statement(actions=["kms:Decrypt"], resources=[args.data_key_arn]),
+            Statement(actions=["s3:ListBucket"], resources=[lake.bucket_arn]),
+            Statement(actions=["kms:Decrypt"], resources=[lake.key_arn]),
         ]), opts=child)
 
         solution_versions = f"{config.solution.arn}/*"
@@ -89,22 +78,7 @@ class RetrainingLoop(pulumi.ComponentResource):
             Statement(actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"],
                       resources=[self.lock_table.arn]),
             Statement(actions=["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"], resources=[interactions]),
-            # Athena runs the query with the caller's permissions: the catalog, the lake and the results.
-            Statement(actions=["athena:StartQueryExecution", "athena:GetQueryExecution"],
-                      resources=[pulumi.Output.from_input(args.workgroup).apply(
-                          lambda wg: f"arn:aws:athena:{region}:{account}:workgroup/{wg}")]),
-            Statement(actions=["glue:GetDatabase", "glue:GetTable", "glue:GetPartition", "glue:GetPartitions"],
-                      resources=[f"{glue}:catalog",
-                                 pulumi.Output.from_input(args.database).apply(lambda db: f"{glue}:database/{db}"),
-                                 pulumi.Output.all(args.database, args.table).apply(
-                                     lambda v: f"{glue}:table/{v[0]}/{v[1]}")]),
-            Statement(actions=["s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"],
-                      resources=[bucket_arn]),
-            Statement(actions=["s3:GetObject"], resources=[bucket_arn.apply(lambda arn: f"{arn}/{EVENTS_PREFIX}*")]),
-            Statement(actions=["s3:GetObject", "s3:PutObject", "s3:AbortMultipartUpload",
-                               "s3:ListMultipartUploadParts"],
-                      resources=[bucket_arn.apply(lambda arn: f"{arn}/{QUERY_RESULTS_PREFIX}*")]),
-            Statement(actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[args.data_key_arn]),
+            *lake.query_statements(),
             Statement(actions=["personalize:CreateDatasetImportJob"],
                       resources=[config.interactions_dataset.arn,
                                  f"arn:aws:personalize:{region}:{account}:dataset-import-job/{IMPORT_JOB_PREFIX}*"]),
@@ -131,8 +105,8 @@ class RetrainingLoop(pulumi.ComponentResource):
                 region=region, log_retention_days=args.log_retention_days, statements=statements,
                 timeout_seconds=900, memory_mb=1024,
                 environment={
-                    "LAKE_BUCKET": args.lake_bucket, "GLUE_DATABASE": args.database, "EVENTS_TABLE": args.table,
-                    "ATHENA_WORKGROUP": args.workgroup, "LOCK_TABLE": self.lock_table.name,
+                    "LAKE_BUCKET": lake.bucket, "GLUE_DATABASE": lake.database, "EVENTS_TABLE": lake.table,
+                    "ATHENA_WORKGROUP": lake.workgroup, "LOCK_TABLE": self.lock_table.name,
                     "TOPIC_ARN": self.topic.arn, "EVENT_BUS_NAME": "default",
                     "PERSONALIZE_DATASET_ARN": config.interactions_dataset.arn,
                     "PERSONALIZE_SOLUTION_ARN": config.solution.arn,

@@ -45,6 +45,8 @@ class RecordingMocks(pulumi.runtime.Mocks):
         }
         if args.typ == "aws:s3/bucket:Bucket":
             outputs["bucket"] = args.name
+        if args.typ == "aws:dynamodb/table:Table" and args.inputs.get("streamEnabled"):
+            outputs["streamArn"] = f"{outputs['arn']}/stream/2026-11-22T00:00:00.000"
         if args.typ == "aws:sqs/queue:Queue":
             outputs["url"] = f"https://sqs.eu-west-1.amazonaws.com/{ACCOUNT}/{args.name}"
         return [f"{args.name}-id", outputs]

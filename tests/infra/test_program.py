@@ -31,6 +31,10 @@ def test_stack_outputs(dev_graph):
         "retrainingStateMachineArn": arn("aws:sfn/stateMachine:StateMachine"),
         "retrainingTopicArn": arn("aws:sns/topic:Topic"),
         "exposuresFunctionArn": arn("aws:lambda/function:Function", "tracking-exposures-function"),
+        "rulesVersion": "d2c06a659830",
+        "countersTable": "rules-counters",
+        "outboxTable": "rules-outbox",
+        "actionDeadLetterQueueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/rules-action-dead-letters",
     }
 
 
@@ -131,7 +135,7 @@ def test_exposures_function_writes_to_the_stream_and_pinpoint_may_invoke_it(dev_
     by_action = statements_by_action(
         dev_graph.one("aws:iam/rolePolicy:RolePolicy", "tracking-exposures-policy").input_json("policy"))
     assert by_action["kinesis:PutRecords"]["Resource"] == [stream_arn]
-    permission = dev_graph.one("aws:lambda/permission:Permission")
+    permission = dev_graph.one("aws:lambda/permission:Permission", "tracking-exposures-pinpoint")
     assert permission.inputs["principal"] == "pinpoint.eu-west-1.amazonaws.com"
     assert permission.inputs["sourceArn"] == "arn:aws:mobiletargeting:eu-west-1:123456789012:recommenders/*"
 

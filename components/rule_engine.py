@@ -1,0 +1,182 @@
+"""RuleEngine: real-time per-user counters for the rules sheet, and the actions they trigger.
+
+```
+stream ─► aggregator (counters + outbox, one DynamoDB transaction per (rule, user) and batch)
+outbox stream ─► dispatcher ─► EventBridge (always) / Pinpoint / Customer Profiles ─► dead letters
+schedules: sweeper (window-rule exits), backfill (new date/window rules, from the lake)
+```
+
+The rules are published as a JSON document next to the lake; the functions re-read it within a minute,
+so a changed sheet needs `pulumi up` but no function redeploy, and the change shows in the diff.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_aws as aws
+
+from components.config import RulesConfig
+from components.event_stream_pipeline import LakeAccess
+from components.iam import Statement
+from components.python_function import PythonFunctionArgs
+from components.scheduled_function import ScheduledFunction, ScheduledFunctionArgs
+from components.stream_consumer import SourceKind, StreamConsumer, StreamConsumerArgs, queue_depth_alarm
+from functions.events.canonical import IdentityMode
+from functions.rules.outbox import PARTITION_KEY, SWEEP_DAY, SWEEP_INDEX, TTL_ATTRIBUTE
+
+RULES_KEY = "rules/rules.json"
+SWEEP_SCHEDULE = "rate(15 minutes)"  # window-rule exits must happen within an hour
+BACKFILL_SCHEDULE = "rate(15 minutes)"
+EVENT_BUS = "default"
+
+
+@dataclass(frozen=True, kw_only=True)
+class RuleEngineArgs:
+    """The rules, the stream they count and where their actions go."""
+
+    region: str
+    """The stack's region."""
+    log_retention_days: int
+    identity_mode: IdentityMode
+    """How the aggregator finds the user of a record."""
+    rules: RulesConfig
+    """Parsed rules sheet, Customer Profiles domain and counter TTL, from stack config."""
+    stream_arn: pulumi.Input[str]
+    """The engagement stream (EventStreamPipeline)."""
+    lake: LakeAccess
+    """Where the rules are published and what the backfill queries; its key encrypts the tables."""
+    pinpoint_project_id: str | None = None
+    """Also set attributes / put `trk_` events in this Pinpoint project. Default: no."""
+
+
+class RuleEngine(pulumi.ComponentResource):
+    """Counters, outbox, aggregator, dispatcher, sweeper and backfill for the rules sheet."""
+
+    def __init__(self, name: str, args: RuleEngineArgs, opts: pulumi.ResourceOptions | None = None):
+        super().__init__("engagement-loop:rule_engine:RuleEngine", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        lake, region = args.lake, args.region
+        account = pulumi.Output.from_input(lake.account_id)
+        encryption = {"enabled": True, "kms_key_arn": lake.key_arn}
+
+        self.counters = aws.dynamodb.Table(
+            f"{name}-counters", billing_mode="PAY_PER_REQUEST", hash_key=PARTITION_KEY,
+            attributes=[{"name": PARTITION_KEY, "type": "S"}, {"name": SWEEP_DAY, "type": "S"}],
+            global_secondary_indexes=[{"name": SWEEP_INDEX, "hash_key": SWEEP_DAY, "range_key": PARTITION_KEY,
+                                       "projection_type": "ALL"}],
+            ttl={"attribute_name": TTL_ATTRIBUTE, "enabled": True}, point_in_time_recovery={"enabled": True},
+            server_side_encryption=encryption, opts=child)
+        self.outbox = aws.dynamodb.Table(
+            f"{name}-outbox", billing_mode="PAY_PER_REQUEST", hash_key=PARTITION_KEY,
+            attributes=[{"name": PARTITION_KEY, "type": "S"}],
+            stream_enabled=True, stream_view_type="NEW_IMAGE",
+            ttl={"attribute_name": TTL_ATTRIBUTE, "enabled": True}, point_in_time_recovery={"enabled": True},
+            server_side_encryption=encryption, opts=child)
+        self.rules_object = aws.s3.BucketObjectv2(
+            f"{name}-rules", bucket=lake.bucket, key=RULES_KEY, content=args.rules.rules.to_json(),
+            content_type="application/json", opts=child)
+
+        rules_arn = lake.object_arns(RULES_KEY)
+        use_key = Statement(actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[lake.key_arn])
+        read_rules = Statement(actions=["s3:GetObject"], resources=[rules_arn])
+        counters_rw = Statement(actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+                                         "dynamodb:ConditionCheckItem"], resources=[self.counters.arn])
+        # Outbox entries are only ever created (in the counter's transaction); the dispatcher marks them.
+        outbox_create = Statement(actions=["dynamodb:PutItem"], resources=[self.outbox.arn])
+        rules_env = {"COUNTERS_TABLE": self.counters.name, "OUTBOX_TABLE": self.outbox.name,
+                     "RULES_BUCKET": lake.bucket, "RULES_KEY": RULES_KEY}
+
+        self.aggregator = StreamConsumer(
+            f"{name}-aggregator",
+            StreamConsumerArgs(
+                source_kind=SourceKind.KINESIS, source_arn=args.stream_arn, source_key_arn=lake.key_arn,
+                function=PythonFunctionArgs(
+                    handler="functions.rules.aggregator.lambda_handler",
+                    description="engagement-loop: count events per rule and user, exactly once",
+                    region=region, log_retention_days=args.log_retention_days, timeout_seconds=120,
+                    memory_mb=512,
+                    environment={**rules_env, "IDENTITY_MODE": args.identity_mode.value,
+                                 "COUNTER_TTL_DAYS": str(args.rules.counter_ttl_days)},
+                    statements=[counters_rw, outbox_create, read_rules, use_key]),
+            ),
+            opts=child)
+
+        self.dead_letters = aws.sqs.Queue(
+            f"{name}-action-dead-letters", sqs_managed_sse_enabled=True,
+            message_retention_seconds=14 * 24 * 3600, opts=child)
+        queue_depth_alarm(f"{name}-action-dead-letters-depth", self.dead_letters,
+                          "Rule actions no sink retry could deliver: redeliver with `python -m cli actions replay`",
+                          child)
+        sink_statements = [
+            Statement(actions=["events:PutEvents"],
+                      resources=[account.apply(lambda a: f"arn:aws:events:{region}:{a}:event-bus/{EVENT_BUS}")]),
+        ]
+        if args.pinpoint_project_id:
+            project = args.pinpoint_project_id
+            sink_statements.append(Statement(
+                actions=["mobiletargeting:GetUserEndpoints", "mobiletargeting:UpdateEndpoint",
+                         "mobiletargeting:PutEvents"],
+                resources=[account.apply(lambda a: f"arn:aws:mobiletargeting:{region}:{a}:apps/{project}"),
+                           account.apply(lambda a: f"arn:aws:mobiletargeting:{region}:{a}:apps/{project}/*")]))
+        if args.rules.connect_domain_name:
+            domain = args.rules.connect_domain_name
+            sink_statements.append(Statement(
+                actions=["profile:SearchProfiles", "profile:UpdateProfile"],
+                resources=[account.apply(lambda a: f"arn:aws:profile:{region}:{a}:domains/{domain}")]))
+        self.dispatcher = StreamConsumer(
+            f"{name}-dispatcher",
+            StreamConsumerArgs(
+                source_kind=SourceKind.DYNAMODB, source_arn=self.outbox.stream_arn,
+                filter_patterns=['{"eventName": ["INSERT"]}'], batch_size=25,
+                function=PythonFunctionArgs(
+                    handler="functions.rules.dispatcher.lambda_handler",
+                    description="engagement-loop: deliver rule actions to their sinks, once each",
+                    region=region, log_retention_days=args.log_retention_days, timeout_seconds=120,
+                    environment={"OUTBOX_TABLE": self.outbox.name, "EVENT_BUS_NAME": EVENT_BUS,
+                                 "DEAD_LETTER_QUEUE_URL": self.dead_letters.url,
+                                 "PINPOINT_APPLICATION_ID": args.pinpoint_project_id or "",
+                                 "CONNECT_DOMAIN_NAME": args.rules.connect_domain_name or ""},
+                    statements=[
+                        *sink_statements,
+                        Statement(actions=["dynamodb:GetItem", "dynamodb:UpdateItem"], resources=[self.outbox.arn]),
+                        Statement(actions=["sqs:SendMessage"], resources=[self.dead_letters.arn]),
+                        use_key,
+                    ]),
+            ),
+            opts=child)
+
+        self.sweeper = ScheduledFunction(
+            f"{name}-sweeper",
+            ScheduledFunctionArgs(
+                schedule_expression=SWEEP_SCHEDULE,
+                function=PythonFunctionArgs(
+                    handler="functions.rules.sweeper.lambda_handler",
+                    description="engagement-loop: window-rule users who dropped below their rule exit",
+                    region=region, log_retention_days=args.log_retention_days, timeout_seconds=300,
+                    environment=rules_env,
+                    statements=[
+                        Statement(actions=["dynamodb:Query"],
+                                  resources=[self.counters.arn.apply(lambda arn: f"{arn}/index/{SWEEP_INDEX}")]),
+                        counters_rw, outbox_create, read_rules, use_key,
+                    ])),
+            opts=child)
+
+        self.backfill = ScheduledFunction(
+            f"{name}-backfill",
+            ScheduledFunctionArgs(
+                schedule_expression=BACKFILL_SCHEDULE,
+                function=PythonFunctionArgs(
+                    handler="functions.rules.backfill.lambda_handler",
+                    description="engagement-loop: count a new date or window rule's history from the lake",
+                    region=region, log_retention_days=args.log_retention_days, timeout_seconds=900,
+                    memory_mb=1024,
+                    environment={**rules_env, "ATHENA_WORKGROUP": lake.workgroup, "GLUE_DATABASE": lake.database,
+                                 "EVENTS_TABLE": lake.table,
+                                 "COUNTER_TTL_DAYS": str(args.rules.counter_ttl_days)},
+                    statements=[counters_rw, outbox_create, read_rules, *lake.query_statements()])),
+            opts=child)
+
+        self.register_outputs({"counters_table": self.counters.name, "outbox_table": self.outbox.name,
+                               "dead_letter_queue_url": self.dead_letters.url})

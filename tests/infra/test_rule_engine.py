@@ -1,0 +1,101 @@
+"""RuleEngine under mocks with the sample stack: tables, published rules, consumers, schedules, scoped IAM."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from functions.rules.sheet import parse_rules_sheet
+
+ROOT = Path(__file__).resolve().parents[2]
+TABLE = "aws:dynamodb/table:Table"
+MAPPING = "aws:lambda/eventSourceMapping:EventSourceMapping"
+APP_ARN = "arn:aws:mobiletargeting:eu-west-1:123456789012:apps/a1b2c3d4e5f60718293a4b5c6d7e8f90"
+
+
+def policy(graph, name):
+    """Action → every resource any statement of the role's policy grants it on."""
+    document = graph.one("aws:iam/rolePolicy:RolePolicy", name).input_json("policy")
+    actions: dict[str, list[str]] = {}
+    for statement in document["Statement"]:
+        for action in statement["Action"]:
+            actions.setdefault(action, []).extend(statement["Resource"])
+    return actions
+
+
+def test_tables_have_keys_ttl_recovery_and_the_data_key(dev_graph):
+    key_arn = dev_graph.arn_of(dev_graph.one("aws:kms/key:Key"))
+    counters, outbox = dev_graph.one(TABLE, "rules-counters"), dev_graph.one(TABLE, "rules-outbox")
+    for table in (counters, outbox):
+        assert table.inputs["hashKey"] == "pk"
+        assert table.inputs["ttl"] == {"attributeName": "expires_at", "enabled": True}
+        assert table.inputs["pointInTimeRecovery"] == {"enabled": True}
+        assert table.inputs["serverSideEncryption"] == {"enabled": True, "kmsKeyArn": key_arn}
+    [sweep] = counters.inputs["globalSecondaryIndexes"]
+    assert (sweep["name"], sweep["hashKey"], sweep["rangeKey"]) == ("sweep", "sweep_day", "pk")
+    assert outbox.inputs["streamEnabled"] is True and outbox.inputs["streamViewType"] == "NEW_IMAGE"
+
+
+def test_the_parsed_sheet_is_published_so_a_changed_rule_changes_the_diff(dev_graph):
+    published = dev_graph.one("aws:s3/bucketObjectv2:BucketObjectv2", "rules-rules")
+    expected = parse_rules_sheet((ROOT / "rules" / "sample.csv").read_text(), source_name="rules/sample.csv")
+    assert published.inputs["content"] == expected.to_json()
+    assert json.loads(published.inputs["content"])["version"] == expected.version
+    assert (published.inputs["bucket"], published.inputs["key"]) == ("events-lake", "rules/rules.json")
+
+
+def test_aggregator_reads_the_stream_with_partial_batches_retries_and_a_failure_queue(dev_graph):
+    mapping = dev_graph.one(MAPPING, "rules-aggregator-mapping")
+    function = dev_graph.one("aws:lambda/function:Function", "rules-aggregator-handler-function")
+    assert mapping.inputs["eventSourceArn"] == dev_graph.arn_of(dev_graph.one("aws:kinesis/stream:Stream"))
+    assert mapping.inputs["functionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert mapping.inputs["bisectBatchOnFunctionError"] is True
+    assert mapping.inputs["parallelizationFactor"] == 10 and mapping.inputs["maximumRetryAttempts"] == 5
+    failures = dev_graph.arn_of(dev_graph.one("aws:sqs/queue:Queue", "rules-aggregator-failures"))
+    assert mapping.inputs["destinationConfig"]["onFailure"]["destinationArn"] == failures
+    env = function.inputs["environment"]["variables"]
+    assert env["COUNTERS_TABLE"] == "rules-counters" and env["OUTBOX_TABLE"] == "rules-outbox"
+    assert (env["RULES_BUCKET"], env["RULES_KEY"]) == ("events-lake", "rules/rules.json")
+    assert env["FAILURES_QUEUE_URL"].endswith("/rules-aggregator-failures")
+    actions = policy(dev_graph, "rules-aggregator-handler-policy")
+    counters = dev_graph.arn_of(dev_graph.one(TABLE, "rules-counters"))
+    outbox = dev_graph.arn_of(dev_graph.one(TABLE, "rules-outbox"))
+    assert sorted(actions["dynamodb:PutItem"]) == sorted([counters, outbox])
+    assert actions["dynamodb:UpdateItem"] == [counters]
+    assert actions["s3:GetObject"] == ["arn:aws:s3:eu-west-1:123456789012:events-lake/rules/rules.json*"]
+    assert "dynamodb:Scan" not in actions and "dynamodb:DeleteItem" not in actions
+
+
+def test_dispatcher_reads_only_inserts_of_the_outbox_and_may_reach_only_its_sinks(dev_graph):
+    mapping = dev_graph.one(MAPPING, "rules-dispatcher-mapping")
+    outbox = dev_graph.one(TABLE, "rules-outbox")
+    assert mapping.inputs["eventSourceArn"].startswith(dev_graph.arn_of(outbox) + "/stream/")
+    assert mapping.inputs["filterCriteria"] == {"filters": [{"pattern": '{"eventName": ["INSERT"]}'}]}
+    env = dev_graph.one("aws:lambda/function:Function", "rules-dispatcher-handler-function"
+                        ).inputs["environment"]["variables"]
+    assert env["PINPOINT_APPLICATION_ID"] == "a1b2c3d4e5f60718293a4b5c6d7e8f90"
+    assert env["DEAD_LETTER_QUEUE_URL"].endswith("/rules-action-dead-letters")
+    actions = policy(dev_graph, "rules-dispatcher-handler-policy")
+    assert actions["events:PutEvents"] == ["arn:aws:events:eu-west-1:123456789012:event-bus/default"]
+    assert actions["mobiletargeting:UpdateEndpoint"] == [APP_ARN, APP_ARN + "/*"]
+    assert "profile:UpdateProfile" not in actions  # no Connect domain in the sample stack
+    assert actions["dynamodb:GetRecords"] == [mapping.inputs["eventSourceArn"]]
+    dev_graph.one("aws:cloudwatch/metricAlarm:MetricAlarm", "rules-action-dead-letters-depth")
+
+
+def test_sweeper_and_backfill_run_on_schedules_without_table_scans(dev_graph):
+    for name in ("rules-sweeper", "rules-backfill"):
+        rule = dev_graph.one("aws:cloudwatch/eventRule:EventRule", f"{name}-schedule")
+        assert rule.inputs["scheduleExpression"] == "rate(15 minutes)"
+        target = dev_graph.one("aws:cloudwatch/eventTarget:EventTarget", f"{name}-target")
+        assert target.inputs["arn"] == dev_graph.arn_of(
+            dev_graph.one("aws:lambda/function:Function", f"{name}-handler-function"))
+        permission = dev_graph.one("aws:lambda/permission:Permission", f"{name}-invoke")
+        assert permission.inputs["sourceArn"] == dev_graph.arn_of(rule)
+        assert "dynamodb:Scan" not in policy(dev_graph, f"{name}-handler-policy")
+    sweeper = policy(dev_graph, "rules-sweeper-handler-policy")
+    counters = dev_graph.arn_of(dev_graph.one(TABLE, "rules-counters"))
+    assert sweeper["dynamodb:Query"] == [counters + "/index/sweep"]
+    backfill = policy(dev_graph, "rules-backfill-handler-policy")
+    assert backfill["athena:StartQueryExecution"] == [
+        "arn:aws:athena:eu-west-1:123456789012:workgroup/engagement-loop-dev"]
