@@ -14,6 +14,7 @@ import sys
 COMMAND_GROUPS = {
     "rules": "cli.rules",
     "interactions": "cli.interactions",
+    "actions": "cli.actions",
 }
 
 

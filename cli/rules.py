@@ -2,6 +2,13 @@
 
 `rules check SHEET.csv` validates a sheet exactly as a deployment would: every problem is printed to stderr
 as `SHEET.csv: row N, column X: …` and the exit status is 2; a good sheet prints a summary and exits 0.
+
+`rules replay --rules SHEET.csv EVENTS.jsonl` runs the real aggregator and dispatcher handlers over raw stream
+records (one per line, exactly as on the stream) against moto's embedded AWS, optionally with injected
+duplicates and failures (`cli/replay.py` says how), prints a table per rule and, with `--json OUT.json`,
+writes `{"qualifications": [...], "counters": [...], "stats": {...}}`. With any fault rates the
+qualifications and counters equal the fault-free run's. Exit status 2 for a bad sheet or unreadable input,
+1 when the replay itself fails.
 """
 
 from __future__ import annotations
@@ -13,15 +20,30 @@ from typing import TextIO
 
 from functions.rules.sheet import Rule, RuleSet, RulesSheetError, parse_rules_sheet
 
-EXIT_OK, EXIT_PROBLEMS = 0, 2
+EXIT_OK, EXIT_FAILED, EXIT_PROBLEMS = 0, 1, 2
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     group = subparsers.add_parser("rules", help="rules sheet tools", description=__doc__.splitlines()[0])
-    commands = group.add_subparsers(dest="command", required=True, metavar="{check}")
+    commands = group.add_subparsers(dest="command", required=True, metavar="{check,replay}")
     check = commands.add_parser("check", help="validate a rules sheet and summarise its rules")
     check.add_argument("sheet", type=Path, metavar="SHEET.csv", help="the rules sheet (CSV)")
     check.set_defaults(func=check_command)
+
+    replay = commands.add_parser(
+        "replay", help="run the rules engine's handlers over raw records locally (moto), with optional faults",
+        description="Run the real aggregator and dispatcher over raw stream records against moto's embedded "
+                    "AWS, in file order and Kinesis-shaped batches; print a table per rule.")
+    replay.add_argument("--rules", required=True, type=Path, metavar="SHEET.csv", help="the rules sheet (CSV)")
+    replay.add_argument("events", type=Path, metavar="EVENTS.jsonl", help="raw stream records, one per line")
+    replay.add_argument("--json", type=Path, metavar="OUT.json", help="write qualifications, counters and stats")
+    replay.add_argument("--batch-size", type=int, default=100, metavar="N", help="records per batch (default 100)")
+    replay.add_argument("--duplicate-rate", type=float, default=0.0, metavar="R",
+                        help="share of records the producer sends twice (default 0)")
+    replay.add_argument("--fail-rate", type=float, default=0.0, metavar="R",
+                        help="share of batches failed part-way and redelivered (default 0)")
+    replay.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the faults (default 0)")
+    replay.set_defaults(func=replay_command)
 
 
 def check_command(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -46,6 +68,40 @@ def check_command(args: argparse.Namespace, *, out: TextIO | None = None, err: T
         print(f"{path}: {len(error.problems)} problem(s); the sheet was not accepted", file=err)
         return EXIT_PROBLEMS
     print(summary(rule_set, str(path)), file=out)
+    return EXIT_OK
+
+
+def replay_command(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    from cli.replay import ReplayError, ReplayOptions, print_summary, replay, write_json
+
+    out, err = out or sys.stdout, err or sys.stderr
+    try:
+        options = ReplayOptions(batch_size=args.batch_size, duplicate_rate=args.duplicate_rate,
+                                fail_rate=args.fail_rate, seed=args.seed)
+    except ValueError as error:
+        print(f"error: {error}", file=err)
+        return EXIT_PROBLEMS
+    try:
+        sheet = args.rules.read_text(encoding="utf-8")
+        lines = args.events.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as error:
+        print(f"error: cannot read input: {error}", file=err)
+        return EXIT_PROBLEMS
+    try:
+        result = replay(sheet, lines, options, rules_name=str(args.rules), progress=err)
+    except RulesSheetError as error:
+        for line in error.lines():
+            print(line, file=err)
+        print(f"{args.rules}: {len(error.problems)} problem(s); the sheet was not accepted", file=err)
+        return EXIT_PROBLEMS
+    except ReplayError as error:
+        print(f"replay failed: {error}", file=err)
+        return EXIT_FAILED
+    print_summary(result, out)
+    if args.json:
+        with args.json.open("w", encoding="utf-8") as handle:
+            write_json(result, handle)
+        print(f"wrote {args.json}", file=out)
     return EXIT_OK
 
 

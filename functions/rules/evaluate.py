@@ -293,3 +293,71 @@ def coalesce(
 def without_user(events: Sequence[CanonicalEvent]) -> list[CanonicalEvent]:
     """The events no rule can count because they name no user (to be reported, not silently lost)."""
     return [event for event in events if event.user_id is None]
+
+
+def next_exit_day(rule: Rule, state: RuleState, *, from_day: date | None = None) -> date | None:
+    """The first day on or after `from_day` (and the state's `window_end`) on which, with no new events, a
+    qualified window-rule user no longer meets the rule; None if that never happens or the user holds nothing
+    to exit from. The sweeper looks at the user again on that day."""
+    if rule.rule_type is not RuleType.WINDOW or not state.qualified or state.window_end is None:
+        return None
+    assert rule.window_days is not None
+    first = state.window_end if from_day is None else max(from_day, state.window_end)
+    # Totals only change on the day a bucket slides out, so those days (and `first`) are the only candidates;
+    # once every bucket is out the totals stay at zero for good.
+    leaving = {bucket.day + timedelta(days=rule.window_days) for bucket in state.buckets}
+    for day in sorted({first, *(d for d in leaving if d > first)}):
+        if not conditions_met(rule, *window_totals(rule, state, day)):
+            return day
+    return None
+
+
+def apply_backfill(
+    rule: Rule, state: RuleState, days: Iterable[DayBucket], activation_ms: int, *, user_id: str
+) -> tuple[RuleState, list[Qualification]]:
+    """Merge a user's events from before the rule's activation (per-day totals read from the lake) into a
+    state that already holds the events counted since, and qualify the user if the rule is met.
+
+    Only for date and window rules, which qualify at most once and never reset. The backfilled events
+    arrived before every event already in `state`, so a date rule is checked after each backfilled day (in day
+    order) and then on the merged totals; a window rule is checked once, over the window ending on the later
+    of the activation day and the latest day seen, so only a user who meets it *now* is marked. For conditions
+    that only grow (`greater`/`at_least` with non-negative metrics) that is exactly what evaluating every event
+    in stream order gives; for `equal` or negative metrics, a target passed and left within one day is missed.
+    """
+    if rule.rule_type is RuleType.AGGREGATOR:
+        raise ValueError(f"rule {rule.rule_id!r}: only date and window rules are backfilled")
+    days = sorted(days, key=lambda bucket: bucket.day)
+    if not days:
+        return state, []
+    added_count, added_sum = _add_up((b.count, b.sum) for b in days)
+    count, total = state.count + added_count, _SUMS.add(state.sum, added_sum)
+    buckets, window_end = state.buckets, state.window_end
+
+    if rule.rule_type is RuleType.WINDOW:
+        window_end = max(d for d in (state.window_end, event_day(activation_ms), days[-1].day) if d is not None)
+        first = _window_start(rule, window_end)
+        merged = {b.day: (b.count, b.sum) for b in state.buckets if b.day >= first}
+        for bucket in days:
+            if bucket.day >= first:
+                day_count, day_sum = merged.get(bucket.day, (0, _ZERO))
+                merged[bucket.day] = (day_count + bucket.count, _SUMS.add(day_sum, bucket.sum))
+        buckets = tuple(DayBucket(day, c, s) for day, (c, s) in sorted(merged.items()))
+        met = conditions_met(rule, *_add_up(merged.values()))
+    else:
+        running_count, running_sum, met = 0, _ZERO, False
+        for bucket in days:
+            running_count, running_sum = running_count + bucket.count, _SUMS.add(running_sum, bucket.sum)
+            met = met or conditions_met(rule, running_count, running_sum)
+        met = met or conditions_met(rule, count, total)
+
+    qualified, fired, qualifications = state.qualified, state.fired, []
+    if met and not qualified:
+        qualified, fired = True, fired + 1
+        qualifications.append(Qualification(
+            rule_id=rule.rule_id, user_id=user_id, kind=rule.action_kind, name=rule.action_name, value=READY,
+            sequence=fired, event_id="", event_time_ms=activation_ms,
+        ))
+    new_state = RuleState(count=count, sum=total, qualified=qualified, fired=fired, buckets=buckets,
+                          window_end=window_end)
+    return new_state, qualifications

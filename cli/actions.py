@@ -1,0 +1,164 @@
+"""`python -m cli actions …`: operate the RuleEngine's action delivery on a deployed stack.
+
+`actions replay --queue-url URL` reads the dispatcher's dead-letter queue (real AWS, boto3's default
+session: profile, region and credentials as for the AWS CLI) and redelivers each entry to the sinks that
+failed, with the dispatcher's own code. A message is deleted only once every one of its failed sinks has
+the entry; one that fails again stays in the queue (visible again when the run ends) with its errors
+printed. Sinks the outbox already lists as delivered (e.g. done by an earlier replay that could not delete
+its message) are not called again. `--dry-run` prints what would be redelivered and changes nothing.
+
+Targets come from flags, else the dispatcher's environment variables: `--event-bus` (`EVENT_BUS_NAME`),
+`--pinpoint-app` (`PINPOINT_APPLICATION_ID`), `--connect-domain` (`CONNECT_DOMAIN_NAME`),
+`--connect-profile-key` (`CONNECT_PROFILE_KEY`), `--outbox-table` (`OUTBOX_TABLE`; optional: without it
+progress is not recorded in the outbox). A message naming a sink that is not configured here stays.
+Exit status: 0 when every message read was redelivered (or, dry run, could be), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Mapping, TextIO
+
+EXIT_OK, EXIT_LEFT = 0, 1
+VISIBILITY_TIMEOUT_S = 300  # long enough that one run never reads the same message twice
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    group = subparsers.add_parser("actions", help="rule action delivery", description=__doc__.splitlines()[0])
+    commands = group.add_subparsers(dest="command", required=True, metavar="{replay}")
+    replay = commands.add_parser("replay", help="redeliver the dispatcher's dead letters to the sinks that failed",
+                                 description=__doc__.split("\n\n")[1])
+    replay.add_argument("--queue-url", required=True, metavar="URL", help="the dispatcher's dead-letter queue")
+    replay.add_argument("--max", type=int, default=None, metavar="N", help="read at most N messages (default all)")
+    replay.add_argument("--dry-run", action="store_true", help="print what would be redelivered; change nothing")
+    env = os.environ.get
+    replay.add_argument("--event-bus", default=env("EVENT_BUS_NAME"), metavar="NAME",
+                        help="EventBridge bus (default $EVENT_BUS_NAME)")
+    replay.add_argument("--pinpoint-app", default=env("PINPOINT_APPLICATION_ID"), metavar="ID",
+                        help="Pinpoint project id (default $PINPOINT_APPLICATION_ID)")
+    replay.add_argument("--connect-domain", default=env("CONNECT_DOMAIN_NAME"), metavar="NAME",
+                        help="Customer Profiles domain (default $CONNECT_DOMAIN_NAME)")
+    replay.add_argument("--connect-profile-key", default=env("CONNECT_PROFILE_KEY") or "_account", metavar="KEY",
+                        help="profile search key holding the user id (default $CONNECT_PROFILE_KEY, else _account)")
+    replay.add_argument("--outbox-table", default=env("OUTBOX_TABLE"), metavar="NAME",
+                        help="outbox table, to skip sinks already done and record progress (default $OUTBOX_TABLE)")
+    replay.set_defaults(func=replay_command)
+
+
+@dataclass
+class ReplaySummary:
+    """What a run did, message by message."""
+
+    redelivered: int = 0
+    would_redeliver: int = 0
+    left: list[str] = field(default_factory=list)
+    """One line per message that stays in the queue, saying why."""
+
+    @property
+    def read(self) -> int:
+        return self.redelivered + self.would_redeliver + len(self.left)
+
+
+def replay_command(args: argparse.Namespace, *, session: Any = None, out: TextIO | None = None) -> int:
+    import boto3
+
+    from functions.rules.dispatcher import OutboxTable
+    from functions.rules.sinks import CustomerProfilesSink, EventBridgeSink, PinpointSink
+
+    out = out or sys.stdout
+    session = session or boto3.session.Session()
+    sinks: dict[str, Any] = {}
+    if args.event_bus:
+        sinks[EventBridgeSink.name] = EventBridgeSink(session.client("events"), args.event_bus)
+    if args.pinpoint_app:
+        sinks[PinpointSink.name] = PinpointSink(session.client("pinpoint"), args.pinpoint_app)
+    if args.connect_domain:
+        sinks[CustomerProfilesSink.name] = CustomerProfilesSink(session.client("customer-profiles"),
+                                                                args.connect_domain, args.connect_profile_key)
+    outbox = OutboxTable(session.client("dynamodb"), args.outbox_table) if args.outbox_table else None
+    summary = replay_dead_letters(session.client("sqs"), args.queue_url, sinks, outbox,
+                                  max_messages=args.max, dry_run=args.dry_run, out=out)
+    for line in summary.left:
+        print(f"kept: {line}", file=out)
+    if args.dry_run:
+        print(f"{summary.read} message(s) read: {summary.would_redeliver} would be redelivered, "
+              f"{len(summary.left)} could not be; nothing was changed", file=out)
+    else:
+        print(f"{summary.read} message(s) read: {summary.redelivered} redelivered and deleted, "
+              f"{len(summary.left)} kept in the queue", file=out)
+    return EXIT_OK if not summary.left else EXIT_LEFT
+
+
+def replay_dead_letters(sqs: Any, queue_url: str, sinks: Mapping[str, Any], outbox: Any, *,
+                        max_messages: int | None = None, dry_run: bool = False, out: TextIO,
+                        retry: Any = None) -> ReplaySummary:
+    """Redeliver dead letters from `queue_url` to `sinks` (by name); see the module docstring."""
+    from functions.rules.dispatcher import DeadLetter, RetryPolicy, dispatch
+    from functions.rules.outbox import DeliveryStatus
+
+    retry = retry or RetryPolicy()
+    summary = ReplaySummary()
+    keep: list[str] = []  # receipt handles to make visible again at the end
+    seen: set[str] = set()
+    log = outbox or _NoLog()
+    while max_messages is None or summary.read < max_messages:
+        batch = 10 if max_messages is None else min(10, max_messages - summary.read)
+        received = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=batch, WaitTimeSeconds=1,
+                                       VisibilityTimeout=VISIBILITY_TIMEOUT_S).get("Messages", [])
+        # A run longer than the visibility timeout sees its kept messages again: then it has read them all.
+        messages = [message for message in received if message["MessageId"] not in seen]
+        if not messages:
+            break
+        seen.update(message["MessageId"] for message in messages)
+        for message in messages:
+            message_id, receipt = message["MessageId"], message["ReceiptHandle"]
+            try:
+                letter = DeadLetter.from_json(message["Body"])
+            except ValueError as error:
+                summary.left.append(f"message {message_id}: {error}")
+                keep.append(receipt)
+                continue
+            entry = letter.entry
+            done = outbox.delivered_sinks(entry.key)[0] if outbox else frozenset()
+            pending = [name for name in letter.failed_sinks if name not in done]
+            missing = [name for name in pending if name not in sinks]
+            if missing:
+                summary.left.append(f"{entry.key}: sink(s) {', '.join(missing)} not configured for this replay")
+                keep.append(receipt)
+                continue
+            if dry_run:
+                print(f"would redeliver {entry.key} ({entry.change.value} {entry.name}) to "
+                      f"{', '.join(pending) or 'nothing (already delivered)'}", file=out)
+                summary.would_redeliver += 1
+                keep.append(receipt)
+                continue
+            result = dispatch(entry, frozenset(), [sinks[name] for name in pending], log=log, retry=retry)
+            if not result.complete:
+                errors = "; ".join(result.failed.values())  # each error names its sink
+                summary.left.append(f"{entry.key}: failed again: {errors}")
+                keep.append(receipt)
+                continue
+            if outbox:
+                outbox.set_status(entry.key, DeliveryStatus.DELIVERED, _now_ms())
+            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=receipt)
+            summary.redelivered += 1
+            print(f"redelivered {entry.key} to {', '.join(pending) or 'nothing (already delivered)'}", file=out)
+    for receipt in keep:
+        sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=receipt, VisibilityTimeout=0)
+    return summary
+
+
+class _NoLog:
+    """Progress goes nowhere when no outbox table is given."""
+
+    def mark_delivered(self, key: str, sink_name: str) -> None:
+        pass
+
+
+def _now_ms() -> int:
+    import time
+
+    return time.time_ns() // 1_000_000

@@ -1,0 +1,358 @@
+"""RuleEngine aggregator: the Kinesis consumer that counts events per (rule, user) in DynamoDB, exactly once,
+and evaluates each rule in the same write.
+
+Per batch:
+
+1. Every record is normalised (with its Kinesis approximate arrival time). A record that cannot be parsed is
+   sent to the failures queue (SQS) with its reason and data and counts as processed, so it never blocks the
+   shard; an event without a user is counted (`EventsWithoutUser`) and skipped, never retried; the engine's
+   own `trk_…` events are skipped.
+2. Events are matched against the rules in force (`RulesSource`, at most a minute old). A date or window rule
+   counts only events that arrived at or after its activation — the backfill counts the earlier ones from the
+   lake, so nothing is counted twice while it runs — and a date rule only until `DATE_RULE_GRACE_DAYS` after
+   its finish. A rule removed from the sheet is simply not evaluated any more.
+3. Matching events are coalesced per (rule, user) in stream order, and each group is applied with one read
+   and one conditional write (`CounterStore.apply`), whose outcome equals applying them one by one.
+
+Powertools. Coalescing needs the whole batch before the first write, while `BatchProcessor` calls a handler
+per record. `CoalescingBatchProcessor` therefore lets the record handler do the per-record work (normalise,
+route rejects, collect the event) and then, still inside `process()`, runs the coalesced writes and turns
+each failed group into a failure of *its lowest sequence number* only. Powertools puts those in
+`batchItemFailures`; Lambda checkpoints before the lowest one and redelivers from there, and the counters'
+dedupe marks make the redelivered records that were already applied a no-op. (Failing every record of a
+failed group would say the same thing to Lambda, which only uses the lowest.) A record whose own handling
+failed (the failures queue unreachable) fails the usual way, and if every record failed Powertools raises so
+the whole batch is retried. Retry cap, bisect-on-error, the on-failure destination and a ParallelizationFactor
+(ordering per partition key, i.e. per user) are the event source mapping's settings.
+
+Environment (read once, by `AggregatorSettings.from_env`): COUNTERS_TABLE, OUTBOX_TABLE, RULES_BUCKET,
+RULES_KEY, FAILURES_QUEUE_URL (required); RULES_MAX_AGE_SECONDS (default 60), COUNTER_TTL_DAYS (400),
+IDENTITY_MODE (`user_or_endpoint`), POWERTOOLS_METRICS_NAMESPACE (`EngagementLoop`).
+"""
+
+from __future__ import annotations
+
+import base64
+import enum
+import functools
+import json
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.kinesis_stream_event import KinesisStreamRecord
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.config import Config
+
+from functions.events.canonical import CanonicalEvent, IdentityMode, Rejected
+from functions.events.firehose_transform import TransformSettings
+from functions.events.normalise import normalise
+from functions.rules.evaluate import matches
+from functions.rules.rules_source import Env, RulesSettings, RulesSource, S3RulesSource
+from functions.rules.sheet import ENGINE_EVENT_PREFIX, Rule, RuleSet, RuleType
+from functions.rules.store import CounterStore, Delivery, GroupResult, StoreSettings, counting_closes_ms
+
+logger = Logger()
+
+ACTIVATION_MARGIN_MS = 10_000
+"""Added to the rules cache age when activating a rule (clock skew between Lambda and Kinesis)."""
+MAX_MESSAGE_BYTES = 256 * 1024
+"""SQS message size limit (the lowest of the limits SQS has had)."""
+_KEPT_DATA_BYTES = 180_000  # base64 makes this 240,000 characters, leaving room for the other fields
+
+GroupKey = tuple[str, str]
+"""(rule_id, user_id)"""
+
+
+class Count(str, enum.Enum):
+    """What the aggregator counts; each is a CloudWatch metric."""
+
+    RECORDS = "RecordsReceived"
+    REJECTED = "RecordsRejected"
+    NO_USER = "EventsWithoutUser"
+    ENGINE_EVENTS = "EngineEventsSkipped"
+    REPEATED_IN_BATCH = "EventsRepeatedInBatch"
+    MATCHED = "MatchedPairs"
+    BEFORE_ACTIVATION = "PairsBeforeActivation"
+    APPLIED = "PairsApplied"
+    DUPLICATES = "DuplicatesSkipped"
+    WRITES = "CounterWrites"
+    QUALIFICATIONS = "Qualifications"
+    GROUPS_FAILED = "GroupWritesFailed"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AggregatorSettings:
+    """The function's configuration, parsed once from its environment."""
+
+    store: StoreSettings
+    """COUNTERS_TABLE, OUTBOX_TABLE (required), COUNTER_TTL_DAYS (default 400)."""
+    rules: RulesSettings
+    """RULES_BUCKET, RULES_KEY (required), RULES_MAX_AGE_SECONDS (default 60)."""
+    failures_queue_url: str
+    """FAILURES_QUEUE_URL, required: where records that cannot be parsed go."""
+    identity_mode: IdentityMode = IdentityMode.USER_OR_ENDPOINT
+    """IDENTITY_MODE, default `user_or_endpoint`, as for the stream's other consumers."""
+    metrics_namespace: str = "EngagementLoop"
+    """POWERTOOLS_METRICS_NAMESPACE, default `EngagementLoop`."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> AggregatorSettings:
+        """Read the settings; raises ValueError naming every missing or invalid variable."""
+        env = Env(environ)
+        store, rules = StoreSettings.read(env), RulesSettings.read(env)
+        queue_url = env.text("FAILURES_QUEUE_URL", what="SQS queue for records that cannot be parsed")
+        try:
+            transform = TransformSettings.from_env(env.environ)  # one IDENTITY_MODE parser for every consumer
+        except ValueError as error:
+            env.problems.append(str(error))
+            transform = TransformSettings()
+        env.check("rules aggregator")
+        return cls(store=store, rules=rules, failures_queue_url=queue_url, identity_mode=transform.identity_mode,
+                   metrics_namespace=transform.metrics_namespace)
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedRecord:
+    """A stream record that could not become an event, with everything needed to find or replay it."""
+
+    reason: str
+    data: bytes
+    stream_arn: str
+    shard_id: str
+    sequence_number: str
+    arrival_time_ms: int
+
+    def to_message(self) -> str:
+        body: dict[str, Any] = {
+            "source": "engagement-loop.rules.aggregator", "reason": self.reason, "stream_arn": self.stream_arn,
+            "shard_id": self.shard_id, "sequence_number": self.sequence_number,
+            "arrival_time_ms": self.arrival_time_ms, "data": base64.b64encode(self.data).decode("ascii"),
+        }
+        text = json.dumps(body)
+        if len(text) > MAX_MESSAGE_BYTES:  # ASCII only, so characters are bytes
+            body |= {"data": base64.b64encode(self.data[:_KEPT_DATA_BYTES]).decode("ascii"),
+                     "data_truncated": True, "data_bytes": len(self.data)}
+            text = json.dumps(body)
+        return text
+
+
+class FailureQueue(Protocol):
+    """Where records that cannot be parsed go."""
+
+    def send(self, record: RejectedRecord) -> None: ...
+
+
+class SqsFailureQueue:
+    """An SQS queue, through a boto3 `sqs` client."""
+
+    def __init__(self, client: Any, queue_url: str) -> None:
+        self._client, self._queue_url = client, queue_url
+
+    def send(self, record: RejectedRecord) -> None:
+        self._client.send_message(QueueUrl=self._queue_url, MessageBody=record.to_message())
+
+
+def counts_now(rule: Rule, event: CanonicalEvent, activation_ms: int | None) -> bool:
+    """Whether the aggregator counts a matching event for `rule`: aggregator rules always; date and window
+    rules only if it arrived at or after their activation (and, for date rules, before counting closes)."""
+    if rule.rule_type is RuleType.AGGREGATOR:
+        return True
+    if activation_ms is None or event.arrival_time_ms < activation_ms:
+        return False
+    closes = counting_closes_ms(rule)
+    return closes is None or event.arrival_time_ms < closes
+
+
+@dataclass
+class BatchOutcome:
+    """The groups a batch made, what each write did, and which failed."""
+
+    groups: dict[GroupKey, list[Delivery]] = field(default_factory=dict)
+    results: dict[GroupKey, GroupResult] = field(default_factory=dict)
+    failures: dict[GroupKey, Exception] = field(default_factory=dict)
+
+    def failed_sequence_numbers(self) -> dict[str, Exception]:
+        """For each failed group, its lowest sequence number (where Lambda must redeliver from)."""
+        failed: dict[str, Exception] = {}
+        for key, error in self.failures.items():
+            first = min(self.groups[key], key=lambda delivery: int(delivery.sequence_number))
+            failed.setdefault(first.sequence_number, error)
+        return failed
+
+
+class Aggregator:
+    """Matches a batch's events against the rules and applies them per (rule, user) through the store.
+
+    Activation times are cached per rule id for the life of the container (a rule's activation never
+    changes once recorded), so activating costs one request per container per date or window rule.
+    `one_by_one` writes every event separately (for comparisons; same outcome, more requests).
+    """
+
+    def __init__(self, store: CounterStore, *, activation_delay_ms: int, one_by_one: bool = False) -> None:
+        self._store, self._activation_delay_ms, self._one_by_one = store, activation_delay_ms, one_by_one
+        self._activations: dict[str, int] = {}
+
+    def activations(self, rules: RuleSet) -> dict[str, int]:
+        """Activation time of each date and window rule, recorded on first sight. It lies one rules-cache age
+        in the future: by then every running function has the rule, so each event arriving after it is seen
+        by a function that counts it, and every earlier one is left to the backfill."""
+        for rule in rules:
+            if rule.rule_type is not RuleType.AGGREGATOR and rule.rule_id not in self._activations:
+                meta = self._store.ensure_meta(rule, self._store.now_ms() + self._activation_delay_ms)
+                self._activations[rule.rule_id] = meta.activation_ms
+        return self._activations
+
+    def group(self, rules: RuleSet, deliveries: Sequence[Delivery], counts: Counter[Count]) -> dict[GroupKey, list[Delivery]]:
+        """Coalesce per (rule, user) in stream order; an event id repeated in the batch counts once."""
+        activations = self.activations(rules)
+        groups: dict[GroupKey, list[Delivery]] = defaultdict(list)
+        seen: set[str] = set()
+        for delivery in deliveries:
+            event = delivery.event
+            if event.event_id in seen:
+                counts[Count.REPEATED_IN_BATCH] += 1
+                continue
+            seen.add(event.event_id)
+            for rule in rules:
+                if not matches(rule, event):
+                    continue
+                if counts_now(rule, event, activations.get(rule.rule_id)):
+                    assert event.user_id is not None
+                    groups[(rule.rule_id, event.user_id)].append(delivery)
+                    counts[Count.MATCHED] += 1
+                else:
+                    counts[Count.BEFORE_ACTIVATION] += 1
+        return dict(groups)
+
+    def process(self, rules: RuleSet, deliveries: Sequence[Delivery], counts: Counter[Count]) -> BatchOutcome:
+        """Group the deliveries and write each group; a group that cannot be written is reported, not raised."""
+        outcome = BatchOutcome(groups=self.group(rules, deliveries, counts))
+        apply = self._store.apply_one_by_one if self._one_by_one else self._store.apply
+        for key, group in outcome.groups.items():
+            rule_id, user_id = key
+            try:
+                result = apply(rules.by_id(rule_id), user_id, group)
+            except Exception as error:  # noqa: BLE001 - any failure: the group is retried from its first record
+                logger.exception("counter write failed", extra={"rule_id": rule_id, "records": len(group)})
+                outcome.failures[key] = error
+                counts[Count.GROUPS_FAILED] += 1
+                continue
+            outcome.results[key] = result
+            counts[Count.APPLIED] += result.applied
+            counts[Count.DUPLICATES] += result.duplicates
+            counts[Count.WRITES] += result.writes
+            counts[Count.QUALIFICATIONS] += len(result.qualifications)
+        return outcome
+
+
+# --- The handler -----------------------------------------------------------------------------------------
+
+
+class CoalescingBatchProcessor(BatchProcessor):
+    """A Kinesis `BatchProcessor` that, after the record handler has seen every record, calls `flush` (the
+    coalesced writes) and reports the records it names (sequence number → error) as failed."""
+
+    def __init__(self, flush: Callable[[], Mapping[str, Exception]]) -> None:
+        super().__init__(event_type=EventType.KinesisDataStreams)
+        self._flush = flush
+
+    def process(self) -> list[tuple]:
+        results = super().process()
+        failed = self._flush()
+        if failed:
+            succeeded = {record["kinesis"]["sequenceNumber"]: record for record in self.success_messages}
+            for sequence_number, error in failed.items():
+                record = succeeded.get(sequence_number)
+                if record is not None:
+                    self.success_messages.remove(record)
+                    results.append(self.failure_handler(KinesisStreamRecord(record),
+                                                        (type(error), error, error.__traceback__)))
+        return results
+
+
+class KinesisBatch:
+    """One invocation: records read one at a time (`read`, the record handler), then written together
+    (`flush`)."""
+
+    def __init__(self, aggregator: Aggregator, rules: RuleSet, identity_mode: IdentityMode,
+                 failures: FailureQueue) -> None:
+        self._aggregator, self._rules, self._identity_mode, self._failures = aggregator, rules, identity_mode, failures
+        self.deliveries: list[Delivery] = []
+        self.counts: Counter[Count] = Counter()
+
+    def read(self, record: KinesisStreamRecord) -> None:
+        kinesis = record.kinesis
+        shard_id = record.event_id.partition(":")[0]
+        arrival_ms = round(kinesis.approximate_arrival_timestamp * 1000)
+        data = kinesis.data_as_bytes()
+        self.counts[Count.RECORDS] += 1
+        try:
+            result = normalise(data, identity_mode=self._identity_mode, arrival_time_ms=arrival_ms)
+        except Exception:  # noqa: BLE001 - a bug must cost one record, and that record is kept for replay
+            logger.exception("normalise raised", extra={"sequence_number": kinesis.sequence_number})
+            result = Rejected("internal error while normalising (a bug: see the function's log)")
+        if isinstance(result, Rejected):
+            logger.warning("record rejected", extra={"sequence_number": kinesis.sequence_number, "reason": result.reason})
+            self._failures.send(RejectedRecord(result.reason, data, record.event_source_arn, shard_id,
+                                               kinesis.sequence_number, arrival_ms))
+            self.counts[Count.REJECTED] += 1
+        elif result.user_id is None:
+            self.counts[Count.NO_USER] += 1
+        elif result.event_type.startswith(ENGINE_EVENT_PREFIX):
+            self.counts[Count.ENGINE_EVENTS] += 1
+        else:
+            self.deliveries.append(Delivery(result, shard_id, kinesis.sequence_number))
+
+    def flush(self) -> dict[str, Exception]:
+        return self._aggregator.process(self._rules, self.deliveries, self.counts).failed_sequence_numbers()
+
+
+_CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5})
+
+
+@functools.cache
+def _settings() -> AggregatorSettings:
+    return AggregatorSettings.from_env()
+
+
+@functools.cache
+def _rules_source() -> RulesSource:
+    return S3RulesSource(boto3.client("s3", config=_CLIENT_CONFIG), _settings().rules)
+
+
+@functools.cache
+def _aggregator() -> Aggregator:
+    settings = _settings()
+    store = CounterStore(boto3.client("dynamodb", config=_CLIENT_CONFIG), settings.store)
+    return Aggregator(store, activation_delay_ms=settings.rules.max_age_seconds * 1000 + ACTIVATION_MARGIN_MS)
+
+
+@functools.cache
+def _failure_queue() -> FailureQueue:
+    return SqsFailureQueue(boto3.client("sqs", config=_CLIENT_CONFIG), _settings().failures_queue_url)
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    """Lambda entry point (`functions.rules.aggregator.lambda_handler`)."""
+    settings = _settings()
+    rules = _rules_source().current()  # no rules at all: raise, and the whole batch is retried
+    batch = KinesisBatch(_aggregator(), rules, settings.identity_mode, _failure_queue())
+    try:
+        return process_partial_response(event=event, record_handler=batch.read,
+                                        processor=CoalescingBatchProcessor(batch.flush), context=context)
+    finally:
+        publish_counts(batch.counts, Count, settings.metrics_namespace)
+
+
+def publish_counts(counts: Mapping[Any, int], names: Iterable[enum.Enum], namespace: str) -> None:
+    """Each of `names` as a CloudWatch count (embedded metric format), zeros included."""
+    metrics = Metrics(namespace=namespace)
+    for name in names:
+        metrics.add_metric(name=str(name.value), unit=MetricUnit.Count, value=counts.get(name, 0))
+    metrics.flush_metrics()

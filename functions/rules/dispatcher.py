@@ -1,0 +1,345 @@
+"""Action dispatcher: outbox entries (from the outbox table's DynamoDB stream) → the configured sinks.
+
+Each INSERT record of the outbox table is one `OutboxEntry` (written in the same transaction as the
+counter change that produced it). For each configured sink the entry's item does not list in
+`delivered_sinks` yet, the dispatcher delivers it — retrying throttling and service faults a few times
+in-process — and then adds the sink's name to `delivered_sinks` with a conditional UpdateItem. When every
+sink is done the item's `status` becomes `delivered`.
+
+Exactly once, as far as the outbox can tell: a stream record delivered again (Lambda retries a batch from
+its first failed record, and streams are at-least-once) reads the item first and skips the sinks it lists,
+so each sink gets each entry once. The window that remains is a crash between a sink's call and its mark:
+that sink gets the entry again. EventBridge consumers de-duplicate on the detail's `key`, Pinpoint events
+carry the key as their event id, and attribute updates are idempotent.
+
+A sink that still fails after its retries does not block the stream: the entry, the failed sinks and
+the errors go to the dead-letter queue (`python -m cli actions replay` redelivers them), the item's status
+becomes `dead_lettered`, and the record counts as processed. Only when the dead-letter queue or the outbox
+table cannot be written does the record fail, so Lambda retries it — nothing is lost.
+
+The table's stream must carry new images (`NEW_IMAGE` or `NEW_AND_OLD_IMAGES`). MODIFY records (the
+dispatcher's own marks) and REMOVE records (TTL) are ignored; the event source mapping should also filter on
+`eventName = INSERT` so that they do not even invoke the function.
+
+Environment (read once, by `DispatcherSettings.from_env`):
+- `OUTBOX_TABLE` (required): the outbox table's name;
+- `EVENT_BUS_NAME` (required): the EventBridge bus of `RuleQualified` / `RuleExited`;
+- `DEAD_LETTER_QUEUE_URL` (required): the SQS queue of entries no sink retry could deliver;
+- `PINPOINT_APPLICATION_ID` (optional): a Pinpoint project to update;
+- `CONNECT_DOMAIN_NAME` (optional): a Customer Profiles domain to update;
+- `CONNECT_PROFILE_KEY` (optional, default `_account`): the search key the user id is looked up by;
+- `POWERTOOLS_METRICS_NAMESPACE` (optional, default `EngagementLoop`).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Protocol, Sequence
+
+import boto3
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import (
+    DynamoDBRecord,
+    DynamoDBRecordEventName,
+)
+from aws_lambda_powertools.utilities.typing import LambdaContext
+from botocore.exceptions import ClientError
+
+from functions.rules.outbox import PARTITION_KEY, DeliveryStatus, OutboxEntry
+from functions.rules.rules_source import Env
+from functions.rules.sinks import (
+    DEFAULT_PROFILE_KEY,
+    CustomerProfilesSink,
+    EventBridgeSink,
+    PinpointSink,
+    Sink,
+    SinkError,
+)
+
+logger = Logger()
+
+DELIVERED_SINKS = "delivered_sinks"
+"""The outbox item's string set of sinks that have the entry."""
+DEFAULT_METRICS_NAMESPACE = "EngagementLoop"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DispatcherSettings:
+    """The function's configuration, parsed once from its environment."""
+
+    outbox_table: str
+    """The outbox table's name. Required (`OUTBOX_TABLE`)."""
+    event_bus_name: str
+    """Bus of `RuleQualified` / `RuleExited`. Required (`EVENT_BUS_NAME`)."""
+    dead_letter_queue_url: str
+    """SQS queue of undeliverable entries. Required (`DEAD_LETTER_QUEUE_URL`)."""
+    pinpoint_application_id: str | None = None
+    """Pinpoint project to update. Default none: no Pinpoint sink."""
+    connect_domain_name: str | None = None
+    """Customer Profiles domain to update. Default none: no Customer Profiles sink."""
+    connect_profile_key: str = DEFAULT_PROFILE_KEY
+    """Search key the user id is looked up by. Default `_account`."""
+    metrics_namespace: str = DEFAULT_METRICS_NAMESPACE
+    """CloudWatch namespace of the counts. Default `EngagementLoop`."""
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> DispatcherSettings:
+        """Read the settings; raises ValueError naming every missing variable."""
+        env = Env(environ)
+        settings = cls(
+            outbox_table=env.text("OUTBOX_TABLE", what="the outbox table's name"),
+            event_bus_name=env.text("EVENT_BUS_NAME", what="the EventBridge bus name"),
+            dead_letter_queue_url=env.text("DEAD_LETTER_QUEUE_URL", what="the dead-letter queue's URL"),
+            pinpoint_application_id=env.text("PINPOINT_APPLICATION_ID", "") or None,
+            connect_domain_name=env.text("CONNECT_DOMAIN_NAME", "") or None,
+            connect_profile_key=env.text("CONNECT_PROFILE_KEY", DEFAULT_PROFILE_KEY),
+            metrics_namespace=env.text("POWERTOOLS_METRICS_NAMESPACE", DEFAULT_METRICS_NAMESPACE),
+        )
+        env.check("dispatcher")
+        return settings
+
+
+def build_sinks(settings: DispatcherSettings, session: Any = None) -> tuple[Sink, ...]:
+    """EventBridge always; Pinpoint and Customer Profiles when configured."""
+    session = session or boto3.session.Session()
+    sinks: list[Sink] = [EventBridgeSink(session.client("events"), settings.event_bus_name)]
+    if settings.pinpoint_application_id:
+        sinks.append(PinpointSink(session.client("pinpoint"), settings.pinpoint_application_id))
+    if settings.connect_domain_name:
+        sinks.append(CustomerProfilesSink(session.client("customer-profiles"), settings.connect_domain_name,
+                                          settings.connect_profile_key))
+    return tuple(sinks)
+
+
+# --- The core ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """In-process attempts per sink for retryable failures (botocore's own retries come first)."""
+
+    attempts: int = 3
+    base_delay_s: float = 0.2
+    sleep: Callable[[float], None] = time.sleep
+
+    def delay(self, attempt: int) -> float:
+        return self.base_delay_s * (2 ** (attempt - 1)) * (0.5 + random.random() / 2)  # jittered exponential
+
+
+NO_RETRY_DELAY = RetryPolicy(sleep=lambda _: None)
+"""For local runs and tests: the same attempts, without waiting."""
+
+
+class DeliveryLog(Protocol):
+    """Where the dispatcher records progress (the outbox table)."""
+
+    def mark_delivered(self, key: str, sink_name: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchResult:
+    """What happened to one entry: sinks delivered now, skipped (with why), done before, and failed."""
+
+    delivered: tuple[str, ...] = ()
+    skipped: tuple[tuple[str, str], ...] = ()
+    already: tuple[str, ...] = ()
+    failed: dict[str, str] = field(default_factory=dict)
+    """Sink name → the last error."""
+
+    @property
+    def complete(self) -> bool:
+        return not self.failed
+
+
+def dispatch(entry: OutboxEntry, delivered: frozenset[str], sinks: Sequence[Sink], *, log: DeliveryLog,
+             retry: RetryPolicy = RetryPolicy()) -> DispatchResult:
+    """Deliver `entry` to every sink not in `delivered`, recording each success in `log` as it happens."""
+    done, skipped, already, failed = [], [], [], {}
+    for sink in sinks:
+        if sink.name in delivered:
+            already.append(sink.name)
+            continue
+        for attempt in range(1, retry.attempts + 1):
+            try:
+                reason = sink.deliver(entry)
+            except SinkError as error:
+                if error.retryable and attempt < retry.attempts:
+                    retry.sleep(retry.delay(attempt))
+                    continue
+                failed[sink.name] = str(error)
+                logger.warning("sink failed", extra={"key": entry.key, "sink": sink.name, "error": str(error),
+                                                     "attempts": attempt})
+                break
+            # A skip is final too: the target does not know the user, and asking again will not change that.
+            if reason is None:
+                done.append(sink.name)
+            else:
+                skipped.append((sink.name, reason))
+                logger.info("sink skipped", extra={"key": entry.key, "sink": sink.name, "reason": reason})
+            log.mark_delivered(entry.key, sink.name)
+            break
+    return DispatchResult(tuple(done), tuple(skipped), tuple(already), failed)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DeadLetter:
+    """The dead-letter queue's message: the entry, the sinks that still need it, and why they failed."""
+
+    entry: OutboxEntry
+    failed_sinks: tuple[str, ...]
+    errors: Mapping[str, str]
+    dead_lettered_ms: int
+
+    KIND = "engagement-loop.rules.dead-letter/v1"
+
+    def to_json(self) -> str:
+        return json.dumps({"kind": self.KIND, "entry": self.entry.to_item(), "failed_sinks": list(self.failed_sinks),
+                           "errors": dict(self.errors), "dead_lettered_ms": self.dead_lettered_ms},
+                          separators=(",", ":"))
+
+    @classmethod
+    def from_json(cls, text: str) -> DeadLetter:
+        """Raises ValueError for anything that is not a dispatcher dead letter."""
+        try:
+            document = json.loads(text)
+            if not isinstance(document, dict) or document.get("kind") != cls.KIND:
+                raise ValueError(f"not a dispatcher dead letter (kind {cls.KIND!r} expected)")
+            return cls(entry=OutboxEntry.from_item(document["entry"]),
+                       failed_sinks=tuple(document["failed_sinks"]), errors=dict(document.get("errors") or {}),
+                       dead_lettered_ms=int(document["dead_lettered_ms"]))
+        except (KeyError, TypeError, json.JSONDecodeError) as error:
+            raise ValueError(f"malformed dead letter: {type(error).__name__}: {error}") from None
+
+
+# --- AWS side effects ----------------------------------------------------------------------------------
+
+
+class OutboxTable:
+    """The outbox table as the dispatcher uses it: read progress, mark sinks, set the status."""
+
+    def __init__(self, client: Any, table_name: str) -> None:
+        self._client = client
+        self._table = table_name
+
+    def delivered_sinks(self, key: str) -> tuple[frozenset[str], DeliveryStatus | None]:
+        """The sinks already done and the status; (empty, None) when the item is gone (TTL)."""
+        item = self._client.get_item(TableName=self._table, Key={PARTITION_KEY: {"S": key}}, ConsistentRead=True,
+                                     ProjectionExpression="#d, #s",
+                                     ExpressionAttributeNames={"#d": DELIVERED_SINKS, "#s": "status"}).get("Item")
+        if item is None:
+            return frozenset(), None
+        status = item.get("status", {}).get("S")
+        return frozenset(item.get(DELIVERED_SINKS, {}).get("SS", [])), DeliveryStatus(status) if status else None
+
+    def _update(self, key: str, expression: str, values: dict[str, Any], names: dict[str, str]) -> None:
+        # attribute_exists: never re-create an entry the TTL removed while it sat in the dead-letter queue.
+        try:
+            self._client.update_item(TableName=self._table, Key={PARTITION_KEY: {"S": key}},
+                                     UpdateExpression=expression, ConditionExpression="attribute_exists(#pk)",
+                                     ExpressionAttributeNames={"#pk": PARTITION_KEY, **names},
+                                     ExpressionAttributeValues=values)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            logger.info("outbox entry no longer exists; progress not recorded", extra={"key": key})
+
+    def mark_delivered(self, key: str, sink_name: str) -> None:
+        self._update(key, "ADD #d :sink", {":sink": {"SS": [sink_name]}}, {"#d": DELIVERED_SINKS})
+
+    def set_status(self, key: str, status: DeliveryStatus, now_ms: int) -> None:
+        self._update(key, "SET #s = :s, #t = :t", {":s": {"S": status.value}, ":t": {"N": str(now_ms)}},
+                     {"#s": "status", "#t": "status_ms"})
+
+
+class DeadLetterQueue:
+    """The SQS queue of entries no retry could deliver."""
+
+    def __init__(self, client: Any, queue_url: str) -> None:
+        self._client = client
+        self._url = queue_url
+
+    def send(self, letter: DeadLetter) -> None:
+        self._client.send_message(QueueUrl=self._url, MessageBody=letter.to_json())
+
+
+@dataclass(frozen=True, slots=True)
+class Runtime:
+    """Everything the handler talks to, built once per container."""
+
+    sinks: tuple[Sink, ...]
+    outbox: OutboxTable
+    dead_letters: DeadLetterQueue
+    retry: RetryPolicy = RetryPolicy()
+    clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000
+
+
+def handle_entry(entry: OutboxEntry, runtime: Runtime) -> DispatchResult | None:
+    """Dispatch one entry end to end; None when it was already settled by an earlier delivery."""
+    delivered, status = runtime.outbox.delivered_sinks(entry.key)
+    if status in (DeliveryStatus.DELIVERED, DeliveryStatus.DEAD_LETTERED):
+        return None
+    result = dispatch(entry, delivered, runtime.sinks, log=runtime.outbox, retry=runtime.retry)
+    now_ms = runtime.clock_ms()
+    if result.complete:
+        runtime.outbox.set_status(entry.key, DeliveryStatus.DELIVERED, now_ms)
+    else:
+        # Queue first, then mark: if the mark fails the record is retried and may queue a second letter,
+        # which the replay handles (a sink done by the first is skipped), rather than lose the entry.
+        runtime.dead_letters.send(DeadLetter(entry=entry, failed_sinks=tuple(result.failed),
+                                             errors=result.failed, dead_lettered_ms=now_ms))
+        runtime.outbox.set_status(entry.key, DeliveryStatus.DEAD_LETTERED, now_ms)
+    return result
+
+
+# --- The handler ---------------------------------------------------------------------------------------
+
+# Report every failed record, even all of them, so Lambda retries exactly those (an exception would too).
+processor = BatchProcessor(event_type=EventType.DynamoDBStreams, raise_on_entire_batch_failure=False)
+
+
+@functools.cache
+def _settings() -> DispatcherSettings:
+    return DispatcherSettings.from_env()
+
+
+@functools.cache
+def _runtime() -> Runtime:
+    settings = _settings()
+    session = boto3.session.Session()
+    return Runtime(sinks=build_sinks(settings, session),
+                   outbox=OutboxTable(session.client("dynamodb"), settings.outbox_table),
+                   dead_letters=DeadLetterQueue(session.client("sqs"), settings.dead_letter_queue_url))
+
+
+@logger.inject_lambda_context
+def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
+    settings, runtime = _settings(), _runtime()
+    metrics = Metrics(namespace=settings.metrics_namespace)
+    counts = {"EntriesDelivered": 0, "EntriesDeadLettered": 0, "EntriesAlreadySettled": 0}
+    per_sink: dict[str, int] = {}
+
+    def record_handler(record: DynamoDBRecord) -> None:
+        if record.event_name is not DynamoDBRecordEventName.INSERT:
+            return
+        result = handle_entry(OutboxEntry.from_item(record.dynamodb.new_image), runtime)
+        if result is None:
+            counts["EntriesAlreadySettled"] += 1
+            return
+        counts["EntriesDelivered" if result.complete else "EntriesDeadLettered"] += 1
+        for name in result.delivered:
+            per_sink[name] = per_sink.get(name, 0) + 1
+
+    response = process_partial_response(event=event, record_handler=record_handler, processor=processor,
+                                        context=context)
+    for name, value in counts.items():
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
+    for name, value in per_sink.items():
+        metrics.add_metric(name=f"DeliveredTo_{name}", unit=MetricUnit.Count, value=value)
+    metrics.flush_metrics()
+    return response

@@ -1,0 +1,509 @@
+"""The rule engine's DynamoDB side: per-(rule, user) counters that apply each stream event exactly once, the
+outbox entries written with them, and each date/window rule's activation record (layouts: `outbox.py`).
+
+Every change to a (rule, user) is read → compute → ONE conditional write:
+
+- the write is conditional on the item's `version` (or on its absence), so two writers never overwrite each
+  other: the loser re-reads and recomputes (bounded, `MAX_ATTEMPTS`);
+- qualifications go out in the same TransactWriteItems as the counter, so an outbox entry exists exactly when
+  the change that produced it does;
+- the item carries its own dedupe marks, written in that same write: `hwm` (per Kinesis shard, the highest
+  sequence number applied) stops a redelivered record, `seen` (event ids that arrived within a day of the
+  newest, at most 200, to keep the item — billed per KB — small) stops a producer's duplicate. So when a batch
+  is redelivered, even after the function died between two groups' writes, nothing is applied twice: each
+  group's write happened together with its marks, or not at all.
+
+The store also decides what a write implies: `expires_at` (TTL) from the rule type, and for qualified
+window-rule users `sweep_day`, the day the sweeper must look at them again (`next_exit_day`).
+
+Requests go through a low-level boto3 `dynamodb` client, so that they can be counted.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field, replace
+from datetime import date
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+from aws_lambda_powertools import Logger
+from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
+from botocore.exceptions import ClientError
+
+from functions.events.canonical import CanonicalEvent
+from functions.rules.evaluate import DAY_MS, Qualification, RuleState, apply_events, event_day, next_exit_day
+from functions.rules.outbox import (
+    OUTBOX_RETENTION_DAYS,
+    PARTITION_KEY,
+    SWEEP_DAY,
+    SWEEP_INDEX,
+    TTL_ATTRIBUTE,
+    OutboxEntry,
+    counter_key,
+    meta_key,
+)
+from functions.rules.rules_source import Env
+from functions.rules.sheet import Rule, RuleType
+
+logger = Logger()
+
+COUNTER_TTL_DAYS = 400
+"""Default lifetime of an aggregator rule's counter after its last write (COUNTER_TTL_DAYS)."""
+DATE_RULE_GRACE_DAYS = 30
+"""A date rule counts events arriving up to this many days after its finish date; then its counters expire."""
+WINDOW_TTL_SLACK_DAYS = 2
+SEEN_WINDOW_MS = DAY_MS
+SEEN_MAX_ENTRIES = 200
+MAX_ATTEMPTS = 5
+MAX_OUTBOX_PER_WRITE = 99
+"""TransactWriteItems takes at most 100 actions, and one of them is the counter."""
+
+_DAY_SECONDS = 86_400
+_EPOCH = date(1970, 1, 1)
+_serializer, _deserializer = TypeSerializer(), TypeDeserializer()
+
+
+def _attributes(item: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: _serializer.serialize(value) for name, value in item.items()}
+
+
+def _plain(attributes: Mapping[str, Any]) -> dict[str, Any]:
+    return {name: _deserializer.deserialize(value) for name, value in attributes.items()}
+
+
+def _error_code(error: ClientError) -> str:
+    return error.response.get("Error", {}).get("Code", "")
+
+
+def _day_start_seconds(day: date) -> int:
+    return (day - _EPOCH).days * _DAY_SECONDS
+
+
+def counting_closes_ms(rule: Rule) -> int | None:
+    """For a date rule, the arrival time from which it counts nothing more (its finish day + the grace days),
+    which is also when its counters expire; None for other rules. Without it, a very late event could find
+    the counter gone and start a second count for a user who already qualified."""
+    if rule.finish_date is None:
+        return None
+    return (_day_start_seconds(rule.finish_date) + (1 + DATE_RULE_GRACE_DAYS) * _DAY_SECONDS) * 1000
+
+
+def rule_fingerprint(rule: Rule) -> str:
+    """A hash of what the rule does, to notice a rule whose content changed under the same RuleId."""
+    text = json.dumps(rule.to_dict(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StoreSettings:
+    """The tables, as the rules functions' environments name them."""
+
+    counters_table: str
+    """COUNTERS_TABLE, required."""
+    outbox_table: str
+    """OUTBOX_TABLE, required."""
+    counter_ttl_days: int = COUNTER_TTL_DAYS
+    """COUNTER_TTL_DAYS, default 400: an aggregator rule's counter lives this long after its last write."""
+
+    @classmethod
+    def read(cls, env: Env) -> StoreSettings:
+        return cls(counters_table=env.text("COUNTERS_TABLE", what="the rule counters table"),
+                   outbox_table=env.text("OUTBOX_TABLE", what="the rule actions outbox table"),
+                   counter_ttl_days=env.positive_int("COUNTER_TTL_DAYS", COUNTER_TTL_DAYS))
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """An event and where the stream delivered it: its shard and sequence number (the redelivery mark)."""
+
+    event: CanonicalEvent
+    shard_id: str
+    sequence_number: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class CounterItem:
+    """One stored (rule, user); `version` 0 means not stored yet."""
+
+    rule_id: str
+    user_id: str
+    state: RuleState = RuleState()
+    version: int = 0
+    hwm: Mapping[str, str] = field(default_factory=dict)
+    """Kinesis shard id → highest sequence number applied (compared as integers)."""
+    seen: Mapping[str, int] = field(default_factory=dict)
+    """Recently applied event id → its arrival time (ms)."""
+    sweep_day: date | None = None
+    expires_at: int = 0
+    backfilled: bool = False
+    """The rule's backfill has been merged into this counter."""
+
+    @property
+    def key(self) -> str:
+        return counter_key(self.rule_id, self.user_id)
+
+    def to_item(self) -> dict[str, Any]:
+        item: dict[str, Any] = {
+            PARTITION_KEY: self.key, "rule_id": self.rule_id, "user_id": self.user_id,
+            "state": self.state.to_record(), "version": self.version, "hwm": dict(self.hwm),
+            "seen": dict(self.seen), TTL_ATTRIBUTE: self.expires_at,
+        }
+        if self.sweep_day is not None:  # absent, not null: the sweep index is sparse
+            item[SWEEP_DAY] = self.sweep_day.isoformat()
+        if self.backfilled:
+            item["backfilled"] = True
+        return item
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, Any]) -> CounterItem:
+        return cls(
+            rule_id=str(item["rule_id"]), user_id=str(item["user_id"]), state=RuleState.from_record(item["state"]),
+            version=int(item["version"]), hwm={k: str(v) for k, v in item.get("hwm", {}).items()},
+            seen={k: int(v) for k, v in item.get("seen", {}).items()},
+            sweep_day=date.fromisoformat(item[SWEEP_DAY]) if item.get(SWEEP_DAY) else None,
+            expires_at=int(item.get(TTL_ATTRIBUTE, 0)), backfilled=bool(item.get("backfilled", False)),
+        )
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Write:
+    """A change to one (rule, user), computed from the item as read."""
+
+    state: RuleState
+    outbox: tuple[OutboxEntry, ...] = ()
+    """Written in the same transaction as the counter, each only if its key is new."""
+    hwm: Mapping[str, str] | None = None
+    """New dedupe marks; None keeps the item's."""
+    seen: Mapping[str, int] | None = None
+    backfilled: bool = False
+    """Mark the item as backfilled (a mark is never removed)."""
+    sweep_from: date | None = None
+    """The earliest day `sweep_day` may take; default today (the sweeper passes tomorrow)."""
+
+
+@dataclass(frozen=True, slots=True)
+class GroupResult:
+    """What applying a group of deliveries did."""
+
+    applied: int = 0
+    duplicates: int = 0
+    writes: int = 0
+    qualifications: tuple[Qualification, ...] = ()
+
+    def __add__(self, other: GroupResult) -> GroupResult:
+        return GroupResult(self.applied + other.applied, self.duplicates + other.duplicates,
+                           self.writes + other.writes, self.qualifications + other.qualifications)
+
+
+class StoreConflict(Exception):
+    """A write kept losing to concurrent writers (or to its own duplicate outbox keys)."""
+
+
+class _Conflict(Exception):
+    """The item changed since it was read."""
+
+
+def is_duplicate(item: CounterItem, delivery: Delivery) -> bool:
+    """Whether the item's marks say this delivery was applied already."""
+    mark = item.hwm.get(delivery.shard_id)
+    if mark is not None and int(delivery.sequence_number) <= int(mark):
+        return True
+    return delivery.event.event_id in item.seen
+
+
+def advance_hwm(hwm: Mapping[str, str], deliveries: Iterable[Delivery]) -> dict[str, str]:
+    marks = dict(hwm)
+    for delivery in deliveries:
+        mark = marks.get(delivery.shard_id)
+        if mark is None or int(delivery.sequence_number) > int(mark):
+            marks[delivery.shard_id] = delivery.sequence_number
+    return marks
+
+
+def remember(seen: Mapping[str, int], events: Iterable[CanonicalEvent]) -> dict[str, int]:
+    """`seen` plus `events`, keeping ids that arrived within a day of the newest, at most 200 (newest first)."""
+    merged = dict(seen)
+    for event in events:
+        merged[event.event_id] = event.arrival_time_ms
+    if not merged:
+        return merged
+    oldest = max(merged.values()) - SEEN_WINDOW_MS
+    recent = sorted(((ms, event_id) for event_id, ms in merged.items() if ms >= oldest), reverse=True)
+    return {event_id: ms for ms, event_id in recent[:SEEN_MAX_ENTRIES]}
+
+
+class _GroupStep:
+    """The read → compute step for one group of a user's deliveries to one rule; remembers how many deliveries
+    the last computed write covers (a write carries at most `MAX_OUTBOX_PER_WRITE` qualifications)."""
+
+    def __init__(self, rule: Rule, deliveries: Sequence[Delivery], created_ms: int) -> None:
+        self.rule, self.deliveries, self.created_ms = rule, deliveries, created_ms
+        self.covered, self.result = len(deliveries), GroupResult()
+
+    def __call__(self, item: CounterItem) -> Write | None:
+        fresh, ids = [], set()
+        for index, delivery in enumerate(self.deliveries):
+            if not is_duplicate(item, delivery) and delivery.event.event_id not in ids:
+                fresh.append(index)
+                ids.add(delivery.event.event_id)
+        self.covered = len(self.deliveries)
+        if not fresh:
+            self.result = GroupResult(duplicates=len(self.deliveries))
+            return None
+        state, qualifications = apply_events(self.rule, item.state, [self.deliveries[i].event for i in fresh])
+        if len(qualifications) > MAX_OUTBOX_PER_WRITE:
+            # Stop at the event that fired the last qualification this write can carry; the rest is next.
+            last = qualifications[MAX_OUTBOX_PER_WRITE - 1].event_id
+            self.covered = next(i for i in fresh if self.deliveries[i].event.event_id == last) + 1
+            fresh = [i for i in fresh if i < self.covered]
+            state, qualifications = apply_events(self.rule, item.state, [self.deliveries[i].event for i in fresh])
+        covered = self.deliveries[:self.covered]
+        applied = [self.deliveries[i].event for i in fresh]
+        self.result = GroupResult(applied=len(fresh), duplicates=len(covered) - len(fresh), writes=1,
+                                  qualifications=tuple(qualifications))
+        return Write(
+            state=state,
+            outbox=tuple(OutboxEntry.qualified(q, created_ms=self.created_ms) for q in qualifications),
+            hwm=advance_hwm(item.hwm, covered),
+            seen=remember(item.seen, applied),
+        )
+
+
+class BackfillStatus(str, enum.Enum):
+    PENDING = "pending"
+    DONE = "done"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RuleMeta:
+    """A date or window rule's activation and backfill progress (item `meta#<rule_id>`).
+
+    The aggregator counts the rule's events that arrived at or after `activation_ms`; the backfill counts
+    those that arrived before it, from the lake, once.
+    """
+
+    rule_id: str
+    activation_ms: int
+    fingerprint: str
+    status: BackfillStatus = BackfillStatus.PENDING
+    query_id: str | None = None
+    """The backfill's running Athena query, so a later run picks it up instead of starting another."""
+    resume_after: str | None = None
+    """Users up to this id (in the query's order) are merged already."""
+    users: int = 0
+    events: int = 0
+    qualified: int = 0
+    error: str | None = None
+    version: int = 1
+
+    def to_item(self) -> dict[str, Any]:
+        return {PARTITION_KEY: meta_key(self.rule_id), "rule_id": self.rule_id, "activation_ms": self.activation_ms,
+                "fingerprint": self.fingerprint, "backfill": self.status.value, "query_id": self.query_id,
+                "resume_after": self.resume_after, "users": self.users, "events": self.events,
+                "qualified": self.qualified, "error": self.error, "version": self.version}
+
+    @classmethod
+    def from_item(cls, item: Mapping[str, Any]) -> RuleMeta:
+        return cls(rule_id=str(item["rule_id"]), activation_ms=int(item["activation_ms"]),
+                   fingerprint=str(item.get("fingerprint") or ""), status=BackfillStatus(item["backfill"]),
+                   query_id=item.get("query_id"), resume_after=item.get("resume_after"),
+                   users=int(item.get("users", 0)), events=int(item.get("events", 0)),
+                   qualified=int(item.get("qualified", 0)), error=item.get("error"), version=int(item["version"]))
+
+
+Step = Callable[[CounterItem], "Write | None"]
+
+
+class CounterStore:
+    """The counters and outbox tables, through a boto3 `dynamodb` client. `clock` gives seconds (epoch)."""
+
+    def __init__(self, client: Any, settings: StoreSettings, *, clock: Callable[[], float] = time.time,
+                 max_attempts: int = MAX_ATTEMPTS) -> None:
+        self._client, self._settings, self._clock, self._max_attempts = client, settings, clock, max_attempts
+
+    def now_ms(self) -> int:
+        return int(self._clock() * 1000)
+
+    # -- counters ------------------------------------------------------------------------------------
+
+    def read(self, rule_id: str, user_id: str) -> CounterItem:
+        response = self._client.get_item(TableName=self._settings.counters_table,
+                                         Key={PARTITION_KEY: {"S": counter_key(rule_id, user_id)}}, ConsistentRead=True)
+        item = response.get("Item")
+        return CounterItem.from_item(_plain(item)) if item else CounterItem(rule_id=rule_id, user_id=user_id)
+
+    def apply(self, rule: Rule, user_id: str, deliveries: Sequence[Delivery]) -> GroupResult:
+        """Apply one user's deliveries for one rule (stream order) with one read and one write (more only
+        on a version conflict, or past `MAX_OUTBOX_PER_WRITE` qualifications). Raises `StoreConflict`."""
+        result, remaining = GroupResult(), list(deliveries)
+        while remaining:
+            step = _GroupStep(rule, remaining, self.now_ms())
+            self.update(rule, user_id, step)
+            result, remaining = result + step.result, remaining[step.covered:]
+        return result
+
+    def apply_one_by_one(self, rule: Rule, user_id: str, deliveries: Sequence[Delivery]) -> GroupResult:
+        """The same outcome as `apply`, with one read and one write per delivery (for comparison)."""
+        result = GroupResult()
+        for delivery in deliveries:
+            result += self.apply(rule, user_id, [delivery])
+        return result
+
+    def update(self, rule: Rule, user_id: str, step: Step, *, item: CounterItem | None = None) -> Write | None:
+        """Read the item (unless given one, e.g. from the sweep index), compute `step(item)` and write it
+        conditionally; on a conflict, re-read and recompute. Returns the write made, or None when the step
+        had nothing to write."""
+        for _ in range(self._max_attempts):
+            if item is None:
+                item = self.read(rule.rule_id, user_id)
+            write = step(item)
+            if write is None:
+                return None
+            try:
+                self._commit(rule, item, write)
+                return write
+            except _Conflict:
+                item = None
+        raise StoreConflict(f"{counter_key(rule.rule_id, user_id)}: still conflicting after "
+                            f"{self._max_attempts} attempts")
+
+    def due_for_sweep(self, day: date) -> Iterator[CounterItem]:
+        """The items whose `sweep_day` is `day`, from the sparse sweep index (a Query, never a Scan)."""
+        pages = self._client.get_paginator("query").paginate(
+            TableName=self._settings.counters_table, IndexName=SWEEP_INDEX,
+            KeyConditionExpression="#day = :day", ExpressionAttributeNames={"#day": SWEEP_DAY},
+            ExpressionAttributeValues={":day": {"S": day.isoformat()}},
+        )
+        for page in pages:
+            for raw in page.get("Items", []):
+                yield CounterItem.from_item(_plain(raw))
+
+    def _commit(self, rule: Rule, item: CounterItem, write: Write) -> None:
+        now_ms = self.now_ms()
+        today = event_day(now_ms)
+        sweep_from = max(today, write.sweep_from) if write.sweep_from else today
+        expires_at = max(item.expires_at, self._expiry(rule, write.state, now_ms))
+        if write.outbox:
+            # The counter outlives its outbox entries, so `fired` (which numbers their keys) never restarts
+            # while an entry with the same key could still exist.
+            expires_at = max(expires_at, now_ms // 1000 + (OUTBOX_RETENTION_DAYS + 1) * _DAY_SECONDS)
+        stored = replace(
+            item, state=write.state, version=item.version + 1,
+            hwm=item.hwm if write.hwm is None else write.hwm, seen=item.seen if write.seen is None else write.seen,
+            sweep_day=next_exit_day(rule, write.state, from_day=sweep_from), expires_at=expires_at,
+            backfilled=item.backfilled or write.backfilled,
+        )
+        put: dict[str, Any] = {"TableName": self._settings.counters_table, "Item": _attributes(stored.to_item())}
+        if item.version == 0:
+            put |= {"ConditionExpression": "attribute_not_exists(#pk)", "ExpressionAttributeNames": {"#pk": PARTITION_KEY}}
+        else:
+            put |= {"ConditionExpression": "#version = :version", "ExpressionAttributeNames": {"#version": "version"},
+                    "ExpressionAttributeValues": {":version": {"N": str(item.version)}}}
+        entries = list(write.outbox)
+        while True:
+            try:
+                if not entries:
+                    self._client.put_item(**put)
+                else:
+                    self._client.transact_write_items(TransactItems=[{"Put": put}, *(
+                        {"Put": {"TableName": self._settings.outbox_table, "Item": _attributes(entry.to_item()),
+                                 "ConditionExpression": "attribute_not_exists(#pk)",
+                                 "ExpressionAttributeNames": {"#pk": PARTITION_KEY}}}
+                        for entry in entries)])
+                return
+            except ClientError as error:
+                code = _error_code(error)
+                if code == "ConditionalCheckFailedException":
+                    raise _Conflict() from error
+                if code != "TransactionCanceledException":
+                    raise
+                reasons = [reason.get("Code") or "None" for reason in error.response.get("CancellationReasons", [])]
+                if reasons[:1] == ["ConditionalCheckFailed"] or {"TransactionConflict", "ThrottlingError"} & set(reasons):
+                    raise _Conflict() from error
+                existing = {entries[i - 1].key for i, reason in enumerate(reasons) if i and reason == "ConditionalCheckFailed"}
+                if reasons[:1] != ["None"] or not existing:
+                    raise
+                # Keys are deterministic, so an entry already there is this very action: keep it, write the rest.
+                logger.warning("outbox entries already exist", extra={"keys": sorted(existing)})
+                entries = [entry for entry in entries if entry.key not in existing]
+
+    def _expiry(self, rule: Rule, state: RuleState, now_ms: int) -> int:
+        """The TTL (epoch seconds) the rule's type gives the counter."""
+        if rule.rule_type is RuleType.DATE:
+            closes = counting_closes_ms(rule)
+            assert closes is not None
+            return closes // 1000
+        if rule.rule_type is RuleType.WINDOW:
+            assert rule.window_days is not None
+            last_day = state.window_end or event_day(now_ms)
+            return _day_start_seconds(last_day) + (rule.window_days + WINDOW_TTL_SLACK_DAYS) * _DAY_SECONDS
+        return now_ms // 1000 + self._settings.counter_ttl_days * _DAY_SECONDS
+
+    # -- rule activation -----------------------------------------------------------------------------
+
+    def ensure_meta(self, rule: Rule, activation_ms: int) -> RuleMeta:
+        """The rule's activation record, created with `activation_ms` if it has none (first writer wins)."""
+        meta = RuleMeta(rule_id=rule.rule_id, activation_ms=activation_ms, fingerprint=rule_fingerprint(rule))
+        try:
+            self._client.put_item(TableName=self._settings.counters_table, Item=_attributes(meta.to_item()),
+                                  ConditionExpression="attribute_not_exists(#pk)",
+                                  ExpressionAttributeNames={"#pk": PARTITION_KEY},
+                                  ReturnValuesOnConditionCheckFailure="ALL_OLD")
+            return meta
+        except ClientError as error:
+            if _error_code(error) != "ConditionalCheckFailedException":
+                raise
+            old = error.response.get("Item")
+        existing = RuleMeta.from_item(_plain(old)) if old else self.read_meta(rule.rule_id)
+        assert existing is not None
+        if existing.fingerprint != meta.fingerprint:
+            logger.warning("rule changed under the same RuleId: its counters, activation and backfill are kept; "
+                           "give the changed rule a new RuleId to start it afresh", extra={"rule_id": rule.rule_id})
+        return existing
+
+    def read_meta(self, rule_id: str) -> RuleMeta | None:
+        response = self._client.get_item(TableName=self._settings.counters_table,
+                                         Key={PARTITION_KEY: {"S": meta_key(rule_id)}}, ConsistentRead=True)
+        item = response.get("Item")
+        return RuleMeta.from_item(_plain(item)) if item else None
+
+    def save_meta(self, meta: RuleMeta) -> RuleMeta | None:
+        """Store `meta` (read at `meta.version`); None if it changed meanwhile."""
+        stored = replace(meta, version=meta.version + 1)
+        try:
+            self._client.put_item(TableName=self._settings.counters_table, Item=_attributes(stored.to_item()),
+                                  ConditionExpression="#version = :version",
+                                  ExpressionAttributeNames={"#version": "version"},
+                                  ExpressionAttributeValues={":version": {"N": str(meta.version)}})
+        except ClientError as error:
+            if _error_code(error) == "ConditionalCheckFailedException":
+                return None
+            raise
+        return stored
+
+
+def create_local_tables(client: Any, settings: StoreSettings) -> None:
+    """Create both tables with the layout the store expects — for local tools and tests (moto); the stack
+    defines the real ones the same way: key `pk` (S); the counters table's sparse GSI `sweep` on `sweep_day`
+    (S) and `pk`, projecting ALL; TTL `expires_at` on both."""
+    string = "S"
+    client.create_table(
+        TableName=settings.counters_table, BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": PARTITION_KEY, "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": PARTITION_KEY, "AttributeType": string},
+                              {"AttributeName": SWEEP_DAY, "AttributeType": string}],
+        GlobalSecondaryIndexes=[{"IndexName": SWEEP_INDEX, "Projection": {"ProjectionType": "ALL"},
+                                 "KeySchema": [{"AttributeName": SWEEP_DAY, "KeyType": "HASH"},
+                                               {"AttributeName": PARTITION_KEY, "KeyType": "RANGE"}]}],
+    )
+    client.create_table(
+        TableName=settings.outbox_table, BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": PARTITION_KEY, "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": PARTITION_KEY, "AttributeType": string}],
+    )
+    for table in (settings.counters_table, settings.outbox_table):
+        client.update_time_to_live(TableName=table, TimeToLiveSpecification={"Enabled": True,
+                                                                             "AttributeName": TTL_ATTRIBUTE})

@@ -1,0 +1,313 @@
+"""The action dispatcher: the pure `dispatch` core with fake sinks, the settings, and the Lambda handler
+end to end against moto (outbox table, dead-letter queue, an EventBridge bus whose events land in a
+queue), with a Stubber-backed Pinpoint sink for the optional target."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Iterator
+
+import boto3
+import pytest
+from boto3.dynamodb.types import TypeSerializer
+from botocore.config import Config
+from botocore.stub import Stubber
+from moto import mock_aws
+
+from functions.rules import dispatcher
+from functions.rules.dispatcher import (
+    NO_RETRY_DELAY,
+    DeadLetter,
+    DeadLetterQueue,
+    DispatcherSettings,
+    OutboxTable,
+    RetryPolicy,
+    Runtime,
+    dispatch,
+)
+from functions.rules.outbox import Change, DeliveryStatus, OutboxEntry
+from functions.rules.sheet import ActionKind
+from functions.rules.sinks import EventBridgeSink, PinpointSink, SinkError
+
+REGION = "us-east-1"
+APP_ID = "6e0b7591a90841d2b5d93fa11143e5a7"
+EVENT_TIME_MS = 1_764_000_000_000
+
+
+def entry(user: str = "u-1", sequence: int = 1) -> OutboxEntry:
+    return OutboxEntry(key=f"r-1#{user}#{sequence}", change=Change.QUALIFIED, rule_id="r-1", user_id=user,
+                       action=ActionKind.ATTRIBUTE, name="vip", value="ready", event_id=f"evt-{user}",
+                       event_time_ms=EVENT_TIME_MS, created_ms=EVENT_TIME_MS + 10)
+
+
+@dataclass
+class FakeSink:
+    """Fails with the queued errors first, then delivers (or skips with `skip`)."""
+
+    name: str
+    errors: list[SinkError] = field(default_factory=list)
+    skip: str | None = None
+    calls: int = 0
+
+    def deliver(self, entry: OutboxEntry) -> str | None:
+        self.calls += 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return self.skip
+
+
+@dataclass
+class FakeLog:
+    marks: list[tuple[str, str]] = field(default_factory=list)
+
+    def mark_delivered(self, key: str, sink_name: str) -> None:
+        self.marks.append((key, sink_name))
+
+
+def throttled() -> SinkError:
+    return SinkError("slow down", retryable=True)
+
+
+# --- The core ---------------------------------------------------------------------------------------------
+
+
+def test_dispatch_retries_throttling_and_marks_each_sink_as_it_is_done():
+    sleeps: list[float] = []
+    flaky, steady = FakeSink("a", errors=[throttled(), throttled()]), FakeSink("b")
+    log = FakeLog()
+    result = dispatch(entry(), frozenset(), [flaky, steady], log=log, retry=RetryPolicy(sleep=sleeps.append))
+    assert result.delivered == ("a", "b") and result.complete
+    assert flaky.calls == 3 and len(sleeps) == 2 and sleeps[1] > sleeps[0] * 0.9
+    assert log.marks == [("r-1#u-1#1", "a"), ("r-1#u-1#1", "b")]
+
+
+def test_dispatch_gives_up_after_the_attempts_and_never_retries_a_refusal():
+    always = FakeSink("a", errors=[throttled()] * 5)
+    refused = FakeSink("b", errors=[SinkError("bad request", retryable=False)])
+    log = FakeLog()
+    result = dispatch(entry(), frozenset(), [always, refused, FakeSink("c")], log=log, retry=NO_RETRY_DELAY)
+    assert result.failed == {"a": "slow down", "b": "bad request"} and not result.complete
+    assert (always.calls, refused.calls) == (3, 1)
+    assert log.marks == [("r-1#u-1#1", "c")]
+
+
+def test_dispatch_skips_sinks_already_delivered_and_records_a_skip_as_done():
+    done, unknown_user = FakeSink("a"), FakeSink("b", skip="no endpoints")
+    log = FakeLog()
+    result = dispatch(entry(), frozenset({"a"}), [done, unknown_user], log=log, retry=NO_RETRY_DELAY)
+    assert done.calls == 0 and result.already == ("a",)
+    assert result.skipped == (("b", "no endpoints"),) and result.complete
+    assert log.marks == [("r-1#u-1#1", "b")]
+
+
+def test_dead_letter_round_trips_and_refuses_other_messages():
+    letter = DeadLetter(entry=entry(), failed_sinks=("pinpoint",), errors={"pinpoint": "boom"}, dead_lettered_ms=5)
+    assert DeadLetter.from_json(letter.to_json()) == letter
+    for text in ("{}", "not json", '{"kind": "engagement-loop.rules.dead-letter/v1"}', "[1]"):
+        with pytest.raises(ValueError):
+            DeadLetter.from_json(text)
+
+
+def test_settings_name_every_missing_variable_and_read_the_optional_ones():
+    with pytest.raises(ValueError) as raised:
+        DispatcherSettings.from_env({"EVENT_BUS_NAME": "rules"})
+    assert "OUTBOX_TABLE is missing" in str(raised.value) and "DEAD_LETTER_QUEUE_URL is missing" in str(raised.value)
+    assert "EVENT_BUS_NAME" not in str(raised.value)
+    settings = DispatcherSettings.from_env({"OUTBOX_TABLE": "o", "EVENT_BUS_NAME": "b", "DEAD_LETTER_QUEUE_URL": "q",
+                                            "PINPOINT_APPLICATION_ID": APP_ID, "CONNECT_DOMAIN_NAME": ""})
+    assert settings.pinpoint_application_id == APP_ID and settings.connect_domain_name is None
+    assert settings.connect_profile_key == "_account"
+
+
+def test_build_sinks_follows_the_configuration():
+    settings = DispatcherSettings(outbox_table="o", event_bus_name="b", dead_letter_queue_url="q",
+                                  connect_domain_name="d")
+    session = boto3.session.Session(region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+    assert [sink.name for sink in dispatcher.build_sinks(settings, session)] == ["eventbridge", "customer_profiles"]
+
+
+# --- The handler against moto -----------------------------------------------------------------------------
+
+
+@dataclass
+class FakeLambdaContext:
+    function_name: str = "engagement-loop-dispatcher"
+    memory_limit_in_mb: int = 256
+    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:engagement-loop-dispatcher"
+    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+
+
+@dataclass
+class World:
+    dynamodb: Any
+    sqs: Any
+    events: Any
+    table: str
+    dlq_url: str
+    bus_queue_url: str
+    stream_arn: str = f"arn:aws:dynamodb:{REGION}:123456789012:table/outbox/stream/2026-11-01T00:00:00.000"
+    sequence: int = 0
+
+    def put(self, item: dict[str, Any]) -> None:
+        serializer = TypeSerializer()
+        self.dynamodb.put_item(TableName=self.table, Item={k: serializer.serialize(v) for k, v in item.items()})
+
+    def record(self, item: dict[str, Any], event_name: str = "INSERT") -> dict[str, Any]:
+        """The DynamoDB stream record a write of `item` produces (NEW_AND_OLD_IMAGES)."""
+        serializer = TypeSerializer()
+        self.sequence += 1
+        image = {k: serializer.serialize(v) for k, v in item.items()}
+        return {
+            "eventID": uuid.uuid4().hex, "eventName": event_name, "eventVersion": "1.1", "eventSource": "aws:dynamodb",
+            "awsRegion": REGION, "eventSourceARN": self.stream_arn,
+            "dynamodb": {"ApproximateCreationDateTime": 1_764_000_000, "Keys": {"pk": image["pk"]},
+                         "NewImage": image, "SequenceNumber": f"{self.sequence:021d}", "SizeBytes": 300,
+                         "StreamViewType": "NEW_AND_OLD_IMAGES"},
+        }
+
+    def item(self, key: str) -> dict[str, Any]:
+        return self.dynamodb.get_item(TableName=self.table, Key={"pk": {"S": key}})["Item"]
+
+    def bus_events(self) -> list[dict[str, Any]]:
+        messages = self.sqs.receive_message(QueueUrl=self.bus_queue_url, MaxNumberOfMessages=10).get("Messages", [])
+        return [json.loads(message["Body"]) for message in messages]
+
+    def dead_letters(self) -> list[DeadLetter]:
+        messages = self.sqs.receive_message(QueueUrl=self.dlq_url, MaxNumberOfMessages=10).get("Messages", [])
+        return [DeadLetter.from_json(message["Body"]) for message in messages]
+
+
+@pytest.fixture
+def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
+    for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION}.items():
+        monkeypatch.setenv(name, value)
+    with mock_aws():
+        dynamodb, sqs, events = boto3.client("dynamodb"), boto3.client("sqs"), boto3.client("events")
+        dynamodb.create_table(TableName="outbox", BillingMode="PAY_PER_REQUEST",
+                              AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                              KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+        dlq_url = sqs.create_queue(QueueName="dispatcher-dlq")["QueueUrl"]
+        bus_queue_url = sqs.create_queue(QueueName="bus-events")["QueueUrl"]
+        arn = sqs.get_queue_attributes(QueueUrl=bus_queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        events.create_event_bus(Name="rules")
+        events.put_rule(Name="all", EventBusName="rules", EventPattern=json.dumps({"source": ["engagement-loop.rules"]}))
+        events.put_targets(Rule="all", EventBusName="rules", Targets=[{"Id": "queue", "Arn": arn}])
+        for name, value in {"OUTBOX_TABLE": "outbox", "EVENT_BUS_NAME": "rules", "DEAD_LETTER_QUEUE_URL": dlq_url,
+                            "PINPOINT_APPLICATION_ID": APP_ID}.items():
+            monkeypatch.setenv(name, value)
+        caches = (dispatcher._settings, dispatcher._runtime)  # kept: a test may monkeypatch `_runtime`
+        for cache in caches:
+            cache.cache_clear()
+        yield World(dynamodb, sqs, events, "outbox", dlq_url, bus_queue_url)
+        for cache in caches:
+            cache.cache_clear()
+
+
+@pytest.fixture
+def pinpoint(world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[Stubber]:
+    """The handler's runtime: the real EventBridge sink on moto, Pinpoint on a Stubber, no retry delays."""
+    client = boto3.client("pinpoint", region_name=REGION, config=Config(retries={"total_max_attempts": 1}))
+    runtime = Runtime(sinks=(EventBridgeSink(world.events, "rules"), PinpointSink(client, APP_ID)),
+                      outbox=OutboxTable(world.dynamodb, "outbox"),
+                      dead_letters=DeadLetterQueue(world.sqs, world.dlq_url), retry=NO_RETRY_DELAY)
+    monkeypatch.setattr(dispatcher, "_runtime", lambda: runtime)
+    with Stubber(client) as stub:
+        yield stub
+        stub.assert_no_pending_responses()
+
+
+def expect_pinpoint_ok(stub: Stubber, user: str = "u-1") -> None:
+    stub.add_response("get_user_endpoints", {"EndpointsResponse": {"Item": [{"Id": f"ep-{user}"}]}},
+                      {"ApplicationId": APP_ID, "UserId": user})
+    stub.add_response("update_endpoint", {"MessageBody": {"Message": "Accepted"}}, {
+        "ApplicationId": APP_ID, "EndpointId": f"ep-{user}",
+        "EndpointRequest": {"User": {"UserId": user, "UserAttributes": {"vip": ["ready"]}}}})
+
+
+def invoke(world: World, *records: dict[str, Any]) -> dict[str, Any]:
+    return dispatcher.lambda_handler({"Records": list(records)}, FakeLambdaContext())
+
+
+def test_insert_is_delivered_to_every_sink_once_even_when_the_record_comes_again(world, pinpoint):
+    item = entry().to_item()
+    world.put(item)
+    record = world.record(item)
+    expect_pinpoint_ok(pinpoint)
+    assert invoke(world, record) == {"batchItemFailures": []}
+    stored = world.item(item["pk"])
+    assert set(stored["delivered_sinks"]["SS"]) == {"eventbridge", "pinpoint"}
+    assert stored["status"]["S"] == "delivered"
+    [published] = world.bus_events()
+    assert published["detail-type"] == "RuleQualified" and published["detail"]["key"] == "r-1#u-1#1"
+
+    assert invoke(world, record) == {"batchItemFailures": []}  # the stream delivers the record again
+    assert world.bus_events() == []
+
+
+def test_a_sink_that_keeps_failing_dead_letters_the_entry_without_blocking_the_stream(world, pinpoint):
+    first, second = entry("u-1").to_item(), entry("u-2").to_item()
+    world.put(first)
+    world.put(second)
+    for _ in range(3):  # each attempt is a whole delivery: look the endpoints up, update them
+        pinpoint.add_response("get_user_endpoints", {"EndpointsResponse": {"Item": [{"Id": "ep-u-1"}]}})
+        pinpoint.add_client_error("update_endpoint", "TooManyRequestsException", "slow down", 429)
+    expect_pinpoint_ok(pinpoint, "u-2")
+    records = [world.record(first), world.record(second)]
+    assert invoke(world, *records) == {"batchItemFailures": []}
+
+    [letter] = world.dead_letters()
+    assert letter.entry == entry("u-1") and letter.failed_sinks == ("pinpoint",)
+    assert "TooManyRequestsException" in letter.errors["pinpoint"]
+    stored = world.item(first["pk"])
+    assert stored["status"]["S"] == "dead_lettered" and stored["delivered_sinks"]["SS"] == ["eventbridge"]
+    assert world.item(second["pk"])["status"]["S"] == "delivered"
+    assert sorted(event["detail"]["user_id"] for event in world.bus_events()) == ["u-1", "u-2"]
+
+    assert invoke(world, *records) == {"batchItemFailures": []}  # settled entries are not tried again
+    assert world.dead_letters() == [] and world.bus_events() == []
+
+
+def test_when_even_the_dead_letter_queue_fails_the_record_is_retried_and_done_sinks_are_not_repeated(
+        world, pinpoint, monkeypatch):
+    item = entry().to_item()
+    world.put(item)
+    record = world.record(item)
+    runtime = dispatcher._runtime()
+    monkeypatch.setattr(runtime.dead_letters, "_url", world.dlq_url + "-gone")
+    pinpoint.add_client_error("get_user_endpoints", "BadRequestException", "project deleted", 400)
+    assert invoke(world, record) == {"batchItemFailures": [{"itemIdentifier": record["dynamodb"]["SequenceNumber"]}]}
+    assert world.item(item["pk"])["status"]["S"] == "pending"
+    assert len(world.bus_events()) == 1
+
+    monkeypatch.setattr(runtime.dead_letters, "_url", world.dlq_url)
+    expect_pinpoint_ok(pinpoint)
+    assert invoke(world, record) == {"batchItemFailures": []}  # Lambda's retry of the failed record
+    assert world.item(item["pk"])["status"]["S"] == "delivered"
+    assert world.bus_events() == [] and world.dead_letters() == []
+
+
+def test_modify_and_remove_records_are_ignored(world, pinpoint):
+    item = entry().to_item()
+    world.put(item)
+    assert invoke(world, world.record(item, "MODIFY"), world.record(item, "REMOVE")) == {"batchItemFailures": []}
+    assert world.item(item["pk"])["status"]["S"] == "pending" and world.bus_events() == []
+
+
+def test_handler_builds_its_sinks_from_the_environment(world, monkeypatch):
+    monkeypatch.delenv("PINPOINT_APPLICATION_ID")
+    item = entry().to_item()
+    world.put(item)
+    assert invoke(world, world.record(item)) == {"batchItemFailures": []}
+    assert world.item(item["pk"])["delivered_sinks"]["SS"] == ["eventbridge"]
+    assert [sink.name for sink in dispatcher._runtime().sinks] == ["eventbridge"]
+
+
+def test_progress_is_not_recorded_on_an_entry_that_no_longer_exists(world):
+    outbox = OutboxTable(world.dynamodb, "outbox")
+    outbox.mark_delivered("r-1#gone#1", "eventbridge")
+    outbox.set_status("r-1#gone#1", DeliveryStatus.DELIVERED, 1)
+    assert "Item" not in world.dynamodb.get_item(TableName="outbox", Key={"pk": {"S": "r-1#gone#1"}})
+    assert outbox.delivered_sinks("r-1#gone#1") == (frozenset(), None)
