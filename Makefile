@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test venv clean
+.PHONY: test venv clean demo
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ venv: $(BIN)/.installed
 test: venv
 	$(BIN)/ruff check --quiet --select F --exclude $(VENV) .
 	$(BIN)/python -m pytest
+
+# The whole loop on moto's embedded AWS with a synthetic stream; report, chart and data in demo-output/.
+demo: venv
+	$(BIN)/python -m cli demo
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

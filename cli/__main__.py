@@ -15,6 +15,7 @@ COMMAND_GROUPS = {
     "rules": "cli.rules",
     "interactions": "cli.interactions",
     "actions": "cli.actions",
+    "demo": "cli.demo",
 }
 
 
