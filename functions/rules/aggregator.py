@@ -207,7 +207,8 @@ class Aggregator:
                 self._activations[rule.rule_id] = meta.activation_ms
         return self._activations
 
-    def group(self, rules: RuleSet, deliveries: Sequence[Delivery], counts: Counter[Count]) -> dict[GroupKey, list[Delivery]]:
+    def group(self, rules: RuleSet, deliveries: Sequence[Delivery],
+              counts: Counter[Count]) -> dict[GroupKey, list[Delivery]]:
         """Coalesce per (rule, user) in stream order; an event id repeated in the batch counts once."""
         activations = self.activations(rules)
         groups: dict[GroupKey, list[Delivery]] = defaultdict(list)
@@ -289,15 +290,21 @@ class KinesisBatch:
         kinesis = record.kinesis
         shard_id = record.event_id.partition(":")[0]
         arrival_ms = round(kinesis.approximate_arrival_timestamp * 1000)
-        data = kinesis.data_as_bytes()
         self.counts[Count.RECORDS] += 1
+        result: CanonicalEvent | Rejected
         try:
-            result = normalise(data, identity_mode=self._identity_mode, arrival_time_ms=arrival_ms)
-        except Exception:  # noqa: BLE001 - a bug must cost one record, and that record is kept for replay
-            logger.exception("normalise raised", extra={"sequence_number": kinesis.sequence_number})
-            result = Rejected("internal error while normalising (a bug: see the function's log)")
+            data = base64.b64decode(kinesis.data, validate=True)
+        except ValueError:  # binascii.Error: never from Kinesis itself, but it must not block the shard
+            data, result = kinesis.data.encode("utf-8", "replace"), Rejected("record data is not base64")
+        else:
+            try:
+                result = normalise(data, identity_mode=self._identity_mode, arrival_time_ms=arrival_ms)
+            except Exception:  # noqa: BLE001 - a bug must cost one record, and that record is kept for replay
+                logger.exception("normalise raised", extra={"sequence_number": kinesis.sequence_number})
+                result = Rejected("internal error while normalising (a bug: see the function's log)")
         if isinstance(result, Rejected):
-            logger.warning("record rejected", extra={"sequence_number": kinesis.sequence_number, "reason": result.reason})
+            logger.warning("record rejected",
+                           extra={"sequence_number": kinesis.sequence_number, "reason": result.reason})
             self._failures.send(RejectedRecord(result.reason, data, record.event_source_arn, shard_id,
                                                kinesis.sequence_number, arrival_ms))
             self.counts[Count.REJECTED] += 1

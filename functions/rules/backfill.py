@@ -242,7 +242,8 @@ class AthenaLakeQueries:
                  poll_seconds: float = 2.0, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._client, self._database, self._workgroup = client, database, workgroup
-        self._output_location, self._poll_seconds, self._sleep, self._clock = output_location, poll_seconds, sleep, clock
+        self._output_location, self._poll_seconds = output_location, poll_seconds
+        self._sleep, self._clock = sleep, clock
 
     def start(self, sql: str, *, token: str) -> str:
         request: dict[str, Any] = {"QueryString": sql, "ClientRequestToken": token, "WorkGroup": self._workgroup,
@@ -287,17 +288,19 @@ class Backfill:
                  activation_delay_ms: int) -> None:
         self._store, self._lake, self._database, self._table = store, lake, database, table
         self._settle_ms, self._activation_delay_ms = settle_ms, activation_delay_ms
+        self._done: set[str] = set()  # rules this container saw finished: no request for them any more
 
     def run(self, rules: RuleSet, *, time_left_ms: Callable[[], int]) -> Counter[BackfillCount]:
         counts: Counter[BackfillCount] = Counter()
         for rule in rules:
-            if rule.rule_type is RuleType.AGGREGATOR:
+            if rule.rule_type is RuleType.AGGREGATOR or rule.rule_id in self._done:
                 continue
             if time_left_ms() < STOP_MARGIN_MS:
                 break
             # Creating the record here too means a rule is activated even while no events flow.
             meta = self._store.ensure_meta(rule, self._store.now_ms() + self._activation_delay_ms)
             if meta.status is BackfillStatus.DONE:
+                self._done.add(rule.rule_id)
                 continue
             if self._store.now_ms() < meta.activation_ms + self._settle_ms:
                 counts[BackfillCount.RULES_WAITING] += 1
@@ -353,7 +356,8 @@ class Backfill:
                 meta = saved
         self._finish(meta, counts)
 
-    def _merge_step(self, rule: Rule, user_id: str, days: list[DayBucket], activation_ms: int):
+    def _merge_step(self, rule: Rule, user_id: str, days: list[DayBucket],
+                    activation_ms: int) -> Callable[[CounterItem], Write | None]:
         def step(item: CounterItem) -> Write | None:
             if item.backfilled:
                 return None
@@ -366,6 +370,7 @@ class Backfill:
 
     def _finish(self, meta: RuleMeta, counts: Counter[BackfillCount]) -> None:
         if self._store.save_meta(replace(meta, status=BackfillStatus.DONE, error=None)) is not None:
+            self._done.add(meta.rule_id)
             counts[BackfillCount.RULES_DONE] += 1
             logger.info("backfill done", extra={"rule_id": meta.rule_id, "users": meta.users, "events": meta.events,
                                                 "qualified": meta.qualified})

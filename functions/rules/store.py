@@ -273,6 +273,8 @@ class _GroupStep:
 
 
 class BackfillStatus(str, enum.Enum):
+    """Whether a rule's backfill still has to run (or finish)."""
+
     PENDING = "pending"
     DONE = "done"
 
@@ -398,7 +400,8 @@ class CounterStore:
         )
         put: dict[str, Any] = {"TableName": self._settings.counters_table, "Item": _attributes(stored.to_item())}
         if item.version == 0:
-            put |= {"ConditionExpression": "attribute_not_exists(#pk)", "ExpressionAttributeNames": {"#pk": PARTITION_KEY}}
+            put |= {"ConditionExpression": "attribute_not_exists(#pk)",
+                    "ExpressionAttributeNames": {"#pk": PARTITION_KEY}}
         else:
             put |= {"ConditionExpression": "#version = :version", "ExpressionAttributeNames": {"#version": "version"},
                     "ExpressionAttributeValues": {":version": {"N": str(item.version)}}}
@@ -421,9 +424,10 @@ class CounterStore:
                 if code != "TransactionCanceledException":
                     raise
                 reasons = [reason.get("Code") or "None" for reason in error.response.get("CancellationReasons", [])]
-                if reasons[:1] == ["ConditionalCheckFailed"] or {"TransactionConflict", "ThrottlingError"} & set(reasons):
+                if reasons[:1] == ["ConditionalCheckFailed"] or {"TransactionConflict", "ThrottlingError"} & {*reasons}:
                     raise _Conflict() from error
-                existing = {entries[i - 1].key for i, reason in enumerate(reasons) if i and reason == "ConditionalCheckFailed"}
+                existing = {entries[i - 1].key for i, reason in enumerate(reasons)
+                            if i and reason == "ConditionalCheckFailed"}
                 if reasons[:1] != ["None"] or not existing:
                     raise
                 # Keys are deterministic, so an entry already there is this very action: keep it, write the rest.

@@ -91,7 +91,8 @@ def sweep_step(rule: Rule, today: date, now_ms: int) -> Callable[[CounterItem], 
     return step
 
 
-def sweep(store: CounterStore, rules: RuleSet, *, today: date, catch_up_days: int = CATCH_UP_DAYS) -> Counter[SweepCount]:
+def sweep(store: CounterStore, rules: RuleSet, *, today: date,
+          catch_up_days: int = CATCH_UP_DAYS) -> Counter[SweepCount]:
     """Sweep the items due on `today` and the `catch_up_days` before it."""
     counts: Counter[SweepCount] = Counter()
     by_id = {rule.rule_id: rule for rule in rules}

@@ -226,3 +226,27 @@ def test_settings_name_every_missing_variable():
     settings = AggregatorSettings.from_env({"COUNTERS_TABLE": "c", "OUTBOX_TABLE": "o", "RULES_BUCKET": RULES_BUCKET,
                                             "RULES_KEY": RULES_KEY, "FAILURES_QUEUE_URL": "https://q"})
     assert (settings.rules.max_age_seconds, settings.store.counter_ttl_days) == (60, 400)
+
+
+def test_a_record_whose_data_is_not_base64_is_rejected_not_retried(function, aws, app, make_kinesis_event, context):
+    batch = make_kinesis_event([app("a1"), app("a2")])
+    batch["Records"][0]["kinesis"]["data"] = "%%% not base64 %%%"
+    response, metrics = function.invoke(batch, context)
+    assert response == {"batchItemFailures": []}
+    (message,) = aws.failures()
+    assert message["reason"] == "record data is not base64"
+    assert metrics["RecordsRejected"] == 1 and aws.counter("buyers", "u1").state.count == 1
+
+
+def test_a_bug_in_normalising_costs_one_record(function, aws, app, make_kinesis_event, context, monkeypatch):
+    real = aggregator.normalise
+
+    def buggy(data: bytes, **options: Any):
+        if b'"a1"' in data:
+            raise KeyError("bug")
+        return real(data, **options)
+
+    monkeypatch.setattr(aggregator, "normalise", buggy)
+    response, _ = function.invoke(make_kinesis_event([app("a1"), app("a2")]), context)
+    assert response == {"batchItemFailures": []}
+    assert aws.failures()[0]["reason"].startswith("internal error while normalising")
