@@ -60,6 +60,8 @@ class PythonFunctionArgs:
     """Default 60."""
     memory_mb: int = 256
     """Default 256."""
+    reserved_concurrency: int | None = None
+    """Cap on concurrent executions (1 = never overlapping runs). Default: no cap."""
 
     def __post_init__(self) -> None:
         if self.handler.count(".") < 2 or not self.handler.startswith("functions."):
@@ -103,6 +105,7 @@ class PythonFunction(pulumi.ComponentResource):
             role=self.role.arn,
             timeout=args.timeout_seconds,
             memory_size=args.memory_mb,
+            reserved_concurrent_executions=args.reserved_concurrency,
             layers=[powertools_layer_arn(args.region)],
             environment={"variables": {"POWERTOOLS_SERVICE_NAME": name, **args.environment}},
             logging_config={"log_format": "JSON", "log_group": self.log_group.name},

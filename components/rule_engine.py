@@ -81,8 +81,8 @@ class RuleEngine(pulumi.ComponentResource):
         rules_arn = lake.object_arns(RULES_KEY)
         use_key = Statement(actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[lake.key_arn])
         read_rules = Statement(actions=["s3:GetObject"], resources=[rules_arn])
-        counters_rw = Statement(actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
-                                         "dynamodb:ConditionCheckItem"], resources=[self.counters.arn])
+        # Every counter change is a conditional PutItem, alone or inside TransactWriteItems (authorised per item).
+        counters_rw = Statement(actions=["dynamodb:GetItem", "dynamodb:PutItem"], resources=[self.counters.arn])
         # Outbox entries are only ever created (in the counter's transaction); the dispatcher marks them.
         outbox_create = Statement(actions=["dynamodb:PutItem"], resources=[self.outbox.arn])
         rules_env = {"COUNTERS_TABLE": self.counters.name, "OUTBOX_TABLE": self.outbox.name,
@@ -92,6 +92,10 @@ class RuleEngine(pulumi.ComponentResource):
             f"{name}-aggregator",
             StreamConsumerArgs(
                 source_kind=SourceKind.KINESIS, source_arn=args.stream_arn, source_key_arn=lake.key_arn,
+                # Concurrent batches of one shard keep order per partition key only. Apps and SES partition by
+                # user; Pinpoint's event stream does not promise to, and the counters' redelivery mark needs a
+                # user's records applied in order.
+                parallelization_factor=1 if args.pinpoint_project_id else 10,
                 function=PythonFunctionArgs(
                     handler="functions.rules.aggregator.lambda_handler",
                     description="engagement-loop: count events per rule and user, exactly once",
@@ -155,7 +159,7 @@ class RuleEngine(pulumi.ComponentResource):
                     handler="functions.rules.sweeper.lambda_handler",
                     description="engagement-loop: window-rule users who dropped below their rule exit",
                     region=region, log_retention_days=args.log_retention_days, timeout_seconds=300,
-                    environment=rules_env,
+                    reserved_concurrency=1, environment=rules_env,
                     statements=[
                         Statement(actions=["dynamodb:Query"],
                                   resources=[self.counters.arn.apply(lambda arn: f"{arn}/index/{SWEEP_INDEX}")]),
@@ -171,7 +175,7 @@ class RuleEngine(pulumi.ComponentResource):
                     handler="functions.rules.backfill.lambda_handler",
                     description="engagement-loop: count a new date or window rule's history from the lake",
                     region=region, log_retention_days=args.log_retention_days, timeout_seconds=900,
-                    memory_mb=1024,
+                    memory_mb=1024, reserved_concurrency=1,
                     environment={**rules_env, "ATHENA_WORKGROUP": lake.workgroup, "GLUE_DATABASE": lake.database,
                                  "EVENTS_TABLE": lake.table,
                                  "COUNTER_TTL_DAYS": str(args.rules.counter_ttl_days)},

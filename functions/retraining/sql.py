@@ -78,18 +78,18 @@ class InteractionsQuery:
 
 def build_interactions_sql(query: InteractionsQuery) -> str:
     """The Athena SELECT returning USER_ID, ITEM_ID, EVENT_TYPE, EVENT_VALUE, TIMESTAMP for `query`."""
-    table = f"{_identifier(query.database)}.{_identifier(query.table)}"
+    table = f"{sql_identifier(query.database)}.{sql_identifier(query.table)}"
     # Sorted, so the text depends on the model's content and not on the order the config lists it in.
     scoring_rows = ",\n        ".join(
-        f"({_string(event_type)}, {_number(value)})" for event_type, value in sorted(query.scoring.values.items())
+        f"({sql_string(event_type)}, {_number(value)})" for event_type, value in sorted(query.scoring.values.items())
     )
-    dt = _identifier(LAKE_PARTITION_KEY)
-    until = _string(query.as_of.isoformat())
+    dt = sql_identifier(LAKE_PARTITION_KEY)
+    until = sql_string(query.as_of.isoformat())
 
     def days(alias: str, first: date | None) -> str:
         # Plain string comparisons on the partition column, so Athena prunes partitions before reading.
         upper = f"{alias}.{dt} < {until}"
-        return upper if first is None else f"{alias}.{dt} >= {_string(first.isoformat())} AND {upper}"
+        return upper if first is None else f"{alias}.{dt} >= {sql_string(first.isoformat())} AND {upper}"
 
     return f"""\
 WITH scoring (event_type, event_value) AS (
@@ -107,7 +107,7 @@ exposures AS (
     SELECT element_at(x.attributes, 'personalize_user_id') AS user_id, x.item_id, x.endpoint_id,
         x.campaign_id, x.journey_id, x.arrival_time_ms
     FROM {table} AS x
-    WHERE x.event_type = {_string(EXPOSURE_EVENT_TYPE)} AND {days("x", query.exposures_from)}
+    WHERE x.event_type = {sql_string(EXPOSURE_EVENT_TYPE)} AND {days("x", query.exposures_from)}
 ),
 interactions AS (
     SELECT x.user_id, x.item_id, g.event_type, g.event_value, g.arrival_time_ms
@@ -133,11 +133,13 @@ WHERE i.user_id <> '' AND i.item_id <> ''
 """
 
 
-def _string(value: str) -> str:
+def sql_string(value: str) -> str:
+    """A Trino string literal."""
     return "'" + value.replace("'", "''") + "'"
 
 
-def _identifier(name: str) -> str:
+def sql_identifier(name: str) -> str:
+    """A Trino quoted identifier."""
     return '"' + name.replace('"', '""') + '"'
 
 

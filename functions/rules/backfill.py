@@ -46,8 +46,7 @@ from botocore.config import Config
 
 from functions.events.canonical import LAKE_PARTITION_KEY
 from functions.retraining.sql import DEFAULT_DATABASE, DEFAULT_TABLE
-from functions.retraining.sql import _identifier as sql_identifier  # one quoting rule for every generated query
-from functions.retraining.sql import _string as sql_string
+from functions.retraining.sql import sql_identifier, sql_string  # one quoting rule for every generated query
 from functions.rules.aggregator import ACTIVATION_MARGIN_MS, publish_counts
 from functions.rules.evaluate import DAY_MS, DayBucket, apply_backfill, event_day
 from functions.rules.outbox import OutboxEntry
