@@ -47,6 +47,7 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any, Iterator, Sequence, TextIO
+from cli.lambda_context import LocalLambdaContext
 
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
@@ -175,15 +176,8 @@ class _FaultInjector:
         self.fail_at = None
 
 
-@dataclass
-class _LambdaContext:
-    function_name: str = "engagement-loop-replay"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:engagement-loop-replay"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 900_000
+def _LambdaContext() -> LocalLambdaContext:
+    return LocalLambdaContext(function_name="engagement-loop-replay", region=REGION, account_id=ACCOUNT)
 
 
 def replay(rules_text: str, lines: Sequence[str], options: ReplayOptions = ReplayOptions(), *,

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +14,7 @@ from functions.events import firehose_transform
 from functions.events.canonical import IdentityMode
 from functions.events.firehose_transform import TransformSettings, handler, transform_records
 from aws_lambda_powertools.utilities.data_classes import KinesisFirehoseEvent
+from cli.lambda_context import LocalLambdaContext
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/engagement-loop-dev-events"
@@ -33,18 +33,8 @@ APP_RECORD = {
 GARBAGE = b"\x00\xffnot a record"
 
 
-@dataclass
-class LambdaContextStub:
-    function_name: str = "engagement-loop-dev-events-transform"
-    function_version: str = "$LATEST"
-    invoked_function_arn: str = "arn:aws:lambda:us-east-1:123456789012:function:engagement-loop-dev-events-transform"
-    memory_limit_in_mb: int = 256
-    aws_request_id: str = "5d5f3f5e-8a4f-4c1e-9d7b-0c1e2f3a4b5c"
-    log_group_name: str = "/aws/lambda/engagement-loop-dev-events-transform"
-    log_stream_name: str = "2026/11/21/[$LATEST]0123456789abcdef"
-
-    def get_remaining_time_in_millis(self) -> int:
-        return 60_000
+def LambdaContextStub() -> LocalLambdaContext:  # noqa: N802 (used like the class it replaces)
+    return LocalLambdaContext(function_name="engagement-loop-dev-events-transform", remaining_ms=60_000)
 
 
 def fixture_bytes(source: str, name: str) -> bytes:

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import uuid
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
@@ -23,6 +21,7 @@ from functions.retraining.clients import (
 from functions.retraining.steps import RetrainingSettings, Services
 from functions.retraining.workflow import LoopBound, WorkflowSpec, build_definition
 from tests.functions.retraining.asl_runner import Execution, run
+from cli.lambda_context import LocalLambdaContext
 
 REGION = "eu-west-1"
 ACCOUNT = "123456789012"
@@ -55,14 +54,8 @@ ENV = {
 }
 
 
-@dataclass
-class FakeLambdaContext:
-    """What Powertools' `inject_lambda_context` reads from a Lambda context."""
-
-    function_name: str = "retraining"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = FUNCTION_ARN
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+def FakeLambdaContext() -> LocalLambdaContext:  # noqa: N802 (used like the class it replaces)
+    return LocalLambdaContext(function_name="retraining")
 
 
 def interactions(users: int = 30, per_user: int = 40, *, start: int = 1_763_000_000, step: int = 60,

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
@@ -25,6 +24,7 @@ from functions.rules.backfill import QueryState
 from functions.rules.outbox import OutboxEntry
 from functions.rules.sheet import RuleSet
 from functions.rules.store import CounterItem, CounterStore, Delivery, StoreSettings, create_local_tables
+from cli.lambda_context import LocalLambdaContext
 
 REGION = "us-east-1"
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
@@ -214,16 +214,7 @@ def load_json() -> Callable[[str, str], dict[str, Any]]:
     return _load
 
 
-@dataclass
-class FakeLambdaContext:
-    function_name: str = "engagement-loop-rules"
-    memory_limit_in_mb: int = 512
-    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:engagement-loop-rules"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
-    remaining_ms: int = 900_000
-
-    def get_remaining_time_in_millis(self) -> int:
-        return self.remaining_ms
+FakeLambdaContext = LocalLambdaContext
 
 
 @pytest.fixture

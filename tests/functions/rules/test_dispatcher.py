@@ -30,6 +30,7 @@ from functions.rules.dispatcher import (
 from functions.rules.outbox import Change, DeliveryStatus, OutboxEntry
 from functions.rules.sheet import ActionKind
 from functions.rules.sinks import EventBridgeSink, PinpointSink, SinkError
+from cli.lambda_context import LocalLambdaContext
 
 REGION = "us-east-1"
 APP_ID = "6e0b7591a90841d2b5d93fa11143e5a7"
@@ -131,12 +132,8 @@ def test_build_sinks_follows_the_configuration():
 # --- The handler against moto -----------------------------------------------------------------------------
 
 
-@dataclass
-class FakeLambdaContext:
-    function_name: str = "engagement-loop-dispatcher"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:engagement-loop-dispatcher"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+def FakeLambdaContext() -> LocalLambdaContext:  # noqa: N802 (used like the class it replaces)
+    return LocalLambdaContext(function_name="engagement-loop-dispatcher", region=REGION, memory_limit_in_mb=256)
 
 
 @dataclass

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
-import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -16,19 +15,13 @@ from moto import mock_aws
 from functions.events.canonical import CanonicalEvent, IdentityMode
 from functions.events.normalise import normalise
 from functions.tracking import event_tracker, exposures
+from cli.lambda_context import LocalLambdaContext
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 REGION = "us-east-1"
 
 
-@dataclass
-class FakeLambdaContext:
-    """What Powertools' `inject_lambda_context` and the handlers read from a Lambda context."""
-
-    function_name: str = "engagement-loop-tracking"
-    memory_limit_in_mb: int = 256
-    invoked_function_arn: str = f"arn:aws:lambda:{REGION}:123456789012:function:engagement-loop-tracking"
-    aws_request_id: str = field(default_factory=lambda: str(uuid.uuid4()))
+FakeLambdaContext = LocalLambdaContext
 
 
 @pytest.fixture
