@@ -476,7 +476,9 @@ def build_report(*, spec: Any, rules_path: Path, rules_summary: str, rule_set: A
     """The report: stream, rules, actions, interactions, outputs (no timings: same input, same report)."""
     import pandas as pd
 
-    from cli.interactions import MIN_ACTIVE_USERS, MIN_INTERACTIONS, MIN_INTERACTIONS_PER_ACTIVE_USER
+    from functions.retraining.minimums import (
+        MIN_ACTIVE_USERS, MIN_INTERACTIONS, MIN_INTERACTIONS_PER_ACTIVE_USER, shortfalls,
+    )
     from functions.retraining.sql import INTERACTIONS_COLUMNS
 
     stats = result.stats
@@ -558,12 +560,7 @@ def build_report(*, spec: Any, rules_path: Path, rules_summary: str, rule_set: A
     for column in ("rows", "users", "items"):
         per_event_frame[column] = per_event_frame[column].map("{:,}".format)
     active = int((inter.groupby("USER_ID").size() >= MIN_INTERACTIONS_PER_ACTIVE_USER).sum()) if len(inter) else 0
-    failing = []
-    if len(inter) < MIN_INTERACTIONS:
-        failing.append(f"{len(inter):,} interactions < {MIN_INTERACTIONS:,}")
-    if active < MIN_ACTIVE_USERS:
-        failing.append(f"{active:,} users with ≥ {MIN_INTERACTIONS_PER_ACTIVE_USER} interactions "
-                       f"< {MIN_ACTIVE_USERS:,}")
+    failing = shortfalls(len(inter), active)
     readiness = (f"NOT READY — fails the minimum {' and '.join(failing)}" if failing else
                  f"ready — {len(inter):,} interactions ≥ {MIN_INTERACTIONS:,}; {active:,} users with "
                  f"≥ {MIN_INTERACTIONS_PER_ACTIVE_USER} interactions ≥ {MIN_ACTIVE_USERS:,}")

@@ -15,10 +15,7 @@ import tempfile
 from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
-# Amazon Personalize's minimums for training on an interactions dataset.
-MIN_INTERACTIONS = 1_000
-MIN_ACTIVE_USERS = 25
-MIN_INTERACTIONS_PER_ACTIVE_USER = 2
+from functions.retraining.minimums import MIN_INTERACTIONS_PER_ACTIVE_USER, shortfalls
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -121,12 +118,7 @@ def _summary(rows, columns: tuple[str, ...]) -> str:
     lines += [f"{event_type:<{width}}  {count:>8,}" for event_type, count in per_type.items()]
     lines += [f"{'(total)':<{width}}  {len(frame):>8,}", "",
               f"users: {frame['USER_ID'].nunique():,}  items: {frame['ITEM_ID'].nunique():,}"]
-    failing = []
-    if len(frame) < MIN_INTERACTIONS:
-        failing.append(f"interactions: {len(frame):,} < {MIN_INTERACTIONS:,}")
-    if active_users < MIN_ACTIVE_USERS:
-        failing.append(f"users with ≥ {MIN_INTERACTIONS_PER_ACTIVE_USER} interactions: "
-                       f"{active_users:,} < {MIN_ACTIVE_USERS:,}")
+    failing = shortfalls(len(frame), active_users)
     if failing:
         lines.append("Personalize minimums: NOT MET")
         lines += [f"  - {reason}" for reason in failing]

@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping, TextIO
 from functions.retraining.clients import (
     Athena, LastImport, Notification, Notifier, ObjectStore, Personalize, RunStore, utc_now,
 )
+from functions.retraining.minimums import MIN_INTERACTIONS_PER_ACTIVE_USER, shortfalls
 from functions.retraining.scoring import ScoringError, ScoringModel
 from functions.retraining.sql import (
     DEFAULT_DATABASE, DEFAULT_TABLE, INTERACTIONS_COLUMNS, InteractionsQuery, build_interactions_sql,
@@ -36,9 +37,6 @@ from functions.retraining.workflow import (
     AWAITING_AUTO_TRAINING, CAMPAIGN_STATUSES, IMPORT_STATUSES, TRAINING_STATUSES, Outcome, Step,
 )
 
-MIN_INTERACTIONS = 1_000
-MIN_ACTIVE_USERS = 25
-MIN_INTERACTIONS_PER_ACTIVE_USER = 2
 MIN_INCREMENTAL_ROWS = 1_000
 INTERACTIONS_PREFIX = "interactions/"
 VALUES_KEY = f"{INTERACTIONS_PREFIX}values.csv"
@@ -459,12 +457,7 @@ def check_data(state: RunState, settings: RetrainingSettings, services: Services
                 open(new_rows_path, "w", encoding="utf-8", newline="") as new_rows_file:
             figures = _count_interactions(text, result_uri, last, csv.writer(new_rows_file, lineterminator="\n"))
         state = replace(state, data=replace(figures, import_mode=mode))
-        short = []
-        if figures.rows < MIN_INTERACTIONS:
-            short.append(f"{figures.rows:,} interactions < {MIN_INTERACTIONS:,}")
-        if figures.active_users < MIN_ACTIVE_USERS:
-            short.append(f"{figures.active_users:,} users with ≥ {MIN_INTERACTIONS_PER_ACTIVE_USER} "
-                         f"interactions < {MIN_ACTIVE_USERS:,}")
+        short = shortfalls(figures.rows, figures.active_users)
         if short:
             return replace(state, outcome=Outcome.SKIPPED,
                            reason="too little data for Amazon Personalize: " + "; ".join(short))

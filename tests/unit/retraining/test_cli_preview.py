@@ -38,8 +38,8 @@ def test_preview_writes_the_expected_csv_and_summary(tmp_path, capsys, scoring):
                           "purchase               1",
                           "(total)                3"]
     assert "users: 3  items: 3" in lines
-    assert lines[-3:] == ["Personalize minimums: NOT MET", "  - interactions: 3 < 1,000",
-                          "  - users with ≥ 2 interactions: 0 < 25"]
+    assert lines[-3:] == ["Personalize minimums: NOT MET", "  - 3 interactions < 1,000",
+                          "  - 0 users with ≥ 2 interactions < 25"]
 
 
 def test_history_and_as_of_options(tmp_path, capsys):
@@ -87,8 +87,8 @@ def test_several_event_files_and_an_empty_result(tmp_path, capsys):
     assert out.read_text() == "USER_ID,ITEM_ID,EVENT_TYPE,EVENT_VALUE,TIMESTAMP\n"
     printed = capsys.readouterr().out.splitlines()
     assert printed[3:] == ["EVENT_TYPE      rows", "(total)            0", "", "users: 0  items: 0",
-                           "Personalize minimums: NOT MET", "  - interactions: 0 < 1,000",
-                           "  - users with ≥ 2 interactions: 0 < 25"]
+                           "Personalize minimums: NOT MET", "  - 0 interactions < 1,000",
+                           "  - 0 users with ≥ 2 interactions < 25"]
 
 
 def test_bad_scoring_file_is_an_error_naming_the_problem(tmp_path, capsys):
