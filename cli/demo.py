@@ -376,11 +376,12 @@ def _build_lake(lines: Sequence[str], root: Path, progress: Progress) -> tuple[l
 
     from functions.events import firehose_transform
     from functions.events.canonical import CanonicalEvent, IdentityMode
-    from functions.events.firehose_transform import TransformSettings, transform_records
+    from functions.events.consumer_settings import ConsumerSettings
+    from functions.events.firehose_transform import transform_records
     from functions.events.normalise import normalise
     from functions.retraining.lake import EVENTS_FOLDER, write_lake
 
-    settings = TransformSettings()
+    settings = ConsumerSettings()
     records, clock = [], 0
     for number, line in enumerate((line for line in lines if line.strip()), start=1):
         event = normalise(line, identity_mode=IdentityMode.USER_OR_ENDPOINT)

@@ -6,7 +6,7 @@ dynamic partitioning turns into `events/dt=YYYY-MM-DD/`. A record that does not 
 `ProcessingFailed` with data `{"reason": …, "raw_base64": <original data>}`, and the reason is logged
 with the record id.
 
-Environment (read once, by `TransformSettings.from_env`):
+Environment (read once, by `ConsumerSettings.from_env`):
 - `IDENTITY_MODE`: `user` or `user_or_endpoint` (default `user_or_endpoint`);
 - `POWERTOOLS_METRICS_NAMESPACE`: CloudWatch namespace of the record counts (default `EngagementLoop`).
 """
@@ -16,9 +16,7 @@ from __future__ import annotations
 import base64
 import binascii
 import functools
-import os
-from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
@@ -31,46 +29,21 @@ from aws_lambda_powertools.utilities.data_classes.kinesis_firehose_event import 
 from aws_lambda_powertools.utilities.serialization import base64_from_json, base64_from_str
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.events.canonical import LAKE_PARTITION_KEY, CanonicalEvent, IdentityMode, Rejected
+from functions.events.consumer_settings import ConsumerSettings
+from functions.events.canonical import LAKE_PARTITION_KEY, CanonicalEvent, Rejected
 from functions.events.normalise import normalise
 
 logger = Logger()
 
-DEFAULT_METRICS_NAMESPACE = "EngagementLoop"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class TransformSettings:
-    """The function's configuration, parsed once from its environment."""
-
-    identity_mode: IdentityMode = IdentityMode.USER_OR_ENDPOINT
-    """How records without a user are attributed. Default `user_or_endpoint`."""
-    metrics_namespace: str = DEFAULT_METRICS_NAMESPACE
-    """CloudWatch namespace for the RecordsTransformed / RecordsRejected counts. Default `EngagementLoop`."""
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> TransformSettings:
-        """Read the settings; a bad value raises ValueError naming the variable, the value and the choices."""
-        environ = os.environ if environ is None else environ
-        raw_mode = environ.get("IDENTITY_MODE") or IdentityMode.USER_OR_ENDPOINT.value
-        try:
-            identity_mode = IdentityMode(raw_mode)
-        except ValueError:
-            choices = ", ".join(mode.value for mode in IdentityMode)
-            raise ValueError(
-                f"environment variable IDENTITY_MODE={raw_mode!r} is invalid: expected one of {choices}"
-            ) from None
-        namespace = environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_METRICS_NAMESPACE
-        return cls(identity_mode=identity_mode, metrics_namespace=namespace)
 
 
 @functools.cache
-def _settings() -> TransformSettings:
-    return TransformSettings.from_env()
+def _settings() -> ConsumerSettings:
+    return ConsumerSettings.from_env()
 
 
 def transform_records(
-    event: KinesisFirehoseEvent, settings: TransformSettings
+    event: KinesisFirehoseEvent, settings: ConsumerSettings
 ) -> KinesisFirehoseDataTransformationResponse:
     """Transform every record of one Firehose invocation (pure apart from logging)."""
     response = KinesisFirehoseDataTransformationResponse()
@@ -97,7 +70,7 @@ def transform_records(
     return response
 
 
-def _normalise_record(record: KinesisFirehoseRecord, settings: TransformSettings) -> CanonicalEvent | Rejected:
+def _normalise_record(record: KinesisFirehoseRecord, settings: ConsumerSettings) -> CanonicalEvent | Rejected:
     try:
         raw = base64.b64decode(record.data, validate=True)
     except (binascii.Error, ValueError):

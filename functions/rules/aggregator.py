@@ -49,7 +49,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 
 from functions.events.canonical import CanonicalEvent, IdentityMode, Rejected
-from functions.events.firehose_transform import TransformSettings
+from functions.events.consumer_settings import DEFAULT_METRICS_NAMESPACE, ConsumerSettings
 from functions.events.normalise import normalise
 from functions.rules.evaluate import matches
 from functions.rules.rules_source import Env, RulesSettings, RulesSource, S3RulesSource
@@ -97,7 +97,7 @@ class AggregatorSettings:
     """FAILURES_QUEUE_URL, required: where records that cannot be parsed go."""
     identity_mode: IdentityMode = IdentityMode.USER_OR_ENDPOINT
     """IDENTITY_MODE, default `user_or_endpoint`, as for the stream's other consumers."""
-    metrics_namespace: str = "EngagementLoop"
+    metrics_namespace: str = DEFAULT_METRICS_NAMESPACE
     """POWERTOOLS_METRICS_NAMESPACE, default `EngagementLoop`."""
 
     @classmethod
@@ -107,10 +107,10 @@ class AggregatorSettings:
         store, rules = StoreSettings.read(env), RulesSettings.read(env)
         queue_url = env.text("FAILURES_QUEUE_URL", what="SQS queue for records that cannot be parsed")
         try:
-            transform = TransformSettings.from_env(env.environ)  # one IDENTITY_MODE parser for every consumer
+            transform = ConsumerSettings.from_env(env.environ)  # one IDENTITY_MODE parser for every consumer
         except ValueError as error:
             env.problems.append(str(error))
-            transform = TransformSettings()
+            transform = ConsumerSettings()
         env.check("rules aggregator")
         return cls(store=store, rules=rules, failures_queue_url=queue_url, identity_mode=transform.identity_mode,
                    metrics_namespace=transform.metrics_namespace)

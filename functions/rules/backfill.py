@@ -44,6 +44,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 
+from functions.events.consumer_settings import DEFAULT_METRICS_NAMESPACE
 from functions.events.canonical import LAKE_PARTITION_KEY
 from functions.retraining.sql import DEFAULT_DATABASE, DEFAULT_TABLE
 from functions.retraining.sql import sql_identifier, sql_string  # one quoting rule for every generated query
@@ -101,7 +102,7 @@ class BackfillSettings:
     """ATHENA_OUTPUT_LOCATION (`s3://…/`), default: the workgroup's result location."""
     settle_minutes: int = DEFAULT_SETTLE_MINUTES
     """BACKFILL_SETTLE_MINUTES, default 15: how old an activation must be before its backfill runs."""
-    metrics_namespace: str = "EngagementLoop"
+    metrics_namespace: str = DEFAULT_METRICS_NAMESPACE
     """POWERTOOLS_METRICS_NAMESPACE, default `EngagementLoop`."""
 
     @classmethod
@@ -113,7 +114,7 @@ class BackfillSettings:
             database=env.text("GLUE_DATABASE", DEFAULT_DATABASE), table=env.text("EVENTS_TABLE", DEFAULT_TABLE),
             output_location=env.text("ATHENA_OUTPUT_LOCATION", "") or None,
             settle_minutes=env.positive_int("BACKFILL_SETTLE_MINUTES", DEFAULT_SETTLE_MINUTES),
-            metrics_namespace=env.text("POWERTOOLS_METRICS_NAMESPACE", "EngagementLoop"),
+            metrics_namespace=env.text("POWERTOOLS_METRICS_NAMESPACE", DEFAULT_METRICS_NAMESPACE),
         )
         env.check("rules backfill")
         return settings

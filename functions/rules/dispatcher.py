@@ -51,6 +51,7 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
 
+from functions.events.consumer_settings import DEFAULT_METRICS_NAMESPACE
 from functions.rules.outbox import PARTITION_KEY, DeliveryStatus, OutboxEntry
 from functions.rules.rules_source import Env
 from functions.rules.sinks import (
@@ -66,7 +67,6 @@ logger = Logger()
 
 DELIVERED_SINKS = "delivered_sinks"
 """The outbox item's string set of sinks that have the entry."""
-DEFAULT_METRICS_NAMESPACE = "EngagementLoop"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -29,6 +29,7 @@ from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 
+from functions.events.consumer_settings import DEFAULT_METRICS_NAMESPACE
 from functions.rules.aggregator import publish_counts
 from functions.rules.evaluate import apply_exit, event_day, exit_check
 from functions.rules.outbox import Change, OutboxEntry
@@ -59,14 +60,14 @@ class SweeperSettings:
     """COUNTERS_TABLE, OUTBOX_TABLE (required), COUNTER_TTL_DAYS (default 400)."""
     rules: RulesSettings
     """RULES_BUCKET, RULES_KEY (required), RULES_MAX_AGE_SECONDS (default 60)."""
-    metrics_namespace: str = "EngagementLoop"
+    metrics_namespace: str = DEFAULT_METRICS_NAMESPACE
     """POWERTOOLS_METRICS_NAMESPACE, default `EngagementLoop`."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> SweeperSettings:
         env = Env(environ)
         settings = cls(store=StoreSettings.read(env), rules=RulesSettings.read(env),
-                       metrics_namespace=env.text("POWERTOOLS_METRICS_NAMESPACE", "EngagementLoop"))
+                       metrics_namespace=env.text("POWERTOOLS_METRICS_NAMESPACE", DEFAULT_METRICS_NAMESPACE))
         env.check("rules sweeper")
         return settings
 

@@ -46,7 +46,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
 
 from functions.events.canonical import CanonicalEvent, IdentityMode, Rejected
-from functions.events.firehose_transform import TransformSettings
+from functions.events.consumer_settings import DEFAULT_METRICS_NAMESPACE, ConsumerSettings
 from functions.events.normalise import normalise
 from functions.retraining.scoring import ScoringError, ScoringModel
 
@@ -54,7 +54,6 @@ logger = Logger()
 
 MAX_EVENTS_PER_CALL = 10  # PutEvents eventList
 MAX_ID_CHARS = 256  # PutEvents userId, sessionId, itemId, eventType, eventId
-DEFAULT_METRICS_NAMESPACE = "EngagementLoop"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,10 +89,10 @@ class TrackerSettings:
                 problems.extend(error.problems)
         try:
             # One parser for IDENTITY_MODE across the stream's consumers.
-            transform = TransformSettings.from_env(environ)
+            transform = ConsumerSettings.from_env(environ)
         except ValueError as error:
             problems.append(str(error))
-            transform = TransformSettings()
+            transform = ConsumerSettings()
         if problems or scoring is None:
             raise ValueError("event tracker function environment: " + "; ".join(problems))
         return cls(tracking_id=tracking_id, scoring=scoring, identity_mode=transform.identity_mode,

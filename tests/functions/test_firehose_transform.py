@@ -12,7 +12,8 @@ import pytest
 
 from functions.events import firehose_transform
 from functions.events.canonical import IdentityMode
-from functions.events.firehose_transform import TransformSettings, handler, transform_records
+from functions.events.consumer_settings import ConsumerSettings
+from functions.events.firehose_transform import handler, transform_records
 from aws_lambda_powertools.utilities.data_classes import KinesisFirehoseEvent
 from cli.lambda_context import LocalLambdaContext
 
@@ -197,7 +198,7 @@ def test_direct_put_records_use_firehose_arrival_time(event):
     del record["kinesisRecordMetadata"]
     record["approximateArrivalTimestamp"] = KINESIS_ARRIVAL + 86_400_000
 
-    response = transform_records(KinesisFirehoseEvent({**event, "records": [record]}), TransformSettings())
+    response = transform_records(KinesisFirehoseEvent({**event, "records": [record]}), ConsumerSettings())
 
     assert response.records[0].metadata.partition_keys == {"dt": "2026-11-22"}
 
@@ -211,7 +212,7 @@ def test_a_bug_in_normalise_fails_only_that_record(event, monkeypatch, caplog):
         return real_normalise(raw, **kwargs)
 
     monkeypatch.setattr(firehose_transform, "normalise", flaky)
-    response = transform_records(KinesisFirehoseEvent(event), TransformSettings())
+    response = transform_records(KinesisFirehoseEvent(event), ConsumerSettings())
 
     assert [r.result for r in response.records][:2] == ["Ok", "ProcessingFailed"]
     assert json.loads(response.records[1].data_as_text)["reason"].startswith("internal error while normalising")
@@ -219,25 +220,25 @@ def test_a_bug_in_normalise_fails_only_that_record(event, monkeypatch, caplog):
 
 
 def test_transform_records_is_usable_without_the_handler(event):
-    response = transform_records(KinesisFirehoseEvent(event), TransformSettings(identity_mode=IdentityMode.USER))
+    response = transform_records(KinesisFirehoseEvent(event), ConsumerSettings(identity_mode=IdentityMode.USER))
 
     assert [r.result for r in response.records].count("Ok") == 5
 
 
 class TestSettingsFromEnv:
     def test_defaults(self):
-        assert TransformSettings.from_env({}) == TransformSettings(
+        assert ConsumerSettings.from_env({}) == ConsumerSettings(
             identity_mode=IdentityMode.USER_OR_ENDPOINT, metrics_namespace="EngagementLoop"
         )
 
     def test_values(self):
-        settings = TransformSettings.from_env({"IDENTITY_MODE": "user", "POWERTOOLS_METRICS_NAMESPACE": "Loop/dev"})
+        settings = ConsumerSettings.from_env({"IDENTITY_MODE": "user", "POWERTOOLS_METRICS_NAMESPACE": "Loop/dev"})
 
-        assert settings == TransformSettings(identity_mode=IdentityMode.USER, metrics_namespace="Loop/dev")
+        assert settings == ConsumerSettings(identity_mode=IdentityMode.USER, metrics_namespace="Loop/dev")
 
     def test_an_invalid_identity_mode_is_named_with_its_choices(self):
         with pytest.raises(ValueError) as error:
-            TransformSettings.from_env({"IDENTITY_MODE": "endpoint"})
+            ConsumerSettings.from_env({"IDENTITY_MODE": "endpoint"})
 
         assert str(error.value) == (
             "environment variable IDENTITY_MODE='endpoint' is invalid: expected one of user, user_or_endpoint"
