@@ -31,6 +31,7 @@ from functions.rules.outbox import Change, DeliveryStatus, OutboxEntry
 from functions.rules.sheet import ActionKind
 from functions.rules.sinks import EventBridgeSink, PinpointSink, SinkError
 from cli.lambda_context import LocalLambdaContext
+from tests.functions.rules.dispatcher_aws import create_dispatcher_aws
 
 REGION = "us-east-1"
 APP_ID = "6e0b7591a90841d2b5d93fa11143e5a7"
@@ -182,16 +183,9 @@ def world(monkeypatch: pytest.MonkeyPatch) -> Iterator[World]:
                         "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION}.items():
         monkeypatch.setenv(name, value)
     with mock_aws():
-        dynamodb, sqs, events = boto3.client("dynamodb"), boto3.client("sqs"), boto3.client("events")
-        dynamodb.create_table(TableName="outbox", BillingMode="PAY_PER_REQUEST",
-                              AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-                              KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
-        dlq_url = sqs.create_queue(QueueName="dispatcher-dlq")["QueueUrl"]
-        bus_queue_url = sqs.create_queue(QueueName="bus-events")["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=bus_queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        events.create_event_bus(Name="rules")
-        events.put_rule(Name="all", EventBusName="rules", EventPattern=json.dumps({"source": ["engagement-loop.rules"]}))
-        events.put_targets(Rule="all", EventBusName="rules", Targets=[{"Id": "queue", "Arn": arn}])
+        created = create_dispatcher_aws()
+        dynamodb, sqs, events, dlq_url = created.dynamodb, created.sqs, created.events, created.dlq_url
+        bus_queue_url = created.bus_queue_url
         for name, value in {"OUTBOX_TABLE": "outbox", "EVENT_BUS_NAME": "rules", "DEAD_LETTER_QUEUE_URL": dlq_url,
                             "PINPOINT_APPLICATION_ID": APP_ID}.items():
             monkeypatch.setenv(name, value)

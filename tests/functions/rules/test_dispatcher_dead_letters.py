@@ -7,7 +7,6 @@ import io
 import json
 from typing import Any, Iterator
 
-import boto3
 import pytest
 from boto3.dynamodb.types import TypeSerializer
 from moto import mock_aws
@@ -16,6 +15,7 @@ from cli.__main__ import build_parser
 from functions.rules.dispatcher import DeadLetter
 from functions.rules.outbox import Change, OutboxEntry
 from functions.rules.sheet import ActionKind
+from tests.functions.rules.dispatcher_aws import create_dispatcher_aws
 
 REGION = "us-east-1"
 EVENT_TIME_MS = 1_764_000_000_000
@@ -35,17 +35,9 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     for name in ("EVENT_BUS_NAME", "PINPOINT_APPLICATION_ID", "CONNECT_DOMAIN_NAME", "OUTBOX_TABLE"):
         monkeypatch.delenv(name, raising=False)
     with mock_aws():
-        sqs, events, dynamodb = boto3.client("sqs"), boto3.client("events"), boto3.client("dynamodb")
-        dynamodb.create_table(TableName="outbox", BillingMode="PAY_PER_REQUEST",
-                              AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-                              KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
-        dlq = sqs.create_queue(QueueName="dispatcher-dlq")["QueueUrl"]
-        bus_queue = sqs.create_queue(QueueName="bus-events")["QueueUrl"]
-        arn = sqs.get_queue_attributes(QueueUrl=bus_queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-        events.create_event_bus(Name="rules")
-        events.put_rule(Name="all", EventBusName="rules", EventPattern=json.dumps({"source": ["engagement-loop.rules"]}))
-        events.put_targets(Rule="all", EventBusName="rules", Targets=[{"Id": "queue", "Arn": arn}])
-        yield {"sqs": sqs, "dynamodb": dynamodb, "dlq": dlq, "bus_queue": bus_queue}
+        created = create_dispatcher_aws()
+        yield {"sqs": created.sqs, "dynamodb": created.dynamodb, "dlq": created.dlq_url,
+               "bus_queue": created.bus_queue_url}
 
 
 def dead_letter(aws: dict[str, Any], user: str, failed: tuple[str, ...], *, delivered: tuple[str, ...] = ()) -> None:

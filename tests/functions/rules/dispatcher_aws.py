@@ -1,0 +1,37 @@
+"""The dispatcher's AWS on moto, shared by its handler tests and the dead-letter replay tests: the outbox
+table, the dead-letter queue, and an EventBridge bus whose events land in a queue."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import boto3
+
+OUTBOX_TABLE = "outbox"
+EVENT_BUS = "rules"
+
+
+@dataclass(frozen=True)
+class DispatcherAws:
+    dynamodb: Any
+    sqs: Any
+    events: Any
+    dlq_url: str
+    bus_queue_url: str
+
+
+def create_dispatcher_aws() -> DispatcherAws:
+    """Create the resources; call inside `mock_aws()` with fake credentials and a region set."""
+    dynamodb, sqs, events = boto3.client("dynamodb"), boto3.client("sqs"), boto3.client("events")
+    dynamodb.create_table(TableName=OUTBOX_TABLE, BillingMode="PAY_PER_REQUEST",
+                          AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                          KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+    dlq_url = sqs.create_queue(QueueName="dispatcher-dlq")["QueueUrl"]
+    bus_queue_url = sqs.create_queue(QueueName="bus-events")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=bus_queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    events.create_event_bus(Name=EVENT_BUS)
+    events.put_rule(Name="all", EventBusName=EVENT_BUS, EventPattern=json.dumps({"source": ["engagement-loop.rules"]}))
+    events.put_targets(Rule="all", EventBusName=EVENT_BUS, Targets=[{"Id": "queue", "Arn": arn}])
+    return DispatcherAws(dynamodb, sqs, events, dlq_url, bus_queue_url)
