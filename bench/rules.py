@@ -33,7 +33,7 @@ from typing import Any
 
 from functions.events.canonical import CanonicalEvent, EventSource
 from functions.rules.evaluate import DAY_MS, event_day, matches
-from functions.rules.sheet import AttributeFilter, CountCondition, Operator, Rule, RuleSet, RuleType, SumCondition
+from functions.rules.model import AttributeFilter, CountCondition, Operator, Rule, RuleSet, RuleType, SumCondition
 
 REGION = "us-east-1"
 START_DAY = date(2026, 11, 18)
@@ -155,7 +155,8 @@ def run(mode: str, rules: RuleSet, stream: list[CanonicalEvent], batch_size: int
     from moto import mock_aws
 
     from functions.rules.aggregator import Aggregator, Count
-    from functions.rules.store import CounterStore, Delivery, StoreSettings, create_local_tables
+    from functions.rules.store import CounterStore, Delivery, StoreSettings
+    from functions.rules.outbox import create_local_tables
     from functions.rules.sweeper import sweep
 
     began = time.monotonic()
@@ -175,7 +176,7 @@ def run(mode: str, rules: RuleSet, stream: list[CanonicalEvent], batch_size: int
         # count what a function container asks once, to learn the activations.
         for rule in rules:
             if rule.rule_type is not RuleType.AGGREGATOR:
-                CounterStore(inspect, settings).ensure_meta(rule, 0)
+                CounterStore(inspect, settings).activations.ensure(rule, 0)
         aggregator.activations(rules)
         setup = sum(calls.values())
         calls.clear()

@@ -279,8 +279,9 @@ class _Replay:
     def _setup(self) -> None:
         import boto3
 
-        from functions.rules.sheet import RuleType
-        from functions.rules.store import CounterStore, StoreSettings, create_local_tables
+        from functions.rules.model import RuleType
+        from functions.rules.store import CounterStore, StoreSettings
+        from functions.rules.outbox import create_local_tables
 
         settings = StoreSettings(counters_table="rule-counters", outbox_table="rule-outbox")
         create_local_tables(self.dynamodb, settings)
@@ -311,7 +312,7 @@ class _Replay:
         store = CounterStore(self.dynamodb, settings)
         for rule in self.rules:
             if rule.rule_type is not RuleType.AGGREGATOR:
-                store.ensure_meta(rule, 0)
+                store.activations.ensure(rule, 0)
         events = boto3.DEFAULT_SESSION.events
         events.register("before-call.dynamodb", self.faults.before_call)
         events.register("after-call.dynamodb", self.faults.after_call)

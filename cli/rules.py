@@ -18,7 +18,9 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
-from functions.rules.sheet import Rule, RuleSet, RulesSheetError, parse_rules_sheet
+from functions.rules.model import Rule, RuleSet
+
+from functions.rules.sheet import RulesSheetError, parse_rules_sheet
 
 EXIT_OK, EXIT_FAILED, EXIT_PROBLEMS = 0, 1, 2
 

@@ -19,7 +19,8 @@ from typing import Any, Callable, Mapping, TypeVar
 from functions.events.canonical import IdentityMode
 from functions.retraining.scoring import ScoringError, ScoringModel
 from functions.retraining.steps import ImportMode, TrainingMode
-from functions.rules.sheet import RuleSet, RulesSheetError, parse_rules_sheet
+from functions.rules.model import RuleSet
+from functions.rules.sheet import RulesSheetError, parse_rules_sheet
 
 PROJECT = "engagement-loop"
 PROJECT_DIR = Path(__file__).resolve().parent.parent

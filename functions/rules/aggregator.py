@@ -53,7 +53,7 @@ from functions.events.consumer_settings import DEFAULT_METRICS_NAMESPACE, Consum
 from functions.events.normalise import normalise
 from functions.rules.evaluate import matches
 from functions.rules.rules_source import Env, RulesSettings, RulesSource, S3RulesSource
-from functions.rules.sheet import ENGINE_EVENT_PREFIX, Rule, RuleSet, RuleType
+from functions.rules.model import ENGINE_EVENT_PREFIX, Rule, RuleSet, RuleType
 from functions.rules.store import CounterStore, Delivery, GroupResult, StoreSettings, counting_closes_ms
 
 logger = Logger()
@@ -203,7 +203,7 @@ class Aggregator:
         by a function that counts it, and every earlier one is left to the backfill."""
         for rule in rules:
             if rule.rule_type is not RuleType.AGGREGATOR and rule.rule_id not in self._activations:
-                meta = self._store.ensure_meta(rule, self._store.now_ms() + self._activation_delay_ms)
+                meta = self._store.activations.ensure(rule, self._store.now_ms() + self._activation_delay_ms)
                 self._activations[rule.rule_id] = meta.activation_ms
         return self._activations
 

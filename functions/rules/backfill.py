@@ -52,16 +52,9 @@ from functions.rules.aggregator import ACTIVATION_MARGIN_MS, publish_counts
 from functions.rules.evaluate import DAY_MS, DayBucket, apply_backfill, event_day
 from functions.rules.outbox import OutboxEntry
 from functions.rules.rules_source import Env, RulesSettings, RulesSource, S3RulesSource
-from functions.rules.sheet import Rule, RuleSet, RuleType
-from functions.rules.store import (
-    BackfillStatus,
-    CounterItem,
-    CounterStore,
-    RuleMeta,
-    StoreSettings,
-    Write,
-    counting_closes_ms,
-)
+from functions.rules.model import Rule, RuleSet, RuleType
+from functions.rules.activation import BackfillStatus, RuleMeta
+from functions.rules.store import CounterItem, CounterStore, StoreSettings, Write, counting_closes_ms
 
 logger = Logger()
 
@@ -298,7 +291,7 @@ class Backfill:
             if time_left_ms() < STOP_MARGIN_MS:
                 break
             # Creating the record here too means a rule is activated even while no events flow.
-            meta = self._store.ensure_meta(rule, self._store.now_ms() + self._activation_delay_ms)
+            meta = self._store.activations.ensure(rule, self._store.now_ms() + self._activation_delay_ms)
             if meta.status is BackfillStatus.DONE:
                 self._done.add(rule.rule_id)
                 continue
@@ -316,7 +309,7 @@ class Backfill:
         if meta.query_id is None:
             sql = build_backfill_sql(rule, meta.activation_ms, database=self._database, table=self._table)
             query_id = self._lake.start(sql, token=_query_token(meta))
-            saved = self._store.save_meta(replace(meta, query_id=query_id, error=None))
+            saved = self._store.activations.save(replace(meta, query_id=query_id, error=None))
             if saved is None:
                 return  # another run took this rule on; it carries on
             meta = saved
@@ -330,7 +323,7 @@ class Backfill:
             logger.error("backfill query failed; the next run starts it again",
                          extra={"rule_id": rule.rule_id, "query_id": meta.query_id, "reason": state.reason})
             counts[BackfillCount.QUERIES_FAILED] += 1
-            self._store.save_meta(replace(meta, query_id=None, error=f"{state.state}: {state.reason}"))
+            self._store.activations.save(replace(meta, query_id=None, error=f"{state.state}: {state.reason}"))
             return
 
         merged = 0
@@ -338,7 +331,7 @@ class Backfill:
             if meta.resume_after is not None and user_id <= meta.resume_after:
                 continue
             if time_left_ms() < STOP_MARGIN_MS:
-                self._store.save_meta(meta)
+                self._store.activations.save(meta)
                 counts[BackfillCount.RULES_WAITING] += 1
                 return
             write = self._store.update(rule, user_id, self._merge_step(rule, user_id, days, meta.activation_ms))
@@ -350,7 +343,7 @@ class Backfill:
             counts[BackfillCount.QUALIFIED] += len(write.outbox if write else ())
             merged += 1
             if merged % SAVE_EVERY_USERS == 0:
-                saved = self._store.save_meta(meta)
+                saved = self._store.activations.save(meta)
                 if saved is None:
                     return  # another run is on it too; the counters' marks keep the merge single
                 meta = saved
@@ -369,7 +362,7 @@ class Backfill:
         return step
 
     def _finish(self, meta: RuleMeta, counts: Counter[BackfillCount]) -> None:
-        if self._store.save_meta(replace(meta, status=BackfillStatus.DONE, error=None)) is not None:
+        if self._store.activations.save(replace(meta, status=BackfillStatus.DONE, error=None)) is not None:
             self._done.add(meta.rule_id)
             counts[BackfillCount.RULES_DONE] += 1
             logger.info("backfill done", extra={"rule_id": meta.rule_id, "users": meta.users, "events": meta.events,

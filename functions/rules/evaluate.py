@@ -24,7 +24,7 @@ from decimal import Decimal
 from typing import Any, Iterable, Mapping, Sequence
 
 from functions.events.canonical import CanonicalEvent
-from functions.rules.sheet import ENGINE_EVENT_PREFIX, READY, ActionKind, Rule, RuleType
+from functions.rules.model import ENGINE_EVENT_PREFIX, READY, ActionKind, Rule, RuleType
 
 DAY_MS = 86_400_000
 _EPOCH = date(1970, 1, 1)

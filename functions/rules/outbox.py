@@ -10,17 +10,35 @@ Counters table (`COUNTERS_TABLE`), partition key `pk`:
 
 Outbox table (`OUTBOX_TABLE`), partition key `pk` = the entry's key. An entry is written in the same
 DynamoDB transaction as the counter change that produced it, so it exists exactly when that change
-happened; the dispatcher delivers it to each sink once and records which sinks are done.
+happened; the dispatcher delivers it to each sink once and records which sinks are done
+(`delivered_sinks`) and how it ended (`status`: `pending` → `delivered` / `dead_lettered` / `superseded`).
+
+While an entry is pending it carries `pending_shard` (one of `PENDING_SHARDS` values, a hash of its key): the
+partition key of the sparse `PENDING_INDEX` GSI, whose sort key is `created_ms`. An item without the
+index's key attributes is not in the index, so removing `pending_shard` when the entry settles takes it
+out (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/bp-indexes-general-sparse-indexes.html),
+and a Query per shard returns what is still pending, oldest first — the reconciler's way of finding entries
+whose stream record was lost, without a Scan. The shards spread index writes: a single index partition key
+value would put every outbox write through one index partition, and an index that cannot absorb its
+writes throttles the table's writes too
+(https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/bp-indexes-gsi-sharding.html,
+https://repost.aws/knowledge-center/dynamodb-gsi-throttling-table).
+
+Entry keys order a (rule, user)'s changes: qualification n is `<rule>#<user>#<n>` (n = the counter's
+`fired` after it), the exit that ends it `<rule>#<user>#exit#<n>`. An attribute rule can only qualify again
+after an exit, so its changes run q1 < exit1 < q2 < exit2 …; `ChangePosition` is that order, and the
+supersede rule (docs/actions.md) reads it, never clocks.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Mapping
 
 from functions.rules.evaluate import Qualification
-from functions.rules.sheet import ActionKind
+from functions.rules.model import ActionKind
 
 PARTITION_KEY = "pk"
 TTL_ATTRIBUTE = "expires_at"
@@ -28,6 +46,15 @@ SWEEP_INDEX = "sweep"
 SWEEP_DAY = "sweep_day"
 META_PREFIX = "meta#"
 OUTBOX_RETENTION_DAYS = 30
+PENDING_INDEX = "pending"
+PENDING_SHARD = "pending_shard"
+"""Present only while an entry is pending: the sparse `PENDING_INDEX` partition key."""
+PENDING_SHARDS = 8
+"""How many `pending_shard` values there are. Only ever raise it: the reconciler queries shards
+0 … PENDING_SHARDS-1, so an entry written with a shard above a lowered count would never be found."""
+CREATED_MS = "created_ms"
+"""The entry's creation time (epoch ms): the `PENDING_INDEX` sort key."""
+EXIT_MARK = "exit"
 
 
 def counter_key(rule_id: str, user_id: str) -> str:
@@ -49,6 +76,55 @@ class DeliveryStatus(str, enum.Enum):
     PENDING = "pending"
     DELIVERED = "delivered"
     DEAD_LETTERED = "dead_lettered"
+    SUPERSEDED = "superseded"
+    """Not delivered because a later change of the same rule and user exists (attribute actions only)."""
+
+    @property
+    def settled(self) -> bool:
+        return self is not DeliveryStatus.PENDING
+
+
+def pending_shard(key: str) -> str:
+    """The entry's `pending_shard`: a stable hash of its key (never Python's per-process `hash`)."""
+    digest = hashlib.blake2b(key.encode("utf-8"), digest_size=4).digest()
+    return str(int.from_bytes(digest, "big") % PENDING_SHARDS)
+
+
+def qualification_key(rule_id: str, user_id: str, sequence: int) -> str:
+    return f"{rule_id}#{user_id}#{sequence}"
+
+
+def exit_key(rule_id: str, user_id: str, sequence: int) -> str:
+    """The exit ending qualification `sequence`."""
+    return f"{rule_id}#{user_id}#{EXIT_MARK}#{sequence}"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class ChangePosition:
+    """Where a change sits in its (rule, user)'s history: qualification n, then exit n, then qualification n+1."""
+
+    sequence: int
+    exit: bool
+
+    def key(self, rule_id: str, user_id: str) -> str:
+        return (exit_key if self.exit else qualification_key)(rule_id, user_id, self.sequence)
+
+    def successors(self) -> tuple[ChangePosition, ...]:
+        """The changes that can directly follow this one (an exit, or for an exit the next qualification)."""
+        following = ChangePosition(self.sequence + 1, False)
+        return (following,) if self.exit else (ChangePosition(self.sequence, True), following)
+
+    @classmethod
+    def of(cls, key: str, rule_id: str, user_id: str) -> ChangePosition | None:
+        """The position a key names, None when it is not one of this (rule, user)'s change keys."""
+        prefix = f"{rule_id}#{user_id}#"
+        if not key.startswith(prefix):
+            return None
+        rest = key[len(prefix):]
+        exit_prefix = f"{EXIT_MARK}#"
+        is_exit = rest.startswith(exit_prefix)
+        number = rest[len(exit_prefix):] if is_exit else rest
+        return cls(int(number), is_exit) if number.isdigit() else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -81,10 +157,15 @@ class OutboxEntry:
         return {
             PARTITION_KEY: self.key, "change": self.change.value, "rule_id": self.rule_id,
             "user_id": self.user_id, "action": self.action.value, "name": self.name, "value": self.value,
-            "event_id": self.event_id, "event_time_ms": self.event_time_ms, "created_ms": self.created_ms,
-            "status": DeliveryStatus.PENDING.value,
+            "event_id": self.event_id, "event_time_ms": self.event_time_ms, CREATED_MS: self.created_ms,
+            "status": DeliveryStatus.PENDING.value, PENDING_SHARD: pending_shard(self.key),
             TTL_ATTRIBUTE: self.created_ms // 1000 + OUTBOX_RETENTION_DAYS * 86_400,
         }
+
+    @property
+    def position(self) -> ChangePosition | None:
+        """Where this change sits in its (rule, user)'s history (None for a key of another shape)."""
+        return ChangePosition.of(self.key, self.rule_id, self.user_id)
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any]) -> "OutboxEntry":
@@ -93,3 +174,42 @@ class OutboxEntry:
                    value=None if item.get("value") is None else str(item["value"]),
                    event_id=str(item.get("event_id") or ""), event_time_ms=int(item["event_time_ms"]),
                    created_ms=int(item["created_ms"]))
+
+
+def create_local_tables(client: Any, settings: Any) -> None:
+    """Create both tables with the layout the rules functions expect — for local tools and tests (moto);
+    `settings` names them (`counters_table`, `outbox_table`, as `StoreSettings` does); the stack defines the
+    real ones the same way (components/rule_engine.py): key `pk` (S); the counters table's sparse GSI `sweep`
+    on `sweep_day` (S) and `pk`, projecting ALL; the outbox's (`create_local_outbox_table`); TTL `expires_at`
+    on both."""
+    string = "S"
+    client.create_table(
+        TableName=settings.counters_table, BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": PARTITION_KEY, "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": PARTITION_KEY, "AttributeType": string},
+                              {"AttributeName": SWEEP_DAY, "AttributeType": string}],
+        GlobalSecondaryIndexes=[{"IndexName": SWEEP_INDEX, "Projection": {"ProjectionType": "ALL"},
+                                 "KeySchema": [{"AttributeName": SWEEP_DAY, "KeyType": "HASH"},
+                                               {"AttributeName": PARTITION_KEY, "KeyType": "RANGE"}]}],
+    )
+    client.update_time_to_live(TableName=settings.counters_table,
+                               TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE})
+    create_local_outbox_table(client, settings.outbox_table)
+
+
+def create_local_outbox_table(client: Any, table_name: str) -> None:
+    """The outbox table alone: key `pk` (S); the sparse GSI `pending` on `pending_shard` (S) and
+    `created_ms` (N), projecting ALL (the reconciler re-dispatches straight from the index); TTL
+    `expires_at`. Streams are not created: moto cannot serve them to a consumer (tests feed records)."""
+    client.create_table(
+        TableName=table_name, BillingMode="PAY_PER_REQUEST",
+        KeySchema=[{"AttributeName": PARTITION_KEY, "KeyType": "HASH"}],
+        AttributeDefinitions=[{"AttributeName": PARTITION_KEY, "AttributeType": "S"},
+                              {"AttributeName": PENDING_SHARD, "AttributeType": "S"},
+                              {"AttributeName": CREATED_MS, "AttributeType": "N"}],
+        GlobalSecondaryIndexes=[{"IndexName": PENDING_INDEX, "Projection": {"ProjectionType": "ALL"},
+                                 "KeySchema": [{"AttributeName": PENDING_SHARD, "KeyType": "HASH"},
+                                               {"AttributeName": CREATED_MS, "KeyType": "RANGE"}]}],
+    )
+    client.update_time_to_live(TableName=table_name,
+                               TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE})

@@ -20,7 +20,7 @@ from typing import Any, Callable, Mapping, Protocol
 from aws_lambda_powertools import Logger
 from botocore.exceptions import BotoCoreError, ClientError
 
-from functions.rules.sheet import RuleSet
+from functions.rules.model import RuleSet
 
 logger = Logger()
 

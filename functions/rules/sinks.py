@@ -30,7 +30,7 @@ from typing import Any, Iterator, Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 
 from functions.rules.outbox import Change, OutboxEntry
-from functions.rules.sheet import READY, ActionKind
+from functions.rules.model import READY, ActionKind
 
 EVENT_SOURCE = "engagement-loop.rules"
 DETAIL_TYPES = {Change.QUALIFIED: "RuleQualified", Change.EXITED: "RuleExited"}

@@ -21,20 +21,18 @@ Requests go through a low-level boto3 `dynamodb` client, so that they can be cou
 
 from __future__ import annotations
 
-import enum
-import hashlib
-import json
 import time
 from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from aws_lambda_powertools import Logger
-from boto3.dynamodb.types import TypeDeserializer, TypeSerializer
 from botocore.exceptions import ClientError
 
 from functions.events.canonical import CanonicalEvent
 from functions.rules.evaluate import DAY_MS, Qualification, RuleState, apply_events, event_day, next_exit_day
+from functions.rules.activation import RuleActivations
+from functions.rules.dynamo import error_code, from_attributes, to_attributes
 from functions.rules.outbox import (
     OUTBOX_RETENTION_DAYS,
     PARTITION_KEY,
@@ -43,10 +41,9 @@ from functions.rules.outbox import (
     TTL_ATTRIBUTE,
     OutboxEntry,
     counter_key,
-    meta_key,
 )
 from functions.rules.rules_source import Env
-from functions.rules.sheet import Rule, RuleType
+from functions.rules.model import Rule, RuleType
 
 logger = Logger()
 
@@ -63,19 +60,6 @@ MAX_OUTBOX_PER_WRITE = 99
 
 _DAY_SECONDS = 86_400
 _EPOCH = date(1970, 1, 1)
-_serializer, _deserializer = TypeSerializer(), TypeDeserializer()
-
-
-def _attributes(item: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: _serializer.serialize(value) for name, value in item.items()}
-
-
-def _plain(attributes: Mapping[str, Any]) -> dict[str, Any]:
-    return {name: _deserializer.deserialize(value) for name, value in attributes.items()}
-
-
-def _error_code(error: ClientError) -> str:
-    return error.response.get("Error", {}).get("Code", "")
 
 
 def _day_start_seconds(day: date) -> int:
@@ -89,12 +73,6 @@ def counting_closes_ms(rule: Rule) -> int | None:
     if rule.finish_date is None:
         return None
     return (_day_start_seconds(rule.finish_date) + (1 + DATE_RULE_GRACE_DAYS) * _DAY_SECONDS) * 1000
-
-
-def rule_fingerprint(rule: Rule) -> str:
-    """A hash of what the rule does, to notice a rule whose content changed under the same RuleId."""
-    text = json.dumps(rule.to_dict(), sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -272,50 +250,6 @@ class _GroupStep:
         )
 
 
-class BackfillStatus(str, enum.Enum):
-    """Whether a rule's backfill still has to run (or finish)."""
-
-    PENDING = "pending"
-    DONE = "done"
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class RuleMeta:
-    """A date or window rule's activation and backfill progress (item `meta#<rule_id>`).
-
-    The aggregator counts the rule's events that arrived at or after `activation_ms`; the backfill counts
-    those that arrived before it, from the lake, once.
-    """
-
-    rule_id: str
-    activation_ms: int
-    fingerprint: str
-    status: BackfillStatus = BackfillStatus.PENDING
-    query_id: str | None = None
-    """The backfill's running Athena query, so a later run picks it up instead of starting another."""
-    resume_after: str | None = None
-    """Users up to this id (in the query's order) are merged already."""
-    users: int = 0
-    events: int = 0
-    qualified: int = 0
-    error: str | None = None
-    version: int = 1
-
-    def to_item(self) -> dict[str, Any]:
-        return {PARTITION_KEY: meta_key(self.rule_id), "rule_id": self.rule_id, "activation_ms": self.activation_ms,
-                "fingerprint": self.fingerprint, "backfill": self.status.value, "query_id": self.query_id,
-                "resume_after": self.resume_after, "users": self.users, "events": self.events,
-                "qualified": self.qualified, "error": self.error, "version": self.version}
-
-    @classmethod
-    def from_item(cls, item: Mapping[str, Any]) -> RuleMeta:
-        return cls(rule_id=str(item["rule_id"]), activation_ms=int(item["activation_ms"]),
-                   fingerprint=str(item.get("fingerprint") or ""), status=BackfillStatus(item["backfill"]),
-                   query_id=item.get("query_id"), resume_after=item.get("resume_after"),
-                   users=int(item.get("users", 0)), events=int(item.get("events", 0)),
-                   qualified=int(item.get("qualified", 0)), error=item.get("error"), version=int(item["version"]))
-
-
 Step = Callable[[CounterItem], "Write | None"]
 
 
@@ -325,6 +259,7 @@ class CounterStore:
     def __init__(self, client: Any, settings: StoreSettings, *, clock: Callable[[], float] = time.time,
                  max_attempts: int = MAX_ATTEMPTS) -> None:
         self._client, self._settings, self._clock, self._max_attempts = client, settings, clock, max_attempts
+        self.activations = RuleActivations(client, settings.counters_table)
 
     def now_ms(self) -> int:
         return int(self._clock() * 1000)
@@ -335,7 +270,7 @@ class CounterStore:
         response = self._client.get_item(TableName=self._settings.counters_table,
                                          Key={PARTITION_KEY: {"S": counter_key(rule_id, user_id)}}, ConsistentRead=True)
         item = response.get("Item")
-        return CounterItem.from_item(_plain(item)) if item else CounterItem(rule_id=rule_id, user_id=user_id)
+        return CounterItem.from_item(from_attributes(item)) if item else CounterItem(rule_id=rule_id, user_id=user_id)
 
     def apply(self, rule: Rule, user_id: str, deliveries: Sequence[Delivery]) -> GroupResult:
         """Apply one user's deliveries for one rule (stream order) with one read and one write (more only
@@ -381,7 +316,7 @@ class CounterStore:
         )
         for page in pages:
             for raw in page.get("Items", []):
-                yield CounterItem.from_item(_plain(raw))
+                yield CounterItem.from_item(from_attributes(raw))
 
     def _commit(self, rule: Rule, item: CounterItem, write: Write) -> None:
         now_ms = self.now_ms()
@@ -398,7 +333,7 @@ class CounterStore:
             sweep_day=next_exit_day(rule, write.state, from_day=sweep_from), expires_at=expires_at,
             backfilled=item.backfilled or write.backfilled,
         )
-        put: dict[str, Any] = {"TableName": self._settings.counters_table, "Item": _attributes(stored.to_item())}
+        put: dict[str, Any] = {"TableName": self._settings.counters_table, "Item": to_attributes(stored.to_item())}
         if item.version == 0:
             put |= {"ConditionExpression": "attribute_not_exists(#pk)",
                     "ExpressionAttributeNames": {"#pk": PARTITION_KEY}}
@@ -412,13 +347,13 @@ class CounterStore:
                     self._client.put_item(**put)
                 else:
                     self._client.transact_write_items(TransactItems=[{"Put": put}, *(
-                        {"Put": {"TableName": self._settings.outbox_table, "Item": _attributes(entry.to_item()),
+                        {"Put": {"TableName": self._settings.outbox_table, "Item": to_attributes(entry.to_item()),
                                  "ConditionExpression": "attribute_not_exists(#pk)",
                                  "ExpressionAttributeNames": {"#pk": PARTITION_KEY}}}
                         for entry in entries)])
                 return
             except ClientError as error:
-                code = _error_code(error)
+                code = error_code(error)
                 if code == "ConditionalCheckFailedException":
                     raise _Conflict() from error
                 if code != "TransactionCanceledException":
@@ -445,69 +380,3 @@ class CounterStore:
             last_day = state.window_end or event_day(now_ms)
             return _day_start_seconds(last_day) + (rule.window_days + WINDOW_TTL_SLACK_DAYS) * _DAY_SECONDS
         return now_ms // 1000 + self._settings.counter_ttl_days * _DAY_SECONDS
-
-    # -- rule activation -----------------------------------------------------------------------------
-
-    def ensure_meta(self, rule: Rule, activation_ms: int) -> RuleMeta:
-        """The rule's activation record, created with `activation_ms` if it has none (first writer wins)."""
-        meta = RuleMeta(rule_id=rule.rule_id, activation_ms=activation_ms, fingerprint=rule_fingerprint(rule))
-        try:
-            self._client.put_item(TableName=self._settings.counters_table, Item=_attributes(meta.to_item()),
-                                  ConditionExpression="attribute_not_exists(#pk)",
-                                  ExpressionAttributeNames={"#pk": PARTITION_KEY},
-                                  ReturnValuesOnConditionCheckFailure="ALL_OLD")
-            return meta
-        except ClientError as error:
-            if _error_code(error) != "ConditionalCheckFailedException":
-                raise
-            old = error.response.get("Item")
-        existing = RuleMeta.from_item(_plain(old)) if old else self.read_meta(rule.rule_id)
-        assert existing is not None
-        if existing.fingerprint != meta.fingerprint:
-            logger.warning("rule changed under the same RuleId: its counters, activation and backfill are kept; "
-                           "give the changed rule a new RuleId to start it afresh", extra={"rule_id": rule.rule_id})
-        return existing
-
-    def read_meta(self, rule_id: str) -> RuleMeta | None:
-        response = self._client.get_item(TableName=self._settings.counters_table,
-                                         Key={PARTITION_KEY: {"S": meta_key(rule_id)}}, ConsistentRead=True)
-        item = response.get("Item")
-        return RuleMeta.from_item(_plain(item)) if item else None
-
-    def save_meta(self, meta: RuleMeta) -> RuleMeta | None:
-        """Store `meta` (read at `meta.version`); None if it changed meanwhile."""
-        stored = replace(meta, version=meta.version + 1)
-        try:
-            self._client.put_item(TableName=self._settings.counters_table, Item=_attributes(stored.to_item()),
-                                  ConditionExpression="#version = :version",
-                                  ExpressionAttributeNames={"#version": "version"},
-                                  ExpressionAttributeValues={":version": {"N": str(meta.version)}})
-        except ClientError as error:
-            if _error_code(error) == "ConditionalCheckFailedException":
-                return None
-            raise
-        return stored
-
-
-def create_local_tables(client: Any, settings: StoreSettings) -> None:
-    """Create both tables with the layout the store expects — for local tools and tests (moto); the stack
-    defines the real ones the same way: key `pk` (S); the counters table's sparse GSI `sweep` on `sweep_day`
-    (S) and `pk`, projecting ALL; TTL `expires_at` on both."""
-    string = "S"
-    client.create_table(
-        TableName=settings.counters_table, BillingMode="PAY_PER_REQUEST",
-        KeySchema=[{"AttributeName": PARTITION_KEY, "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": PARTITION_KEY, "AttributeType": string},
-                              {"AttributeName": SWEEP_DAY, "AttributeType": string}],
-        GlobalSecondaryIndexes=[{"IndexName": SWEEP_INDEX, "Projection": {"ProjectionType": "ALL"},
-                                 "KeySchema": [{"AttributeName": SWEEP_DAY, "KeyType": "HASH"},
-                                               {"AttributeName": PARTITION_KEY, "KeyType": "RANGE"}]}],
-    )
-    client.create_table(
-        TableName=settings.outbox_table, BillingMode="PAY_PER_REQUEST",
-        KeySchema=[{"AttributeName": PARTITION_KEY, "KeyType": "HASH"}],
-        AttributeDefinitions=[{"AttributeName": PARTITION_KEY, "AttributeType": string}],
-    )
-    for table in (settings.counters_table, settings.outbox_table):
-        client.update_time_to_live(TableName=table, TimeToLiveSpecification={"Enabled": True,
-                                                                             "AttributeName": TTL_ATTRIBUTE})

@@ -34,7 +34,7 @@ from functions.rules.aggregator import publish_counts
 from functions.rules.evaluate import apply_exit, event_day, exit_check
 from functions.rules.outbox import Change, OutboxEntry
 from functions.rules.rules_source import Env, RulesSettings, RulesSource, S3RulesSource
-from functions.rules.sheet import ActionKind, Rule, RuleSet
+from functions.rules.model import ActionKind, Rule, RuleSet
 from functions.rules.store import CounterItem, CounterStore, StoreSettings, Write
 
 logger = Logger()

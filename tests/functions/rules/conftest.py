@@ -22,8 +22,9 @@ from functions.retraining.lake import duckdb_sql
 from functions.rules import aggregator, backfill, sweeper
 from functions.rules.backfill import QueryState
 from functions.rules.outbox import OutboxEntry
-from functions.rules.sheet import RuleSet
-from functions.rules.store import CounterItem, CounterStore, Delivery, StoreSettings, create_local_tables
+from functions.rules.model import RuleSet
+from functions.rules.store import CounterItem, CounterStore, Delivery, StoreSettings
+from functions.rules.outbox import create_local_tables
 from cli.lambda_context import LocalLambdaContext
 
 REGION = "us-east-1"

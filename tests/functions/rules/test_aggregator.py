@@ -20,7 +20,7 @@ from functions.rules.aggregator import (
     lambda_handler,
 )
 from functions.rules.rules_source import S3RulesSource
-from functions.rules.sheet import CountCondition, Operator, Rule, RuleSet, RuleType
+from functions.rules.model import CountCondition, Operator, Rule, RuleSet, RuleType
 from tests.functions.rules.conftest import RULES_BUCKET, RULES_KEY, STREAM_ARN, Clock
 
 FIRST_SEQUENCE = 49_000_000_000_000_000_000

@@ -27,8 +27,10 @@ from functions.rules.backfill import (
     lambda_handler,
 )
 from functions.rules.evaluate import window_totals
-from functions.rules.sheet import AttributeFilter, CountCondition, Operator, Rule, RuleSet, RuleType, SumCondition
-from functions.rules.store import BackfillStatus, CounterStore, StoreSettings, create_local_tables
+from functions.rules.model import AttributeFilter, CountCondition, Operator, Rule, RuleSet, RuleType, SumCondition
+from functions.rules.activation import BackfillStatus
+from functions.rules.store import CounterStore, StoreSettings
+from functions.rules.outbox import create_local_tables
 from tests.functions.rules.conftest import NO_RETRIES, Clock, DuckDbLake, make_deliveries, make_event, ms
 
 AT_LEAST = Operator.AT_LEAST
@@ -135,7 +137,7 @@ def test_backfill_plus_stream_equals_counting_everything_at_once(aws, lake, cloc
     assert set(by_backfill) == {"nov#u1#1", "nov#u3#1", "week#u1#1", "week#u2#1"}
     assert all(entry.event_time_ms == ACTIVATION_MS for entry in by_backfill.values())
 
-    nov, week = job._store.read_meta("nov"), job._store.read_meta("week")
+    nov, week = job._store.activations.read("nov"), job._store.activations.read("week")
     assert (nov.status, nov.users, nov.events, nov.qualified) == (BackfillStatus.DONE, 3, 7, 2)
     assert (week.status, week.users, week.events, week.qualified) == (BackfillStatus.DONE, 3, 5, 2)
     # The producer's copy (h4) counted once, the late day (h5 arrived on Nov 19) in its own event day:
@@ -185,7 +187,7 @@ def test_a_run_out_of_time_saves_its_place_and_the_next_carries_on(aws, lake, cl
     job, counts = stream_and_backfill(aws, lake, events, clock, time_left_ms=lambda: next(budget))
     assert counts[BackfillCount.RULES_DONE] == 0 and 0 < counts[BackfillCount.USERS] < 30
     first_part = counts[BackfillCount.USERS]
-    saved = job._store.read_meta("nov")
+    saved = job._store.activations.read("nov")
     assert saved.status is BackfillStatus.PENDING and saved.resume_after == f"user{first_part - 1:02d}"
 
     counts = job.run(RULES, time_left_ms=lambda: 900_000)
@@ -200,7 +202,7 @@ def test_a_failed_query_is_started_again_by_the_next_run(aws, lake, clock):
     corrupt(lake, "2026-11-15")  # inside both ranges
     job, counts = stream_and_backfill(aws, lake, history(), clock)
     assert counts[BackfillCount.QUERIES_FAILED] == 2
-    meta = job._store.read_meta("week")
+    meta = job._store.activations.read("week")
     assert meta.status is BackfillStatus.PENDING and meta.query_id is None and "FAILED" in meta.error
     (lake.root / "events" / "dt=2026-11-15" / "part-9.parquet").unlink()
     assert job.run(RULES, time_left_ms=lambda: 900_000)[BackfillCount.RULES_DONE] == 2
@@ -213,7 +215,7 @@ def test_a_date_rule_activated_before_it_starts_has_nothing_to_backfill(aws, lak
     assert backfill_days(december, ACTIVATION_MS) is None
     clock.set("2026-11-20T13:00:00")
     store = aws.store(clock)
-    store.ensure_meta(december, ACTIVATION_MS)
+    store.activations.ensure(december, ACTIVATION_MS)
     counts = make_backfill(store, lake).run(RuleSet((december,)), time_left_ms=lambda: 900_000)
     assert counts[BackfillCount.RULES_DONE] == 1 and lake.sql == []
 
@@ -233,8 +235,8 @@ def test_the_handler_runs_with_the_published_rules(aws, lake, clock, monkeypatch
     write_lake(history(), lake.root)
     clock.set("2026-11-20T12:30:00")
     store = aws.store(clock)
-    store.ensure_meta(NOV, ACTIVATION_MS)
-    store.ensure_meta(WEEK, ACTIVATION_MS)
+    store.activations.ensure(NOV, ACTIVATION_MS)
+    store.activations.ensure(WEEK, ACTIVATION_MS)
     monkeypatch.setattr(backfill_module, "_backfill", lambda: make_backfill(store, lake))
     result = lambda_handler({}, context)
     assert result["BackfillRulesDone"] == 2 and result["BackfillUsers"] == 6

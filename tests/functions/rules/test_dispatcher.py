@@ -28,7 +28,7 @@ from functions.rules.dispatcher import (
     dispatch,
 )
 from functions.rules.outbox import Change, DeliveryStatus, OutboxEntry
-from functions.rules.sheet import ActionKind
+from functions.rules.model import ActionKind
 from functions.rules.sinks import EventBridgeSink, PinpointSink, SinkError
 from cli.lambda_context import LocalLambdaContext
 from tests.functions.rules.dispatcher_aws import create_dispatcher_aws

@@ -14,7 +14,7 @@ from moto import mock_aws
 from cli.__main__ import build_parser
 from functions.rules.dispatcher import DeadLetter
 from functions.rules.outbox import Change, OutboxEntry
-from functions.rules.sheet import ActionKind
+from functions.rules.model import ActionKind
 from tests.functions.rules.dispatcher_aws import create_dispatcher_aws
 
 REGION = "us-east-1"

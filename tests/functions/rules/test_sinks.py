@@ -14,7 +14,7 @@ from botocore.stub import Stubber
 from moto import mock_aws
 
 from functions.rules.outbox import Change, OutboxEntry
-from functions.rules.sheet import ActionKind
+from functions.rules.model import ActionKind
 from functions.rules.sinks import CustomerProfilesSink, EventBridgeSink, PinpointSink, SinkError
 
 REGION = "us-east-1"

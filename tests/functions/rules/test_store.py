@@ -15,18 +15,10 @@ from botocore.exceptions import ClientError
 from functions.rules.aggregator import Aggregator, Count
 from functions.rules.evaluate import RuleState
 from functions.rules.outbox import Change
-from functions.rules.sheet import CountCondition, Operator, Rule, RuleSet, RuleType, SumCondition
-from functions.rules.store import (
-    SEEN_MAX_ENTRIES,
-    BackfillStatus,
-    CounterStore,
-    Delivery,
-    StoreConflict,
-    StoreSettings,
-    Write,
-    create_local_tables,
-    remember,
-)
+from functions.rules.model import CountCondition, Operator, Rule, RuleSet, RuleType, SumCondition
+from functions.rules.store import SEEN_MAX_ENTRIES, CounterStore, Delivery, StoreConflict, StoreSettings, Write, remember
+from functions.rules.activation import BackfillStatus
+from functions.rules.outbox import create_local_tables
 from tests.functions.rules.conftest import SETTINGS, Clock, _plain, make_deliveries, make_event, ms
 
 DAY = 86_400
@@ -235,17 +227,17 @@ def test_a_sweep_day_already_past_is_today_and_one_not_qualified_is_removed(aws,
 def test_the_first_activation_wins_and_a_changed_rule_under_the_same_id_keeps_it(aws, clock):
     dated = rule(rule_type=RuleType.DATE, start_date=date(2026, 11, 1), finish_date=date(2026, 11, 30))
     store = aws.store(clock)
-    first = store.ensure_meta(dated, 1_000)
+    first = store.activations.ensure(dated, 1_000)
     assert (first.activation_ms, first.status) == (1_000, BackfillStatus.PENDING)
     changed = rule(rule_type=RuleType.DATE, start_date=date(2026, 11, 2), finish_date=date(2026, 11, 30))
-    again = store.ensure_meta(changed, 2_000)
+    again = store.activations.ensure(changed, 2_000)
     assert again.activation_ms == 1_000 and again.fingerprint == first.fingerprint
     assert aws.calls == Counter({"PutItem": 2})  # the existing record comes back with the refusal
 
-    saved = store.save_meta(first)
+    saved = store.activations.save(first)
     assert saved is not None and saved.version == 2
-    assert store.save_meta(first) is None  # stale
-    assert store.read_meta("r1") == saved
+    assert store.activations.save(first) is None  # stale
+    assert store.activations.read("r1") == saved
 
 
 # --- the function dies between two groups' writes, and Lambda redelivers the batch ------------------

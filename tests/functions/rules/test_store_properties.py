@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from functions.rules.aggregator import Aggregator
-from functions.rules.store import CounterStore, StoreSettings, create_local_tables
+from functions.rules.store import CounterStore, StoreSettings
+from functions.rules.outbox import create_local_tables
 from tests.functions.rules.conftest import make_deliveries
 from tests.unit.rules.test_rules_properties import rule_sets, streams
 
@@ -24,7 +25,7 @@ def fresh_store(aws, rules) -> CounterStore:
     create_local_tables(aws.inspect, settings)
     store = CounterStore(aws.inspect, settings, clock=lambda: 1_800_000_000.0)
     for rule in rules:
-        store.ensure_meta(rule, 0)  # the streams' events arrive at 0: active from the start
+        store.activations.ensure(rule, 0)  # the streams' events arrive at 0: active from the start
     return store
 
 

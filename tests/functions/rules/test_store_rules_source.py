@@ -8,7 +8,7 @@ import boto3
 import pytest
 
 from functions.rules.rules_source import Env, RulesSettings, RulesUnavailable, S3RulesSource, StaticRules
-from functions.rules.sheet import CountCondition, Operator, Rule, RuleSet, RuleType
+from functions.rules.model import CountCondition, Operator, Rule, RuleSet, RuleType
 from tests.functions.rules.conftest import REGION, RULES_BUCKET, RULES_KEY
 
 V1 = RuleSet((Rule(rule_id="r1", rule_type=RuleType.AGGREGATOR, event_name="purchase",

@@ -11,7 +11,7 @@ import pytest
 
 from functions.rules import sweeper
 from functions.rules.outbox import Change
-from functions.rules.sheet import ActionKind, CountCondition, Operator, Rule, RuleSet, RuleType
+from functions.rules.model import ActionKind, CountCondition, Operator, Rule, RuleSet, RuleType
 from functions.rules.sweeper import SweepCount, SweeperSettings, lambda_handler, sweep
 from tests.functions.rules.conftest import make_deliveries, make_event, ms
 

@@ -22,15 +22,7 @@ from functions.rules.evaluate import (
     window_totals,
     without_user,
 )
-from functions.rules.sheet import (
-    ActionKind,
-    AttributeFilter,
-    CountCondition,
-    Operator,
-    Rule,
-    RuleType,
-    SumCondition,
-)
+from functions.rules.model import ActionKind, AttributeFilter, CountCondition, Operator, Rule, RuleType, SumCondition
 
 EQUAL, GREATER, AT_LEAST = Operator.EQUAL, Operator.GREATER, Operator.AT_LEAST
 

@@ -20,7 +20,7 @@ from functions.rules.evaluate import (
     exit_check,
     next_exit_day,
 )
-from functions.rules.sheet import ActionKind, CountCondition, Operator, Rule, RuleType, SumCondition
+from functions.rules.model import ActionKind, CountCondition, Operator, Rule, RuleType, SumCondition
 
 D = date(2026, 11, 10)
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

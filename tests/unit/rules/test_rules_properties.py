@@ -13,15 +13,7 @@ from hypothesis import strategies as st
 
 from functions.events.canonical import CanonicalEvent, EventSource
 from functions.rules.evaluate import Qualification, RuleState, apply_events, coalesce
-from functions.rules.sheet import (
-    AttributeFilter,
-    CountCondition,
-    Operator,
-    Rule,
-    RuleSet,
-    RuleType,
-    SumCondition,
-)
+from functions.rules.model import AttributeFilter, CountCondition, Operator, Rule, RuleSet, RuleType, SumCondition
 
 DAY_MS = 86_400_000
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)

@@ -11,19 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from functions.rules.sheet import (
-    ActionKind,
-    AttributeFilter,
-    CountCondition,
-    Operator,
-    Problem,
-    Rule,
-    RuleSet,
-    RulesSheetError,
-    RuleType,
-    SumCondition,
-    parse_rules_sheet,
-)
+from functions.rules.model import ActionKind, AttributeFilter, CountCondition, Operator, Rule, RuleSet, RuleType, SumCondition
+
+from functions.rules.sheet import Problem, RulesSheetError, parse_rules_sheet
 
 
 def parse(text: str) -> RuleSet:
