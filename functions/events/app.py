@@ -12,8 +12,10 @@ from its other fields, so it cannot be mistaken for a Pinpoint or SES record or 
      "attributes": {"str": "str"}, "metrics": {"str": 1.5}}                        # optional
 
 `user_id` is required: an app always knows its user (it is also the stream's partition key).
-`arrival_time_ms` is the Kinesis approximate arrival time given by the caller, else the event time.
-Address-looking attributes are dropped, as for every source.
+The record has no arrival stamp of its own: `normalise` sets the Kinesis approximate arrival time, else the
+event time stands in. The id is the producer's `event_id` (hashed when over-long, see `normalise`), else a
+hash of the content without any arrival time, so a producer retry of the same record is recognised.
+Address-looking attributes are dropped, as for every source. Details: docs/events.md.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ APP_SCHEMA = "engagement-loop/v1"
 """The value of `schema` that marks an app record."""
 
 
-def parse_app(record: Fields, *, arrival_time_ms: int | None) -> CanonicalEvent:
+def parse_app(record: Fields) -> CanonicalEvent:
     """Map one app record (already known to carry the schema marker); raises `FieldError` if malformed."""
     event_type = record.text("event_type")
     if record.has("event_time_ms") and record.has("event_time"):
@@ -53,7 +55,7 @@ def parse_app(record: Fields, *, arrival_time_ms: int | None) -> CanonicalEvent:
         source=EventSource.APP,
         event_type=event_type,
         event_time_ms=event_time_ms,
-        arrival_time_ms=event_time_ms if arrival_time_ms is None else arrival_time_ms,
+        arrival_time_ms=event_time_ms,
         user_id=user_id,
         endpoint_id=endpoint_id,
         campaign_id=campaign_id,

@@ -100,7 +100,7 @@ class CanonicalEvent:
         return row
 
     def to_json(self) -> str:
-        # Key order is kept: a sum rule without MetricName uses the record's *first* metric (ARCHITECTURE §5).
+        # Key order is kept: a sum rule without MetricName uses the record's *first* metric (docs/events.md, "Metrics").
         return json.dumps(self.to_json_dict(), ensure_ascii=False, separators=(",", ":"))
 
     @classmethod

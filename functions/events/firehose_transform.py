@@ -1,6 +1,7 @@
 """Firehose data-transformation Lambda: raw Kinesis records → canonical JSON lines for the S3 lake.
 
-Firehose reads the Kinesis stream and hands each record's bytes (base64) to this function. A record that
+Firehose reads the Kinesis stream and hands each record's bytes (base64) to this function, with the time the
+record reached Kinesis, which becomes its `arrival_time_ms` whatever the source. A record that
 normalises becomes one canonical JSON line with partition key `dt` = its arrival date, which Firehose's
 dynamic partitioning turns into `events/dt=YYYY-MM-DD/`. A record that does not is returned as
 `ProcessingFailed` with data `{"reason": …, "raw_base64": <original data>}`, and the reason is logged
@@ -32,9 +33,9 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from functions.events.consumer_settings import ConsumerSettings
 from functions.events.canonical import LAKE_PARTITION_KEY, CanonicalEvent, Rejected
 from functions.events.normalise import normalise
+from functions.events.parsing import FieldError, iso_to_ms
 
 logger = Logger()
-
 
 
 @functools.cache
@@ -75,14 +76,33 @@ def _normalise_record(record: KinesisFirehoseRecord, settings: ConsumerSettings)
         raw = base64.b64decode(record.data, validate=True)
     except (binascii.Error, ValueError):
         return Rejected("record data is not base64")
-    # The Kinesis arrival time, as the stream's other consumers see it; Firehose's own is a fallback.
-    kinesis = record.metadata
-    arrival_time_ms = kinesis.approximate_arrival_timestamp if kinesis else record.approximate_arrival_timestamp
+    arrival_time_ms = _kinesis_arrival_ms(record)
     try:
         return normalise(raw, identity_mode=settings.identity_mode, arrival_time_ms=arrival_time_ms)
     except Exception:  # a bug must cost one record, not the whole batch; the record keeps its data for replay
         logger.exception("normalise raised", extra={"record_id": record.record_id})
         return Rejected("internal error while normalising (a bug: see the function's log)")
+
+
+def _kinesis_arrival_ms(record: KinesisFirehoseRecord) -> int:
+    """When the record reached the Kinesis stream, the one arrival clock of every consumer (docs/events.md).
+
+    With a Kinesis stream as source Firehose passes it as `kinesisRecordMetadata.approximateArrivalTimestamp`;
+    the record's own `approximateArrivalTimestamp` is when Firehose got it, the only time for a Direct PUT
+    (https://docs.aws.amazon.com/firehose/latest/dev/data-transformation.html). Lambda's sample event shows
+    the Kinesis one as an ISO string (https://docs.aws.amazon.com/lambda/latest/dg/services-kinesisfirehose.html)
+    while Firehose sends epoch milliseconds: both are read.
+    """
+    kinesis = record.metadata
+    value = kinesis.approximate_arrival_timestamp if kinesis else None
+    if isinstance(value, str):
+        try:
+            return iso_to_ms(value.replace("Z", "+00:00"), "kinesisRecordMetadata.approximateArrivalTimestamp")
+        except FieldError:
+            value = None
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    return int(record.approximate_arrival_timestamp)
 
 
 @logger.inject_lambda_context

@@ -6,17 +6,27 @@ The source is recognised by shape, most explicit marker first:
 - SES:      `"source": "aws.ses"` (the EventBridge envelope);
 - Pinpoint: `event_type` and `event_timestamp` (Pinpoint's own field names).
 
+Every source then gets the same finishing (docs/events.md, "Clocks" and "Bounds"):
+
+- `arrival_time_ms` is the Kinesis approximate arrival time when the caller gives it, for every source; the
+  record's own stamp (Pinpoint `arrival_timestamp`, the EventBridge envelope's `time`, an app record's event
+  time) stands in only when it is not given (local tools reading files);
+- an event time ahead of the arrival time counts as the arrival time (device clocks run fast);
+- ids that become keys are bounded: an over-long user, endpoint, campaign, journey or item id is a
+  `Rejected`, an over-long event id is replaced by its hash.
+
 Whatever the input, `normalise` returns; it never raises.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 from functions.events.app import APP_SCHEMA, parse_app
-from functions.events.canonical import EventSource, IdentityMode, ParseResult, Rejected
-from functions.events.parsing import FieldError, Fields, kind_of, show
+from functions.events.canonical import CanonicalEvent, EventSource, IdentityMode, ParseResult, Rejected
+from functions.events.parsing import FieldError, Fields, check_id, hashed_event_id, kind_of, show
 from functions.events.pinpoint import parse_pinpoint
 from functions.events.ses import parse_ses
 
@@ -24,8 +34,8 @@ from functions.events.ses import parse_ses
 def normalise(raw: bytes | str, *, identity_mode: IdentityMode, arrival_time_ms: int | None = None) -> ParseResult:
     """Decode, parse and map one record.
 
-    `arrival_time_ms` is when the record reached the stream (Kinesis' approximate arrival time); only app
-    records use it, since Pinpoint and SES records carry their own.
+    `arrival_time_ms` is when the record reached the stream (Kinesis' approximate arrival time, in Unix
+    milliseconds); without it the record's own arrival stamp is used.
     """
     if isinstance(raw, (bytes, bytearray, memoryview)):
         try:
@@ -46,12 +56,27 @@ def normalise(raw: bytes | str, *, identity_mode: IdentityMode, arrival_time_ms:
     record = Fields(document)
     try:
         if source is EventSource.APP:
-            return parse_app(record, arrival_time_ms=arrival_time_ms)
-        if source is EventSource.SES:
-            return parse_ses(record, identity_mode=identity_mode)
-        return parse_pinpoint(record, identity_mode=identity_mode)
+            event = parse_app(record)
+        elif source is EventSource.SES:
+            event = parse_ses(record, identity_mode=identity_mode)
+        else:
+            event = parse_pinpoint(record, identity_mode=identity_mode)
+        return _finish(event, arrival_time_ms)
     except FieldError as error:
         return Rejected(f"{_LABELS[source]}: {error}")
+
+
+def _finish(event: CanonicalEvent, kinesis_arrival_ms: int | None) -> CanonicalEvent:
+    """One clock for arrival, the clamp of fast clocks and the bounds, the same for every source."""
+    for name in ("user_id", "endpoint_id", "campaign_id", "journey_id", "item_id"):
+        check_id(name, getattr(event, name))
+    arrival_time_ms = event.arrival_time_ms if kinesis_arrival_ms is None else kinesis_arrival_ms
+    return dataclasses.replace(
+        event,
+        event_id=hashed_event_id(event.event_id),
+        arrival_time_ms=arrival_time_ms,
+        event_time_ms=min(event.event_time_ms, arrival_time_ms),
+    )
 
 
 _LABELS = {EventSource.APP: "app record", EventSource.SES: "SES event", EventSource.PINPOINT: "Pinpoint record"}

@@ -21,6 +21,19 @@ MAX_ENTRIES = 100
 MAX_VALUE_CHARS = 1_000
 """Longest attribute value accepted."""
 
+MAX_NAME_CHARS = 256
+"""Longest attribute or metric name accepted."""
+
+MAX_ID_BYTES = 256
+"""Longest user, endpoint, campaign, journey or item id accepted, in UTF-8 bytes; a longer one rejects the
+record. The user id becomes the rules engine's DynamoDB partition key `<rule_id>#<user_id>` (at most 2048
+bytes: https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html) and the item id a
+Personalize ITEM_ID; 256 leaves room for the rule id and matches Kinesis' partition key limit. docs/events.md."""
+
+MAX_EVENT_ID_BYTES = 256
+"""Longest event id kept as given, in UTF-8 bytes; a longer producer id is replaced by `hashed_event_id`.
+Event ids are kept in the counter items' de-duplication sets (DynamoDB items hold at most 400 KB)."""
+
 # Plausible event times. The lower bound also catches Unix *seconds* sent where milliseconds belong,
 # which would otherwise land silently in January 1970.
 MIN_TIME_MS = 946_684_800_000  # 2000-01-01T00:00:00Z
@@ -95,6 +108,11 @@ def check_time_ms(value: int, path: str) -> int:
 def _check_count(entries: Mapping[str, Any], path: str) -> None:
     if len(entries) > MAX_ENTRIES:
         raise FieldError(f"field {path}: {len(entries)} entries, more than the limit of {MAX_ENTRIES}")
+    for key in entries:
+        if len(key) > MAX_NAME_CHARS:
+            raise FieldError(
+                f"field {path}: name {show(key)} is {len(key)} characters, more than the limit of {MAX_NAME_CHARS}"
+            )
 
 
 def check_attributes(attributes: Mapping[str, str], path: str) -> dict[str, str]:
@@ -189,6 +207,13 @@ class Fields:
         value = self.text(name, required=required)
         return None if value is None else iso_to_ms(value, self.path(name))
 
+    def names(self) -> list[str]:
+        return list(self._data)
+
+    def raw(self, name: str) -> Any:
+        """The field's JSON value as it is (for hashing into an id, never for copying into an event)."""
+        return self._data.get(name)
+
     def flag(self, name: str) -> bool | None:
         value = self._data.get(name)
         if value is not None and not isinstance(value, bool):
@@ -276,3 +301,22 @@ def stable_event_id(prefix: str, parts: Iterable[Any]) -> str:
     # ensure_ascii keeps the digest input plain ASCII whatever the text; sort_keys makes dicts order-free.
     content = json.dumps(list(parts), ensure_ascii=True, sort_keys=True, separators=(",", ":"))
     return prefix + hashlib.sha256(content.encode("ascii")).hexdigest()
+
+
+def utf8_length(value: str) -> int:
+    return len(value.encode("utf-8"))
+
+
+def check_id(name: str, value: str | None) -> str | None:
+    """`value` if it is within `MAX_ID_BYTES`, else a FieldError naming the field and the limit."""
+    if value is not None and (size := utf8_length(value)) > MAX_ID_BYTES:
+        raise FieldError(f"{name} {show(value, 40)} is {size} bytes of UTF-8, more than the limit of {MAX_ID_BYTES}")
+    return value
+
+
+def hashed_event_id(event_id: str) -> str:
+    """`event_id`, or for one longer than `MAX_EVENT_ID_BYTES` `"idh-"` + sha256 hex of its UTF-8 bytes:
+    deterministic, so every delivery of the record still gets the same id."""
+    if utf8_length(event_id) <= MAX_EVENT_ID_BYTES:
+        return event_id
+    return "idh-" + hashlib.sha256(event_id.encode("utf-8")).hexdigest()

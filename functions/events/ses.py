@@ -15,9 +15,15 @@ the message's. With identity mode `user_or_endpoint` a message without `user_id`
 `endpoint_id`. The other custom tags (campaign_id, journey_id and item_id included, as with Pinpoint)
 become attributes; SES's own `ses:*` tags do not (one is the sender's IP).
 
-Times: `event_time_ms` is the event-specific timestamp (e.g. when the open happened), else the send time
-`mail.timestamp`; `arrival_time_ms` is the envelope's `time`. Addresses (source, destination, headers,
-recipients, IP, user agent) are never copied; a click's `link` is kept as attribute `link`.
+Times: `event_time_ms` is the event-specific timestamp (e.g. `open.timestamp`, when the open happened), else
+the send time `mail.timestamp`; the envelope's `time` is only the fallback arrival time when no Kinesis arrival
+time is given (see `normalise`). The id hashes the message id, the SES event type, that time and the whole
+event-specific object (IP, user agent, link, recipients: hashed, never copied): two opens or clicks differ, a
+redelivery of the same SES event in a new EventBridge envelope does not. Field meanings:
+https://docs.aws.amazon.com/ses/latest/dg/event-publishing-retrieving-sns-contents.html ("Open object":
+"the date and time when the open event occurred"); details in
+docs/events.md. Addresses (source, destination, headers, recipients, IP, user agent) are never copied; a
+click's `link` is kept as attribute `link`.
 """
 
 from __future__ import annotations
@@ -110,7 +116,7 @@ def parse_ses(envelope: Fields, *, identity_mode: IdentityMode) -> CanonicalEven
         event_type = "_email.hardbounce"
     endpoint_id = tags.get("endpoint_id")
     return CanonicalEvent(
-        event_id=stable_event_id("ses-", [message_id, ses_type, event_time_ms, link]),
+        event_id=stable_event_id("ses-", [message_id, ses_type, event_time_ms, detail.raw(ses.detail_key)]),
         source=EventSource.SES,
         event_type=event_type,
         event_time_ms=event_time_ms,

@@ -101,11 +101,12 @@ def test_every_record_comes_back_once_in_order(event, output):
 @pytest.mark.parametrize(
     "index, event_type, arrival_time_ms, dt",
     [
-        (0, "_campaign.send", 1_562_109_497_494, "2019-07-02"),
-        (1, "_SMS.SUCCESS", 1_553_104_954_064, "2019-03-20"),
-        (3, "_email.click", 1_564_618_713_751, "2019-08-01"),
-        (4, "_email.open", 1_795_169_709_000, "2026-11-20"),
-        # App records arrive when Kinesis says; the event time is the day before.
+        # Every source arrives when Kinesis says, not at its own stamp (arrival_timestamp, envelope time).
+        (0, "_campaign.send", KINESIS_ARRIVAL, "2026-11-21"),
+        (1, "_SMS.SUCCESS", KINESIS_ARRIVAL, "2026-11-21"),
+        (3, "_email.click", KINESIS_ARRIVAL, "2026-11-21"),
+        (4, "_email.open", KINESIS_ARRIVAL, "2026-11-21"),
+        # The app event time is the day before.
         (5, "add_to_cart", KINESIS_ARRIVAL, "2026-11-21"),
     ],
 )
@@ -201,6 +202,15 @@ def test_direct_put_records_use_firehose_arrival_time(event):
     response = transform_records(KinesisFirehoseEvent({**event, "records": [record]}), ConsumerSettings())
 
     assert response.records[0].metadata.partition_keys == {"dt": "2026-11-22"}
+
+
+def test_a_kinesis_arrival_given_as_an_iso_string_is_read_too(event):
+    record = event["records"][0]
+    record["kinesisRecordMetadata"]["approximateArrivalTimestamp"] = "2026-11-21T00:00:00.100Z"
+
+    response = transform_records(KinesisFirehoseEvent({**event, "records": [record]}), ConsumerSettings())
+
+    assert json.loads(response.records[0].data_as_text)["arrival_time_ms"] == KINESIS_ARRIVAL
 
 
 def test_a_bug_in_normalise_fails_only_that_record(event, monkeypatch, caplog):

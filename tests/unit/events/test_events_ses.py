@@ -165,6 +165,30 @@ class TestEventId:
         assert parse(record).event_id != parse(other).event_id
 
 
+    def test_two_opens_in_the_same_millisecond_from_two_devices_are_different_events(self, load):
+        record = load("ses", "open")
+        other = load("ses", "open")
+        other["detail"]["open"]["ipAddress"] = "198.51.100.7"
+
+        assert parse(record).event_id != parse(other).event_id
+        assert "198.51.100.7" not in parse(other).to_json()
+
+    def test_two_clicks_on_one_link_at_different_times_are_different_events(self, load):
+        record = load("ses", "click")
+        later = load("ses", "click")
+        later["detail"]["click"]["timestamp"] = "2026-11-21T08:00:00.000Z"
+
+        assert parse(record).event_id != parse(later).event_id
+
+    def test_an_identical_envelope_delivered_again_is_the_same_event(self, fixtures_dir):
+        raw = (fixtures_dir / "ses" / "click.json").read_bytes()
+
+        first = normalise(raw, identity_mode=USER, arrival_time_ms=T + 4_560_100)
+        again = normalise(raw, identity_mode=USER, arrival_time_ms=T + 9_000_000)
+
+        assert first.event_id == again.event_id
+
+
 class TestRejections:
     def test_unknown_event_type(self, load):
         record = load("ses", "open")
