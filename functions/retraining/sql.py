@@ -2,7 +2,7 @@
 
 The text is Athena (Trino) SQL, generated from an `InteractionsQuery` and nothing else; the same text is
 parsed as Athena and run on DuckDB in tests and `python -m cli interactions preview` (see `lake.py`).
-Semantics are ARCHITECTURE §6:
+Semantics (`docs/interactions.md`):
 
 - an engagement is an event whose type the scoring model scores, arrived on days D-N … D-1 (UTC, by the
   `dt` partition, so Athena reads only those days; history -1 reads every day before D);

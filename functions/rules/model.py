@@ -185,7 +185,7 @@ class Rule:
 
 def default_action_name(rule: Rule) -> str:
     """`trk_date_<event>[_<value>]` for date rules, `trk_<event>[_<value>]` for resetting rules,
-    else the attribute `<event>[_<value>]` (ARCHITECTURE §5)."""
+    else the attribute `<event>[_<value>]` (`docs/rules.md`)."""
     base = rule.event_name + (f"_{rule.attribute_filter.value}" if rule.attribute_filter else "")
     if rule.rule_type is RuleType.DATE:
         return f"{ENGINE_EVENT_PREFIX}date_{base}"

@@ -13,7 +13,7 @@ Everything else is counted and skipped, and so is a record the normaliser reject
 succeed. Events go out grouped per user and session (the endpoint, else the user), at most 10 per call, in
 stream order, each with `eventId` = the canonical event id so Personalize ignores a copy re-sent by a retry;
 `eventValue` is the scoring model's value and `sentAt` the arrival time, the TIMESTAMP the interactions
-dataset uses (ARCHITECTURE §6: an email event's own time is the send time of the message).
+dataset uses (`docs/interactions.md`: when the record reached the stream).
 
 A call Personalize refuses as invalid is logged and skipped; any other failure stops the batch, and that
 call's records and every record not yet sent are reported as failed (Powertools partial batch response), so

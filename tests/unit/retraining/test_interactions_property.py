@@ -1,4 +1,4 @@
-"""Random streams: the SQL on DuckDB agrees with a plain-Python reading of ARCHITECTURE §6."""
+"""Random streams: the SQL on DuckDB agrees with a plain-Python reading of `docs/interactions.md`."""
 
 from __future__ import annotations
 

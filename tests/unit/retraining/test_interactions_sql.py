@@ -1,4 +1,4 @@
-"""The interactions SQL's semantics (ARCHITECTURE §6), on DuckDB over a lake of hand-built events.
+"""The interactions SQL's semantics (`docs/interactions.md`), on DuckDB over a lake of hand-built events.
 
 Run date D is 2026-11-08 throughout; every expected row is worked out by hand from the event times.
 """
