@@ -19,6 +19,7 @@ from components.config import LakeConfig, SourcesConfig
 from components.iam import Statement, assume_role_json, policy_json
 from components.python_function import PythonFunction, PythonFunctionArgs
 from functions.events.canonical import LAKE_COLUMN_TYPES, LAKE_PARTITION_KEY, IdentityMode
+from functions.events.ses import SES_ROUTES
 
 EVENTS_PREFIX = "events/"
 ERRORS_PREFIX = "errors/"
@@ -33,8 +34,6 @@ LAKE_START_DATE = "2019-01-01"
 # SES v2 event types, all published so the lake sees the full email lifecycle.
 SES_EVENT_TYPES = ["SEND", "REJECT", "BOUNCE", "COMPLAINT", "DELIVERY", "OPEN", "CLICK", "RENDERING_FAILURE",
                    "DELIVERY_DELAY", "SUBSCRIPTION"]
-# Senders tag each SES message with `user_id` (functions/events/ses.py), which keeps a user's events in order.
-SES_PARTITION_KEY_PATH = "$.detail.mail.tags.user_id[0]"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -142,6 +141,8 @@ class EventStreamPipeline(pulumi.ComponentResource):
         if args.sources.pinpoint_project_id:
             self._build_pinpoint_source(args.region, args.sources.pinpoint_project_id)
         self.ses_rule = None
+        self.ses_rules = {}
+        self.ses_dead_letters = None
         if args.sources.ses_configuration_set:
             self._build_ses_source(args.region, args.sources.ses_configuration_set)
 
@@ -149,6 +150,7 @@ class EventStreamPipeline(pulumi.ComponentResource):
             "stream_arn": self.stream.arn, "stream_name": self.stream.name, "bucket": self.bucket.bucket,
             "database": self.database.name, "table": self.table.name, "workgroup": self.workgroup.name,
             "producer_policy_arn": self.producer_policy.arn if self.producer_policy else None,
+            "ses_dead_letter_queue_url": self.ses_dead_letters.url if self.ses_dead_letters else None,
         })
 
     def lake_access(self, region: str) -> LakeAccess:
@@ -390,33 +392,49 @@ class EventStreamPipeline(pulumi.ComponentResource):
             event_destination={"enabled": True, "matching_event_types": SES_EVENT_TYPES,
                                "event_bridge_destination": {"event_bus_arn": default_bus_arn}},
             opts=child)
-        self.ses_rule = aws.cloudwatch.EventRule(
-            f"{name}-ses-rule", description=f"SES events of configuration set {configuration_set} into the stream",
-            event_pattern=pulumi.Output.json_dumps({
-                "source": ["aws.ses"],
-                "detail": {"mail": {"tags": {"ses:configuration-set": [configuration_set]}}},
-            }), opts=child)
-        # Events EventBridge cannot deliver (throttling, a missing partition key) wait here instead of vanishing.
-        dead_letters = aws.sqs.Queue(
+        # One rule per partition key (functions/events/ses.py SES_ROUTES): a rule whose key path is absent from
+        # the event would fail every delivery of it. The user route keeps the original resource names.
+        self.ses_rules = {
+            route.name: aws.cloudwatch.EventRule(
+                f"{name}-ses{_route_suffix(route.name)}-rule",
+                description=f"SES events of configuration set {configuration_set} into the stream, "
+                            f"keyed by {route.partition_key_path}",
+                event_pattern=pulumi.Output.json_dumps({
+                    "source": ["aws.ses"],
+                    "detail": {"mail": {"tags": {"ses:configuration-set": [configuration_set],
+                                                 **route.tag_conditions}}},
+                }), opts=child)
+            for route in SES_ROUTES
+        }
+        self.ses_rule = self.ses_rules["user"]
+        rule_arns = pulumi.Output.all(*(rule.arn for rule in self.ses_rules.values()))
+        # Events EventBridge cannot deliver (throttling, a missing key) wait here for `python -m cli ses replay`.
+        self.ses_dead_letters = aws.sqs.Queue(
             f"{name}-ses-dlq", sqs_managed_sse_enabled=True, message_retention_seconds=14 * 24 * 3600, opts=child)
         aws.sqs.QueuePolicy(
-            f"{name}-ses-dlq-policy", queue_url=dead_letters.url,
+            f"{name}-ses-dlq-policy", queue_url=self.ses_dead_letters.url,
             policy=pulumi.Output.json_dumps({
                 "Version": "2012-10-17",
                 "Statement": [{"Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
-                               "Action": "sqs:SendMessage", "Resource": dead_letters.arn,
-                               "Condition": {"ArnEquals": {"aws:SourceArn": self.ses_rule.arn}}}],
+                               "Action": "sqs:SendMessage", "Resource": self.ses_dead_letters.arn,
+                               "Condition": {"ArnEquals": {"aws:SourceArn": rule_arns}}}],
             }), opts=child)
         role = aws.iam.Role(
             f"{name}-ses-role",
             assume_role_policy=assume_role_json("events.amazonaws.com", source_account=self._account_id,
-                                                source_arn=self.ses_rule.arn),
+                                                source_arn=rule_arns),
             opts=child)
         policy = aws.iam.RolePolicy(f"{name}-ses-policy", role=role.id,
                                     policy=policy_json(self._write_to_stream), opts=child)
-        aws.cloudwatch.EventTarget(
-            f"{name}-ses-target", rule=self.ses_rule.name, arn=self.stream.arn, role_arn=role.arn,
-            kinesis_target={"partition_key_path": SES_PARTITION_KEY_PATH},
-            retry_policy={"maximum_retry_attempts": 185, "maximum_event_age_in_seconds": 24 * 3600},
-            dead_letter_config={"arn": dead_letters.arn},
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]))
+        for route in SES_ROUTES:
+            aws.cloudwatch.EventTarget(
+                f"{name}-ses{_route_suffix(route.name)}-target", rule=self.ses_rules[route.name].name,
+                arn=self.stream.arn, role_arn=role.arn,
+                kinesis_target={"partition_key_path": route.partition_key_path},
+                retry_policy={"maximum_retry_attempts": 185, "maximum_event_age_in_seconds": 24 * 3600},
+                dead_letter_config={"arn": self.ses_dead_letters.arn},
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]))
+
+
+def _route_suffix(route_name: str) -> str:
+    return "" if route_name == "user" else f"-{route_name}"

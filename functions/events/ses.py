@@ -28,8 +28,9 @@ click's `link` is kept as attribute `link`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Mapping, NamedTuple
+from typing import Any, Mapping, NamedTuple
 
 from functions.events.canonical import CanonicalEvent, EventSource, IdentityMode
 from functions.events.parsing import (
@@ -147,3 +148,50 @@ def _short_link(link: str) -> str | None:
         return link
     page = link.split("?", 1)[0].split("#", 1)[0]
     return page if len(page) <= MAX_VALUE_CHARS else None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SesRoute:
+    """One way an SES event reaches the stream: the EventBridge rule's extra tag conditions and the
+    Kinesis partition key it uses.
+
+    EventBridge fails the delivery (to the dead-letter queue) when `PartitionKeyPath` names a field the event
+    lacks, so each route's pattern requires its key field with `exists` and the routes together cover every
+    event exactly once (https://docs.aws.amazon.com/eventbridge/latest/APIReference/API_KinesisParameters.html,
+    https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-create-pattern-operators.html, "Exists matching").
+    """
+
+    name: str
+    """`user`, `endpoint` or `message`: the resource name suffix of its rule and target."""
+    tag_conditions: Mapping[str, Any]
+    """Conditions on `detail.mail.tags`, added to the configuration-set match."""
+    partition_key_path: str
+    """The JSONPath EventBridge reads the partition key from."""
+
+
+SES_ROUTES: tuple[SesRoute, ...] = (
+    # Tagged with the user: the key keeps that user's events in order on one shard.
+    SesRoute(name="user", tag_conditions={"user_id": [{"exists": True}]},
+             partition_key_path="$.detail.mail.tags.user_id[0]"),
+    # No user: the normaliser falls back to the endpoint under identityMode user_or_endpoint, so key by it.
+    SesRoute(name="endpoint", tag_conditions={"user_id": [{"exists": False}], "endpoint_id": [{"exists": True}]},
+             partition_key_path="$.detail.mail.tags.endpoint_id[0]"),
+    # Neither: the event has no user at all; the message id spreads such events over the shards.
+    SesRoute(name="message", tag_conditions={"user_id": [{"exists": False}], "endpoint_id": [{"exists": False}]},
+             partition_key_path="$.detail.mail.messageId"),
+)
+
+
+def ses_partition_key(event: Mapping[str, Any]) -> str | None:
+    """The partition key the `SES_ROUTES` give this EventBridge event (None if it has no message id)."""
+    detail = event.get("detail")
+    mail = detail.get("mail") if isinstance(detail, dict) else None
+    if not isinstance(mail, dict):
+        return None
+    tags = mail.get("tags") if isinstance(mail.get("tags"), dict) else {}
+    for tag in ("user_id", "endpoint_id"):
+        values = tags.get(tag)
+        if isinstance(values, list) and values and isinstance(values[0], str) and values[0]:
+            return values[0]
+    message_id = mail.get("messageId")
+    return message_id if isinstance(message_id, str) and message_id else None

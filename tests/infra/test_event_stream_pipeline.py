@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import json
+from pathlib import Path
 
 import pulumi
 import pytest
@@ -16,6 +18,7 @@ FIREHOSE = "aws:kinesis/firehoseDeliveryStream:FirehoseDeliveryStream"
 FUNCTION = "aws:lambda/function:Function"
 NORMALISER = "events-normalise-function"
 TABLE = "aws:glue/catalogTable:CatalogTable"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
 def test_stream_is_on_demand_and_kms_encrypted(dev_graph):
@@ -163,12 +166,61 @@ def test_ses_events_reach_the_stream_through_the_default_bus_with_a_dead_letter_
     bridge = destination.inputs["eventDestination"]["eventBridgeDestination"]
     assert bridge["eventBusArn"] == "arn:aws:events:eu-west-1:123456789012:event-bus/default"
     assert {"OPEN", "CLICK", "SEND", "BOUNCE"} <= set(destination.inputs["eventDestination"]["matchingEventTypes"])
-    rule = dev_graph.one("aws:cloudwatch/eventRule:EventRule", "events-ses-rule")
+
+# rule/target name → (extra conditions on detail.mail.tags, partition key path)
+SES_ROUTES = {
+    "events-ses": ({"user_id": [{"exists": True}]}, "$.detail.mail.tags.user_id[0]"),
+    "events-ses-endpoint": ({"user_id": [{"exists": False}], "endpoint_id": [{"exists": True}]},
+                            "$.detail.mail.tags.endpoint_id[0]"),
+    "events-ses-message": ({"user_id": [{"exists": False}], "endpoint_id": [{"exists": False}]},
+                           "$.detail.mail.messageId"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SES_ROUTES))
+def test_each_ses_rule_sends_only_events_that_have_its_partition_key(dev_graph, name):
+    tag_conditions, key_path = SES_ROUTES[name]
+    rule = dev_graph.one("aws:cloudwatch/eventRule:EventRule", f"{name}-rule")
     assert rule.input_json("eventPattern") == {
-        "source": ["aws.ses"], "detail": {"mail": {"tags": {"ses:configuration-set": ["engagement-events"]}}}}
-    target = dev_graph.one("aws:cloudwatch/eventTarget:EventTarget", "events-ses-target")
+        "source": ["aws.ses"],
+        "detail": {"mail": {"tags": {"ses:configuration-set": ["engagement-events"], **tag_conditions}}}}
+    target = dev_graph.one("aws:cloudwatch/eventTarget:EventTarget", f"{name}-target")
+    assert target.inputs["rule"] == f"{name}-rule"  # the mocks name a resource by its logical name
     assert target.inputs["arn"] == dev_graph.arn_of(dev_graph.one(STREAM))
-    assert target.inputs["deadLetterConfig"]["arn"] == dev_graph.arn_of(dev_graph.one("aws:sqs/queue:Queue", "events-ses-dlq"))
+    assert target.inputs["kinesisTarget"] == {"partitionKeyPath": key_path}
+    assert target.inputs["deadLetterConfig"]["arn"] == dev_graph.arn_of(
+        dev_graph.one("aws:sqs/queue:Queue", "events-ses-dlq"))
+
+
+@pytest.mark.parametrize(
+    "tags, route",
+    [
+        ({"user_id": ["user-42"], "endpoint_id": ["ep-42"]}, "events-ses"),
+        ({"user_id": ["user-42"]}, "events-ses"),
+        ({"endpoint_id": ["ep-42"]}, "events-ses-endpoint"),
+        ({}, "events-ses-message"),
+    ],
+    ids=["user-and-endpoint", "user", "endpoint-only", "untagged"],
+)
+def test_every_ses_event_matches_exactly_the_rule_whose_key_it_has(dev_graph, tags, route):
+    from moto.events.models import EventPattern  # moto's implementation of EventBridge's pattern matching
+
+    event = json.loads((FIXTURES / "ses" / "open.json").read_text())
+    kept = {k: v for k, v in event["detail"]["mail"]["tags"].items() if k not in ("user_id", "endpoint_id")}
+    event["detail"]["mail"]["tags"] = {**kept, "ses:configuration-set": ["engagement-events"], **tags}
+    matched = [name for name in SES_ROUTES
+               if EventPattern.load(dev_graph.one("aws:cloudwatch/eventRule:EventRule", f"{name}-rule")
+                                    .inputs["eventPattern"]).matches_event(event)]
+    assert matched == [route]
+
+
+def test_only_the_ses_rules_may_use_the_ses_role_and_dead_letter_queue(dev_graph):
+    arns = sorted(dev_graph.arn_of(dev_graph.one("aws:cloudwatch/eventRule:EventRule", f"{n}-rule"))
+                  for n in SES_ROUTES)
+    trust = dev_graph.one("aws:iam/role:Role", "events-ses-role").input_json("assumeRolePolicy")
+    assert sorted(trust["Statement"][0]["Condition"]["ArnLike"]["aws:SourceArn"]) == arns
+    queue_policy = dev_graph.one("aws:sqs/queuePolicy:QueuePolicy", "events-ses-dlq-policy").input_json("policy")
+    assert sorted(queue_policy["Statement"][0]["Condition"]["ArnEquals"]["aws:SourceArn"]) == arns
 
 
 def test_producer_policy_allows_writing_to_the_stream_only(dev_graph):
