@@ -16,6 +16,7 @@ COMMAND_GROUPS = {
     "interactions": "cli.interactions",
     "actions": "cli.actions",
     "demo": "cli.demo",
+    "ses": "cli.ses",
 }
 
 
