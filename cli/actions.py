@@ -5,13 +5,23 @@ session: profile, region and credentials as for the AWS CLI) and redelivers each
 failed, with the dispatcher's own code. A message is deleted only once every one of its failed sinks has
 the entry; one that fails again stays in the queue (visible again when the run ends) with its errors
 printed. Sinks the outbox already lists as delivered (e.g. done by an earlier replay that could not delete
-its message) are not called again. `--dry-run` prints what would be redelivered and changes nothing.
+its message) are not called again.
+
+Supersede rule (docs/actions.md): attribute actions are last-writer-wins at every target, so an attribute
+change is not replayed when the outbox holds a later change of the same rule and user (the later exit or
+qualification, whatever became of it: delivered, pending, or dead-lettered too and replayed on its own).
+The message is deleted, the entry marked `superseded`, and the output says which change superseded it.
+"Later" comes from the entry keys (qualification n, exit n, qualification n+1 …), read in the outbox with
+strongly consistent reads, so neither clocks nor the order the queue hands messages out in matter.
+`trk_…` event actions are each their own action and always replay. `--dry-run` prints what would be
+redelivered and what would be skipped, and changes nothing.
 
 Targets come from flags, else the dispatcher's environment variables: `--event-bus` (`EVENT_BUS_NAME`),
 `--pinpoint-app` (`PINPOINT_APPLICATION_ID`), `--connect-domain` (`CONNECT_DOMAIN_NAME`),
-`--connect-profile-key` (`CONNECT_PROFILE_KEY`), `--outbox-table` (`OUTBOX_TABLE`; optional: without it
-progress is not recorded in the outbox). A message naming a sink that is not configured here stays.
-Exit status: 0 when every message read was redelivered (or, dry run, could be), 1 otherwise.
+`--connect-profile-key` (`CONNECT_PROFILE_KEY`), `--outbox-table` (`OUTBOX_TABLE`; required: without it
+neither progress nor later changes can be known). A message naming a sink that is not configured here stays.
+Exit status: 0 when every message read was redelivered or skipped as superseded (or, dry run, could be),
+1 otherwise.
 """
 
 from __future__ import annotations
@@ -43,8 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="Customer Profiles domain (default $CONNECT_DOMAIN_NAME)")
     replay.add_argument("--connect-profile-key", default=env("CONNECT_PROFILE_KEY") or "_account", metavar="KEY",
                         help="profile search key holding the user id (default $CONNECT_PROFILE_KEY, else _account)")
-    replay.add_argument("--outbox-table", default=env("OUTBOX_TABLE"), metavar="NAME",
-                        help="outbox table, to skip sinks already done and record progress (default $OUTBOX_TABLE)")
+    replay.add_argument("--outbox-table", default=env("OUTBOX_TABLE"), required=not env("OUTBOX_TABLE"),
+                        metavar="NAME", help="outbox table: sinks already done, later changes, progress "
+                                             "(default $OUTBOX_TABLE)")
     replay.set_defaults(func=replay_command)
 
 
@@ -54,12 +65,14 @@ class ReplaySummary:
 
     redelivered: int = 0
     would_redeliver: int = 0
+    superseded: list[str] = field(default_factory=list)
+    """One line per message skipped (or, dry run, to be skipped) because a later change supersedes it."""
     left: list[str] = field(default_factory=list)
     """One line per message that stays in the queue, saying why."""
 
     @property
     def read(self) -> int:
-        return self.redelivered + self.would_redeliver + len(self.left)
+        return self.redelivered + self.would_redeliver + len(self.superseded) + len(self.left)
 
 
 def replay_command(args: argparse.Namespace, *, session: Any = None, out: TextIO | None = None) -> int:
@@ -78,24 +91,27 @@ def replay_command(args: argparse.Namespace, *, session: Any = None, out: TextIO
     if args.connect_domain:
         sinks[CustomerProfilesSink.name] = CustomerProfilesSink(session.client("customer-profiles"),
                                                                 args.connect_domain, args.connect_profile_key)
-    outbox = OutboxTable(session.client("dynamodb"), args.outbox_table) if args.outbox_table else None
+    outbox = OutboxTable(session.client("dynamodb"), args.outbox_table)
     summary = replay_dead_letters(session.client("sqs"), args.queue_url, sinks, outbox,
                                   max_messages=args.max, dry_run=args.dry_run, out=out)
     for line in summary.left:
         print(f"kept: {line}", file=out)
     if args.dry_run:
         print(f"{summary.read} message(s) read: {summary.would_redeliver} would be redelivered, "
-              f"{len(summary.left)} could not be; nothing was changed", file=out)
+              f"{len(summary.left)} could not be, {len(summary.superseded)} would be skipped as superseded; "
+              "nothing was changed", file=out)
     else:
         print(f"{summary.read} message(s) read: {summary.redelivered} redelivered and deleted, "
-              f"{len(summary.left)} kept in the queue", file=out)
+              f"{len(summary.left)} kept in the queue, {len(summary.superseded)} skipped as superseded and deleted",
+              file=out)
     return EXIT_OK if not summary.left else EXIT_LEFT
 
 
 def replay_dead_letters(sqs: Any, queue_url: str, sinks: Mapping[str, Any], outbox: Any, *,
                         max_messages: int | None = None, dry_run: bool = False, out: TextIO,
                         retry: Any = None) -> ReplaySummary:
-    """Redeliver dead letters from `queue_url` to `sinks` (by name); see the module docstring."""
+    """Redeliver dead letters from `queue_url` to `sinks` (by name) and record progress in `outbox` (the
+    dispatcher's `OutboxTable`); see the module docstring."""
     from functions.rules.dispatcher import DeadLetter, RetryPolicy, dispatch
     from functions.rules.outbox import DeliveryStatus
 
@@ -103,7 +119,6 @@ def replay_dead_letters(sqs: Any, queue_url: str, sinks: Mapping[str, Any], outb
     summary = ReplaySummary()
     keep: list[str] = []  # receipt handles to make visible again at the end
     seen: set[str] = set()
-    log = outbox or _NoLog()
     while max_messages is None or summary.read < max_messages:
         batch = 10 if max_messages is None else min(10, max_messages - summary.read)
         received = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=batch, WaitTimeSeconds=1,
@@ -122,8 +137,22 @@ def replay_dead_letters(sqs: Any, queue_url: str, sinks: Mapping[str, Any], outb
                 keep.append(receipt)
                 continue
             entry = letter.entry
-            done = outbox.delivered_sinks(entry.key)[0] if outbox else frozenset()
+            done = outbox.delivered_sinks(entry.key)[0]
             pending = [name for name in letter.failed_sinks if name not in done]
+            # Standard queues hand messages out in any order, so "later" is asked of the outbox, per message.
+            later = outbox.later_change(entry) if pending else None
+            if later is not None:
+                what = (f"{entry.key} ({entry.change.value} {entry.name}) for {', '.join(pending)}: "
+                        f"superseded by {later.describe()}")
+                summary.superseded.append(what)
+                if dry_run:
+                    print(f"would skip {what}", file=out)
+                    keep.append(receipt)
+                else:
+                    outbox.set_status(entry.key, DeliveryStatus.SUPERSEDED, _now_ms())
+                    sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=receipt)
+                    print(f"skipped {what}", file=out)
+                continue
             missing = [name for name in pending if name not in sinks]
             if missing:
                 summary.left.append(f"{entry.key}: sink(s) {', '.join(missing)} not configured for this replay")
@@ -135,27 +164,19 @@ def replay_dead_letters(sqs: Any, queue_url: str, sinks: Mapping[str, Any], outb
                 summary.would_redeliver += 1
                 keep.append(receipt)
                 continue
-            result = dispatch(entry, frozenset(), [sinks[name] for name in pending], log=log, retry=retry)
+            result = dispatch(entry, frozenset(), [sinks[name] for name in pending], log=outbox, retry=retry)
             if not result.complete:
                 errors = "; ".join(result.failed.values())  # each error names its sink
                 summary.left.append(f"{entry.key}: failed again: {errors}")
                 keep.append(receipt)
                 continue
-            if outbox:
-                outbox.set_status(entry.key, DeliveryStatus.DELIVERED, _now_ms())
+            outbox.set_status(entry.key, DeliveryStatus.DELIVERED, _now_ms())
             sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=receipt)
             summary.redelivered += 1
             print(f"redelivered {entry.key} to {', '.join(pending) or 'nothing (already delivered)'}", file=out)
     for receipt in keep:
         sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=receipt, VisibilityTimeout=0)
     return summary
-
-
-class _NoLog:
-    """Progress goes nowhere when no outbox table is given."""
-
-    def mark_delivered(self, key: str, sink_name: str) -> None:
-        pass
 
 
 def _now_ms() -> int:

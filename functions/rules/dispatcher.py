@@ -4,18 +4,29 @@ Each INSERT record of the outbox table is one `OutboxEntry` (written in the same
 counter change that produced it). For each configured sink the entry's item does not list in
 `delivered_sinks` yet, the dispatcher delivers it — retrying throttling and service faults a few times
 in-process — and then adds the sink's name to `delivered_sinks` with a conditional UpdateItem. When every
-sink is done the item's `status` becomes `delivered`.
+sink is done the item's `status` becomes `delivered`. The guarantees, dead letters and reconciliation are
+written up in docs/actions.md.
 
-Exactly once, as far as the outbox can tell: a stream record delivered again (Lambda retries a batch from
-its first failed record, and streams are at-least-once) reads the item first and skips the sinks it lists,
-so each sink gets each entry once. The window that remains is a crash between a sink's call and its mark:
-that sink gets the entry again. EventBridge consumers de-duplicate on the detail's `key`, Pinpoint events
-carry the key as their event id, and attribute updates are idempotent.
+At least once per sink, and once as far as the outbox can tell: a stream record delivered again (Lambda
+retries a batch from its first failed record, and streams are at-least-once) reads the item first (a
+strongly consistent read) and skips the sinks it lists. The window that remains is a crash between a sink's
+call and its mark, or the reconciler taking an entry the live dispatcher is still on: that sink gets the
+entry again. EventBridge consumers de-duplicate on the detail's `key`, Pinpoint events carry the key as
+their event id, and attribute updates are idempotent.
+
+Attribute actions are last-writer-wins at every target, so an attribute change is never delivered once a
+later change of the same rule and user exists in the outbox (`OutboxTable.later_change`; the order comes
+from the entry keys, see `outbox.ChangePosition`): its status becomes `superseded`. The later change is
+delivered on its own (live, by the reconciler, or from the dead-letter queue). `trk_…` event actions are
+each their own action and are always delivered.
 
 A sink that still fails after its retries does not block the stream: the entry, the failed sinks and
 the errors go to the dead-letter queue (`python -m cli actions replay` redelivers them), the item's status
 becomes `dead_lettered`, and the record counts as processed. Only when the dead-letter queue or the outbox
-table cannot be written does the record fail, so Lambda retries it — nothing is lost.
+table cannot be written does the record fail, so Lambda retries it — nothing is lost. Settling an entry
+(delivered, dead-lettered, superseded) removes its `pending_shard`, which takes it out of the outbox's
+sparse pending index; what stays there too long is re-dispatched by `functions.rules.reconcile` through
+`handle_entry`, this module's own code.
 
 The table's stream must carry new images (`NEW_IMAGE` or `NEW_AND_OLD_IMAGES`). MODIFY records (the
 dispatcher's own marks) and REMOVE records (TTL) are ignored; the event source mapping should also filter on
@@ -52,7 +63,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
 
 from functions.events.consumer_settings import DEFAULT_METRICS_NAMESPACE
-from functions.rules.outbox import PARTITION_KEY, DeliveryStatus, OutboxEntry
+from functions.rules.model import ActionKind
+from functions.rules.outbox import PARTITION_KEY, PENDING_SHARD, DeliveryStatus, OutboxEntry
 from functions.rules.rules_source import Env
 from functions.rules.sinks import (
     DEFAULT_PROFILE_KEY,
@@ -67,6 +79,8 @@ logger = Logger()
 
 DELIVERED_SINKS = "delivered_sinks"
 """The outbox item's string set of sinks that have the entry."""
+MAX_CHANGE_PROBES = 10_000
+"""Bound on the walk through a (rule, user)'s later changes (each step is one qualification or exit)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -89,10 +103,9 @@ class DispatcherSettings:
     """CloudWatch namespace of the counts. Default `EngagementLoop`."""
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None) -> DispatcherSettings:
-        """Read the settings; raises ValueError naming every missing variable."""
-        env = Env(environ)
-        settings = cls(
+    def read(cls, env: Env) -> DispatcherSettings:
+        """Read the settings, collecting problems in `env` (the reconciler reads the same ones)."""
+        return cls(
             outbox_table=env.text("OUTBOX_TABLE", what="the outbox table's name"),
             event_bus_name=env.text("EVENT_BUS_NAME", what="the EventBridge bus name"),
             dead_letter_queue_url=env.text("DEAD_LETTER_QUEUE_URL", what="the dead-letter queue's URL"),
@@ -101,6 +114,12 @@ class DispatcherSettings:
             connect_profile_key=env.text("CONNECT_PROFILE_KEY", DEFAULT_PROFILE_KEY),
             metrics_namespace=env.text("POWERTOOLS_METRICS_NAMESPACE", DEFAULT_METRICS_NAMESPACE),
         )
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> DispatcherSettings:
+        """Read the settings; raises ValueError naming every missing variable."""
+        env = Env(environ)
+        settings = cls.read(env)
         env.check("dispatcher")
         return settings
 
@@ -143,14 +162,38 @@ class DeliveryLog(Protocol):
 
 
 @dataclass(frozen=True, slots=True)
+class LaterChange:
+    """The newest change of an entry's (rule, user) after it, as the outbox records it."""
+
+    key: str
+    status: DeliveryStatus | None
+    delivered_sinks: frozenset[str] = frozenset()
+
+    def describe(self) -> str:
+        """E.g. `r-1#u-1#exit#1 (delivered to eventbridge)`, for replay output and logs."""
+        if self.status is DeliveryStatus.DELIVERED or (self.status is None and self.delivered_sinks):
+            state = f"delivered to {', '.join(sorted(self.delivered_sinks)) or 'every sink'}"
+        elif self.status is DeliveryStatus.DEAD_LETTERED:
+            done = f"; delivered to {', '.join(sorted(self.delivered_sinks))}" if self.delivered_sinks else ""
+            state = f"dead-lettered too, it is replayed on its own{done}"
+        elif self.status is DeliveryStatus.PENDING:
+            state = "pending: the dispatcher or the reconciler delivers it"
+        else:
+            state = self.status.value if self.status else "status unknown"
+        return f"{self.key} ({state})"
+
+
+@dataclass(frozen=True, slots=True)
 class DispatchResult:
-    """What happened to one entry: sinks delivered now, skipped (with why), done before, and failed."""
+    """What happened to one entry: sinks delivered now, skipped (with why), done before, and failed —
+    or nothing at all because a later change superseded it."""
 
     delivered: tuple[str, ...] = ()
     skipped: tuple[tuple[str, str], ...] = ()
     already: tuple[str, ...] = ()
     failed: dict[str, str] = field(default_factory=dict)
     """Sink name → the last error."""
+    superseded_by: LaterChange | None = None
 
     @property
     def complete(self) -> bool:
@@ -253,8 +296,49 @@ class OutboxTable:
         self._update(key, "ADD #d :sink", {":sink": {"SS": [sink_name]}}, {"#d": DELIVERED_SINKS})
 
     def set_status(self, key: str, status: DeliveryStatus, now_ms: int) -> None:
-        self._update(key, "SET #s = :s, #t = :t", {":s": {"S": status.value}, ":t": {"N": str(now_ms)}},
-                     {"#s": "status", "#t": "status_ms"})
+        """Record how the entry ended; a settled entry leaves the sparse pending index (no `pending_shard`)."""
+        expression = "SET #s = :s, #t = :t" + (" REMOVE #p" if status.settled else "")
+        names = {"#s": "status", "#t": "status_ms", **({"#p": PENDING_SHARD} if status.settled else {})}
+        self._update(key, expression, {":s": {"S": status.value}, ":t": {"N": str(now_ms)}}, names)
+
+    def later_change(self, entry: OutboxEntry) -> LaterChange | None:
+        """The newest change of `entry`'s (rule, user) after `entry` that the outbox holds; None when there is
+        none, or when `entry` is an event action (those are never superseded) or has a key of another shape.
+
+        Walks the keys that can follow (exit n, qualification n+1, …), one BatchGetItem per step, with
+        strongly consistent reads, so a change written a moment ago is seen. Later changes are created later
+        and so expire (TTL) later: the walk cannot meet a gap left by an expired entry."""
+        position = entry.position
+        if position is None or entry.action is not ActionKind.ATTRIBUTE:
+            return None
+        latest: LaterChange | None = None
+        for _ in range(MAX_CHANGE_PROBES):
+            candidates = {p.key(entry.rule_id, entry.user_id): p for p in position.successors()}
+            found = self._read_many(list(candidates))
+            if not found:
+                break
+            newest = max(found, key=lambda key: candidates[key])
+            position, latest = candidates[newest], found[newest]
+        return latest
+
+    def _read_many(self, keys: list[str]) -> dict[str, LaterChange]:
+        request: dict[str, Any] = {self._table: {
+            "Keys": [{PARTITION_KEY: {"S": key}} for key in keys], "ConsistentRead": True,
+            "ProjectionExpression": "#pk, #d, #s",
+            "ExpressionAttributeNames": {"#pk": PARTITION_KEY, "#d": DELIVERED_SINKS, "#s": "status"}}}
+        found: dict[str, LaterChange] = {}
+        for attempt in range(1, 6):
+            response = self._client.batch_get_item(RequestItems=request)
+            for item in response.get("Responses", {}).get(self._table, []):
+                status = item.get("status", {}).get("S")
+                found[item[PARTITION_KEY]["S"]] = LaterChange(
+                    item[PARTITION_KEY]["S"], DeliveryStatus(status) if status else None,
+                    frozenset(item.get(DELIVERED_SINKS, {}).get("SS", [])))
+            request = response.get("UnprocessedKeys") or {}
+            if not request:
+                return found
+            time.sleep(0.05 * 2 ** attempt)  # BatchGetItem hands back what it could not read under load
+        raise RuntimeError(f"outbox {self._table}: BatchGetItem left keys unread after retries")
 
 
 class DeadLetterQueue:
@@ -280,10 +364,18 @@ class Runtime:
 
 
 def handle_entry(entry: OutboxEntry, runtime: Runtime) -> DispatchResult | None:
-    """Dispatch one entry end to end; None when it was already settled by an earlier delivery."""
+    """Dispatch one entry end to end; None when it was already settled by an earlier delivery.
+
+    The one delivery path: the stream handler and the reconciler both call it."""
     delivered, status = runtime.outbox.delivered_sinks(entry.key)
-    if status in (DeliveryStatus.DELIVERED, DeliveryStatus.DEAD_LETTERED):
+    if status is not None and status.settled:
         return None
+    later = runtime.outbox.later_change(entry)
+    if later is not None:
+        logger.info("entry superseded by a later change; not delivered",
+                    extra={"key": entry.key, "later": later.key, "later_status": later.status})
+        runtime.outbox.set_status(entry.key, DeliveryStatus.SUPERSEDED, runtime.clock_ms())
+        return DispatchResult(already=tuple(sorted(delivered)), superseded_by=later)
     result = dispatch(entry, delivered, runtime.sinks, log=runtime.outbox, retry=runtime.retry)
     now_ms = runtime.clock_ms()
     if result.complete:
@@ -308,20 +400,24 @@ def _settings() -> DispatcherSettings:
     return DispatcherSettings.from_env()
 
 
-@functools.cache
-def _runtime() -> Runtime:
-    settings = _settings()
-    session = boto3.session.Session()
+def build_runtime(settings: DispatcherSettings, session: Any = None) -> Runtime:
+    """The sinks, the outbox and the dead-letter queue the settings name (the reconciler builds the same)."""
+    session = session or boto3.session.Session()
     return Runtime(sinks=build_sinks(settings, session),
                    outbox=OutboxTable(session.client("dynamodb"), settings.outbox_table),
                    dead_letters=DeadLetterQueue(session.client("sqs"), settings.dead_letter_queue_url))
+
+
+@functools.cache
+def _runtime() -> Runtime:
+    return build_runtime(_settings())
 
 
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings, runtime = _settings(), _runtime()
     metrics = Metrics(namespace=settings.metrics_namespace)
-    counts = {"EntriesDelivered": 0, "EntriesDeadLettered": 0, "EntriesAlreadySettled": 0}
+    counts = {"EntriesDelivered": 0, "EntriesDeadLettered": 0, "EntriesAlreadySettled": 0, "EntriesSuperseded": 0}
     per_sink: dict[str, int] = {}
 
     def record_handler(record: DynamoDBRecord) -> None:
@@ -330,6 +426,9 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         result = handle_entry(OutboxEntry.from_item(record.dynamodb.new_image), runtime)
         if result is None:
             counts["EntriesAlreadySettled"] += 1
+            return
+        if result.superseded_by is not None:
+            counts["EntriesSuperseded"] += 1
             return
         counts["EntriesDelivered" if result.complete else "EntriesDeadLettered"] += 1
         for name in result.delivered:

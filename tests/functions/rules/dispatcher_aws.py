@@ -1,5 +1,6 @@
-"""The dispatcher's AWS on moto, shared by its handler tests and the dead-letter replay tests: the outbox
-table, the dead-letter queue, and an EventBridge bus whose events land in a queue."""
+"""The dispatcher's AWS on moto, shared by its handler, reconciler and dead-letter replay tests: the outbox
+table (the stack's layout, with its pending index), the dead-letter queue, and an EventBridge bus whose
+events land in a queue."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import boto3
+
+from functions.rules.outbox import create_local_outbox_table
 
 OUTBOX_TABLE = "outbox"
 EVENT_BUS = "rules"
@@ -25,9 +28,7 @@ class DispatcherAws:
 def create_dispatcher_aws() -> DispatcherAws:
     """Create the resources; call inside `mock_aws()` with fake credentials and a region set."""
     dynamodb, sqs, events = boto3.client("dynamodb"), boto3.client("sqs"), boto3.client("events")
-    dynamodb.create_table(TableName=OUTBOX_TABLE, BillingMode="PAY_PER_REQUEST",
-                          AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
-                          KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}])
+    create_local_outbox_table(dynamodb, OUTBOX_TABLE)
     dlq_url = sqs.create_queue(QueueName="dispatcher-dlq")["QueueUrl"]
     bus_queue_url = sqs.create_queue(QueueName="bus-events")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=bus_queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]

@@ -302,3 +302,32 @@ def test_progress_is_not_recorded_on_an_entry_that_no_longer_exists(world):
     outbox.set_status("r-1#gone#1", DeliveryStatus.DELIVERED, 1)
     assert "Item" not in world.dynamodb.get_item(TableName="outbox", Key={"pk": {"S": "r-1#gone#1"}})
     assert outbox.delivered_sinks("r-1#gone#1") == (frozenset(), None)
+
+
+def test_an_attribute_change_arriving_after_a_later_one_exists_is_superseded_not_delivered(world, pinpoint):
+    """A late stream record (retries, a slow shard) of a qualification whose exit is already there must not
+    mark the user `ready` again: attributes are last-writer-wins."""
+    qualification = entry()
+    exit_item = {**OutboxEntry(key="r-1#u-1#exit#1", change=Change.EXITED, rule_id="r-1", user_id="u-1",
+                               action=ActionKind.ATTRIBUTE, name="vip", value=None, event_id="",
+                               event_time_ms=EVENT_TIME_MS + 60_000, created_ms=EVENT_TIME_MS + 60_000).to_item(),
+                 "status": "delivered", "delivered_sinks": {"eventbridge", "pinpoint"}}
+    del exit_item["pending_shard"]
+    world.put(qualification.to_item())
+    world.put(exit_item)
+    assert invoke(world, world.record(qualification.to_item())) == {"batchItemFailures": []}
+    assert world.bus_events() == []  # and no Pinpoint call: the Stubber has no responses queued
+    stored = world.item(qualification.key)
+    assert stored["status"]["S"] == "superseded" and "pending_shard" not in stored
+
+
+def test_settling_an_entry_takes_it_out_of_the_pending_index(world, pinpoint):
+    item = entry().to_item()
+    world.put(item)
+    index = {"TableName": "outbox", "IndexName": "pending", "KeyConditionExpression": "pending_shard = :s",
+             "ExpressionAttributeValues": {":s": {"S": item["pending_shard"]}}}
+    assert world.dynamodb.query(**index)["Count"] == 1
+    expect_pinpoint_ok(pinpoint)
+    invoke(world, world.record(item))
+    assert world.item(item["pk"])["status"]["S"] == "delivered"
+    assert world.dynamodb.query(**index)["Count"] == 0

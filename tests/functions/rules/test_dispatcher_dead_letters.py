@@ -40,14 +40,41 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
                "bus_queue": created.bus_queue_url}
 
 
-def dead_letter(aws: dict[str, Any], user: str, failed: tuple[str, ...], *, delivered: tuple[str, ...] = ()) -> None:
-    item = {**entry(user).to_item(), "status": "dead_lettered"}
+def attribute_change(user: str, sequence: int, *, exit: bool = False) -> OutboxEntry:
+    """Qualification `sequence` of window rule r-w (attribute `active`), or the exit that ends it."""
+    key = f"r-w#{user}#exit#{sequence}" if exit else f"r-w#{user}#{sequence}"
+    created = EVENT_TIME_MS + 1000 * (2 * sequence + exit)
+    return OutboxEntry(key=key, change=Change.EXITED if exit else Change.QUALIFIED, rule_id="r-w", user_id=user,
+                       action=ActionKind.ATTRIBUTE, name="active", value=None if exit else "ready",
+                       event_id="" if exit else f"evt-{sequence}", event_time_ms=created, created_ms=created)
+
+
+def store(aws: dict[str, Any], item: dict[str, Any]) -> None:
+    aws["dynamodb"].put_item(TableName="outbox", Item={k: TypeSerializer().serialize(v) for k, v in item.items()})
+
+
+def dead_letter(aws: dict[str, Any], user: str | OutboxEntry, failed: tuple[str, ...], *,
+                delivered: tuple[str, ...] = ()) -> None:
+    """`user`'s trk_ entry (or the entry given) dead-lettered by the dispatcher: in the queue, and settled."""
+    dead = entry(user) if isinstance(user, str) else user
+    item = {**dead.to_item(), "status": "dead_lettered"}
+    item.pop("pending_shard", None)  # a settled entry is out of the pending index
     if delivered:
         item["delivered_sinks"] = set(delivered)
-    aws["dynamodb"].put_item(TableName="outbox", Item={k: TypeSerializer().serialize(v) for k, v in item.items()})
-    letter = DeadLetter(entry=entry(user), failed_sinks=failed, errors={name: "throttled" for name in failed},
+    store(aws, item)
+    letter = DeadLetter(entry=dead, failed_sinks=failed, errors={name: "throttled" for name in failed},
                         dead_lettered_ms=EVENT_TIME_MS + 99)
     aws["sqs"].send_message(QueueUrl=aws["dlq"], MessageBody=letter.to_json())
+
+
+def delivered(aws: dict[str, Any], change: OutboxEntry, sinks: tuple[str, ...] = ("eventbridge",)) -> None:
+    item = {**change.to_item(), "status": "delivered", "delivered_sinks": set(sinks)}
+    item.pop("pending_shard", None)
+    store(aws, item)
+
+
+def stored_status(aws: dict[str, Any], key: str) -> str:
+    return aws["dynamodb"].get_item(TableName="outbox", Key={"pk": {"S": key}})["Item"]["status"]["S"]
 
 
 def run(aws: dict[str, Any], *flags: str) -> tuple[int, str]:
@@ -99,3 +126,93 @@ def test_a_sink_failing_again_keeps_the_message(aws):
     assert code == 1 and "kept: r-1#u-1#1: failed again: eventbridge: PutEvents failed" in output
     [body] = queue_bodies(aws, "dlq")
     assert DeadLetter.from_json(body).entry == entry("u-1")
+
+
+# --- Supersede rule: a replay never undoes a later change ----------------------------------------------
+
+
+def published(aws: dict[str, Any]) -> list[tuple[str, str]]:
+    return [(json.loads(body)["detail-type"], json.loads(body)["detail"]["key"]) for body in queue_bodies(aws, "bus_queue")]
+
+
+def test_a_qualification_whose_exit_was_delivered_is_skipped_and_said_so(aws):
+    dead_letter(aws, attribute_change("u-1", 1), ("eventbridge",))
+    delivered(aws, attribute_change("u-1", 1, exit=True))
+
+    code, output = run(aws, "--event-bus", "rules")
+    assert code == 0, output
+    assert ("skipped r-w#u-1#1 (qualified active) for eventbridge: superseded by r-w#u-1#exit#1 "
+            "(delivered to eventbridge)") in output
+    assert "1 message(s) read: 0 redelivered and deleted, 0 kept in the queue, 1 skipped as superseded" in output
+    assert published(aws) == []  # the user is not marked ready again after leaving
+    assert queue_bodies(aws, "dlq") == []
+    assert stored_status(aws, "r-w#u-1#1") == "superseded"
+
+
+def test_a_later_requalification_also_supersedes_and_the_walk_reaches_the_newest(aws):
+    dead_letter(aws, attribute_change("u-1", 1, exit=True), ("eventbridge",))
+    delivered(aws, attribute_change("u-1", 2))
+    delivered(aws, attribute_change("u-1", 2, exit=True))
+    delivered(aws, attribute_change("u-1", 3))
+
+    code, output = run(aws, "--event-bus", "rules")
+    assert code == 0 and "superseded by r-w#u-1#3 (delivered to eventbridge)" in output
+    assert published(aws) == []
+
+
+@pytest.mark.parametrize("exit_first", [True, False], ids=["exit-read-first", "qualification-read-first"])
+def test_when_both_are_dead_lettered_only_the_exit_is_delivered_in_whatever_order_they_are_read(aws, exit_first):
+    qualification, exit_change = attribute_change("u-1", 1), attribute_change("u-1", 1, exit=True)
+    for change in ((exit_change, qualification) if exit_first else (qualification, exit_change)):
+        dead_letter(aws, change, ("eventbridge",))
+
+    code, output = run(aws, "--event-bus", "rules")
+    assert code == 0, output
+    assert published(aws) == [("RuleExited", "r-w#u-1#exit#1")]
+    assert "redelivered r-w#u-1#exit#1 to eventbridge" in output
+    assert "skipped r-w#u-1#1 (qualified active) for eventbridge: superseded by r-w#u-1#exit#1" in output
+    assert stored_status(aws, "r-w#u-1#1") == "superseded" and stored_status(aws, "r-w#u-1#exit#1") == "delivered"
+    assert queue_bodies(aws, "dlq") == []
+
+
+def test_dry_run_says_what_it_would_skip_and_why(aws):
+    dead_letter(aws, attribute_change("u-1", 1), ("eventbridge",))
+    dead_letter(aws, attribute_change("u-1", 1, exit=True), ("eventbridge",))
+    dead_letter(aws, attribute_change("u-2", 1), ("eventbridge",))
+    delivered(aws, attribute_change("u-2", 1, exit=True))
+
+    code, output = run(aws, "--event-bus", "rules", "--dry-run")
+    assert code == 0, output
+    assert ("would skip r-w#u-1#1 (qualified active) for eventbridge: superseded by r-w#u-1#exit#1 "
+            "(dead-lettered too, it is replayed on its own)") in output
+    assert "would skip r-w#u-2#1 (qualified active) for eventbridge: superseded by r-w#u-2#exit#1 (delivered" in output
+    assert "would redeliver r-w#u-1#exit#1 (exited active) to eventbridge" in output
+    assert "3 message(s) read: 1 would be redelivered, 0 could not be, 2 would be skipped as superseded" in output
+    assert published(aws) == [] and len(queue_bodies(aws, "dlq")) == 3
+    assert stored_status(aws, "r-w#u-1#1") == "dead_lettered"
+
+
+def test_a_pending_later_change_supersedes_too(aws):
+    dead_letter(aws, attribute_change("u-1", 1), ("eventbridge",))
+    store(aws, attribute_change("u-1", 1, exit=True).to_item())  # the dispatcher (or reconciler) has it next
+    code, output = run(aws, "--event-bus", "rules")
+    assert code == 0 and "superseded by r-w#u-1#exit#1 (pending" in output
+    assert published(aws) == []
+
+
+def test_event_actions_are_never_superseded_each_one_replays(aws):
+    first = entry("u-1")
+    second = OutboxEntry(key="r-1#u-1#2", change=Change.QUALIFIED, rule_id="r-1", user_id="u-1",
+                         action=ActionKind.EVENT, name="trk_purchase", value=None, event_id="evt-2",
+                         event_time_ms=EVENT_TIME_MS + 500, created_ms=EVENT_TIME_MS + 510)
+    dead_letter(aws, first, ("eventbridge",))
+    delivered(aws, second)
+    code, output = run(aws, "--event-bus", "rules")
+    assert code == 0 and "superseded" not in output.replace("0 skipped as superseded", "")
+    assert published(aws) == [("RuleQualified", "r-1#u-1#1")]
+
+
+def test_the_outbox_table_is_required(aws, capsys):
+    with pytest.raises(SystemExit):
+        build_parser({"actions": "cli.actions"}).parse_args(["actions", "replay", "--queue-url", aws["dlq"]])
+    assert "--outbox-table" in capsys.readouterr().err
