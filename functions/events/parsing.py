@@ -27,7 +27,7 @@ MAX_NAME_CHARS = 256
 MAX_ID_BYTES = 256
 """Longest user, endpoint, campaign, journey or item id accepted, in UTF-8 bytes; a longer one rejects the
 record. The user id becomes the rules engine's DynamoDB partition key `<rule_id>#<user_id>` (at most 2048
-bytes: https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html) and the item id a
+bytes: https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Constraints.html) and the item id a
 Personalize ITEM_ID; 256 leaves room for the rule id and matches Kinesis' partition key limit. docs/events.md."""
 
 MAX_EVENT_ID_BYTES = 256
