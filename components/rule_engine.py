@@ -3,7 +3,8 @@
 ```
 stream ─► aggregator (counters + outbox, one DynamoDB transaction per (rule, user) and batch)
 outbox stream ─► dispatcher ─► EventBridge (always) / Pinpoint / Customer Profiles ─► dead letters
-schedules: sweeper (window-rule exits), backfill (new date/window rules, from the lake)
+schedules: sweeper (window-rule exits), backfill (new date/window rules, from the lake),
+           reconciler (outbox entries still pending after RECONCILE_AFTER_SECONDS, via the pending index)
 ```
 
 The rules are published as a JSON document next to the lake; the functions re-read it within a minute,
@@ -24,11 +25,25 @@ from components.python_function import PythonFunctionArgs
 from components.scheduled_function import ScheduledFunction, ScheduledFunctionArgs
 from components.stream_consumer import SourceKind, StreamConsumer, StreamConsumerArgs, queue_depth_alarm
 from functions.events.canonical import IdentityMode
-from functions.rules.outbox import PARTITION_KEY, SWEEP_DAY, SWEEP_INDEX, TTL_ATTRIBUTE
+from functions.events.consumer_settings import DEFAULT_METRICS_NAMESPACE
+from functions.rules.outbox import (
+    CREATED_MS,
+    PARTITION_KEY,
+    PENDING_INDEX,
+    PENDING_SHARD,
+    SWEEP_DAY,
+    SWEEP_INDEX,
+    TTL_ATTRIBUTE,
+)
+from functions.rules.reconcile import DEFAULT_PENDING_AFTER_SECONDS
 
 RULES_KEY = "rules/rules.json"
 SWEEP_SCHEDULE = "rate(15 minutes)"  # window-rule exits must happen within an hour
 BACKFILL_SCHEDULE = "rate(15 minutes)"
+RECONCILE_EVERY_MINUTES = 5
+RECONCILE_SCHEDULE = f"rate({RECONCILE_EVERY_MINUTES} minutes)"
+RECONCILE_AFTER_SECONDS = DEFAULT_PENDING_AFTER_SECONDS
+"""Outbox entries pending longer than this are the reconciler's; younger ones are the live dispatcher's."""
 EVENT_BUS = "default"
 
 
@@ -68,9 +83,14 @@ class RuleEngine(pulumi.ComponentResource):
                                        "projection_type": "ALL"}],
             ttl={"attribute_name": TTL_ATTRIBUTE, "enabled": True}, point_in_time_recovery={"enabled": True},
             server_side_encryption=encryption, opts=child)
+        # The sparse pending index: only entries still pending carry `pending_shard`, so one Query per shard
+        # returns them oldest first (docs/actions.md). ALL: the reconciler re-dispatches from the index.
         self.outbox = aws.dynamodb.Table(
             f"{name}-outbox", billing_mode="PAY_PER_REQUEST", hash_key=PARTITION_KEY,
-            attributes=[{"name": PARTITION_KEY, "type": "S"}],
+            attributes=[{"name": PARTITION_KEY, "type": "S"}, {"name": PENDING_SHARD, "type": "S"},
+                        {"name": CREATED_MS, "type": "N"}],
+            global_secondary_indexes=[{"name": PENDING_INDEX, "hash_key": PENDING_SHARD, "range_key": CREATED_MS,
+                                       "projection_type": "ALL"}],
             stream_enabled=True, stream_view_type="NEW_IMAGE",
             ttl={"attribute_name": TTL_ATTRIBUTE, "enabled": True}, point_in_time_recovery={"enabled": True},
             server_side_encryption=encryption, opts=child)
@@ -129,6 +149,20 @@ class RuleEngine(pulumi.ComponentResource):
             sink_statements.append(Statement(
                 actions=["profile:SearchProfiles", "profile:UpdateProfile"],
                 resources=[account.apply(lambda a: f"arn:aws:profile:{region}:{a}:domains/{domain}")]))
+        # What delivering an entry takes, for the dispatcher and the reconciler alike (one delivery path):
+        # the sinks, the outbox (progress, status, and BatchGetItem for the later-change check), the
+        # dead-letter queue, the key the table is encrypted with.
+        delivery_statements = [
+            *sink_statements,
+            Statement(actions=["dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:BatchGetItem"],
+                      resources=[self.outbox.arn]),
+            Statement(actions=["sqs:SendMessage"], resources=[self.dead_letters.arn]),
+            use_key,
+        ]
+        delivery_env = {"OUTBOX_TABLE": self.outbox.name, "EVENT_BUS_NAME": EVENT_BUS,
+                        "DEAD_LETTER_QUEUE_URL": self.dead_letters.url,
+                        "PINPOINT_APPLICATION_ID": args.pinpoint_project_id or "",
+                        "CONNECT_DOMAIN_NAME": args.rules.connect_domain_name or ""}
         self.dispatcher = StreamConsumer(
             f"{name}-dispatcher",
             StreamConsumerArgs(
@@ -138,18 +172,41 @@ class RuleEngine(pulumi.ComponentResource):
                     handler="functions.rules.dispatcher.lambda_handler",
                     description="engagement-loop: deliver rule actions to their sinks, once each",
                     region=region, log_retention_days=args.log_retention_days, timeout_seconds=120,
-                    environment={"OUTBOX_TABLE": self.outbox.name, "EVENT_BUS_NAME": EVENT_BUS,
-                                 "DEAD_LETTER_QUEUE_URL": self.dead_letters.url,
-                                 "PINPOINT_APPLICATION_ID": args.pinpoint_project_id or "",
-                                 "CONNECT_DOMAIN_NAME": args.rules.connect_domain_name or ""},
-                    statements=[
-                        *sink_statements,
-                        Statement(actions=["dynamodb:GetItem", "dynamodb:UpdateItem"], resources=[self.outbox.arn]),
-                        Statement(actions=["sqs:SendMessage"], resources=[self.dead_letters.arn]),
-                        use_key,
-                    ]),
+                    environment=delivery_env, statements=delivery_statements),
             ),
             opts=child)
+
+        # Entries whose stream record the dispatcher never got (24-hour stream retention, exhausted mapping
+        # retries, a recreated mapping) are found through the pending index and delivered by the same code.
+        reconciler_service = f"{name}-reconciler"
+        self.reconciler = ScheduledFunction(
+            f"{name}-reconciler",
+            ScheduledFunctionArgs(
+                schedule_expression=RECONCILE_SCHEDULE,
+                function=PythonFunctionArgs(
+                    handler="functions.rules.reconcile.lambda_handler",
+                    description="engagement-loop: deliver rule actions still pending after the threshold",
+                    region=region, log_retention_days=args.log_retention_days, timeout_seconds=300,
+                    reserved_concurrency=1,
+                    environment={**delivery_env, "RECONCILE_AFTER_SECONDS": str(RECONCILE_AFTER_SECONDS),
+                                 "POWERTOOLS_SERVICE_NAME": reconciler_service,
+                                 "POWERTOOLS_METRICS_NAMESPACE": DEFAULT_METRICS_NAMESPACE},
+                    statements=[
+                        Statement(actions=["dynamodb:Query"],
+                                  resources=[self.outbox.arn.apply(lambda arn: f"{arn}/index/{PENDING_INDEX}")]),
+                        *delivery_statements,
+                    ])),
+            opts=child)
+        # A healthy loop sees nothing older than the threshold plus one run; two runs more means entries are
+        # pending that reconciliation does not settle. No data means the reconciler is not running: alarm too.
+        self.pending_age_alarm = aws.cloudwatch.MetricAlarm(
+            f"{name}-outbox-pending-age",
+            alarm_description=("Rule actions have been pending in the outbox for longer than the reconciler "
+                               "threshold plus two runs (or the reconciler reports nothing): see docs/actions.md"),
+            namespace=DEFAULT_METRICS_NAMESPACE, metric_name="OldestPendingEntryAgeSeconds", statistic="Maximum",
+            dimensions={"service": reconciler_service}, period=2 * RECONCILE_EVERY_MINUTES * 60,
+            evaluation_periods=1, threshold=RECONCILE_AFTER_SECONDS + 2 * RECONCILE_EVERY_MINUTES * 60,
+            comparison_operator="GreaterThanThreshold", treat_missing_data="breaching", opts=child)
 
         self.sweeper = ScheduledFunction(
             f"{name}-sweeper",

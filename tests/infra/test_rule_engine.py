@@ -102,3 +102,74 @@ def test_sweeper_and_backfill_run_on_schedules_without_table_scans(dev_graph):
     backfill = policy(dev_graph, "rules-backfill-handler-policy")
     assert backfill["athena:StartQueryExecution"] == [
         "arn:aws:athena:eu-west-1:123456789012:workgroup/engagement-loop-dev"]
+
+
+def test_outbox_has_the_sparse_pending_index_the_local_layout_also_has(dev_graph, monkeypatch):
+    import boto3
+    from moto import mock_aws
+
+    from functions.rules.outbox import create_local_outbox_table
+
+    outbox = dev_graph.one(TABLE, "rules-outbox")
+    [pending] = outbox.inputs["globalSecondaryIndexes"]
+    assert (pending["name"], pending["hashKey"], pending["rangeKey"], pending["projectionType"]) == (
+        "pending", "pending_shard", "created_ms", "ALL")
+    stack_types = {a["name"]: a["type"] for a in outbox.inputs["attributes"]}
+    assert stack_types == {"pk": "S", "pending_shard": "S", "created_ms": "N"}
+
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, "testing")
+    with mock_aws():  # create_local_tables' outbox (what tests and local tools run on) matches the stack
+        client = boto3.client("dynamodb", region_name="eu-west-1")
+        create_local_outbox_table(client, "outbox")
+        table = client.describe_table(TableName="outbox")["Table"]
+    assert {a["AttributeName"]: a["AttributeType"] for a in table["AttributeDefinitions"]} == stack_types
+    [local] = table["GlobalSecondaryIndexes"]
+    assert local["IndexName"] == pending["name"] and local["Projection"]["ProjectionType"] == "ALL"
+    assert [(k["AttributeName"], k["KeyType"]) for k in local["KeySchema"]] == [
+        (pending["hashKey"], "HASH"), (pending["rangeKey"], "RANGE")]
+
+
+def test_reconciler_runs_on_a_schedule_queries_only_the_index_and_delivers_like_the_dispatcher(dev_graph):
+    rule = dev_graph.one("aws:cloudwatch/eventRule:EventRule", "rules-reconciler-schedule")
+    assert rule.inputs["scheduleExpression"] == "rate(5 minutes)"
+    function = dev_graph.one("aws:lambda/function:Function", "rules-reconciler-handler-function")
+    assert function.inputs["handler"] == "functions.rules.reconcile.lambda_handler"
+    assert function.inputs["reservedConcurrentExecutions"] == 1
+    target = dev_graph.one("aws:cloudwatch/eventTarget:EventTarget", "rules-reconciler-target")
+    assert target.inputs["arn"] == dev_graph.arn_of(function)
+    assert dev_graph.one("aws:lambda/permission:Permission", "rules-reconciler-invoke").inputs["sourceArn"] == (
+        dev_graph.arn_of(rule))
+    env = function.inputs["environment"]["variables"]
+    dispatcher_env = dev_graph.one("aws:lambda/function:Function", "rules-dispatcher-handler-function"
+                                   ).inputs["environment"]["variables"]
+    for name in ("OUTBOX_TABLE", "EVENT_BUS_NAME", "DEAD_LETTER_QUEUE_URL", "PINPOINT_APPLICATION_ID",
+                 "CONNECT_DOMAIN_NAME"):
+        assert env[name] == dispatcher_env[name], name
+    assert env["RECONCILE_AFTER_SECONDS"] == "900"
+
+    actions = policy(dev_graph, "rules-reconciler-handler-policy")
+    outbox = dev_graph.arn_of(dev_graph.one(TABLE, "rules-outbox"))
+    assert actions["dynamodb:Query"] == [outbox + "/index/pending"]
+    assert "dynamodb:Scan" not in actions and "dynamodb:PutItem" not in actions
+    for action in ("dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:BatchGetItem"):
+        assert actions[action] == [outbox], action
+    dispatcher = policy(dev_graph, "rules-dispatcher-handler-policy")
+    for action in ("events:PutEvents", "mobiletargeting:GetUserEndpoints", "mobiletargeting:UpdateEndpoint",
+                   "mobiletargeting:PutEvents", "sqs:SendMessage", "kms:Decrypt"):
+        assert actions[action] == [r for r in dispatcher[action] if "failures" not in r], action
+    dead_letters = dev_graph.arn_of(dev_graph.one("aws:sqs/queue:Queue", "rules-action-dead-letters"))
+    assert actions["sqs:SendMessage"] == [dead_letters]
+    assert not any(action.startswith("dynamodb:GetRecords") for action in actions)  # no stream to read
+
+
+def test_the_oldest_pending_entry_has_an_alarm(dev_graph):
+    alarm = dev_graph.one("aws:cloudwatch/metricAlarm:MetricAlarm", "rules-outbox-pending-age")
+    function = dev_graph.one("aws:lambda/function:Function", "rules-reconciler-handler-function")
+    env = function.inputs["environment"]["variables"]
+    assert (alarm.inputs["namespace"], alarm.inputs["metricName"]) == (
+        env["POWERTOOLS_METRICS_NAMESPACE"], "OldestPendingEntryAgeSeconds")
+    assert alarm.inputs["dimensions"] == {"service": env["POWERTOOLS_SERVICE_NAME"]}
+    assert alarm.inputs["statistic"] == "Maximum" and alarm.inputs["comparisonOperator"] == "GreaterThanThreshold"
+    assert alarm.inputs["threshold"] == 900 + 2 * 300  # the threshold plus two runs
+    assert alarm.inputs["treatMissingData"] == "breaching"  # a reconciler that does not run is a failure too
