@@ -12,7 +12,7 @@ the outbox's sparse pending index (`outbox.PENDING_INDEX`: partition `pending_sh
 one Query per shard, oldest first — never a Scan) and hands each to `dispatcher.handle_entry`, the live
 dispatcher's own delivery code. So it is idempotent with the live dispatcher: `handle_entry` re-reads the
 item with a strongly consistent read (the index itself is only eventually consistent,
-https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/GSI.html), returns at once for an entry
+https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/HowItWorks.ReadConsistency.html), returns at once for an entry
 settled meanwhile, skips every sink already in `delivered_sinks`, applies the supersede rule, and
 dead-letters what still fails exactly as the dispatcher does. The threshold leaves young entries to the
 live dispatcher (an entry is pending for a few seconds legitimately); should both still take the same

@@ -19,6 +19,10 @@
 A user the target does not know (no Pinpoint endpoint, no matching profile) is not an error: `deliver`
 returns the reason it skipped, and the dispatcher logs it. Failures raise `SinkError`; `retryable` says
 whether trying again may help (throttling, a service fault) or cannot (a refused request).
+
+Sinks are called at least once per entry (docs/actions.md): the EventBridge detail's `key` and the Pinpoint
+event id are the outbox key, for consumers to de-duplicate on; attribute updates are idempotent, and the
+dispatcher never sends an attribute change a later change of the same rule and user supersedes.
 """
 
 from __future__ import annotations
