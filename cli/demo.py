@@ -386,7 +386,9 @@ def _build_lake(lines: Sequence[str], root: Path, progress: Progress) -> tuple[l
     for number, line in enumerate((line for line in lines if line.strip()), start=1):
         event = normalise(line, identity_mode=IdentityMode.USER_OR_ENDPOINT)
         if isinstance(event, CanonicalEvent):
-            clock = max(clock, event.arrival_time_ms)
+            # Recorded events reached the stream at their own arrival stamp: the Kinesis time is every
+            # source's arrival clock (docs/events.md), so a running maximum would move them to later days.
+            clock = event.arrival_time_ms
         records.append({
             "recordId": f"{number:056d}", "approximateArrivalTimestamp": clock,
             "data": base64.b64encode(line.encode("utf-8")).decode("ascii"),

@@ -64,7 +64,10 @@ def read_records(lines: list[str]) -> list[Record]:
                 user = json.loads(context).get("User", {}).get("UserId")
             client = raw.get("client", {}).get("client_id")
             endpoint = (raw.get("endpoint") or {}).get("Id") or (client if client != raw.get("awsAccountId") else None)
-            records.append(Record(line, user or endpoint, raw["event_type"], raw["event_timestamp"],
+            # An email event's event_timestamp is the send time; the open or click is its arrival (docs/events.md).
+            email = raw["event_type"].startswith("_email.")
+            time_ms = raw["arrival_timestamp"] if email else raw["event_timestamp"]
+            records.append(Record(line, user or endpoint, raw["event_type"], time_ms,
                                   raw.get("attributes", {}), raw.get("metrics", {})))
     return records
 

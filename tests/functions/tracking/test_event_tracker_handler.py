@@ -94,8 +94,8 @@ def test_mixed_batch_sends_only_scored_events_with_user_and_item(stubber, load_j
     ]))
     stubber.add_response("put_events", {}, expected_call(endpoint, endpoint, [
         {"eventId": click_event.event_id, "eventType": "_email.click", "eventValue": 100.0, "itemId": "sku-42",
-         # Pinpoint records carry their own arrival time, the interactions dataset's TIMESTAMP
-         "sentAt": datetime.fromtimestamp(click["arrival_timestamp"] / 1000, tz=timezone.utc)},
+         # Every source arrives when Kinesis says (docs/events.md), the interactions dataset's TIMESTAMP
+         "sentAt": arrival(1)},
     ]))
 
     response = lambda_handler(make_kinesis_event(payloads, arrival_seconds=ARRIVAL_SECONDS), context)
