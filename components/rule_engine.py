@@ -192,6 +192,8 @@ class RuleEngine(pulumi.ComponentResource):
                                  "POWERTOOLS_SERVICE_NAME": reconciler_service,
                                  "POWERTOOLS_METRICS_NAMESPACE": DEFAULT_METRICS_NAMESPACE},
                     statements=[
+                        # Query is authorised on the index resource type, table/NAME/index/INDEX
+                        # (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazondynamodb.html).
                         Statement(actions=["dynamodb:Query"],
                                   resources=[self.outbox.arn.apply(lambda arn: f"{arn}/index/{PENDING_INDEX}")]),
                         *delivery_statements,
