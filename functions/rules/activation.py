@@ -1,7 +1,27 @@
 """A date or window rule's activation record (`meta#<rule_id>` in the counters table): from when the
-aggregator counts the rule's events, and how far the backfill of the earlier ones has got.
+aggregator counts the rule's events, when a function last counted them (the heartbeat), and what the
+backfill still has to count from the lake.
 
-Semantics: `docs/rules.md`.
+Semantics, figures and the AWS behaviour they rest on: `docs/backfill.md`.
+
+- **Activation.** The aggregator counts a rule's events that *arrived* (Kinesis approximate arrival time, the
+  one clock of the stream and the lake) at or after `activation_ms`; the backfill counts the earlier ones.
+- **Heartbeat.** While a rule is in a function's rule set, that function writes `seen_until_ms` (its clock)
+  at most every `HEARTBEAT_MS`, before counting with an activation it has not confirmed for that long
+  (`ActivationCache`). So every event counted live arrived before the last heartbeat + `HEARTBEAT_MS` +
+  `CLOCK_MARGIN_MS`.
+- **Generations.** A rule seen again after its heartbeat went stale (older than the rules cache age +
+  `HEARTBEAT_MS` + `CLOCK_MARGIN_MS`) left the sheet and came back (or no record flowed at all meanwhile):
+  it gets a new generation with a new activation, and a gap backfill of the arrivals from when live counting
+  may have stopped to the new activation. Arrivals where it is unclear whether a function still counted them
+  are merged one by one and skipped when the counter's `seen` has them.
+- **Passes.** Each generation is backfilled twice: a *first* pass once the lake has settled, and a *late*
+  pass once the lake's worst-case lateness is over, which merges, one by one and against `seen`, only what
+  the first pass had not.
+
+Writes are conditional `PutItem`s (the functions hold no `UpdateItem`): a heartbeat rewrites the record as
+its writer read it, on condition that the `version` is unchanged (no backfill progress lost) and the heartbeat
+not stale; the backfill's `save` re-reads the heartbeat and writes on condition that neither moved.
 """
 
 from __future__ import annotations
@@ -9,17 +29,29 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
-from dataclasses import dataclass, replace
-from typing import Any, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable, Iterable, Mapping
 
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
 from functions.rules.dynamo import error_code, from_attributes, to_attributes
-from functions.rules.model import Rule
+from functions.rules.model import Rule, RuleSet, RuleType
 from functions.rules.outbox import PARTITION_KEY, meta_key
 
 logger = Logger()
+
+HEARTBEAT_MS = 5 * 60_000
+"""A function confirms (and refreshes) a rule's activation at most this often while the rule is in force."""
+CLOCK_MARGIN_MS = 30_000
+"""Skew allowed between the functions' clocks and Kinesis's arrival stamps, in heartbeat arithmetic."""
+GAP_LEAD_MS = 60 * 60_000
+"""A returning rule's gap starts this long before its last heartbeat: an event that arrived shortly before it
+may have been processed (iterator age) by a function that no longer had the rule. Those events are merged
+one by one, and skipped when the counter's `seen` shows they were counted live."""
+MAX_ATTEMPTS = 5
+KEPT_DONE_PASSES = 4
+"""Finished passes kept on the record (for inspection) when a new generation adds its own."""
 
 
 def rule_fingerprint(rule: Rule) -> str:
@@ -28,49 +60,165 @@ def rule_fingerprint(rule: Rule) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
+def stale_after_ms(activation_delay_ms: int, heartbeat_ms: int = HEARTBEAT_MS) -> int:
+    """How old a heartbeat may be before the rule counts as having left: the rules cache age (which the
+    activation delay already holds) + the heartbeat period + the clock margin."""
+    return activation_delay_ms + heartbeat_ms + CLOCK_MARGIN_MS
+
 
 class BackfillStatus(str, enum.Enum):
-    """Whether a rule's backfill still has to run (or finish)."""
+    """Whether a backfill pass (or a rule's whole backfill) still has to run (or finish)."""
 
     PENDING = "pending"
     DONE = "done"
 
 
+class PassKind(str, enum.Enum):
+    """FIRST: once the lake has settled after the activation. LATE: once the lake's worst-case lateness is
+    over, for records that reached the stream before the activation but the lake only after the first pass."""
+
+    FIRST = "first"
+    LATE = "late"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class BackfillPass:
+    """One query over the lake and the merge of its rows: the rule's events that arrived in
+    [`from_ms`, `to_ms`) (`from_ms` None: as far back as the rule's days reach)."""
+
+    generation: int
+    kind: PassKind
+    to_ms: int
+    """The generation's activation."""
+    from_ms: int | None = None
+    ambiguous_until_ms: int | None = None
+    """A returning rule's: arrivals before this may have been counted live; they are merged one by one,
+    and skipped when the counter has seen them."""
+    last_beat_ms: int | None = None
+    """A returning rule's last heartbeat before it returned."""
+    status: BackfillStatus = BackfillStatus.PENDING
+    query_id: str | None = None
+    """The pass's running Athena query, so a later run picks it up instead of starting another."""
+    resume_after: str | None = None
+    """Users up to this id (in the query's order) are merged already."""
+    error: str | None = None
+
+    @property
+    def key(self) -> str:
+        return f"g{self.generation}.{self.kind.value}"
+
+    def to_record(self) -> dict[str, Any]:
+        return {"generation": self.generation, "kind": self.kind.value, "to_ms": self.to_ms, "from_ms": self.from_ms,
+                "ambiguous_until_ms": self.ambiguous_until_ms, "last_beat_ms": self.last_beat_ms,
+                "status": self.status.value, "query_id": self.query_id, "resume_after": self.resume_after,
+                "error": self.error}
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> BackfillPass:
+        def number(name: str) -> int | None:
+            value = record.get(name)
+            return None if value is None else int(value)
+
+        return cls(generation=int(record["generation"]), kind=PassKind(record["kind"]), to_ms=int(record["to_ms"]),
+                   from_ms=number("from_ms"), ambiguous_until_ms=number("ambiguous_until_ms"),
+                   last_beat_ms=number("last_beat_ms"), status=BackfillStatus(record["status"]),
+                   query_id=record.get("query_id"), resume_after=record.get("resume_after"),
+                   error=record.get("error"))
+
+
+def generation_passes(generation: int, activation_ms: int, *, from_ms: int | None = None,
+                      ambiguous_until_ms: int | None = None,
+                      last_beat_ms: int | None = None) -> tuple[BackfillPass, BackfillPass]:
+    """The first and the late pass of a generation."""
+    return tuple(BackfillPass(generation=generation, kind=kind, to_ms=activation_ms, from_ms=from_ms,
+                              ambiguous_until_ms=ambiguous_until_ms, last_beat_ms=last_beat_ms)
+                 for kind in (PassKind.FIRST, PassKind.LATE))  # type: ignore[return-value]
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RuleMeta:
-    """A date or window rule's activation and backfill progress (item `meta#<rule_id>`).
+    """A date or window rule's activation, heartbeat and backfill progress (item `meta#<rule_id>`).
 
-    The aggregator counts the rule's events that arrived at or after `activation_ms`; the backfill counts
-    those that arrived before it, from the lake, once.
+    The aggregator counts the rule's events that arrived at or after `activation_ms` (the current
+    generation's); the backfill passes count those that arrived before it, from the lake, once.
     """
 
     rule_id: str
     activation_ms: int
     fingerprint: str
-    status: BackfillStatus = BackfillStatus.PENDING
-    query_id: str | None = None
-    """The backfill's running Athena query, so a later run picks it up instead of starting another."""
-    resume_after: str | None = None
-    """Users up to this id (in the query's order) are merged already."""
+    generation: int = 1
+    seen_until_ms: int | None = None
+    """The last heartbeat (a function's clock); None: none yet (the record counts as in force)."""
+    passes: tuple[BackfillPass, ...] = ()
     users: int = 0
     events: int = 0
     qualified: int = 0
-    error: str | None = None
     version: int = 1
 
+    @classmethod
+    def first(cls, rule: Rule, activation_ms: int, *, seen_until_ms: int | None = None) -> RuleMeta:
+        return cls(rule_id=rule.rule_id, activation_ms=activation_ms, fingerprint=rule_fingerprint(rule),
+                   seen_until_ms=seen_until_ms, passes=generation_passes(1, activation_ms))
+
+    @property
+    def status(self) -> BackfillStatus:
+        """DONE once every pass is."""
+        done = all(p.status is BackfillStatus.DONE for p in self.passes)
+        return BackfillStatus.DONE if done else BackfillStatus.PENDING
+
+    def pass_of(self, key: str) -> BackfillPass:
+        return next(p for p in self.passes if p.key == key)
+
+    def with_pass(self, updated: BackfillPass) -> RuleMeta:
+        return replace(self, passes=tuple(updated if p.key == updated.key else p for p in self.passes))
+
+    def returned(self, *, now_ms: int, activation_ms: int, heartbeat_ms: int = HEARTBEAT_MS,
+                 lead_ms: int = GAP_LEAD_MS) -> RuleMeta:
+        """The next generation of a rule whose heartbeat went stale: activated at `activation_ms`, with a gap
+        backfill from `lead_ms` before the last heartbeat (never before the previous activation) to it. Arrivals
+        up to the last heartbeat + `heartbeat_ms` + `CLOCK_MARGIN_MS` may have been counted live."""
+        last_beat = self.seen_until_ms if self.seen_until_ms is not None else self.activation_ms
+        from_ms = max(self.activation_ms, last_beat - lead_ms)
+        ambiguous_until = min(last_beat + heartbeat_ms + CLOCK_MARGIN_MS, activation_ms)
+        generation = self.generation + 1
+        kept_done = {p.key for p in self.passes if p.status is BackfillStatus.DONE}
+        kept_done = set(sorted(kept_done, key=[p.key for p in self.passes].index)[-KEPT_DONE_PASSES:])
+        passes = (*(p for p in self.passes if p.status is BackfillStatus.PENDING or p.key in kept_done),
+                  *generation_passes(generation, activation_ms, from_ms=min(from_ms, activation_ms),
+                                     ambiguous_until_ms=max(ambiguous_until, from_ms), last_beat_ms=last_beat))
+        return replace(self, generation=generation, activation_ms=activation_ms, seen_until_ms=now_ms,
+                       passes=passes)
+
     def to_item(self) -> dict[str, Any]:
-        return {PARTITION_KEY: meta_key(self.rule_id), "rule_id": self.rule_id, "activation_ms": self.activation_ms,
-                "fingerprint": self.fingerprint, "backfill": self.status.value, "query_id": self.query_id,
-                "resume_after": self.resume_after, "users": self.users, "events": self.events,
-                "qualified": self.qualified, "error": self.error, "version": self.version}
+        item = {PARTITION_KEY: meta_key(self.rule_id), "rule_id": self.rule_id, "activation_ms": self.activation_ms,
+                "fingerprint": self.fingerprint, "generation": self.generation,
+                "passes": [p.to_record() for p in self.passes], "backfill": self.status.value,
+                "users": self.users, "events": self.events, "qualified": self.qualified, "version": self.version}
+        if self.seen_until_ms is not None:  # absent, not null: conditions test `attribute_not_exists`
+            item["seen_until_ms"] = self.seen_until_ms
+        return item
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any]) -> RuleMeta:
-        return cls(rule_id=str(item["rule_id"]), activation_ms=int(item["activation_ms"]),
-                   fingerprint=str(item.get("fingerprint") or ""), status=BackfillStatus(item["backfill"]),
-                   query_id=item.get("query_id"), resume_after=item.get("resume_after"),
+        activation_ms = int(item["activation_ms"])
+        if "passes" in item:
+            passes = tuple(BackfillPass.from_record(record) for record in item["passes"])
+        else:  # a record from before the passes: one backfill, pending or done
+            status = BackfillStatus(item["backfill"])
+            first, late = generation_passes(1, activation_ms)
+            passes = (replace(first, status=status, query_id=item.get("query_id"),
+                              resume_after=item.get("resume_after"), error=item.get("error")),
+                      replace(late, status=status))
+        seen = item.get("seen_until_ms")
+        return cls(rule_id=str(item["rule_id"]), activation_ms=activation_ms,
+                   fingerprint=str(item.get("fingerprint") or ""), generation=int(item.get("generation", 1)),
+                   seen_until_ms=None if seen is None else int(seen), passes=passes,
                    users=int(item.get("users", 0)), events=int(item.get("events", 0)),
-                   qualified=int(item.get("qualified", 0)), error=item.get("error"), version=int(item["version"]))
+                   qualified=int(item.get("qualified", 0)), version=int(item["version"]))
+
+
+class ActivationConflict(Exception):
+    """An activation record kept changing under its writer."""
 
 
 class RuleActivations:
@@ -79,9 +227,10 @@ class RuleActivations:
     def __init__(self, client: Any, counters_table: str) -> None:
         self._client, self._table = client, counters_table
 
-    def ensure(self, rule: Rule, activation_ms: int) -> RuleMeta:
-        """The rule's activation record, created with `activation_ms` if it has none (first writer wins)."""
-        meta = RuleMeta(rule_id=rule.rule_id, activation_ms=activation_ms, fingerprint=rule_fingerprint(rule))
+    def ensure(self, rule: Rule, activation_ms: int, *, seen_until_ms: int | None = None) -> RuleMeta:
+        """The rule's activation record, created with `activation_ms` (and heartbeat `seen_until_ms`) if it has
+        none (first writer wins)."""
+        meta = RuleMeta.first(rule, activation_ms, seen_until_ms=seen_until_ms)
         try:
             self._client.put_item(TableName=self._table, Item=to_attributes(meta.to_item()),
                                   ConditionExpression="attribute_not_exists(#pk)",
@@ -106,15 +255,122 @@ class RuleActivations:
         return RuleMeta.from_item(from_attributes(item)) if item else None
 
     def save(self, meta: RuleMeta) -> RuleMeta | None:
-        """Store `meta` (read at `meta.version`); None if it changed meanwhile."""
-        stored = replace(meta, version=meta.version + 1)
-        try:
-            self._client.put_item(TableName=self._table, Item=to_attributes(stored.to_item()),
-                                  ConditionExpression="#version = :version",
-                                  ExpressionAttributeNames={"#version": "version"},
-                                  ExpressionAttributeValues={":version": {"N": str(meta.version)}})
-        except ClientError as error:
-            if error_code(error) == "ConditionalCheckFailedException":
+        """Store `meta`'s backfill progress (read at `meta.version`); None if another writer changed the record
+        meanwhile (a backfill run, or a new generation). The heartbeat is re-read and kept: heartbeats do not
+        move `version`, so the write is also conditional on the heartbeat read."""
+        for _ in range(MAX_ATTEMPTS):
+            current = self.read(meta.rule_id)
+            if current is None or current.version != meta.version or current.generation != meta.generation:
                 return None
-            raise
-        return stored
+            stored = replace(meta, version=meta.version + 1, seen_until_ms=current.seen_until_ms,
+                             activation_ms=current.activation_ms)
+            try:
+                self._put_if(stored, version=meta.version, seen_until_ms=current.seen_until_ms)
+            except ClientError as error:
+                if error_code(error) == "ConditionalCheckFailedException":
+                    continue  # a heartbeat landed in between: read it again
+                raise
+            return stored
+        raise ActivationConflict(f"meta#{meta.rule_id}: still changing after {MAX_ATTEMPTS} attempts")
+
+    def beat(self, meta: RuleMeta, rule: Rule, *, now_ms: int, activation_delay_ms: int,
+             heartbeat_ms: int = HEARTBEAT_MS) -> RuleMeta:
+        """Refresh the rule's heartbeat and return the record in force: this one, a newer one (another writer
+        saved progress or started a generation), or — when the heartbeat is stale — a new generation,
+        activated `activation_delay_ms` from now. One request unless the record changed under the caller."""
+        stale_ms = now_ms - stale_after_ms(activation_delay_ms, heartbeat_ms)
+        for _ in range(MAX_ATTEMPTS):
+            returning = meta.seen_until_ms is not None and meta.seen_until_ms < stale_ms
+            if returning:
+                stored = replace(meta.returned(now_ms=now_ms, activation_ms=now_ms + activation_delay_ms,
+                                               heartbeat_ms=heartbeat_ms), version=meta.version + 1)
+                conditions = {"version": meta.version, "seen_until_ms": meta.seen_until_ms}
+            else:
+                stored = replace(meta, seen_until_ms=now_ms)
+                conditions = {"version": meta.version, "fresh_after_ms": stale_ms}
+            try:
+                self._put_if(stored, **conditions)
+            except ClientError as error:
+                if error_code(error) != "ConditionalCheckFailedException":
+                    raise
+                old = error.response.get("Item")
+                current = RuleMeta.from_item(from_attributes(old)) if old else self.read(meta.rule_id)
+                if current is None:  # removed from under us (never, but): start afresh
+                    current = self.ensure(rule, now_ms + activation_delay_ms, seen_until_ms=now_ms)
+                if _recent(current, now_ms, heartbeat_ms):
+                    return current  # someone else's heartbeat (or new generation) just now
+                meta = current
+                continue
+            if returning:
+                logger.info("rule returned after its heartbeat went stale: new generation and gap backfill",
+                            extra={"rule_id": meta.rule_id, "generation": stored.generation,
+                                   "last_beat_ms": meta.seen_until_ms, "activation_ms": stored.activation_ms})
+            return stored
+        raise ActivationConflict(f"meta#{meta.rule_id}: still changing after {MAX_ATTEMPTS} attempts")
+
+    def _put_if(self, meta: RuleMeta, *, version: int, seen_until_ms: int | None = None,
+                fresh_after_ms: int | None = None) -> None:
+        names = {"#version": "version", "#seen": "seen_until_ms"}
+        values: dict[str, Any] = {":version": {"N": str(version)}}
+        condition = "#version = :version"
+        if fresh_after_ms is not None:
+            condition += " AND (attribute_not_exists(#seen) OR #seen >= :fresh)"
+            values[":fresh"] = {"N": str(fresh_after_ms)}
+        elif seen_until_ms is None:
+            condition += " AND attribute_not_exists(#seen)"
+        else:
+            condition += " AND #seen = :seen"
+            values[":seen"] = {"N": str(seen_until_ms)}
+        self._client.put_item(TableName=self._table, Item=to_attributes(meta.to_item()), ConditionExpression=condition,
+                              ExpressionAttributeNames=names, ExpressionAttributeValues=values,
+                              ReturnValuesOnConditionCheckFailure="ALL_OLD")
+
+
+@dataclass
+class ActivationCache:
+    """A function container's view of its date and window rules' activations (`current`): each confirmed
+    with the record — and the heartbeat written — on first sight and then at most every `heartbeat_ms` while
+    the rule stays in the container's rule set. A rule that leaves the set is forgotten, so when it comes
+    back it is looked up again at once.
+
+    Cost: one request per date or window rule per container on first sight, then one per rule per
+    `heartbeat_ms` of processing (docs/backfill.md, "Heartbeats").
+    """
+
+    activations: RuleActivations
+    now_ms: Callable[[], int]
+    activation_delay_ms: int
+    heartbeat_ms: int = HEARTBEAT_MS
+    _known: dict[str, tuple[RuleMeta, int]] = field(default_factory=dict)
+    """rule id → (record, when this container last confirmed it)."""
+
+    def current(self, rules: RuleSet | Iterable[Rule]) -> dict[str, int]:
+        """Activation time of each date and window rule in `rules`. A new rule's lies one rules-cache age in
+        the future: by then every running function has the rule, so each event arriving after it is seen by a
+        function that counts it, and every earlier one is left to the backfill."""
+        now = self.now_ms()
+        dated = [rule for rule in rules if rule.rule_type is not RuleType.AGGREGATOR]
+        for rule_id in set(self._known) - {rule.rule_id for rule in dated}:
+            del self._known[rule_id]
+        for rule in dated:
+            known = self._known.get(rule.rule_id)
+            if known is not None and now - known[1] < self.heartbeat_ms:
+                continue
+            if known is None:
+                # Created here (heartbeat included), or read back as it stands.
+                meta = self.activations.ensure(rule, now + self.activation_delay_ms, seen_until_ms=now)
+            else:
+                meta = known[0]
+            if _recent(meta, now, self.heartbeat_ms):
+                # A heartbeat (this container's or another's) recent enough covers this container's counting.
+                assert meta.seen_until_ms is not None
+                self._known[rule.rule_id] = (meta, meta.seen_until_ms)
+                continue
+            meta = self.activations.beat(meta, rule, now_ms=now, activation_delay_ms=self.activation_delay_ms,
+                                         heartbeat_ms=self.heartbeat_ms)
+            self._known[rule.rule_id] = (meta, now)
+        return {rule_id: meta.activation_ms for rule_id, (meta, _) in self._known.items()}
+
+
+def _recent(meta: RuleMeta, now_ms: int, heartbeat_ms: int) -> bool:
+    return meta.seen_until_ms is not None and now_ms - heartbeat_ms < meta.seen_until_ms <= now_ms

@@ -51,6 +51,7 @@ from botocore.config import Config
 from functions.events.canonical import CanonicalEvent, IdentityMode, Rejected
 from functions.events.consumer_settings import DEFAULT_METRICS_NAMESPACE, ConsumerSettings
 from functions.events.normalise import normalise
+from functions.rules.activation import ActivationCache
 from functions.rules.evaluate import matches
 from functions.rules.rules_source import Env, RulesSettings, RulesSource, S3RulesSource
 from functions.rules.model import ENGINE_EVENT_PREFIX, Rule, RuleSet, RuleType
@@ -188,24 +189,19 @@ class BatchOutcome:
 class Aggregator:
     """Matches a batch's events against the rules and applies them per (rule, user) through the store.
 
-    Activation times are cached per rule id for the life of the container (a rule's activation never
-    changes once recorded), so activating costs one request per container per date or window rule.
-    `one_by_one` writes every event separately (for comparisons; same outcome, more requests).
+    Activations (and the rules' heartbeats) are kept by an `ActivationCache` (functions/rules/activation.py,
+    docs/backfill.md): one request per container per date or window rule on first sight, then one per rule
+    every few minutes of processing. `one_by_one` writes every event separately (for comparisons; same
+    outcome, more requests).
     """
 
     def __init__(self, store: CounterStore, *, activation_delay_ms: int, one_by_one: bool = False) -> None:
         self._store, self._activation_delay_ms, self._one_by_one = store, activation_delay_ms, one_by_one
-        self._activations: dict[str, int] = {}
+        self._activations = ActivationCache(store.activations, store.now_ms, activation_delay_ms)
 
     def activations(self, rules: RuleSet) -> dict[str, int]:
-        """Activation time of each date and window rule, recorded on first sight. It lies one rules-cache age
-        in the future: by then every running function has the rule, so each event arriving after it is seen
-        by a function that counts it, and every earlier one is left to the backfill."""
-        for rule in rules:
-            if rule.rule_type is not RuleType.AGGREGATOR and rule.rule_id not in self._activations:
-                meta = self._store.activations.ensure(rule, self._store.now_ms() + self._activation_delay_ms)
-                self._activations[rule.rule_id] = meta.activation_ms
-        return self._activations
+        """Activation time of each date and window rule in force (`ActivationCache.current`)."""
+        return self._activations.current(rules)
 
     def group(self, rules: RuleSet, deliveries: Sequence[Delivery],
               counts: Counter[Count]) -> dict[GroupKey, list[Delivery]]:

@@ -1,39 +1,52 @@
-"""Backfill: a scheduled Lambda that counts, from the lake, the events a date or window rule did not see
-because they arrived before its activation, so that users who already meet a new rule are marked.
+"""Backfill: a scheduled Lambda that counts, from the lake, the events a date or window rule did not count
+live because they arrived before its activation (or while it was out of the sheet), so that users who
+already meet the rule are marked.
 
-The aggregator counts a rule's events that arrived at or after its activation (`meta#<rule_id>`); the
-backfill counts those that arrived before it. Each event is on exactly one side of that line, so nothing is
-counted twice however long the backfill takes. For each date or window rule in the sheet whose backfill is
-pending, once its activation is `BACKFILL_SETTLE_MINUTES` old (Firehose buffers events for up to 5 minutes
-before they reach the lake):
+One clock (docs/backfill.md, "One clock"): an event's `arrival_time_ms` is its Kinesis approximate arrival
+time, in the aggregator and in the lake alike, and the lake's `dt` partition is that arrival's UTC day. The
+aggregator counts a generation's events that arrived at or after its activation (`meta#<rule_id>`,
+functions/rules/activation.py); the backfill counts those that arrived before it (`arrival_time_ms <
+activation`, partitions up to the activation's day). Each event is on exactly one side of that line.
 
-1. an Athena query (generated text, `build_backfill_sql`) reads only the `dt` partitions the rule needs — a
-   date rule: the day before its start date (device clocks run ahead) to the activation day; a window rule:
-   the last `window_days` + 1 days up to the activation day — and returns, per user and event day, the count
-   and metric sum of the rule's events (same matching as the aggregator; a producer's duplicate once);
-2. each user's days are merged into their counter (`apply_backfill`), qualifying them if the rule is met,
-   with the same conditional write + outbox transaction as the aggregator, and a per-counter `backfilled`
-   mark so a rerun never merges twice;
-3. the rule's record is marked done, with its counts: a rule id is backfilled once.
+Each generation has two passes (`BackfillPass`), each an Athena query (generated text, `build_backfill_sql`)
+over only the partitions it needs, merged user by user into the counters with the same conditional write +
+outbox transaction as the aggregator (`apply_backfill`):
 
-A run stops a minute before its time is up and saves where it got to (the query id and the last user
+1. the *first* pass, once the activation is `BACKFILL_SETTLE_MINUTES` old (Firehose buffers up to 5 minutes
+   before a record reaches the lake): per user and event day, the count and metric sum of the rule's events —
+   except those that arrived within max(dedupe horizon, lake lateness) before the activation, which come one
+   row per event (id, day, arrival, value);
+2. the *late* pass, once the activation is `BACKFILL_LATENESS_MINUTES` old (the lake's worst-case lateness:
+   Firehose retries S3 delivery for as long as the stream keeps the record, 24 h here): the events that
+   arrived within that lateness before the activation, one row per event, merged only when the counter has
+   not seen them — so a record that reached the lake after the first pass counts, and nothing counts twice.
+
+Producer duplicates across the activation: an event merged one by one is skipped when the counter has seen
+its id (a copy counted live first), and its id is remembered on the counter (`store.remember`), so a copy
+arriving live later is a duplicate. Day totals merged by a pass leave a per-counter pass mark in `seen`, so a
+rerun never merges them twice. A returning rule's gap pass merges the arrivals where it is unclear whether a
+function still counted them live one by one, against `seen` (docs/backfill.md, "Returning rules").
+
+A run stops a minute before its time is up and saves where it got to (per pass: the query id and the last user
 merged, results being ordered by user); the next scheduled run carries on. A failed query is logged, and
 retried by the next run.
 
 Environment (read once, by `BackfillSettings.from_env`): COUNTERS_TABLE, OUTBOX_TABLE, RULES_BUCKET, RULES_KEY,
 ATHENA_WORKGROUP (required); GLUE_DATABASE (`engagement_loop`), EVENTS_TABLE (`events`), ATHENA_OUTPUT_LOCATION
-(default: the workgroup's), BACKFILL_SETTLE_MINUTES (15), RULES_MAX_AGE_SECONDS (60), COUNTER_TTL_DAYS (400),
-POWERTOOLS_METRICS_NAMESPACE (`EngagementLoop`).
+(default: the workgroup's), BACKFILL_SETTLE_MINUTES (15), BACKFILL_LATENESS_MINUTES (1500 = 25 h),
+RULES_MAX_AGE_SECONDS (60), COUNTER_TTL_DAYS (400), DEDUPE_HORIZON_HOURS (24), POWERTOOLS_METRICS_NAMESPACE
+(`EngagementLoop`).
 """
 
 from __future__ import annotations
 
+import decimal
 import enum
 import functools
 import hashlib
 import time
-from collections import Counter
-from dataclasses import dataclass, replace
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field, replace
 from datetime import date, timedelta
 from decimal import Decimal
 from itertools import groupby
@@ -53,27 +66,50 @@ from functions.rules.evaluate import DAY_MS, DayBucket, apply_backfill, event_da
 from functions.rules.outbox import OutboxEntry
 from functions.rules.rules_source import Env, RulesSettings, RulesSource, S3RulesSource
 from functions.rules.model import Rule, RuleSet, RuleType
-from functions.rules.activation import BackfillStatus, RuleMeta
-from functions.rules.store import CounterItem, CounterStore, StoreSettings, Write, counting_closes_ms
+from functions.rules.activation import BackfillPass, BackfillStatus, PassKind, RuleMeta
+from functions.rules.store import (
+    DEDUPE_HORIZON_HOURS,
+    CounterItem,
+    CounterStore,
+    StoreSettings,
+    Write,
+    counting_closes_ms,
+    remember,
+)
 
 logger = Logger()
 
 DEFAULT_SETTLE_MINUTES = 15
+DEFAULT_LATENESS_MINUTES = 25 * 60
+"""The lake's worst-case lateness after a record's stream arrival (docs/backfill.md, "Lateness bound"): the
+stream's 24 h retention, for as long as which Firehose retries S3 delivery with a Kinesis source
+(https://docs.aws.amazon.com/firehose/latest/dev/retry.html, "Amazon S3"), + its 300 s buffer
+(https://docs.aws.amazon.com/firehose/latest/APIReference/API_BufferingHints.html) and the normaliser's 60 s
+one, with the rest of the hour for the transform's retries and a read backlog."""
 STOP_MARGIN_MS = 60_000
 """Stop merging this long before the function's time is up."""
 SAVE_EVERY_USERS = 200
-BACKFILL_COLUMNS = ("user_id", "event_day", "events", "metric_sum")
+BACKFILL_COLUMNS = ("user_id", "event_day", "event_id", "arrival_time_ms", "events", "metric_sum")
+"""A row is a user's day total (`event_id` and `arrival_time_ms` NULL) or one event."""
 _EPOCH = date(1970, 1, 1)
+_SUMS = decimal.Context(prec=38)  # as the counters add (DynamoDB numbers carry 38 digits)
 
 
 class BackfillCount(str, enum.Enum):
     """What a backfill run counts; each is a CloudWatch metric."""
 
     RULES_DONE = "BackfillRulesDone"
+    PASSES_DONE = "BackfillPassesDone"
     RULES_WAITING = "BackfillRulesWaiting"
     QUERIES_FAILED = "BackfillQueriesFailed"
     USERS = "BackfillUsers"
     EVENTS = "BackfillEvents"
+    LATE_EVENTS = "BackfillLateEvents"
+    """Events the late pass merged: records the lake received after the first pass had read it."""
+    SEEN_SKIPPED = "BackfillEventsAlreadyCounted"
+    """Events merged one by one that the counter had seen (a copy counted live, or a pass's earlier merge)."""
+    ASSUMED_LIVE = "BackfillEventsAssumedLive"
+    """A returning rule's ambiguous events older than the dedupe horizon, taken as counted live."""
     QUALIFIED = "BackfillQualified"
 
 
@@ -82,7 +118,7 @@ class BackfillSettings:
     """The function's configuration, parsed once from its environment."""
 
     store: StoreSettings
-    """COUNTERS_TABLE, OUTBOX_TABLE (required), COUNTER_TTL_DAYS (default 400)."""
+    """COUNTERS_TABLE, OUTBOX_TABLE (required), COUNTER_TTL_DAYS (default 400), DEDUPE_HORIZON_HOURS (24)."""
     rules: RulesSettings
     """RULES_BUCKET, RULES_KEY (required), RULES_MAX_AGE_SECONDS (default 60)."""
     workgroup: str
@@ -94,7 +130,10 @@ class BackfillSettings:
     output_location: str | None = None
     """ATHENA_OUTPUT_LOCATION (`s3://…/`), default: the workgroup's result location."""
     settle_minutes: int = DEFAULT_SETTLE_MINUTES
-    """BACKFILL_SETTLE_MINUTES, default 15: how old an activation must be before its backfill runs."""
+    """BACKFILL_SETTLE_MINUTES, default 15: how old an activation must be before its first pass runs."""
+    lateness_minutes: int = DEFAULT_LATENESS_MINUTES
+    """BACKFILL_LATENESS_MINUTES, default 1500 (25 h): how old an activation must be before its late pass runs;
+    the lake's worst-case lateness after stream arrival."""
     metrics_namespace: str = DEFAULT_METRICS_NAMESPACE
     """POWERTOOLS_METRICS_NAMESPACE, default `EngagementLoop`."""
 
@@ -107,8 +146,12 @@ class BackfillSettings:
             database=env.text("GLUE_DATABASE", DEFAULT_DATABASE), table=env.text("EVENTS_TABLE", DEFAULT_TABLE),
             output_location=env.text("ATHENA_OUTPUT_LOCATION", "") or None,
             settle_minutes=env.positive_int("BACKFILL_SETTLE_MINUTES", DEFAULT_SETTLE_MINUTES),
+            lateness_minutes=env.positive_int("BACKFILL_LATENESS_MINUTES", DEFAULT_LATENESS_MINUTES),
             metrics_namespace=env.text("POWERTOOLS_METRICS_NAMESPACE", DEFAULT_METRICS_NAMESPACE),
         )
+        if settings.lateness_minutes <= settings.settle_minutes:
+            env.problems.append(f"BACKFILL_LATENESS_MINUTES={settings.lateness_minutes} is invalid: expected more "
+                                f"than BACKFILL_SETTLE_MINUTES ({settings.settle_minutes})")
         env.check("rules backfill")
         return settings
 
@@ -116,40 +159,97 @@ class BackfillSettings:
 # --- the query ---------------------------------------------------------------------------------------
 
 
-def backfill_days(rule: Rule, activation_ms: int) -> tuple[date, date] | None:
-    """The first and last `dt` partition (arrival day) the rule's backfill reads; None if none can hold
-    an event it counts."""
-    activation_day = event_day(activation_ms)
-    if rule.rule_type is RuleType.WINDOW:
-        assert rule.window_days is not None
-        return activation_day - timedelta(days=rule.window_days), activation_day
-    if rule.rule_type is RuleType.DATE:
-        assert rule.start_date is not None
-        closes = counting_closes_ms(rule)
-        assert closes is not None
-        first, last = rule.start_date - timedelta(days=1), min(activation_day, event_day(closes - 1))
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PassQuery:
+    """What one pass reads: the rule's events that arrived in [`from_ms`, `to_ms`) (`from_ms` None: as far
+    back as the rule's days reach), one row per event for those that arrived at or after `listed_from_ms`
+    or before `ambiguous_until_ms`, day totals for the others. A copy counts once when its original arrived
+    up to `lookback_ms` earlier, even before `from_ms` (the dedupe horizon)."""
+
+    rule: Rule
+    to_ms: int
+    from_ms: int | None = None
+    listed_from_ms: int | None = None
+    ambiguous_until_ms: int | None = None
+    lookback_ms: int = 0
+
+    @property
+    def before_ms(self) -> int:
+        """Arrivals before this are read: the activation, or earlier when a date rule's counting closed."""
+        closes = counting_closes_ms(self.rule)
+        return self.to_ms if closes is None else min(self.to_ms, closes)
+
+    @property
+    def read_from_ms(self) -> int | None:
+        return None if self.from_ms is None else self.from_ms - self.lookback_ms
+
+    def days(self) -> tuple[date, date] | None:
+        """The first and last `dt` partition (arrival day) to read; None if none can hold an event it counts.
+        The one clock makes this exact: an event arrives on or after the day it happened (event time is
+        clamped to arrival), and before the activation's day ends."""
+        rule = self.rule
+        if rule.rule_type is RuleType.WINDOW:
+            assert rule.window_days is not None
+            first = event_day(self.to_ms) - timedelta(days=rule.window_days)
+        elif rule.rule_type is RuleType.DATE:
+            assert rule.start_date is not None
+            first = rule.start_date
+        else:
+            raise ValueError(f"rule {rule.rule_id!r}: only date and window rules are backfilled")
+        if self.from_ms is not None:
+            if self.from_ms >= self.before_ms:
+                return None
+            first = max(first, event_day(self.read_from_ms))  # type: ignore[arg-type]
+        last = event_day(self.before_ms - 1)
         return (first, last) if first <= last else None
-    raise ValueError(f"rule {rule.rule_id!r}: only date and window rules are backfilled")
 
 
-def build_backfill_sql(rule: Rule, activation_ms: int, *, database: str, table: str) -> str:
-    """The Athena (Trino) SELECT of `BACKFILL_COLUMNS`: per user and event day (days since 1970-01-01, UTC),
-    the number and metric sum of the rule's events that arrived before `activation_ms`, ordered by user."""
-    days = backfill_days(rule, activation_ms)
+def pass_query(rule: Rule, backfill_pass: BackfillPass, *, horizon_ms: int, lateness_ms: int) -> PassQuery:
+    """The query of a pass. The first lists events one by one from max(horizon, lateness) before the
+    activation: within the horizon a producer's copy may arrive live later (and must find the id), within the
+    lateness the late pass must know what the first merged. The late pass reads only the lateness before the
+    activation, all one by one."""
+    to_ms = backfill_pass.to_ms
+    if backfill_pass.kind is PassKind.FIRST:
+        return PassQuery(rule=rule, to_ms=to_ms, from_ms=backfill_pass.from_ms,
+                         listed_from_ms=to_ms - max(horizon_ms, lateness_ms),
+                         ambiguous_until_ms=backfill_pass.ambiguous_until_ms, lookback_ms=horizon_ms)
+    late_from = to_ms - lateness_ms
+    from_ms = late_from if backfill_pass.from_ms is None else max(backfill_pass.from_ms, late_from)
+    return PassQuery(rule=rule, to_ms=to_ms, from_ms=from_ms, listed_from_ms=from_ms,
+                     ambiguous_until_ms=backfill_pass.ambiguous_until_ms, lookback_ms=horizon_ms)
+
+
+def backfill_days(rule: Rule, activation_ms: int) -> tuple[date, date] | None:
+    """The first and last `dt` partition (arrival day) a new rule's first pass reads; None if none can hold
+    an event it counts."""
+    return PassQuery(rule=rule, to_ms=activation_ms).days()
+
+
+def build_backfill_sql(rule: Rule, activation_ms: int, *, database: str, table: str,
+                       query: PassQuery | None = None) -> str:
+    """The Athena (Trino) SELECT of `BACKFILL_COLUMNS` for `query` (default: a new rule's whole history as
+    day totals): the rule's events that arrived before `activation_ms`, per user and event day (days since
+    1970-01-01, UTC) or one by one, ordered by user."""
+    query = query or PassQuery(rule=rule, to_ms=activation_ms)
+    days = query.days()
     if days is None:
         raise ValueError(f"rule {rule.rule_id!r}: nothing to backfill before {activation_ms}")
     dt = sql_identifier(LAKE_PARTITION_KEY)
-    closes = counting_closes_ms(rule)
-    before_ms = activation_ms if closes is None else min(activation_ms, closes)
+    # The engine's time of an event: its event time, never after its arrival (the normaliser clamps it too).
+    moment = "least(e.event_time_ms, e.arrival_time_ms)"
     conditions = [
-        # Plain string comparisons on the partition column, so Athena reads only these days.
+        # Plain string comparisons on the partition column (the arrival day), so Athena reads only these days.
         f"e.{dt} >= {sql_string(days[0].isoformat())}",
         f"e.{dt} <= {sql_string(days[1].isoformat())}",
         # A rule never names a `trk_` event, so this also leaves the engine's own events out.
         f"e.event_type = {sql_string(rule.event_name)}",
         "e.user_id IS NOT NULL",
-        f"e.arrival_time_ms < {before_ms}",
+        # The split with the aggregator, on the one clock: Kinesis arrival.
+        f"e.arrival_time_ms < {query.before_ms}",
     ]
+    if query.read_from_ms is not None:
+        conditions.append(f"e.arrival_time_ms >= {query.read_from_ms}")
     if rule.attribute_filter is not None:
         name, value = rule.attribute_filter.name, rule.attribute_filter.value
         conditions.append(f"element_at(e.attributes, {sql_string(name)}) = {sql_string(value)}")
@@ -157,7 +257,7 @@ def build_backfill_sql(rule: Rule, activation_ms: int, *, database: str, table: 
         assert rule.start_date is not None and rule.finish_date is not None
         first_ms = (rule.start_date - _EPOCH).days * DAY_MS
         last_ms = ((rule.finish_date - _EPOCH).days + 1) * DAY_MS - 1
-        conditions.append(f"e.event_time_ms BETWEEN {first_ms} AND {last_ms}")
+        conditions.append(f"{moment} BETWEEN {first_ms} AND {last_ms}")
     metric_name = rule.sum_condition.metric_name if rule.sum_condition else None
     # The rule's metric, else the record's first one: map_values keeps the order the record gave them in.
     metric = (f"element_at(e.metrics, {sql_string(metric_name)})" if metric_name
@@ -165,32 +265,86 @@ def build_backfill_sql(rule: Rule, activation_ms: int, *, database: str, table: 
     # Through the double's shortest text, as the aggregator adds a metric (Decimal(str(value))), so the sums
     # are exact decimals that match the stream's to the last digit.
     value = f"CAST(CAST({metric} AS VARCHAR) AS DECIMAL(38, 17))"
+    listed_parts = []
+    if query.listed_from_ms is not None:
+        listed_parts.append(f"m.arrival_time_ms >= {query.listed_from_ms}")
+    if query.ambiguous_until_ms is not None:
+        listed_parts.append(f"m.arrival_time_ms < {query.ambiguous_until_ms}")
+    listed = " OR ".join(listed_parts) or "FALSE"
+    kept = "m.delivery = 1" + (f" AND m.arrival_time_ms >= {query.from_ms}" if query.from_ms is not None else "")
     where = "\n        AND ".join(conditions)
     return f"""\
 WITH matching AS (
-    SELECT e.user_id, e.event_time_ms,
+    SELECT e.user_id, e.event_id, e.arrival_time_ms,
+        CAST(floor({moment} / {DAY_MS}.0) AS BIGINT) AS event_day,
         coalesce({value}, CAST(0 AS DECIMAL(38, 17))) AS metric_value,
         row_number() OVER (PARTITION BY e.user_id, e.event_id ORDER BY e.arrival_time_ms) AS delivery
     FROM {sql_identifier(database)}.{sql_identifier(table)} AS e
     WHERE {where}
+), counted AS (
+    SELECT m.user_id, m.event_day, m.metric_value,
+        CASE WHEN {listed} THEN m.event_id END AS event_id,
+        CASE WHEN {listed} THEN m.arrival_time_ms END AS arrival_time_ms
+    FROM matching AS m
+    WHERE {kept}
 )
-SELECT m.user_id,
-    CAST(floor(m.event_time_ms / {DAY_MS}.0) AS BIGINT) AS event_day,
+SELECT c.user_id, c.event_day, c.event_id, max(c.arrival_time_ms) AS arrival_time_ms,
     count(*) AS events,
-    sum(m.metric_value) AS metric_sum
-FROM matching AS m
-WHERE m.delivery = 1
-GROUP BY m.user_id, CAST(floor(m.event_time_ms / {DAY_MS}.0) AS BIGINT)
-ORDER BY 1, 2
+    sum(c.metric_value) AS metric_sum
+FROM counted AS c
+GROUP BY c.user_id, c.event_day, c.event_id
+ORDER BY 1, 2, 3
 """
 
 
-def user_days(rows: Iterable[Sequence[str | None]]) -> Iterator[tuple[str, list[DayBucket]]]:
-    """Result rows (strings, as Athena returns them, ordered by user) → (user, that user's day totals)."""
-    for user_id, user_rows in groupby(rows, key=lambda row: row[0]):
+@dataclass(frozen=True, slots=True)
+class ListedEvent:
+    """One event of a pass's result."""
+
+    event_id: str
+    day: date
+    arrival_ms: int
+    value: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class UserRows:
+    """One user's rows of a pass's result: day totals and events listed one by one."""
+
+    user_id: str
+    totals: list[DayBucket] = field(default_factory=list)
+    listed: list[ListedEvent] = field(default_factory=list)
+
+
+def user_rows(rows: Iterable[Sequence[str | None]]) -> Iterator[UserRows]:
+    """Result rows (strings, as Athena returns them, ordered by user) → each user's totals and events."""
+    for user_id, rows_of_user in groupby(rows, key=lambda row: row[0]):
         assert user_id is not None
-        yield user_id, [DayBucket(_EPOCH + timedelta(days=int(day)), int(count), _decimal(total))
-                        for _, day, count, total in user_rows]
+        user = UserRows(user_id)
+        for _, day_text, event_id, arrival, count, total in rows_of_user:
+            day = _EPOCH + timedelta(days=int(day_text or 0))
+            if event_id is None:
+                user.totals.append(DayBucket(day, int(count or 0), _decimal(total)))
+            else:
+                user.listed.append(ListedEvent(event_id, day, int(arrival or 0), _decimal(total)))
+        yield user
+
+
+def user_days(rows: Iterable[Sequence[str | None]]) -> Iterator[tuple[str, list[DayBucket]]]:
+    """Result rows → (user, that user's day totals, events listed one by one folded in)."""
+    for user in user_rows(rows):
+        yield user.user_id, _buckets(user.totals, user.listed)
+
+
+def _buckets(totals: Iterable[DayBucket], events: Iterable[ListedEvent]) -> list[DayBucket]:
+    days: dict[date, tuple[int, Decimal]] = defaultdict(lambda: (0, Decimal(0)))
+    for bucket in totals:
+        count, total = days[bucket.day]
+        days[bucket.day] = (count + bucket.count, _SUMS.add(total, bucket.sum))
+    for event in events:
+        count, total = days[event.day]
+        days[event.day] = (count + 1, _SUMS.add(total, event.value))
+    return [DayBucket(day, count, total) for day, (count, total) in sorted(days.items())]
 
 
 def _decimal(text: str | None) -> Decimal:
@@ -268,105 +422,189 @@ class AthenaLakeQueries:
 # --- the backfill ------------------------------------------------------------------------------------
 
 
-def _query_token(meta: RuleMeta) -> str:
+def _query_token(meta: RuleMeta, backfill_pass: BackfillPass) -> str:
     # Same record version → same token → Athena returns the query already started (a run that died before
     # saving its id); a failed query is forgotten with a new version, so the retry gets a new token.
-    return hashlib.sha256(f"backfill:{meta.rule_id}:{meta.activation_ms}:{meta.version}".encode()).hexdigest()
+    text = f"backfill:{meta.rule_id}:{backfill_pass.key}:{backfill_pass.to_ms}:{meta.version}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def pass_mark(rule_id: str, backfill_pass: BackfillPass) -> str:
+    """The `seen` entry a pass leaves on a counter it merged day totals into, so a rerun never merges twice."""
+    return f"backfill#{rule_id}#{backfill_pass.key}"
+
+
+@dataclass
+class _Merge:
+    """What merging one user did."""
+
+    events: int = 0
+    late: int = 0
+    seen: int = 0
+    assumed_live: int = 0
 
 
 class Backfill:
-    """Backfills the date and window rules of a sheet, a bit at a time (`run`)."""
+    """Backfills the date and window rules of a sheet, a pass at a time (`run`)."""
 
     def __init__(self, store: CounterStore, lake: LakeQueries, *, database: str, table: str, settle_ms: int,
-                 activation_delay_ms: int) -> None:
+                 activation_delay_ms: int, lateness_ms: int = DEFAULT_LATENESS_MINUTES * 60_000,
+                 horizon_ms: int | None = None) -> None:
         self._store, self._lake, self._database, self._table = store, lake, database, table
-        self._settle_ms, self._activation_delay_ms = settle_ms, activation_delay_ms
-        self._done: set[str] = set()  # rules this container saw finished: no request for them any more
+        self._settle_ms, self._activation_delay_ms, self._lateness_ms = settle_ms, activation_delay_ms, lateness_ms
+        self._horizon_ms = DEDUPE_HORIZON_HOURS * 3_600_000 if horizon_ms is None else horizon_ms
+
+    def due_ms(self, backfill_pass: BackfillPass) -> int:
+        """When a pass may run: the first once the lake settled, the late once its worst-case lateness is over."""
+        wait = self._settle_ms if backfill_pass.kind is PassKind.FIRST else self._lateness_ms
+        return backfill_pass.to_ms + wait
 
     def run(self, rules: RuleSet, *, time_left_ms: Callable[[], int]) -> Counter[BackfillCount]:
         counts: Counter[BackfillCount] = Counter()
         for rule in rules:
-            if rule.rule_type is RuleType.AGGREGATOR or rule.rule_id in self._done:
+            if rule.rule_type is RuleType.AGGREGATOR:
                 continue
             if time_left_ms() < STOP_MARGIN_MS:
                 break
-            # Creating the record here too means a rule is activated even while no events flow.
-            meta = self._store.activations.ensure(rule, self._store.now_ms() + self._activation_delay_ms)
+            # Read every run (one request per rule): a returning rule adds passes to a finished record. Creating
+            # the record here too means a rule is activated even while no events flow; its heartbeat is its
+            # activation, as nothing counted it before.
+            activation_ms = self._store.now_ms() + self._activation_delay_ms
+            meta = self._store.activations.read(rule.rule_id) or self._store.activations.ensure(
+                rule, activation_ms, seen_until_ms=activation_ms)
             if meta.status is BackfillStatus.DONE:
-                self._done.add(rule.rule_id)
                 continue
-            if self._store.now_ms() < meta.activation_ms + self._settle_ms:
+            waiting = False
+            for backfill_pass in meta.passes:
+                if backfill_pass.status is BackfillStatus.DONE:
+                    continue
+                if time_left_ms() < STOP_MARGIN_MS or self._store.now_ms() < self.due_ms(backfill_pass):
+                    waiting = True
+                    continue
+                result = self._run_pass(rule, meta, backfill_pass, counts, time_left_ms)
+                if result is None:  # not finished (time, a running query, a failure, another writer)
+                    waiting = True
+                    break
+                meta = result
+            if meta.status is BackfillStatus.DONE:
+                counts[BackfillCount.RULES_DONE] += 1
+                logger.info("backfill done", extra={"rule_id": meta.rule_id, "users": meta.users,
+                                                    "events": meta.events, "qualified": meta.qualified})
+            elif waiting:
                 counts[BackfillCount.RULES_WAITING] += 1
-                continue
-            self._backfill(rule, meta, counts, time_left_ms)
         return counts
 
-    def _backfill(self, rule: Rule, meta: RuleMeta, counts: Counter[BackfillCount],
-                  time_left_ms: Callable[[], int]) -> None:
-        if backfill_days(rule, meta.activation_ms) is None:
-            self._finish(meta, counts)
-            return
-        if meta.query_id is None:
-            sql = build_backfill_sql(rule, meta.activation_ms, database=self._database, table=self._table)
-            query_id = self._lake.start(sql, token=_query_token(meta))
-            saved = self._store.activations.save(replace(meta, query_id=query_id, error=None))
+    def _run_pass(self, rule: Rule, meta: RuleMeta, backfill_pass: BackfillPass, counts: Counter[BackfillCount],
+                  time_left_ms: Callable[[], int]) -> RuleMeta | None:
+        """Run (or carry on) one pass; the record after it finished, or None."""
+        query = pass_query(rule, backfill_pass, horizon_ms=self._horizon_ms, lateness_ms=self._lateness_ms)
+        if query.days() is None:
+            return self._finish(meta, backfill_pass, counts)
+        if backfill_pass.query_id is None:
+            sql = build_backfill_sql(rule, backfill_pass.to_ms, database=self._database, table=self._table,
+                                     query=query)
+            query_id = self._lake.start(sql, token=_query_token(meta, backfill_pass))
+            backfill_pass = replace(backfill_pass, query_id=query_id, error=None)
+            saved = self._store.activations.save(meta.with_pass(backfill_pass))
             if saved is None:
-                return  # another run took this rule on; it carries on
+                return None  # another run took this rule on, or it got a new generation; the next run carries on
             meta = saved
-            logger.info("backfill query started", extra={"rule_id": rule.rule_id, "query_id": query_id})
-        assert meta.query_id is not None
-        state = self._lake.wait(meta.query_id, timeout_seconds=max(0, time_left_ms() - STOP_MARGIN_MS) / 1000)
+            logger.info("backfill query started", extra={"rule_id": rule.rule_id, "pass": backfill_pass.key,
+                                                        "query_id": query_id})
+        assert backfill_pass.query_id is not None
+        state = self._lake.wait(backfill_pass.query_id,
+                                timeout_seconds=max(0, time_left_ms() - STOP_MARGIN_MS) / 1000)
         if not state.finished:
-            counts[BackfillCount.RULES_WAITING] += 1
-            return
+            return None
         if state.state != "SUCCEEDED":
             logger.error("backfill query failed; the next run starts it again",
-                         extra={"rule_id": rule.rule_id, "query_id": meta.query_id, "reason": state.reason})
+                         extra={"rule_id": rule.rule_id, "pass": backfill_pass.key,
+                                "query_id": backfill_pass.query_id, "reason": state.reason})
             counts[BackfillCount.QUERIES_FAILED] += 1
-            self._store.activations.save(replace(meta, query_id=None, error=f"{state.state}: {state.reason}"))
-            return
+            self._store.activations.save(meta.with_pass(
+                replace(backfill_pass, query_id=None, error=f"{state.state}: {state.reason}")))
+            return None
 
         merged = 0
-        for user_id, days in user_days(self._lake.rows(meta.query_id)):
-            if meta.resume_after is not None and user_id <= meta.resume_after:
+        for user in user_rows(self._lake.rows(backfill_pass.query_id)):
+            if backfill_pass.resume_after is not None and user.user_id <= backfill_pass.resume_after:
                 continue
             if time_left_ms() < STOP_MARGIN_MS:
-                self._store.activations.save(meta)
-                counts[BackfillCount.RULES_WAITING] += 1
-                return
-            write = self._store.update(rule, user_id, self._merge_step(rule, user_id, days, meta.activation_ms))
-            events = sum(day.count for day in days) if write else 0
-            meta = replace(meta, resume_after=user_id, users=meta.users + bool(write), events=meta.events + events,
-                           qualified=meta.qualified + len(write.outbox if write else ()))
+                self._store.activations.save(meta.with_pass(backfill_pass))
+                return None
+            outcome = _Merge()
+            write = self._store.update(rule, user.user_id, self._merge_step(rule, backfill_pass, user, outcome))
+            qualified = len(write.outbox) if write else 0
+            backfill_pass = replace(backfill_pass, resume_after=user.user_id)
+            meta = replace(meta, users=meta.users + bool(write), events=meta.events + outcome.events,
+                           qualified=meta.qualified + qualified).with_pass(backfill_pass)
             counts[BackfillCount.USERS] += bool(write)
-            counts[BackfillCount.EVENTS] += events
-            counts[BackfillCount.QUALIFIED] += len(write.outbox if write else ())
+            counts[BackfillCount.EVENTS] += outcome.events
+            counts[BackfillCount.LATE_EVENTS] += outcome.late
+            counts[BackfillCount.SEEN_SKIPPED] += outcome.seen
+            counts[BackfillCount.ASSUMED_LIVE] += outcome.assumed_live
+            counts[BackfillCount.QUALIFIED] += qualified
             merged += 1
             if merged % SAVE_EVERY_USERS == 0:
                 saved = self._store.activations.save(meta)
                 if saved is None:
-                    return  # another run is on it too; the counters' marks keep the merge single
+                    return None  # another run is on it too; the counters' marks keep the merge single
                 meta = saved
-        self._finish(meta, counts)
+        return self._finish(meta, backfill_pass, counts)
 
-    def _merge_step(self, rule: Rule, user_id: str, days: list[DayBucket],
-                    activation_ms: int) -> Callable[[CounterItem], Write | None]:
+    def _merge_step(self, rule: Rule, backfill_pass: BackfillPass, user: UserRows,
+                    outcome: _Merge) -> Callable[[CounterItem], Write | None]:
+        mark = pass_mark(rule.rule_id, backfill_pass)
+        # The legacy mark: a counter merged by the single backfill of before the passes.
+        legacy = backfill_pass.generation == 1 and backfill_pass.kind is PassKind.FIRST
+        # Ids merged by the first pass must outlive the late pass, which checks them (and a live copy's check).
+        keep_ms = backfill_pass.to_ms + self._lateness_ms if backfill_pass.kind is PassKind.FIRST else 0
+
         def step(item: CounterItem) -> Write | None:
-            if item.backfilled:
-                return None
-            state, qualifications = apply_backfill(rule, item.state, days, activation_ms, user_id=user_id)
             now_ms = self._store.now_ms()
-            return Write(state=state, backfilled=True,
+            outcome.events = outcome.late = outcome.seen = outcome.assumed_live = 0  # a retried step starts over
+            totals = [] if item.has_seen(mark) or (legacy and item.backfilled) else user.totals
+            fresh: list[ListedEvent] = []
+            for event in user.listed:
+                if item.has_seen(event.event_id):
+                    outcome.seen += 1  # counted live (a copy, or a returning rule's last minutes) or merged before
+                elif self._assumed_live(backfill_pass, event, now_ms):
+                    outcome.assumed_live += 1
+                else:
+                    fresh.append(event)
+            if not totals and not fresh:
+                return None
+            days = _buckets(totals, fresh)
+            state, qualifications = apply_backfill(rule, item.state, days, backfill_pass.to_ms, user_id=user.user_id)
+            remembered = max(now_ms, keep_ms)
+            entries = [(event.event_id, remembered) for event in fresh]
+            if totals:
+                entries.append((mark, remembered))
+            outcome.events = sum(day.count for day in days)
+            outcome.late = len(fresh) if backfill_pass.kind is PassKind.LATE else 0
+            return Write(state=state, backfilled=legacy or item.backfilled,
+                         seen=remember(item.seen, entries, now_ms=now_ms, horizon_ms=self._horizon_ms),
                          outbox=tuple(OutboxEntry.qualified(q, created_ms=now_ms) for q in qualifications))
 
         return step
 
-    def _finish(self, meta: RuleMeta, counts: Counter[BackfillCount]) -> None:
-        if self._store.activations.save(replace(meta, status=BackfillStatus.DONE, error=None)) is not None:
-            self._done.add(meta.rule_id)
-            counts[BackfillCount.RULES_DONE] += 1
-            logger.info("backfill done", extra={"rule_id": meta.rule_id, "users": meta.users, "events": meta.events,
-                                                "qualified": meta.qualified})
+    def _assumed_live(self, backfill_pass: BackfillPass, event: ListedEvent, now_ms: int) -> bool:
+        """A returning rule's ambiguous event the counter has not seen, but which arrived so long ago that its
+        id may have been dropped from `seen` since: counted live if it arrived by the last heartbeat (some
+        function had the rule then), else not."""
+        if backfill_pass.ambiguous_until_ms is None or event.arrival_ms >= backfill_pass.ambiguous_until_ms:
+            return False
+        if event.arrival_ms >= now_ms - self._horizon_ms:
+            return False  # `seen` still vouches for it
+        return backfill_pass.last_beat_ms is not None and event.arrival_ms <= backfill_pass.last_beat_ms
+
+    def _finish(self, meta: RuleMeta, backfill_pass: BackfillPass, counts: Counter[BackfillCount]) -> RuleMeta | None:
+        saved = self._store.activations.save(meta.with_pass(replace(backfill_pass, status=BackfillStatus.DONE,
+                                                                    error=None)))
+        if saved is not None:
+            counts[BackfillCount.PASSES_DONE] += 1
+            logger.info("backfill pass done", extra={"rule_id": meta.rule_id, "pass": backfill_pass.key})
+        return saved
 
 
 _CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5})
@@ -389,7 +627,8 @@ def _backfill() -> Backfill:
     lake = AthenaLakeQueries(boto3.client("athena", config=_CLIENT_CONFIG), database=settings.database,
                              workgroup=settings.workgroup, output_location=settings.output_location)
     return Backfill(store, lake, database=settings.database, table=settings.table,
-                    settle_ms=settings.settle_minutes * 60_000,
+                    settle_ms=settings.settle_minutes * 60_000, lateness_ms=settings.lateness_minutes * 60_000,
+                    horizon_ms=settings.store.dedupe_horizon_ms,
                     activation_delay_ms=settings.rules.max_age_seconds * 1000 + ACTIVATION_MARGIN_MS)
 
 

@@ -1,6 +1,8 @@
 """The backfill on a local lake (DuckDB runs the generated Athena SQL) and moto's DynamoDB: only the partitions a
 rule needs are read, events are split at the activation between the backfill and the aggregator so the sum
-of the two equals counting everything at once, runs resume, and the Athena adapter makes valid requests."""
+of the two equals counting everything at once, the first pass waits for the lake to settle and the late pass
+for its lateness, runs resume, and the Athena adapter makes valid requests. Across the activation
+(duplicates, late records, returning rules): test_backfill_across_activation.py."""
 
 from __future__ import annotations
 
@@ -37,6 +39,7 @@ AT_LEAST = Operator.AT_LEAST
 ACTIVATION_DELAY_MS = 70_000
 FIRST_SEEN = "2026-11-20T12:00:00"
 ACTIVATION_MS = ms(FIRST_SEEN) + ACTIVATION_DELAY_MS
+LATE_PASS_DUE = "2026-11-21T13:01:10"  # the activation + 25 h
 
 NOV = Rule(rule_id="nov", rule_type=RuleType.DATE, event_name="purchase", start_date=date(2026, 11, 1),
            finish_date=date(2026, 11, 30), count_condition=CountCondition(AT_LEAST, 3),
@@ -110,12 +113,18 @@ def stream_and_backfill(aws, lake, events, clock: Clock, **run: Any) -> tuple[Ba
 def test_backfill_plus_stream_equals_counting_everything_at_once(aws, lake, clock):
     events = history()
     job, counts = stream_and_backfill(aws, lake, events, clock)
-    assert counts[BackfillCount.RULES_DONE] == 2
+    assert counts[BackfillCount.PASSES_DONE] == 2 and counts[BackfillCount.RULES_DONE] == 0
+    assert job._store.activations.read("nov").status is BackfillStatus.PENDING  # the late pass is still to come
+    clock.set(LATE_PASS_DUE)
+    late = job.run(RULES, time_left_ms=lambda: 900_000)
+    assert late[BackfillCount.RULES_DONE] == 2 and late[BackfillCount.EVENTS] == 0  # nothing reached the lake late
 
     reference = StoreSettings(counters_table="all-at-once-counters", outbox_table="all-at-once-outbox")
     create_local_tables(aws.inspect, reference)
-    early = Clock("2026-10-01T00:00:00")  # rules active before every event
-    Aggregator(CounterStore(aws.inspect, reference, clock=early), activation_delay_ms=0).process(
+    all_at_once = CounterStore(aws.inspect, reference, clock=Clock(FIRST_SEEN))  # the stream's processing clock
+    for rule in RULES:
+        all_at_once.activations.ensure(rule, 0)  # active before every event
+    Aggregator(all_at_once, activation_delay_ms=0).process(
         RULES, [d for d in make_deliveries(events) if d.event.user_id], Counter())
     expected = CounterStore(aws.inspect, reference)
 
@@ -153,11 +162,14 @@ def test_only_the_partitions_a_rule_needs_are_read(aws, lake, clock):
     for day in ("2026-10-01", "2026-10-30", "2026-11-21", "2026-12-01"):  # outside both rules' ranges
         corrupt(lake, day)
     job, counts = stream_and_backfill(aws, lake, history(), clock)
-    assert counts[BackfillCount.QUERIES_FAILED] == 0 and counts[BackfillCount.RULES_DONE] == 2
-    assert backfill_days(NOV, ACTIVATION_MS) == (date(2026, 10, 31), date(2026, 11, 20))
+    assert counts[BackfillCount.QUERIES_FAILED] == 0 and counts[BackfillCount.PASSES_DONE] == 2
+    # One clock: `dt` is the Kinesis arrival day and an event arrives on or after the day it happened, so a
+    # date rule reads from its start date, and every rule up to the activation's day.
+    assert backfill_days(NOV, ACTIVATION_MS) == (date(2026, 11, 1), date(2026, 11, 20))
     assert backfill_days(WEEK, ACTIVATION_MS) == (date(2026, 11, 13), date(2026, 11, 20))
     nov_sql, week_sql = lake.sql
-    assert "\"dt\" >= '2026-10-31'" in nov_sql and "\"dt\" <= '2026-11-20'" in nov_sql
+    assert "\"dt\" >= '2026-11-01'" in nov_sql and "\"dt\" <= '2026-11-20'" in nov_sql
+    assert f"e.arrival_time_ms < {ACTIVATION_MS}" in nov_sql
     assert "\"dt\" >= '2026-11-13'" in week_sql and "\"dt\" <= '2026-11-20'" in week_sql
     with pytest.raises(Exception, match="parquet|magic"):  # reading every partition would have failed
         lake._run('SELECT count(*) FROM "engagement_loop"."events"')
@@ -171,13 +183,18 @@ def test_the_backfill_waits_for_the_lake_to_settle_and_runs_once(aws, lake, cloc
     clock.set("2026-11-20T12:16:09")
     assert job.run(RULES, time_left_ms=lambda: 900_000)[BackfillCount.RULES_WAITING] == 2
     clock.set("2026-11-20T12:16:10")
+    assert job.run(RULES, time_left_ms=lambda: 900_000)[BackfillCount.PASSES_DONE] == 2
+    assert job.run(RULES, time_left_ms=lambda: 900_000) == Counter({BackfillCount.RULES_WAITING: 2})
+    clock.set("2026-11-21T13:01:09")
+    assert job.run(RULES, time_left_ms=lambda: 900_000) == Counter({BackfillCount.RULES_WAITING: 2})
+    clock.set(LATE_PASS_DUE)
     assert job.run(RULES, time_left_ms=lambda: 900_000)[BackfillCount.RULES_DONE] == 2
+    assert len(lake.sql) == 4
     aws.calls.clear()
-    assert job.run(RULES, time_left_ms=lambda: 900_000) == Counter()
-    assert len(lake.sql) == 2 and aws.calls == Counter()  # this container knows they are done
     fresh_container = make_backfill(aws.store(clock), lake)
     assert fresh_container.run(RULES, time_left_ms=lambda: 900_000) == Counter()
-    assert aws.calls == Counter({"PutItem": 2})  # one look at each activation record, which is kept
+    # One read of each activation record per run: a rule that returns adds passes to a finished record.
+    assert len(lake.sql) == 4 and aws.calls == Counter({"GetItem": 2})
 
 
 def test_a_run_out_of_time_saves_its_place_and_the_next_carries_on(aws, lake, clock):
@@ -187,7 +204,7 @@ def test_a_run_out_of_time_saves_its_place_and_the_next_carries_on(aws, lake, cl
     job, counts = stream_and_backfill(aws, lake, events, clock, time_left_ms=lambda: next(budget))
     assert counts[BackfillCount.RULES_DONE] == 0 and 0 < counts[BackfillCount.USERS] < 30
     first_part = counts[BackfillCount.USERS]
-    saved = job._store.activations.read("nov")
+    saved = job._store.activations.read("nov").passes[0]
     assert saved.status is BackfillStatus.PENDING and saved.resume_after == f"user{first_part - 1:02d}"
 
     counts = job.run(RULES, time_left_ms=lambda: 900_000)
@@ -202,10 +219,10 @@ def test_a_failed_query_is_started_again_by_the_next_run(aws, lake, clock):
     corrupt(lake, "2026-11-15")  # inside both ranges
     job, counts = stream_and_backfill(aws, lake, history(), clock)
     assert counts[BackfillCount.QUERIES_FAILED] == 2
-    meta = job._store.activations.read("week")
-    assert meta.status is BackfillStatus.PENDING and meta.query_id is None and "FAILED" in meta.error
+    first = job._store.activations.read("week").passes[0]
+    assert first.status is BackfillStatus.PENDING and first.query_id is None and "FAILED" in first.error
     (lake.root / "events" / "dt=2026-11-15" / "part-9.parquet").unlink()
-    assert job.run(RULES, time_left_ms=lambda: 900_000)[BackfillCount.RULES_DONE] == 2
+    assert job.run(RULES, time_left_ms=lambda: 900_000)[BackfillCount.PASSES_DONE] == 2
     assert len(lake.sql) == 4
 
 
@@ -213,11 +230,11 @@ def test_a_date_rule_activated_before_it_starts_has_nothing_to_backfill(aws, lak
     december = Rule(rule_id="dec", rule_type=RuleType.DATE, event_name="purchase", start_date=date(2026, 12, 5),
                     finish_date=date(2026, 12, 24), count_condition=CountCondition(AT_LEAST, 1))
     assert backfill_days(december, ACTIVATION_MS) is None
-    clock.set("2026-11-20T13:00:00")
+    clock.set(LATE_PASS_DUE)
     store = aws.store(clock)
     store.activations.ensure(december, ACTIVATION_MS)
     counts = make_backfill(store, lake).run(RuleSet((december,)), time_left_ms=lambda: 900_000)
-    assert counts[BackfillCount.RULES_DONE] == 1 and lake.sql == []
+    assert counts[BackfillCount.RULES_DONE] == 1 and counts[BackfillCount.PASSES_DONE] == 2 and lake.sql == []
 
 
 def test_the_sql_reads_the_first_metric_in_the_records_order(lake):
@@ -226,7 +243,7 @@ def test_the_sql_reads_the_first_metric_in_the_records_order(lake):
             make_event("c", at="2026-11-19T12:00:00")]
     write_lake(rows, lake.root)
     lake.start(build_backfill_sql(NOV, ACTIVATION_MS, database="engagement_loop", table="events"), token="t")
-    assert list(lake.rows("q-1")) == [("u1", str((ms("2026-11-19T00:00:00")) // 86_400_000), "3",
+    assert list(lake.rows("q-1")) == [("u1", str((ms("2026-11-19T00:00:00")) // 86_400_000), None, None, "3",
                                        "0.30000000000000000")]
 
 
@@ -239,7 +256,7 @@ def test_the_handler_runs_with_the_published_rules(aws, lake, clock, monkeypatch
     store.activations.ensure(WEEK, ACTIVATION_MS)
     monkeypatch.setattr(backfill_module, "_backfill", lambda: make_backfill(store, lake))
     result = lambda_handler({}, context)
-    assert result["BackfillRulesDone"] == 2 and result["BackfillUsers"] == 6
+    assert result["BackfillPassesDone"] == 2 and result["BackfillUsers"] == 6
 
 
 def test_settings_name_every_missing_variable():
@@ -248,6 +265,9 @@ def test_settings_name_every_missing_variable():
     for name in ("COUNTERS_TABLE", "OUTBOX_TABLE", "RULES_BUCKET", "RULES_KEY", "ATHENA_WORKGROUP",
                  "BACKFILL_SETTLE_MINUTES"):
         assert name in str(error.value)
+    with pytest.raises(ValueError, match="BACKFILL_LATENESS_MINUTES=10 is invalid"):
+        BackfillSettings.from_env({"COUNTERS_TABLE": "c", "OUTBOX_TABLE": "o", "RULES_BUCKET": "b", "RULES_KEY": "k",
+                                   "ATHENA_WORKGROUP": "w", "BACKFILL_LATENESS_MINUTES": "10"})
 
 
 # --- the Athena adapter, against the API model ---------------------------------------------------------
