@@ -79,6 +79,8 @@ pulumi.export("rulesVersion", config.rules.rules.version)
 pulumi.export("countersTable", rule_engine.counters.name)
 pulumi.export("outboxTable", rule_engine.outbox.name)
 pulumi.export("actionDeadLetterQueueUrl", rule_engine.dead_letters.url)
+if pipeline.ses_dead_letters is not None:  # SES events EventBridge could not put on the stream: `cli ses replay`
+    pulumi.export("sesDeadLetterQueueUrl", pipeline.ses_dead_letters.url)
 pulumi.export("retrainingStateMachineArn", retraining.state_machine.arn)
 pulumi.export("retrainingTopicArn", retraining.topic.arn)
 pulumi.export("exposuresFunctionArn", tracking.exposures.function.arn)

@@ -35,6 +35,7 @@ def test_stack_outputs(dev_graph):
         "countersTable": "rules-counters",
         "outboxTable": "rules-outbox",
         "actionDeadLetterQueueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/rules-action-dead-letters",
+        "sesDeadLetterQueueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/events-ses-dlq",
     }
 
 
