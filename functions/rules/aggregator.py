@@ -12,7 +12,12 @@ Per batch:
    lake, so nothing is counted twice while it runs — and a date rule only until `DATE_RULE_GRACE_DAYS` after
    its finish. A rule removed from the sheet is simply not evaluated any more.
 3. Matching events are coalesced per (rule, user) in stream order, and each group is applied with one read
-   and one conditional write (`CounterStore.apply`), whose outcome equals applying them one by one.
+   and one conditional write (`CounterStore.apply`), whose outcome equals applying them one by one. Each
+   delivery carries its record's shard, sequence number and partition key (`kinesis.partitionKey` in the
+   Lambda event, https://docs.aws.amazon.com/lambda/latest/dg/with-kinesis.html): the redelivery mark.
+4. A group the store cannot write whatever the retry (`Unwritable`: an item over DynamoDB's 400 KB, a key
+   too long) is a poison group: each of its records goes to the failures queue with the reason and counts as
+   processed (`GroupsUnwritable`), so it never blocks the shard; the record's other groups are unaffected.
 
 Powertools. Coalescing needs the whole batch before the first write, while `BatchProcessor` calls a handler
 per record. `CoalescingBatchProcessor` therefore lets the record handler do the per-record work (normalise,
@@ -27,7 +32,8 @@ the whole batch is retried. Retry cap, bisect-on-error, the on-failure destinati
 
 Environment (read once, by `AggregatorSettings.from_env`): COUNTERS_TABLE, OUTBOX_TABLE, RULES_BUCKET,
 RULES_KEY, FAILURES_QUEUE_URL (required); RULES_MAX_AGE_SECONDS (default 60), COUNTER_TTL_DAYS (400),
-IDENTITY_MODE (`user_or_endpoint`), POWERTOOLS_METRICS_NAMESPACE (`EngagementLoop`).
+DEDUPE_HORIZON_HOURS (24), IDENTITY_MODE (`user_or_endpoint`), POWERTOOLS_METRICS_NAMESPACE (`EngagementLoop`).
+Semantics: docs/rules.md.
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import base64
 import enum
 import functools
 import json
+import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Protocol, Sequence
@@ -55,7 +62,7 @@ from functions.rules.activation import ActivationCache
 from functions.rules.evaluate import matches
 from functions.rules.rules_source import Env, RulesSettings, RulesSource, S3RulesSource
 from functions.rules.model import ENGINE_EVENT_PREFIX, Rule, RuleSet, RuleType
-from functions.rules.store import CounterStore, Delivery, GroupResult, StoreSettings, counting_closes_ms
+from functions.rules.store import CounterStore, Delivery, GroupResult, StoreSettings, Unwritable, counting_closes_ms
 
 logger = Logger()
 
@@ -84,6 +91,7 @@ class Count(str, enum.Enum):
     WRITES = "CounterWrites"
     QUALIFICATIONS = "Qualifications"
     GROUPS_FAILED = "GroupWritesFailed"
+    GROUPS_UNWRITABLE = "GroupsUnwritable"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -91,7 +99,7 @@ class AggregatorSettings:
     """The function's configuration, parsed once from its environment."""
 
     store: StoreSettings
-    """COUNTERS_TABLE, OUTBOX_TABLE (required), COUNTER_TTL_DAYS (default 400)."""
+    """COUNTERS_TABLE, OUTBOX_TABLE (required), COUNTER_TTL_DAYS (default 400), DEDUPE_HORIZON_HOURS (24)."""
     rules: RulesSettings
     """RULES_BUCKET, RULES_KEY (required), RULES_MAX_AGE_SECONDS (default 60)."""
     failures_queue_url: str
@@ -176,6 +184,8 @@ class BatchOutcome:
     groups: dict[GroupKey, list[Delivery]] = field(default_factory=dict)
     results: dict[GroupKey, GroupResult] = field(default_factory=dict)
     failures: dict[GroupKey, Exception] = field(default_factory=dict)
+    unwritable: dict[GroupKey, str] = field(default_factory=dict)
+    """Poison groups (`Unwritable`) and why: processed, their records for the failures queue."""
 
     def failed_sequence_numbers(self) -> dict[str, Exception]:
         """For each failed group, its lowest sequence number (where Lambda must redeliver from)."""
@@ -234,6 +244,12 @@ class Aggregator:
             rule_id, user_id = key
             try:
                 result = apply(rules.by_id(rule_id), user_id, group)
+            except Unwritable as error:  # would fail on every retry: set aside, never retried
+                logger.warning("counter change cannot be written", extra={"rule_id": rule_id, "records": len(group),
+                                                                          "reason": error.reason})
+                outcome.unwritable[key] = error.reason
+                counts[Count.GROUPS_UNWRITABLE] += 1
+                continue
             except Exception as error:  # noqa: BLE001 - any failure: the group is retried from its first record
                 logger.exception("counter write failed", extra={"rule_id": rule_id, "records": len(group)})
                 outcome.failures[key] = error
@@ -281,6 +297,8 @@ class KinesisBatch:
         self._aggregator, self._rules, self._identity_mode, self._failures = aggregator, rules, identity_mode, failures
         self.deliveries: list[Delivery] = []
         self.counts: Counter[Count] = Counter()
+        self._raw: dict[str, tuple[bytes, str, int]] = {}
+        """sequence number → (data, stream ARN, arrival ms) of each delivery, for a poison group's records."""
 
     def read(self, record: KinesisStreamRecord) -> None:
         kinesis = record.kinesis
@@ -309,10 +327,23 @@ class KinesisBatch:
         elif result.event_type.startswith(ENGINE_EVENT_PREFIX):
             self.counts[Count.ENGINE_EVENTS] += 1
         else:
-            self.deliveries.append(Delivery(result, shard_id, kinesis.sequence_number))
+            self.deliveries.append(Delivery(result, shard_id, kinesis.sequence_number, kinesis.partition_key))
+            self._raw[kinesis.sequence_number] = (data, record.event_source_arn, arrival_ms)
 
     def flush(self) -> dict[str, Exception]:
-        return self._aggregator.process(self._rules, self.deliveries, self.counts).failed_sequence_numbers()
+        outcome = self._aggregator.process(self._rules, self.deliveries, self.counts)
+        failed = outcome.failed_sequence_numbers()
+        for key, reason in outcome.unwritable.items():
+            rule_id = key[0]
+            for delivery in outcome.groups[key]:
+                data, stream_arn, arrival_ms = self._raw[delivery.sequence_number]
+                try:
+                    self._failures.send(RejectedRecord(f"rule {rule_id}: {reason}", data, stream_arn,
+                                                       delivery.shard_id, delivery.sequence_number, arrival_ms))
+                except Exception as error:  # noqa: BLE001 - not set aside: Lambda must deliver it again
+                    logger.exception("could not send a poison record to the failures queue")
+                    failed.setdefault(delivery.sequence_number, error)
+        return failed
 
 
 _CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5})
@@ -328,11 +359,16 @@ def _rules_source() -> RulesSource:
     return S3RulesSource(boto3.client("s3", config=_CLIENT_CONFIG), _settings().rules)
 
 
+def make_aggregator(settings: AggregatorSettings, *, clock: Callable[[], float] = time.time) -> Aggregator:
+    """The function's aggregator: its store on a boto3 `dynamodb` client and `clock` (epoch seconds), the
+    processing clock window rules are evaluated against (the local replay passes the stream's)."""
+    store = CounterStore(boto3.client("dynamodb", config=_CLIENT_CONFIG), settings.store, clock=clock)
+    return Aggregator(store, activation_delay_ms=settings.rules.max_age_seconds * 1000 + ACTIVATION_MARGIN_MS)
+
+
 @functools.cache
 def _aggregator() -> Aggregator:
-    settings = _settings()
-    store = CounterStore(boto3.client("dynamodb", config=_CLIENT_CONFIG), settings.store)
-    return Aggregator(store, activation_delay_ms=settings.rules.max_age_seconds * 1000 + ACTIVATION_MARGIN_MS)
+    return make_aggregator(_settings())
 
 
 @functools.cache

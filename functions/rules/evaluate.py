@@ -2,12 +2,20 @@
 
 State is kept per (rule, user) in a `RuleState`. `apply_events` folds an ordered list of one user's events
 into a state, one event at a time, checking the rule after each, so the store may call it once per event or
-once per batch with the same result: for any split of a user's events into consecutive runs,
+once per batch with the same result: for any split of a user's events into consecutive runs, and one
+processing clock `now_ms`,
 
-    apply_events(rule, apply_events(rule, s, first)[0], rest)
+    apply_events(rule, apply_events(rule, s, first, now_ms=t)[0], rest, now_ms=t)
 
-gives the same state as `apply_events(rule, s, first + rest)` and the two qualification lists concatenated
-(provided no event id appears in both runs).
+gives the same state as `apply_events(rule, s, first + rest, now_ms=t)` and the two qualification lists
+concatenated (provided no event id appears in both runs).
+
+Time (docs/rules.md, "Time"): an event is taken to have happened at `effective_time_ms` — its event time, but
+never after its Kinesis arrival nor after the processing clock (a device clock running ahead cannot put an
+event in a future date range or move a window). A window rule counts the events whose effective day lies in
+the last N days *as of the processing clock* (`now_ms`, the store's clock, passed in explicitly so that the
+evaluation stays pure); the window ends on the processing day (or the later day a previous write or the
+sweeper already reached), never on an event's day.
 
 Sums are `Decimal`s so that equality holds exactly, whatever the grouping. Nothing here remembers which
 events were applied: a record delivered twice in *different* batches must be stopped by the store.
@@ -40,6 +48,16 @@ def event_day(event_time_ms: int) -> date:
     return _EPOCH + timedelta(days=event_time_ms // DAY_MS)
 
 
+def effective_time_ms(event: CanonicalEvent, now_ms: int | None = None) -> int:
+    """When the engine takes `event` to have happened: its event time, but no later than its arrival (a time
+    ahead of arrival counts as its arrival) and no later than `now_ms`, the processing clock, when given.
+    The normaliser already clamps to arrival; this is the engine's own guard (docs/rules.md, "Time")."""
+    moment = event.event_time_ms
+    if event.arrival_time_ms > 0:  # 0: an event built without an arrival (tests, tools): nothing to clamp to
+        moment = min(moment, event.arrival_time_ms)
+    return moment if now_ms is None else min(moment, now_ms)
+
+
 def _day_start_ms(day: date) -> int:
     return (day - _EPOCH).days * DAY_MS
 
@@ -61,7 +79,9 @@ class RuleState:
     time for window rules, whose conditions read `buckets` instead). `qualified`: the user holds the rule's
     attribute (never set by resetting rules). `fired`: qualifications so far, which numbers them.
     `buckets` (window rules): per-day totals inside the window ending at `window_end`, oldest first;
-    `window_end` is the latest day the window has reached (an event's day, or the sweeper's day).
+    `window_end` is the latest processing day the window has reached (a write's or the sweeper's clock,
+    never an event's own time). A window rule's `count`/`sum` total the events it counted: an event already
+    older than the window when processed counts for nothing, there as in the buckets.
     """
 
     count: int = 0
@@ -130,7 +150,8 @@ def matches(rule: Rule, event: CanonicalEvent) -> bool:
         assert rule.start_date is not None and rule.finish_date is not None
         first_ms = _day_start_ms(rule.start_date)
         last_ms = _day_start_ms(rule.finish_date) + DAY_MS - 1
-        return first_ms <= event.event_time_ms <= last_ms
+        # A stamp ahead of the record's arrival must not land in a future date range.
+        return first_ms <= effective_time_ms(event) <= last_ms
     return True
 
 
@@ -196,19 +217,26 @@ def apply_exit(rule: Rule, state: RuleState, as_of_day: date) -> RuleState:
 
 
 def apply_events(
-    rule: Rule, state: RuleState, events: Iterable[CanonicalEvent]
+    rule: Rule, state: RuleState, events: Iterable[CanonicalEvent], *, now_ms: int
 ) -> tuple[RuleState, list[Qualification]]:
     """Apply one user's events to `state` in order, checking the rule after each; return the new state and
-    the qualifications fired.
+    the qualifications fired. `now_ms` is the processing clock (the store's), the same for every event of
+    the call.
 
     Events the rule does not count are skipped, and an event id seen earlier in `events` counts once.
     Resetting rules fire each time the rule is met and zero the count and sum; the others qualify the
-    user the first time and keep counting. A window rule's window ends on the latest day seen, so a late
-    event older than the window is counted in the lifetime totals only.
+    user the first time and keep counting. A window rule's window ends on the processing day (or the later
+    `window_end` the state already has): an event whose effective day is older than that window counts for
+    nothing, and a stamp ahead of arrival or of `now_ms` counts on the day it is clamped to.
     """
     count, total, qualified, fired = state.count, state.sum, state.qualified, state.fired
     buckets = {b.day: (b.count, b.sum) for b in state.buckets}
-    window_end = state.window_end
+    window_end, first_day = state.window_end, None
+    if rule.rule_type is RuleType.WINDOW:
+        today = event_day(now_ms)
+        window_end = today if window_end is None else max(window_end, today)
+        first_day = _window_start(rule, window_end)
+        buckets = {d: totals for d, totals in buckets.items() if d >= first_day}  # the days that slid out
     user_id: str | None = None
     seen: set[str] = set()
     qualifications: list[Qualification] = []
@@ -223,17 +251,17 @@ def apply_events(
             raise ValueError(f"apply_events got events of users {user_id!r} and {event.user_id!r}; "
                              "state is per (rule, user)")
         value = metric_value(rule, event)
-        count, total = count + 1, _SUMS.add(total, value)
 
-        if rule.rule_type is RuleType.WINDOW:
-            day = event_day(event.event_time_ms)
-            window_end = day if window_end is None else max(window_end, day)
+        if first_day is not None:
+            day = event_day(effective_time_ms(event, now_ms))
+            if day < first_day:
+                continue  # older than the window as of processing: counts for nothing
+            count, total = count + 1, _SUMS.add(total, value)
             day_count, day_sum = buckets.get(day, (0, _ZERO))
             buckets[day] = (day_count + 1, _SUMS.add(day_sum, value))
-            first = _window_start(rule, window_end)  # drops days that slid out, and a late event's old day
-            buckets = {d: totals for d, totals in buckets.items() if d >= first}
             met = conditions_met(rule, *_add_up(buckets.values()))
         else:
+            count, total = count + 1, _SUMS.add(total, value)
             met = conditions_met(rule, count, total)
 
         if not met or qualified:  # never set for resetting rules

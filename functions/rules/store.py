@@ -1,5 +1,5 @@
-"""The rule engine's DynamoDB side: per-(rule, user) counters that apply each stream event exactly once, the
-outbox entries written with them, and each date/window rule's activation record (layouts: `outbox.py`).
+"""The rule engine's DynamoDB side: per-(rule, user) counters that apply each stream event exactly once and
+the outbox entries written with them (layouts: `outbox.py`; semantics: docs/rules.md).
 
 Every change to a (rule, user) is read → compute → ONE conditional write:
 
@@ -7,20 +7,33 @@ Every change to a (rule, user) is read → compute → ONE conditional write:
   other: the loser re-reads and recomputes (bounded, `MAX_ATTEMPTS`);
 - qualifications go out in the same TransactWriteItems as the counter, so an outbox entry exists exactly when
   the change that produced it does;
-- the item carries its own dedupe marks, written in that same write: `hwm` (per Kinesis shard, the highest
-  sequence number applied) stops a redelivered record, `seen` (event ids that arrived within a day of the
-  newest, at most 200, to keep the item — billed per KB — small) stops a producer's duplicate. So when a batch
-  is redelivered, even after the function died between two groups' writes, nothing is applied twice: each
-  group's write happened together with its marks, or not at all.
+- the item carries its own dedupe marks, written in that same write. `hwm` stops a Kinesis/Lambda
+  redelivery: per (shard, partition key), the highest sequence number applied. It is keyed by partition key
+  too because with a ParallelizationFactor above 1 Lambda keeps records in order only per partition key
+  within a shard, so two batches of one shard can commit out of sequence order
+  (https://docs.aws.amazon.com/lambda/latest/dg/with-kinesis.html, "Polling and batching streams" and
+  concurrent batches per shard); a child shard after resharding has marks of its own, and Lambda finishes a
+  parent shard before its children. `dedupe` (see `remember`) stops a producer's duplicate: short hashes of
+  the event ids applied within the dedupe horizon of stream arrival time. Both are bounded
+  (`MARK_MAX_ENTRIES`, `SEEN_MAX_ENTRIES`), because DynamoDB bills a write per started KB of the item
+  (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/read-write-operations.html). So when a
+  batch is redelivered, even after the function died between two groups' writes, nothing is applied twice:
+  each group's write happened together with its marks, or not at all.
+- an item DynamoDB would refuse whatever the retry (over 400 KB, or a key too long:
+  https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html) is never sent:
+  `Unwritable` says why, and the aggregator routes that group's records to its failures queue.
 
 The store also decides what a write implies: `expires_at` (TTL) from the rule type, and for qualified
-window-rule users `sweep_day`, the day the sweeper must look at them again (`next_exit_day`).
+window-rule users `sweep_day`, the day the sweeper must look at them again (`next_exit_day`). Its clock is
+the processing clock that window rules are evaluated against.
 
 Requests go through a low-level boto3 `dynamodb` client, so that they can be counted.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import time
 from dataclasses import dataclass, field, replace
 from datetime import date
@@ -52,8 +65,31 @@ COUNTER_TTL_DAYS = 400
 DATE_RULE_GRACE_DAYS = 30
 """A date rule counts events arriving up to this many days after its finish date; then its counters expire."""
 WINDOW_TTL_SLACK_DAYS = 2
-SEEN_WINDOW_MS = DAY_MS
-SEEN_MAX_ENTRIES = 200
+DEDUPE_HORIZON_HOURS = 24
+"""Default DEDUPE_HORIZON_HOURS (stack config `dedupeHorizonHours`): how long, in stream arrival time, an
+applied event id is remembered against a producer's duplicate."""
+SEEN_MAX_ENTRIES = 5_000
+"""At most this many remembered ids per counter (the newest arrivals are kept): about `SEEN_ENTRY_BYTES`
+each, so at most ~95 KB of the 400 KB item limit. Past it the oldest are forgotten first, and a duplicate of
+a forgotten id counts again (docs/rules.md, "Limits")."""
+SEEN_KEY_CHARS = 12
+"""A remembered id is 12 base64url characters of a BLAKE2b hash (72 bits) of the event id."""
+SEEN_ENTRY_BYTES = 19
+"""DynamoDB size of one `dedupe` entry: a 12-byte name, a 10-digit number (6 bytes) and 1 byte of map
+element overhead (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/CapacityUnitCalculations.html)."""
+MARK_KEEP_MS = 8 * DAY_MS
+"""A redelivery mark is kept this long after its record's arrival: past the stack's stream retention
+(24 h, components/event_stream_pipeline.py) no record it covers can be redelivered. Raise it with the
+retention."""
+MARK_MAX_ENTRIES = 32
+"""At most this many (shard, partition key) marks per counter, newest arrivals kept. A producer keying by
+something else than the user (random keys, one per endpoint) fills it; an evicted mark's redeliveries are
+then stopped by `dedupe`, within the horizon."""
+MAX_ITEM_BYTES = 400 * 1024
+"""DynamoDB's item size limit (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html)."""
+MAX_COUNTER_KEY_BYTES = 1024 - 24
+"""A counter key is also the sort key of the sweep index (at most 1,024 bytes), and an outbox key is the
+counter key plus `#exit#<n>`: this leaves room for that."""
 MAX_ATTEMPTS = 5
 MAX_OUTBOX_PER_WRITE = 99
 """TransactWriteItems takes at most 100 actions, and one of them is the counter."""
@@ -85,21 +121,59 @@ class StoreSettings:
     """OUTBOX_TABLE, required."""
     counter_ttl_days: int = COUNTER_TTL_DAYS
     """COUNTER_TTL_DAYS, default 400: an aggregator rule's counter lives this long after its last write."""
+    dedupe_horizon_hours: int = DEDUPE_HORIZON_HOURS
+    """DEDUPE_HORIZON_HOURS, default 24: an applied event id is remembered this long (stream arrival time,
+    against the processing clock), so a producer's duplicate arriving within it counts once."""
+
+    @property
+    def dedupe_horizon_ms(self) -> int:
+        return self.dedupe_horizon_hours * 3_600_000
 
     @classmethod
     def read(cls, env: Env) -> StoreSettings:
         return cls(counters_table=env.text("COUNTERS_TABLE", what="the rule counters table"),
                    outbox_table=env.text("OUTBOX_TABLE", what="the rule actions outbox table"),
-                   counter_ttl_days=env.positive_int("COUNTER_TTL_DAYS", COUNTER_TTL_DAYS))
+                   counter_ttl_days=env.positive_int("COUNTER_TTL_DAYS", COUNTER_TTL_DAYS),
+                   dedupe_horizon_hours=env.positive_int("DEDUPE_HORIZON_HOURS", DEDUPE_HORIZON_HOURS))
 
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """An event and where the stream delivered it: its shard and sequence number (the redelivery mark)."""
+    """An event and where the stream delivered it: its shard, sequence number and the record's partition key
+    (the Lambda event's `kinesis.partitionKey`: together, the redelivery mark)."""
 
     event: CanonicalEvent
     shard_id: str
     sequence_number: str
+    partition_key: str
+
+    @property
+    def mark_key(self) -> str:
+        return mark_key(self.shard_id, self.partition_key)
+
+
+def _short_hash(text: str) -> str:
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=SEEN_KEY_CHARS * 3 // 4).digest()
+    return base64.urlsafe_b64encode(digest).decode("ascii")
+
+
+def mark_key(shard_id: str, partition_key: str) -> str:
+    """The `hwm` key of a (shard, partition key): the shard id and a short hash of the key (a partition key
+    may be 256 characters; the marks must stay small)."""
+    return f"{shard_id} {_short_hash(partition_key)}"
+
+
+def seen_key(event_id: str) -> str:
+    """What `dedupe` remembers of an event id: a 72-bit hash, 12 characters, whatever the id's length."""
+    return _short_hash(event_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """The highest sequence number applied for one (shard, partition key), and that record's arrival."""
+
+    sequence_number: str
+    arrival_ms: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -110,10 +184,10 @@ class CounterItem:
     user_id: str
     state: RuleState = RuleState()
     version: int = 0
-    hwm: Mapping[str, str] = field(default_factory=dict)
-    """Kinesis shard id → highest sequence number applied (compared as integers)."""
+    hwm: Mapping[str, Mark] = field(default_factory=dict)
+    """`mark_key(shard, partition key)` → the highest sequence number applied (compared as integers)."""
     seen: Mapping[str, int] = field(default_factory=dict)
-    """Recently applied event id → its arrival time (ms)."""
+    """`seen_key(event id)` of recently applied events → arrival time (ms, whole seconds)."""
     sweep_day: date | None = None
     expires_at: int = 0
     backfilled: bool = False
@@ -123,11 +197,16 @@ class CounterItem:
     def key(self) -> str:
         return counter_key(self.rule_id, self.user_id)
 
+    def has_seen(self, event_id: str) -> bool:
+        """Whether an event with this id was applied to this counter within the dedupe horizon."""
+        return seen_key(event_id) in self.seen
+
     def to_item(self) -> dict[str, Any]:
         item: dict[str, Any] = {
             PARTITION_KEY: self.key, "rule_id": self.rule_id, "user_id": self.user_id,
-            "state": self.state.to_record(), "version": self.version, "hwm": dict(self.hwm),
-            "seen": dict(self.seen), TTL_ATTRIBUTE: self.expires_at,
+            "state": self.state.to_record(), "version": self.version,
+            "hwm": {key: [mark.sequence_number, mark.arrival_ms // 1000] for key, mark in self.hwm.items()},
+            "dedupe": {key: ms // 1000 for key, ms in self.seen.items()}, TTL_ATTRIBUTE: self.expires_at,
         }
         if self.sweep_day is not None:  # absent, not null: the sweep index is sparse
             item[SWEEP_DAY] = self.sweep_day.isoformat()
@@ -137,10 +216,15 @@ class CounterItem:
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any]) -> CounterItem:
+        # Items written before the marks were keyed by partition key hold `hwm` as shard → sequence number and
+        # `seen` as raw event id → ms: the old shard marks cannot say which partition key they covered, so they
+        # are dropped (`dedupe` still stops those redeliveries), and the old ids are hashed.
+        hwm = {k: Mark(str(v[0]), int(v[1]) * 1000) for k, v in item.get("hwm", {}).items() if isinstance(v, list)}
+        seen = {seen_key(k): int(v) // 1000 * 1000 for k, v in item.get("seen", {}).items()}
+        seen |= {k: int(v) * 1000 for k, v in item.get("dedupe", {}).items()}
         return cls(
             rule_id=str(item["rule_id"]), user_id=str(item["user_id"]), state=RuleState.from_record(item["state"]),
-            version=int(item["version"]), hwm={k: str(v) for k, v in item.get("hwm", {}).items()},
-            seen={k: int(v) for k, v in item.get("seen", {}).items()},
+            version=int(item["version"]), hwm=hwm, seen=seen,
             sweep_day=date.fromisoformat(item[SWEEP_DAY]) if item.get(SWEEP_DAY) else None,
             expires_at=int(item.get(TTL_ATTRIBUTE, 0)), backfilled=bool(item.get("backfilled", False)),
         )
@@ -153,7 +237,7 @@ class Write:
     state: RuleState
     outbox: tuple[OutboxEntry, ...] = ()
     """Written in the same transaction as the counter, each only if its key is new."""
-    hwm: Mapping[str, str] | None = None
+    hwm: Mapping[str, Mark] | None = None
     """New dedupe marks; None keeps the item's."""
     seen: Mapping[str, int] | None = None
     backfilled: bool = False
@@ -176,6 +260,15 @@ class GroupResult:
                            self.writes + other.writes, self.qualifications + other.qualifications)
 
 
+class Unwritable(Exception):
+    """The change cannot be written, whatever the retry: an item over DynamoDB's 400 KB, or a key too long.
+    Nothing was sent; `reason` says what is wrong."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
 class StoreConflict(Exception):
     """A write kept losing to concurrent writers (or to its own duplicate outbox keys)."""
 
@@ -185,40 +278,80 @@ class _Conflict(Exception):
 
 
 def is_duplicate(item: CounterItem, delivery: Delivery) -> bool:
-    """Whether the item's marks say this delivery was applied already."""
-    mark = item.hwm.get(delivery.shard_id)
-    if mark is not None and int(delivery.sequence_number) <= int(mark):
+    """Whether the item's marks say this delivery was applied already: a sequence number at or below its
+    (shard, partition key) mark — Lambda delivers one partition key's records of a shard in order — or an
+    event id applied within the dedupe horizon."""
+    mark = item.hwm.get(delivery.mark_key)
+    if mark is not None and int(delivery.sequence_number) <= int(mark.sequence_number):
         return True
-    return delivery.event.event_id in item.seen
+    return item.has_seen(delivery.event.event_id)
 
 
-def advance_hwm(hwm: Mapping[str, str], deliveries: Iterable[Delivery]) -> dict[str, str]:
+def advance_hwm(hwm: Mapping[str, Mark], deliveries: Iterable[Delivery], *, now_ms: int) -> dict[str, Mark]:
+    """`hwm` moved past `deliveries`; marks whose record arrived more than `MARK_KEEP_MS` before `now_ms`
+    dropped (nothing they cover can be redelivered), and at most `MARK_MAX_ENTRIES` kept, newest first."""
     marks = dict(hwm)
     for delivery in deliveries:
-        mark = marks.get(delivery.shard_id)
-        if mark is None or int(delivery.sequence_number) > int(mark):
-            marks[delivery.shard_id] = delivery.sequence_number
-    return marks
+        key, mark = delivery.mark_key, marks.get(delivery.mark_key)
+        if mark is None or int(delivery.sequence_number) > int(mark.sequence_number):
+            arrival = delivery.event.arrival_time_ms // 1000 * 1000
+            marks[key] = Mark(delivery.sequence_number, max(arrival, mark.arrival_ms if mark else 0))
+    oldest = now_ms - MARK_KEEP_MS
+    kept = sorted(((mark.arrival_ms, key) for key, mark in marks.items() if mark.arrival_ms >= oldest), reverse=True)
+    return {key: marks[key] for _, key in kept[:MARK_MAX_ENTRIES]}
 
 
-def remember(seen: Mapping[str, int], events: Iterable[CanonicalEvent]) -> dict[str, int]:
-    """`seen` plus `events`, keeping ids that arrived within a day of the newest, at most 200 (newest first)."""
+def remember(seen: Mapping[str, int], entries: Iterable[tuple[str, int]], *, now_ms: int,
+             horizon_ms: int) -> dict[str, int]:
+    """`seen` (a `CounterItem.seen`) plus `entries` (event id, its stream arrival in ms), keeping the ids that
+    arrived within `horizon_ms` before the processing clock `now_ms`, at most `SEEN_MAX_ENTRIES` (newest
+    arrivals first). Ids are stored as `seen_key` hashes, arrival times in whole seconds."""
     merged = dict(seen)
-    for event in events:
-        merged[event.event_id] = event.arrival_time_ms
-    if not merged:
-        return merged
-    oldest = max(merged.values()) - SEEN_WINDOW_MS
-    recent = sorted(((ms, event_id) for event_id, ms in merged.items() if ms >= oldest), reverse=True)
-    return {event_id: ms for ms, event_id in recent[:SEEN_MAX_ENTRIES]}
+    for event_id, arrival_ms in entries:
+        key, arrival = seen_key(event_id), arrival_ms // 1000 * 1000
+        merged[key] = max(arrival, merged.get(key, arrival))
+    oldest = now_ms - horizon_ms
+    recent = sorted(((ms, key) for key, ms in merged.items() if ms >= oldest), reverse=True)
+    return {key: ms for ms, key in recent[:SEEN_MAX_ENTRIES]}
+
+
+def item_size_bytes(item: Mapping[str, Any]) -> int:
+    """The size DynamoDB gives a plain item (as `to_item` builds it), after
+    https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/CapacityUnitCalculations.html:
+    names and strings in UTF-8 bytes, numbers 1 byte per two significant digits + 1, booleans and nulls 1,
+    lists and maps 3 + 1 per element. Numbers are counted from their text, so this errs a byte high."""
+    return sum(len(name.encode("utf-8")) + _value_size(value) for name, value in item.items())
+
+
+def _value_size(value: Any) -> int:
+    if value is None or isinstance(value, bool):
+        return 1
+    if isinstance(value, str):
+        return len(value.encode("utf-8"))
+    if isinstance(value, (bytes, bytearray)):
+        return len(value)
+    if isinstance(value, Mapping):
+        return 3 + sum(1 + len(str(k).encode("utf-8")) + _value_size(v) for k, v in value.items())
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return 3 + sum(1 + _value_size(v) for v in value)
+    digits = str(value).lstrip("-").replace(".", "").strip("0") or "0"
+    return (len(digits) + 1) // 2 + 1
+
+
+def check_key(rule_id: str, user_id: str) -> None:
+    """Raise `Unwritable` for a (rule, user) whose counter key DynamoDB would refuse."""
+    size = len(counter_key(rule_id, user_id).encode("utf-8"))
+    if size > MAX_COUNTER_KEY_BYTES:
+        raise Unwritable(f"the counter key of rule {rule_id!r} and this user is {size} bytes, more than the "
+                         f"{MAX_COUNTER_KEY_BYTES} a key may have here (DynamoDB: 1,024 for an index sort key)")
 
 
 class _GroupStep:
     """The read → compute step for one group of a user's deliveries to one rule; remembers how many deliveries
     the last computed write covers (a write carries at most `MAX_OUTBOX_PER_WRITE` qualifications)."""
 
-    def __init__(self, rule: Rule, deliveries: Sequence[Delivery], created_ms: int) -> None:
-        self.rule, self.deliveries, self.created_ms = rule, deliveries, created_ms
+    def __init__(self, rule: Rule, deliveries: Sequence[Delivery], created_ms: int, horizon_ms: int) -> None:
+        self.rule, self.deliveries, self.created_ms, self.horizon_ms = rule, deliveries, created_ms, horizon_ms
         self.covered, self.result = len(deliveries), GroupResult()
 
     def __call__(self, item: CounterItem) -> Write | None:
@@ -231,13 +364,16 @@ class _GroupStep:
         if not fresh:
             self.result = GroupResult(duplicates=len(self.deliveries))
             return None
-        state, qualifications = apply_events(self.rule, item.state, [self.deliveries[i].event for i in fresh])
+        now_ms = self.created_ms
+        state, qualifications = apply_events(self.rule, item.state, [self.deliveries[i].event for i in fresh],
+                                             now_ms=now_ms)
         if len(qualifications) > MAX_OUTBOX_PER_WRITE:
             # Stop at the event that fired the last qualification this write can carry; the rest is next.
             last = qualifications[MAX_OUTBOX_PER_WRITE - 1].event_id
             self.covered = next(i for i in fresh if self.deliveries[i].event.event_id == last) + 1
             fresh = [i for i in fresh if i < self.covered]
-            state, qualifications = apply_events(self.rule, item.state, [self.deliveries[i].event for i in fresh])
+            state, qualifications = apply_events(self.rule, item.state, [self.deliveries[i].event for i in fresh],
+                                                 now_ms=now_ms)
         covered = self.deliveries[:self.covered]
         applied = [self.deliveries[i].event for i in fresh]
         self.result = GroupResult(applied=len(fresh), duplicates=len(covered) - len(fresh), writes=1,
@@ -245,8 +381,9 @@ class _GroupStep:
         return Write(
             state=state,
             outbox=tuple(OutboxEntry.qualified(q, created_ms=self.created_ms) for q in qualifications),
-            hwm=advance_hwm(item.hwm, covered),
-            seen=remember(item.seen, applied),
+            hwm=advance_hwm(item.hwm, covered, now_ms=now_ms),
+            seen=remember(item.seen, ((event.event_id, event.arrival_time_ms) for event in applied), now_ms=now_ms,
+                          horizon_ms=self.horizon_ms),
         )
 
 
@@ -274,10 +411,12 @@ class CounterStore:
 
     def apply(self, rule: Rule, user_id: str, deliveries: Sequence[Delivery]) -> GroupResult:
         """Apply one user's deliveries for one rule (stream order) with one read and one write (more only
-        on a version conflict, or past `MAX_OUTBOX_PER_WRITE` qualifications). Raises `StoreConflict`."""
+        on a version conflict, or past `MAX_OUTBOX_PER_WRITE` qualifications). Raises `StoreConflict`, and
+        `Unwritable` (before any request) for a change DynamoDB would refuse on every retry."""
+        check_key(rule.rule_id, user_id)
         result, remaining = GroupResult(), list(deliveries)
         while remaining:
-            step = _GroupStep(rule, remaining, self.now_ms())
+            step = _GroupStep(rule, remaining, self.now_ms(), self._settings.dedupe_horizon_ms)
             self.update(rule, user_id, step)
             result, remaining = result + step.result, remaining[step.covered:]
         return result
@@ -293,6 +432,7 @@ class CounterStore:
         """Read the item (unless given one, e.g. from the sweep index), compute `step(item)` and write it
         conditionally; on a conflict, re-read and recompute. Returns the write made, or None when the step
         had nothing to write."""
+        check_key(rule.rule_id, user_id)
         for _ in range(self._max_attempts):
             if item is None:
                 item = self.read(rule.rule_id, user_id)
@@ -333,7 +473,15 @@ class CounterStore:
             sweep_day=next_exit_day(rule, write.state, from_day=sweep_from), expires_at=expires_at,
             backfilled=item.backfilled or write.backfilled,
         )
-        put: dict[str, Any] = {"TableName": self._settings.counters_table, "Item": to_attributes(stored.to_item())}
+        plain = stored.to_item()
+        if (size := item_size_bytes(plain)) > MAX_ITEM_BYTES:
+            raise Unwritable(f"the counter item of rule {rule.rule_id!r} would be {size:,} bytes, more than "
+                             f"DynamoDB's {MAX_ITEM_BYTES:,}")
+        for entry in write.outbox:
+            if (size := item_size_bytes(entry.to_item())) > MAX_ITEM_BYTES:
+                raise Unwritable(f"outbox entry {entry.key[:80]!r}… would be {size:,} bytes, more than DynamoDB's "
+                                 f"{MAX_ITEM_BYTES:,}")
+        put: dict[str, Any] = {"TableName": self._settings.counters_table, "Item": to_attributes(plain)}
         if item.version == 0:
             put |= {"ConditionExpression": "attribute_not_exists(#pk)",
                     "ExpressionAttributeNames": {"#pk": PARTITION_KEY}}

@@ -158,9 +158,11 @@ def event() -> Callable[..., CanonicalEvent]:
 
 
 def make_deliveries(events: list[CanonicalEvent], *, shard: str = "shardId-000000000000",
-                    first: int = 49_000_000_000_000_000_000) -> list[Delivery]:
-    """Deliveries in stream order, with growing sequence numbers of realistic (long) length."""
-    return [Delivery(e, shard, str(first + index * 7)) for index, e in enumerate(events)]
+                    first: int = 49_000_000_000_000_000_000, partition_key: str | None = None) -> list[Delivery]:
+    """Deliveries in stream order, with growing sequence numbers of realistic (long) length; partition key
+    `partition_key`, else the event's user (as apps and SES key their records)."""
+    return [Delivery(e, shard, str(first + index * 7), partition_key or e.user_id or f"pk-{index}")
+            for index, e in enumerate(events)]
 
 
 @pytest.fixture(scope="session")
@@ -182,17 +184,27 @@ def app() -> Callable[..., bytes]:
     return app_record
 
 
+def _user_of(payload: bytes) -> str | None:
+    try:
+        user = json.loads(payload).get("user_id")
+    except (ValueError, AttributeError):
+        return None
+    return user if isinstance(user, str) else None
+
+
 def kinesis_event(payloads: list[bytes], *, arrival: str = "2026-11-20T12:00:00",
                   shard: str = "shardId-000000000000", first: int = 49_000_000_000_000_000_000,
-                  sequences: list[int] | None = None) -> dict[str, Any]:
+                  sequences: list[int] | None = None, partition_keys: list[str] | None = None) -> dict[str, Any]:
     """A Lambda Kinesis event as the event source mapping delivers it; record i has sequence `first + 10·i`
-    (or `sequences[i]`) and arrives i ms after `arrival`."""
+    (or `sequences[i]`), arrives i ms after `arrival` and has partition key `partition_keys[i]`, else its
+    app record's user id (as the stack's producers key), else `pk-<i>`."""
     arrival_seconds = ms(arrival) / 1000
     records = []
     for index, payload in enumerate(payloads):
         sequence = str(sequences[index] if sequences else first + 10 * index)
+        key = partition_keys[index] if partition_keys else (_user_of(payload) or f"pk-{index}")
         records.append({
-            "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": f"pk-{index}", "sequenceNumber": sequence,
+            "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": key, "sequenceNumber": sequence,
                         "data": base64.b64encode(payload).decode("ascii"),
                         "approximateArrivalTimestamp": arrival_seconds + index / 1000},
             "eventSource": "aws:kinesis", "eventVersion": "1.0", "eventID": f"{shard}:{sequence}",

@@ -16,7 +16,18 @@ from functions.rules.aggregator import Aggregator, Count
 from functions.rules.evaluate import RuleState
 from functions.rules.outbox import Change
 from functions.rules.model import CountCondition, Operator, Rule, RuleSet, RuleType, SumCondition
-from functions.rules.store import SEEN_MAX_ENTRIES, CounterStore, Delivery, StoreConflict, StoreSettings, Write, remember
+from functions.rules.store import (
+    SEEN_MAX_ENTRIES,
+    CounterStore,
+    Delivery,
+    Mark,
+    StoreConflict,
+    StoreSettings,
+    Write,
+    mark_key,
+    remember,
+    seen_key,
+)
 from functions.rules.activation import BackfillStatus
 from functions.rules.outbox import create_local_tables
 from tests.functions.rules.conftest import SETTINGS, Clock, _plain, make_deliveries, make_event, ms
@@ -43,8 +54,10 @@ def test_a_group_is_one_read_and_one_conditional_write(aws, clock):
     assert aws.calls == Counter({"GetItem": 1, "PutItem": 1})
     item = aws.counter("r1", "u1")
     assert (item.state.count, item.version) == (2, 1)
-    assert item.seen == {e.event_id: e.arrival_time_ms for e in events(2)}
-    assert item.hwm == {"shardId-000000000000": str(49_000_000_000_000_000_000 + 7)}
+    assert item.seen == {seen_key(e.event_id): e.arrival_time_ms for e in events(2)}
+    assert all(item.has_seen(e.event_id) for e in events(2)) and not item.has_seen("e3")
+    assert item.hwm == {mark_key("shardId-000000000000", "u1"): Mark(str(49_000_000_000_000_000_000 + 7),
+                                                                     events(2)[1].arrival_time_ms)}
 
 
 def test_a_qualification_is_written_to_the_outbox_in_the_same_transaction(aws, clock):
@@ -70,29 +83,32 @@ def test_a_redelivered_batch_is_skipped_by_the_sequence_mark_without_writing(aws
 
 def test_sequence_numbers_compare_as_numbers_not_text(aws, clock):
     store, (first, second) = aws.store(clock), events(2)
-    store.apply(rule(), "u1", [Delivery(first, "shard-1", "9")])
-    result = store.apply(rule(), "u1", [Delivery(second, "shard-1", "10")])  # "10" < "9" as text
+    store.apply(rule(), "u1", [Delivery(first, "shard-1", "9", "u1")])
+    result = store.apply(rule(), "u1", [Delivery(second, "shard-1", "10", "u1")])  # "10" < "9" as text
     assert result.applied == 1
-    assert aws.counter("r1", "u1").hwm == {"shard-1": "10"}
+    assert aws.counter("r1", "u1").hwm[mark_key("shard-1", "u1")].sequence_number == "10"
 
 
 def test_a_producer_duplicate_on_a_new_sequence_number_is_skipped_by_event_id(aws, clock):
     store, (first,) = aws.store(clock), events(1)
-    store.apply(rule(), "u1", [Delivery(first, "shard-1", "100")])
-    result = store.apply(rule(), "u1", [Delivery(first, "shard-1", "200"), Delivery(first, "shard-2", "5")])
+    store.apply(rule(), "u1", [Delivery(first, "shard-1", "100", "u1")])
+    result = store.apply(rule(), "u1", [Delivery(first, "shard-1", "200", "u1"), Delivery(first, "shard-2", "5", "u1")])
     assert (result.applied, result.duplicates, result.writes) == (0, 2, 0)
     assert aws.counter("r1", "u1").state.count == 1
 
 
-def test_seen_keeps_a_day_of_ids_and_at_most_200():
-    old = make_event("old", arrival="2026-11-18T12:00:00")
-    kept = remember({}, [old])
-    burst = [make_event(f"b{i}", arrival=ms("2026-11-20T12:00:00") + i) for i in range(250)]
-    seen = remember(kept, burst)
-    assert len(seen) == SEEN_MAX_ENTRIES and "old" not in seen
-    assert set(seen) == {f"b{i}" for i in range(50, 250)}  # the newest
-    day_apart = remember({"a": ms("2026-11-19T11:59:59")}, [make_event("b", arrival="2026-11-20T12:00:00")])
-    assert set(day_apart) == {"b"}
+def test_seen_keeps_the_horizon_of_arrival_time_against_the_processing_clock_and_at_most_the_cap():
+    now, day = ms("2026-11-20T12:00:00"), 86_400_000
+    kept = remember({}, [("old", ms("2026-11-18T12:00:00"))], now_ms=ms("2026-11-18T12:00:01"), horizon_ms=day)
+    assert set(kept) == {seen_key("old")}
+    burst = [(f"b{i}", now + i * 1000) for i in range(SEEN_MAX_ENTRIES + 50)]
+    seen = remember(kept, burst, now_ms=now + 10**7, horizon_ms=day)
+    assert len(seen) == SEEN_MAX_ENTRIES and seen_key("old") not in seen  # older than the horizon
+    assert set(seen) == {seen_key(f"b{i}") for i in range(50, SEEN_MAX_ENTRIES + 50)}  # the newest
+    # Pruned against the processing clock, not against the newest arrival.
+    edge = remember({}, [("a", now - day)], now_ms=now, horizon_ms=day)
+    assert set(edge) == {seen_key("a")}
+    assert remember(edge, [], now_ms=now + 1000, horizon_ms=day) == {}
 
 
 class RacingClient:
@@ -212,13 +228,24 @@ def test_a_window_counter_expires_two_days_after_its_window_and_a_qualified_one_
 def test_a_sweep_day_already_past_is_today_and_one_not_qualified_is_removed(aws, clock):
     window = rule(rule_type=RuleType.WINDOW, window_days=2, count_condition=CountCondition(AT_LEAST, 1))
     store = aws.store(clock)
-    clock.set("2026-11-25T08:00:00")
-    store.apply(window, "u1", make_deliveries(events(1)))  # an old event: the window has already passed
+    store.apply(window, "u1", make_deliveries(events(1)))  # qualified on Nov 20, due to leave on Nov 22
+    clock.set("2026-11-25T08:00:00")  # the sweeper never came: the next write puts it on today
+    store.update(window, "u1", lambda item: Write(state=item.state))
     assert aws.counter("r1", "u1").sweep_day == date(2026, 11, 25)
 
     store.update(window, "u1", lambda item: Write(state=replace(item.state, qualified=False)))
     item = aws.counter("r1", "u1")
     assert item.sweep_day is None and "sweep_day" not in item.to_item()
+
+
+def test_an_event_older_than_the_window_when_processed_counts_for_nothing(aws, clock):
+    window = rule(rule_type=RuleType.WINDOW, window_days=2, count_condition=CountCondition(AT_LEAST, 1))
+    store = aws.store(clock)
+    clock.set("2026-11-25T08:00:00")
+    store.apply(window, "u1", make_deliveries(events(1)))  # happened (and arrived) on Nov 20
+    item = aws.counter("r1", "u1")
+    assert not item.state.qualified and item.state.count == 0 and item.sweep_day is None
+    assert item.state.window_end == date(2026, 11, 25) and aws.outbox() == {}
 
 
 # --- activation records ------------------------------------------------------------------------------

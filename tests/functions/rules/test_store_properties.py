@@ -19,11 +19,14 @@ from tests.unit.rules.test_rules_properties import rule_sets, streams
 _tables = itertools.count()
 
 
-def fresh_store(aws, rules) -> CounterStore:
+def fresh_store(aws, rules, now_ms: int) -> CounterStore:
+    """A store whose processing clock is `now_ms` (just after the stream), remembering ids for the stream's
+    whole span (a producer duplicate is one whatever the batching)."""
     number = next(_tables)
-    settings = StoreSettings(counters_table=f"counters-{number}", outbox_table=f"outbox-{number}")
+    settings = StoreSettings(counters_table=f"counters-{number}", outbox_table=f"outbox-{number}",
+                             dedupe_horizon_hours=24 * 30)
     create_local_tables(aws.inspect, settings)
-    store = CounterStore(aws.inspect, settings, clock=lambda: 1_800_000_000.0)
+    store = CounterStore(aws.inspect, settings, clock=lambda: now_ms / 1000)
     for rule in rules:
         store.activations.ensure(rule, 0)  # the streams' events arrive at 0: active from the start
     return store
@@ -46,10 +49,11 @@ def snapshot(aws, store: CounterStore) -> tuple[dict, dict]:
 @given(rule_set=rule_sets, stream=streams(), data=st.data())
 def test_one_by_one_and_coalesced_batches_with_a_redelivery_agree(aws, rule_set, stream, data):
     deliveries = [d for d in make_deliveries(stream) if d.event.user_id is not None]
-    one_by_one = fresh_store(aws, rule_set)
+    now_ms = max((d.event.arrival_time_ms for d in deliveries), default=0) + 1000
+    one_by_one = fresh_store(aws, rule_set, now_ms)
     Aggregator(one_by_one, activation_delay_ms=0, one_by_one=True).process(rule_set, deliveries, Counter())
 
-    coalesced = fresh_store(aws, rule_set)
+    coalesced = fresh_store(aws, rule_set, now_ms)
     aggregator = Aggregator(coalesced, activation_delay_ms=0)
     cuts = sorted(data.draw(st.lists(st.integers(0, len(deliveries)), max_size=4)))
     bounds = [0, *cuts, len(deliveries)]

@@ -8,6 +8,7 @@ from decimal import Decimal
 
 import pytest
 
+from functions.events.canonical import CanonicalEvent, EventSource
 from functions.rules.evaluate import (
     DayBucket,
     Qualification,
@@ -15,6 +16,7 @@ from functions.rules.evaluate import (
     apply_events,
     apply_exit,
     coalesce,
+    effective_time_ms,
     event_day,
     exit_check,
     matches,
@@ -23,6 +25,8 @@ from functions.rules.evaluate import (
     without_user,
 )
 from functions.rules.model import ActionKind, AttributeFilter, CountCondition, Operator, Rule, RuleType, SumCondition
+
+from tests.unit.rules.conftest import ms
 
 EQUAL, GREATER, AT_LEAST = Operator.EQUAL, Operator.GREATER, Operator.AT_LEAST
 
@@ -40,8 +44,14 @@ def total(operator: Operator, target: str, metric: str | None = None) -> SumCond
     return SumCondition(operator, Decimal(target), metric)
 
 
-def run(r: Rule, events, state: RuleState | None = None):
-    return apply_events(r, state or RuleState(), events)
+def run(r: Rule, events, state: RuleState | None = None, *, now: str | int | None = None):
+    """`apply_events` as of `now` (default: the latest event time given, i.e. processed as they arrive)."""
+    events = list(events)
+    if now is None:
+        now_ms = max((e.event_time_ms for e in events), default=0)
+    else:
+        now_ms = now if isinstance(now, int) else ms(now)
+    return apply_events(r, state or RuleState(), events, now_ms=now_ms)
 
 
 def fired_by(qualifications: list[Qualification]) -> list[str]:
@@ -219,6 +229,15 @@ def test_a_single_day_date_rule(event, to_ms):
     assert not matches(r, event("e", at=to_ms("2026-11-01T00:00:00") + 86_400_000))
 
 
+def test_a_date_stamp_ahead_of_arrival_counts_on_its_arrival_day():
+    november = rule(rule_type=RuleType.DATE, count_condition=count(AT_LEAST, 1),
+                    start_date=date(2026, 11, 1), finish_date=date(2026, 11, 30))  # fmt: skip
+    # Stamped in the range by a fast clock, but it arrived before the range opened: not counted.
+    assert not matches(november, arrived("early", at="2026-11-02T00:00:00", arrival="2026-10-30T12:00:00"))
+    # Stamped after the range, arrived inside it: counts as its arrival.
+    assert matches(november, arrived("fast", at="2026-12-03T00:00:00", arrival="2026-11-30T12:00:00"))
+
+
 def test_a_date_rule_counts_only_in_range_and_qualifies_once(event):
     r = rule(rule_type=RuleType.DATE, sum_condition=total(AT_LEAST, "100"),
              start_date=date(2026, 11, 1), finish_date=date(2026, 11, 30))  # fmt: skip
@@ -286,10 +305,10 @@ def test_event_day_is_the_utc_day():
 
 def test_window_buckets_slide(event):
     r = window_rule(3, count_condition=count(AT_LEAST, 3), sum_condition=total(AT_LEAST, "0"))
-    events = [event("a", at=on(1), metrics={"m": 1}), event("b", at=on(2), metrics={"m": 2}),
-              event("c", at=on(4), metrics={"m": 4})]  # fmt: skip
-    state, qualifications = run(r, events)
-    # As of day 4 the window is days 2..4: day 1 has slid out and is dropped.
+    state, _ = run(r, [event("a", at=on(1), metrics={"m": 1})])
+    state, _ = run(r, [event("b", at=on(2), metrics={"m": 2})], state)
+    state, qualifications = run(r, [event("c", at=on(4), metrics={"m": 4})], state)
+    # Processed on day 4 the window is days 2..4: day 1 has slid out and is dropped.
     assert qualifications == []
     assert state.buckets == (DayBucket(date(2026, 11, 2), 1, Decimal(2)), DayBucket(date(2026, 11, 4), 1, Decimal(4)))
     assert (state.count, state.sum, state.window_end) == (3, Decimal(7), date(2026, 11, 4))
@@ -299,6 +318,53 @@ def test_window_buckets_slide(event):
     assert window_totals(r, state, date(2026, 11, 4)) == (3, Decimal(14))
     assert window_totals(r, state, date(2026, 11, 5)) == (2, Decimal(12))
     assert window_totals(r, state, date(2026, 11, 7)) == (0, Decimal(0))
+
+
+def arrived(event_id: str, *, at: str, arrival: str, user: str = "u1") -> CanonicalEvent:
+    return CanonicalEvent(event_id=event_id, source=EventSource.APP, event_type="purchase", event_time_ms=ms(at),
+                          arrival_time_ms=ms(arrival), user_id=user, attributes={}, metrics={})
+
+
+def test_the_window_ends_on_the_processing_day_not_on_the_events():
+    r = window_rule(3, count_condition=count(AT_LEAST, 2))
+    # Two events of day 1, both processed only on day 5 (a backlog): as of day 5 they are out of the window.
+    state, qualifications = run(r, [arrived("a", at=on(1), arrival=on(1)), arrived("b", at=on(1), arrival=on(1))],
+                                now=on(5))
+    assert qualifications == [] and state.buckets == () and state.window_end == date(2026, 11, 5)
+    assert (state.count, state.sum) == (0, Decimal(0))  # older than the window when processed: counts for nothing
+
+
+def test_a_stale_event_never_qualifies_for_a_window_it_is_older_than():
+    week = window_rule(7, count_condition=count(AT_LEAST, 1))
+    stale = arrived("old", at=on(1), arrival=on(12))  # happened 11 days before it arrived
+    state, qualifications = run(week, [stale], now=on(12, 13))
+    assert qualifications == [] and not state.qualified and state.count == 0
+
+
+def test_an_event_stamped_ahead_counts_as_its_arrival_and_keeps_the_real_days():
+    r = window_rule(3, count_condition=count(AT_LEAST, 3))
+    state, _ = run(r, [arrived("a", at=on(10), arrival=on(10)), arrived("b", at=on(10, 13), arrival=on(10, 13))],
+                   now=on(10, 14))
+    ahead = arrived("c", at=on(15), arrival=on(10, 15))  # a device clock five days fast
+    assert event_day(effective_time_ms(ahead)) == date(2026, 11, 10)
+    state, qualifications = run(r, [ahead], state, now=on(10, 16))
+    assert fired_by(qualifications) == ["c"]
+    assert state.window_end == date(2026, 11, 10)
+    assert state.buckets == (DayBucket(date(2026, 11, 10), 3, Decimal(0)),)
+
+
+def test_the_processing_clock_also_caps_an_event_time():
+    event = arrived("a", at=on(20), arrival=on(19))
+    assert effective_time_ms(event) == ms(on(19)) and effective_time_ms(event, ms(on(18))) == ms(on(18))
+
+
+def test_one_call_or_split_calls_give_the_same_result_for_one_processing_clock(event):
+    r = window_rule(3, count_condition=count(AT_LEAST, 3))
+    events = [event(f"e{i}", at=on(day)) for i, day in enumerate([1, 4, 5, 5, 3, 6])]
+    whole = run(r, events, now=on(6, 23))
+    first, fired_first = run(r, events[:2], now=on(6, 23))
+    second, fired_second = run(r, events[2:], first, now=on(6, 23))
+    assert whole == (second, fired_first + fired_second)
 
 
 def test_window_exit_and_requalification(event):
@@ -333,19 +399,19 @@ def test_exit_check_is_only_for_window_rules(event):
     assert not exit_check(r, state, date(2030, 1, 1))
 
 
-def test_a_late_event_older_than_the_window_counts_for_the_lifetime_only(event):
+def test_a_late_event_older_than_the_window_counts_for_nothing(event):
     r = window_rule(2, count_condition=count(AT_LEAST, 2))
     state, _ = run(r, [event("a", at=on(10))])
-    state, qualifications = run(r, [event("late", at=on(3))], state)
+    state, qualifications = run(r, [event("late", at=on(3))], state, now=on(10, 13))
     assert qualifications == []
-    assert state.count == 2
+    assert state.count == 1
     assert state.buckets == (DayBucket(date(2026, 11, 10), 1, Decimal(0)),)
 
 
 def test_a_late_event_inside_the_window_counts(event):
     r = window_rule(3, count_condition=count(AT_LEAST, 2))
     state, _ = run(r, [event("a", at=on(10))])
-    _, qualifications = run(r, [event("late", at=on(8))], state)
+    _, qualifications = run(r, [event("late", at=on(8))], state, now=on(10, 13))
     assert fired_by(qualifications) == ["late"]
 
 
@@ -354,7 +420,7 @@ def test_the_sweeper_day_moves_the_window_for_later_events(event):
     state = apply_exit(r, RuleState(buckets=(DayBucket(date(2026, 11, 1), 1, Decimal(0)),)), date(2026, 11, 9))
     assert state.buckets == () and state.window_end == date(2026, 11, 9)
     # Day 2 and day 3 would make two events in a window ending on day 3, but the window now ends on day 9.
-    _, qualifications = run(r, [event("a", at=on(2)), event("b", at=on(3))], state)
+    _, qualifications = run(r, [event("a", at=on(2)), event("b", at=on(3))], state, now=on(3))
     assert qualifications == []
 
 

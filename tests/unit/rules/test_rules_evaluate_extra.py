@@ -40,7 +40,7 @@ def state_after(r: Rule, *days: date, metrics: dict[str, float] | None = None) -
     events = [CanonicalEvent(event_id=f"e{i}", source=EventSource.APP, event_type="purchase",
                              event_time_ms=day_ms(day, i), arrival_time_ms=day_ms(day, i), user_id="u1",
                              metrics=metrics or {}) for i, day in enumerate(days)]
-    return apply_events(r, RuleState(), events)[0]
+    return apply_events(r, RuleState(), events, now_ms=max(e.arrival_time_ms for e in events))[0]
 
 
 # --- next_exit_day ---------------------------------------------------------------------------------
@@ -167,9 +167,10 @@ def test_backfill_then_stream_equals_all_at_once_for_growing_conditions(target, 
     activation_ms = day_ms(nov1 + timedelta(days=split_day), 43_200_000)
     before = [e for e in stream if e.arrival_time_ms < activation_ms]
     after = [e for e in stream if e.arrival_time_ms >= activation_ms]
-    whole, _ = apply_events(r, RuleState(), stream)
+    now_ms = max((e.arrival_time_ms for e in stream), default=activation_ms)
+    whole, _ = apply_events(r, RuleState(), stream, now_ms=now_ms)
 
-    streamed, _ = apply_events(r, RuleState(), after)
+    streamed, _ = apply_events(r, RuleState(), after, now_ms=now_ms)
     totals: dict[date, DayBucket] = {}
     for e in before:
         if nov1 <= event_day(e.event_time_ms) <= date(2026, 11, 30):

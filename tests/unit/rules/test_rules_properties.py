@@ -1,9 +1,11 @@
-"""Property tests: for random rule sets and event streams (few users, small targets, repeats), evaluating
-one event per state write, one write per batch group, and an independent from-scratch model all agree."""
+"""Property tests: for random rule sets and event streams (few users, small targets, repeats, device clocks
+behind and ahead of arrival), evaluating one event per state write, one write per batch group, and an
+independent from-scratch model all agree, for one processing clock and for a clock that moves per batch."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from fractions import Fraction
@@ -12,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from functions.events.canonical import CanonicalEvent, EventSource
-from functions.rules.evaluate import Qualification, RuleState, apply_events, coalesce
+from functions.rules.evaluate import Qualification, RuleState, apply_events, coalesce, matches
 from functions.rules.model import AttributeFilter, CountCondition, Operator, Rule, RuleSet, RuleType, SumCondition
 
 DAY_MS = 86_400_000
@@ -57,33 +59,48 @@ def rules(draw: st.DrawFn, rule_id: str) -> Rule:
 rule_sets = st.integers(1, 4).flatmap(lambda n: st.tuples(*(rules(f"rule{i}") for i in range(n)))).map(RuleSet)
 
 
+SKEWS_MS = [0, 0, 0, -3_600_000, -3 * DAY_MS, -11 * DAY_MS, 2 * DAY_MS]
+"""Event time minus arrival: on time, an hour or days late (an offline device), a clock two days fast."""
+
+
 @st.composite
 def streams(draw: st.DrawFn) -> list[CanonicalEvent]:
-    """Events in stream order (times roughly increasing, some late), then repeats of earlier records."""
+    """Events in stream order (arrival order; event times late or ahead by `SKEWS_MS`), then repeats of
+    earlier records."""
     events = []
+    first_ms = (datetime.combine(FIRST_DAY, datetime.min.time(), timezone.utc) - EPOCH) // timedelta(milliseconds=1)
     for index in range(draw(st.integers(0, 40))):
         day = draw(st.integers(0, DAYS - 1))
         time_in_day = draw(st.sampled_from([0, 1, DAY_MS // 2, DAY_MS - 1]))
         metric_names = draw(st.permutations(["m1", "m2"]).flatmap(lambda names: st.sampled_from(
             [names, names[:1], []])))  # fmt: skip
+        arrival = first_ms + day * DAY_MS + time_in_day
         events.append(
             CanonicalEvent(
                 event_id=f"ev{index}",
                 source=EventSource.APP,
                 event_type=draw(st.sampled_from(["a", "a", "b", "trk_a"])),
-                event_time_ms=(datetime.combine(FIRST_DAY, datetime.min.time(), timezone.utc) - EPOCH)
-                // timedelta(milliseconds=1) + day * DAY_MS + time_in_day,
-                arrival_time_ms=0,
+                event_time_ms=arrival + draw(st.sampled_from(SKEWS_MS)),
+                arrival_time_ms=arrival,
                 user_id=draw(st.sampled_from(["u1", "u1", "u2", "u3", None])),
                 attributes=draw(st.sampled_from([{}, {"k": "x"}, {"k": "y"}, {"k": "X"}])),
                 metrics={name: draw(st.sampled_from(METRIC_VALUES)) for name in metric_names},
             )
         )
+    events.sort(key=lambda event: event.arrival_time_ms)
     # A redelivered record is the same record again, later in the stream.
     for _ in range(draw(st.integers(0, 8)) if events else 0):
         copy = draw(st.sampled_from(events))
         events.insert(draw(st.integers(events.index(copy) + 1, len(events))), copy)
     return events
+
+
+lags = st.sampled_from([0, 1, DAY_MS // 2, DAY_MS, 3 * DAY_MS])
+"""How long after the newest arrival the engine processes (a backlog of days included)."""
+
+
+def clock_after(stream: list[CanonicalEvent], lag: int) -> int:
+    return max((event.arrival_time_ms for event in stream), default=0) + lag
 
 
 # --- three ways to evaluate -----------------------------------------------------------------------
@@ -92,9 +109,9 @@ Key = tuple[str, str]
 Outcome = tuple[dict[Key, RuleState], dict[Key, list[Qualification]]]
 
 
-def one_by_one(rule_set: RuleSet, stream: list[CanonicalEvent]) -> Outcome:
-    """One state write per event; the state goes through its stored record between writes, and applied
-    event ids are remembered as the store will."""
+def one_by_one(rule_set: RuleSet, stream: list[CanonicalEvent], now_ms: int) -> Outcome:
+    """One state write per event, all at processing time `now_ms`; the state goes through its stored record
+    between writes, and applied event ids are remembered as the store will."""
     records: dict[Key, dict] = {}
     fired: dict[Key, list[Qualification]] = defaultdict(list)
     applied: set[str] = set()
@@ -103,40 +120,62 @@ def one_by_one(rule_set: RuleSet, stream: list[CanonicalEvent]) -> Outcome:
             continue
         applied.add(event.event_id)
         for rule in rule_set:
+            if not matches(rule, event):  # the store writes only the groups `coalesce` makes
+                continue
             key = (rule.rule_id, event.user_id)
             state = RuleState.from_record(records[key]) if key in records else RuleState()
-            new_state, qualifications = apply_events(rule, state, [event])
+            new_state, qualifications = apply_events(rule, state, [event], now_ms=now_ms)
             if new_state != state:
                 records[key] = new_state.to_record()
             fired[key] += qualifications
     return {key: RuleState.from_record(record) for key, record in records.items()}, dict(fired)
 
 
-def in_batches(rule_set: RuleSet, stream: list[CanonicalEvent], cuts: list[int]) -> Outcome:
-    """The stream split into batches at `cuts`; one `apply_events` call (one write) per group per batch."""
+def in_batches(rule_set: RuleSet, stream: list[CanonicalEvent], cuts: list[int], now_ms: int | None = None,
+               lag: int = 0) -> Outcome:
+    """The stream split into batches at `cuts`; one `apply_events` call (one write) per group per batch, all
+    at `now_ms`, or (None) each batch `lag` after its newest arrival, as a live engine would."""
     states: dict[Key, RuleState] = {}
     fired: dict[Key, list[Qualification]] = defaultdict(list)
     applied: set[str] = set()
     bounds = [0, *sorted(cuts), len(stream)]
     for start, end in zip(bounds, bounds[1:]):
+        clock = now_ms if now_ms is not None else clock_after(stream[:end], lag)
         batch = [event for event in stream[start:end] if event.event_id not in applied]
         applied.update(event.event_id for event in batch)
         for (rule_id, user_id), events in coalesce(rule_set, batch).items():
             key = (rule_id, user_id)
-            states[key], qualifications = apply_events(rule_set.by_id(rule_id), states.get(key, RuleState()), events)
+            states[key], qualifications = apply_events(rule_set.by_id(rule_id), states.get(key, RuleState()), events,
+                                                       now_ms=clock)
             fired[key] += qualifications
     return states, dict(fired)
 
 
+def batch_clocks(stream: list[CanonicalEvent], cuts: list[int], now_ms: int | None, lag: int) -> list[int]:
+    """The processing clock of each stream position, as `in_batches` uses it."""
+    bounds, clocks = [0, *sorted(cuts), len(stream)], []
+    for start, end in zip(bounds, bounds[1:]):
+        clocks += [now_ms if now_ms is not None else clock_after(stream[:end], lag)] * (end - start)
+    return clocks
+
+
 def day_of(event: CanonicalEvent) -> date:
-    return (EPOCH + timedelta(milliseconds=event.event_time_ms)).date()
+    """The day the event counts on: its time, or its arrival when its clock ran ahead."""
+    return (EPOCH + timedelta(milliseconds=min(event.event_time_ms, event.arrival_time_ms))).date()
 
 
-def model_counts(rule: Rule, event: CanonicalEvent) -> bool:
+def clock_day(now_ms: int) -> date:
+    return (EPOCH + timedelta(milliseconds=now_ms)).date()
+
+
+def model_counts(rule: Rule, event: CanonicalEvent, now_ms: int) -> bool:
+    """Whether the rule counts the event when processed at `now_ms` (window rules: within the last N days)."""
     if event.user_id is None or event.event_type != rule.event_name or event.event_type.startswith("trk_"):
         return False
     if rule.attribute_filter and event.attributes.get(rule.attribute_filter.name) != rule.attribute_filter.value:
         return False
+    if rule.rule_type is RuleType.WINDOW:
+        return (clock_day(now_ms) - day_of(event)).days < rule.window_days
     return rule.rule_type is not RuleType.DATE or rule.start_date <= day_of(event) <= rule.finish_date
 
 
@@ -153,25 +192,24 @@ def model_holds(operator: Operator, left: Fraction | int, right: Fraction | int)
     return {"equal": left == right, "greater": left > right, "at_least": left >= right}[operator.value]
 
 
-def model(rule: Rule, stream: list[CanonicalEvent]) -> dict[str, list[tuple[str, int]]]:
-    """The rule's qualifications per user, recomputed from scratch after every event with exact fractions
-    and no shared code: user -> [(event_id, sequence)]."""
+def model(rule: Rule, stream: list[CanonicalEvent], clocks: list[int]) -> dict[str, list[tuple[str, int]]]:
+    """The rule's qualifications per user, recomputed from scratch after every event (processed at
+    `clocks[i]`, never decreasing) with exact fractions and no shared code: user -> [(event_id, sequence)]."""
     seen: set[str] = set()
     history: dict[str, list[CanonicalEvent]] = defaultdict(list)
     since_reset: dict[str, int] = defaultdict(int)
     qualified: set[str] = set()
     out: dict[str, list[tuple[str, int]]] = defaultdict(list)
-    for event in stream:
+    for event, now_ms in zip(stream, clocks):
         if event.event_id in seen:
             continue
         seen.add(event.event_id)
-        if not model_counts(rule, event):
+        if not model_counts(rule, event, now_ms):
             continue
         user = event.user_id
         history[user].append(event)
         if rule.rule_type is RuleType.WINDOW:
-            latest = max(day_of(e) for e in history[user])
-            scope = [e for e in history[user] if (latest - day_of(e)).days < rule.window_days]
+            scope = [e for e in history[user] if model_counts(rule, e, now_ms)]
         else:
             scope = history[user][since_reset[user]:]
         count, total = len(scope), sum((model_value(rule, e) for e in scope), Fraction(0))
@@ -197,54 +235,65 @@ SETTINGS = settings(max_examples=400, deadline=None)
 
 
 @SETTINGS
-@given(rule_set=rule_sets, stream=streams())
-def test_coalesced_equals_one_by_one(rule_set, stream):
-    states_1, fired_1 = one_by_one(rule_set, stream)
-    states_n, fired_n = in_batches(rule_set, stream, cuts=[])
+@given(rule_set=rule_sets, stream=streams(), lag=lags)
+def test_coalesced_equals_one_by_one(rule_set, stream, lag):
+    now_ms = clock_after(stream, lag)
+    states_1, fired_1 = one_by_one(rule_set, stream, now_ms)
+    states_n, fired_n = in_batches(rule_set, stream, cuts=[], now_ms=now_ms)
     assert states_n == states_1
     assert nonempty(fired_n) == nonempty(fired_1)
 
 
 @SETTINGS
-@given(rule_set=rule_sets, stream=streams(), data=st.data())
-def test_any_batching_equals_one_by_one(rule_set, stream, data):
+@given(rule_set=rule_sets, stream=streams(), lag=lags, data=st.data())
+def test_any_batching_equals_one_by_one(rule_set, stream, lag, data):
     cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=5))
-    states_1, fired_1 = one_by_one(rule_set, stream)
-    states_n, fired_n = in_batches(rule_set, stream, cuts)
+    now_ms = clock_after(stream, lag)
+    states_1, fired_1 = one_by_one(rule_set, stream, now_ms)
+    states_n, fired_n = in_batches(rule_set, stream, cuts, now_ms=now_ms)
     assert states_n == states_1
     assert nonempty(fired_n) == nonempty(fired_1)
 
 
 @SETTINGS
-@given(rule_set=rule_sets, stream=streams())
-def test_qualifications_match_a_from_scratch_model(rule_set, stream):
-    _, fired = in_batches(rule_set, stream, cuts=[])
+@given(rule_set=rule_sets, stream=streams(), lag=lags, data=st.data())
+def test_qualifications_match_a_from_scratch_model(rule_set, stream, lag, data):
+    cuts = data.draw(st.lists(st.integers(0, len(stream)), max_size=5))
+    moving = data.draw(st.booleans())  # one clock for all, or each batch processed `lag` after it arrived
+    now_ms = None if moving else clock_after(stream, lag)
+    _, fired = in_batches(rule_set, stream, cuts, now_ms=now_ms, lag=lag)
+    clocks = batch_clocks(stream, cuts, now_ms, lag)
     for rule in rule_set:
         got = {user: [(q.event_id, q.sequence) for q in qualifications]
                for (rule_id, user), qualifications in fired.items() if rule_id == rule.rule_id and qualifications}
-        assert got == model(rule, stream), rule
+        assert got == model(rule, stream, clocks), rule
         for (rule_id, _), qualifications in fired.items():
             if rule_id == rule.rule_id:
                 assert all(q.name == rule.action_name and q.kind is rule.action_kind for q in qualifications)
 
 
 @SETTINGS
-@given(rule_set=rule_sets, stream=streams())
-def test_every_counted_event_counts_exactly_once(rule_set, stream):
-    states, _ = in_batches(rule_set, stream, cuts=[])
+@given(rule_set=rule_sets, stream=streams(), lag=lags)
+def test_every_counted_event_counts_exactly_once(rule_set, stream, lag):
+    now_ms = clock_after(stream, lag)
+    states, _ = in_batches(rule_set, stream, cuts=[], now_ms=now_ms)
     first_deliveries: dict[str, CanonicalEvent] = {}
     for event in stream:
         first_deliveries.setdefault(event.event_id, event)
     for rule in rule_set:
         expected_counts: dict[str, int] = defaultdict(int)
         expected_sums: dict[str, Fraction] = defaultdict(Fraction)
+        matched: set[str] = set()
         for event in first_deliveries.values():
-            if model_counts(rule, event):
+            if model_counts(rule, event, now_ms):
                 expected_counts[event.user_id] += 1
                 expected_sums[event.user_id] += model_value(rule, event)
+            if rule.rule_type is RuleType.WINDOW and model_counts(replace(rule, window_days=366), event, now_ms):
+                matched.add(event.user_id)  # a group was written, even if the window counted nothing
         got = {user: state for (rule_id, user), state in states.items() if rule_id == rule.rule_id}
-        assert set(got) == set(expected_counts)
+        assert set(got) == set(expected_counts) | matched
         if not rule.reset:  # a reset zeroes them
-            assert {user: state.count for user, state in got.items()} == expected_counts
+            assert {user: state.count for user, state in got.items()} == {u: expected_counts.get(u, 0) for u in got}
             if rule.sum_condition is not None:
-                assert {user: Fraction(state.sum) for user, state in got.items()} == expected_sums
+                assert {user: Fraction(state.sum) for user, state in got.items()} == {
+                    u: expected_sums.get(u, Fraction(0)) for u in got}
