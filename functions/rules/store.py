@@ -447,16 +447,47 @@ class CounterStore:
         raise StoreConflict(f"{counter_key(rule.rule_id, user_id)}: still conflicting after "
                             f"{self._max_attempts} attempts")
 
-    def due_for_sweep(self, day: date) -> Iterator[CounterItem]:
-        """The items whose `sweep_day` is `day`, from the sparse sweep index (a Query, never a Scan)."""
-        pages = self._client.get_paginator("query").paginate(
-            TableName=self._settings.counters_table, IndexName=SWEEP_INDEX,
-            KeyConditionExpression="#day = :day", ExpressionAttributeNames={"#day": SWEEP_DAY},
-            ExpressionAttributeValues={":day": {"S": day.isoformat()}},
-        )
-        for page in pages:
+    def due_for_sweep(self, day: date, *, rule_id: str | None = None) -> Iterator[CounterItem]:
+        """The items whose `sweep_day` is `day`, from the sparse sweep index (a Query, never a Scan); only
+        `rule_id`'s when given (a filter: the index has no rule key, so DynamoDB still reads the day's items)."""
+        request: dict[str, Any] = {
+            "TableName": self._settings.counters_table, "IndexName": SWEEP_INDEX,
+            "KeyConditionExpression": "#day = :day", "ExpressionAttributeNames": {"#day": SWEEP_DAY},
+            "ExpressionAttributeValues": {":day": {"S": day.isoformat()}},
+        }
+        if rule_id is not None:
+            request["FilterExpression"] = "#rule = :rule"
+            request["ExpressionAttributeNames"]["#rule"] = "rule_id"
+            request["ExpressionAttributeValues"][":rule"] = {"S": rule_id}
+        for page in self._client.get_paginator("query").paginate(**request):
             for raw in page.get("Items", []):
                 yield CounterItem.from_item(from_attributes(raw))
+
+    # -- the few bookkeeping items beside the counters (e.g. the sweeper's progress) ----------------------
+
+    def read_record(self, key: str) -> dict[str, Any] | None:
+        """A plain item of the counters table by key (consistent read), None when absent."""
+        response = self._client.get_item(TableName=self._settings.counters_table,
+                                         Key={PARTITION_KEY: {"S": key}}, ConsistentRead=True)
+        item = response.get("Item")
+        return from_attributes(item) if item else None
+
+    def write_record(self, key: str, record: Mapping[str, Any], *, version: int) -> bool:
+        """Store `record` under `key` as version `version + 1` if the stored one is still `version` (0:
+        absent); False when another writer got there first."""
+        item = {**record, PARTITION_KEY: key, "version": version + 1}
+        condition: dict[str, Any] = (
+            {"ConditionExpression": "attribute_not_exists(#pk)", "ExpressionAttributeNames": {"#pk": PARTITION_KEY}}
+            if version == 0 else
+            {"ConditionExpression": "#version = :version", "ExpressionAttributeNames": {"#version": "version"},
+             "ExpressionAttributeValues": {":version": {"N": str(version)}}})
+        try:
+            self._client.put_item(TableName=self._settings.counters_table, Item=to_attributes(item), **condition)
+        except ClientError as error:
+            if error_code(error) == "ConditionalCheckFailedException":
+                return False
+            raise
+        return True
 
     def _commit(self, rule: Rule, item: CounterItem, write: Write) -> None:
         now_ms = self.now_ms()

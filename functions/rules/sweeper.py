@@ -1,28 +1,41 @@
 """Window-rule sweeper: a scheduled Lambda that takes out the users who no longer meet a window rule.
 
 A qualified window-rule user's counter carries `sweep_day`, the first day on which, without new events, the
-rule stops holding (the store keeps it current on every write). Each run Queries the sparse sweep index for
-today and the two days before (catch-up after missed runs) — never a Scan — and for each user:
+rule stops holding (the store keeps it current on every write). Each run Queries the sparse sweep index —
+never a Scan — for every day from the last completed sweep to today, and for each user:
 
 - if the rule no longer holds over the window ending today: the user exits (`apply_exit`) and an outbox
   entry clears the attribute (change `exited`, value None), in one conditional transaction;
 - otherwise (new events arrived, or an `equal` rule holds again) `sweep_day` moves to the next exit day.
 
+Catch-up: the sweeper records its progress in the counters table (`SWEEP_STATE_KEY`: the last day swept
+completely, and the window rules it has seen). After an outage of any length the next runs query every day
+since, `MAX_DAYS_PER_RUN` days and `MAX_ITEMS_PER_RUN` items a run, resuming where the last stopped; the day
+before today is always queried again (a write racing midnight on a slower clock lands there). A day with a
+failed write is not completed, so its users are retried.
+
+A window rule removed from the sheet: its users' attributes are cleared. The state keeps every window rule's
+definition, so when one leaves the sheet the sweeper queries the index from the catch-up start to the furthest
+day an exit of that rule can be due (today + its window), exits each of that rule's qualified users with the
+usual exit entry, and forgets the rule once that pass completes. Counters of rules the sweeper never saw
+(removed before this state existed) are left alone (`SweepRuleRemoved`); docs/rules.md says how to clear them.
+
 Run hourly, a user leaves within the hour of dropping below the condition (days turn at 00:00 UTC).
-Counters of rules no longer in the sheet are left alone: removing a rule stops all its work at once.
 
 Environment (read once, by `SweeperSettings.from_env`): COUNTERS_TABLE, OUTBOX_TABLE, RULES_BUCKET, RULES_KEY
 (required); RULES_MAX_AGE_SECONDS (60), COUNTER_TTL_DAYS (400), POWERTOOLS_METRICS_NAMESPACE (`EngagementLoop`).
+Semantics: docs/rules.md.
 """
 
 from __future__ import annotations
 
 import enum
 import functools
+import json
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import boto3
 from aws_lambda_powertools import Logger
@@ -34,12 +47,21 @@ from functions.rules.aggregator import publish_counts
 from functions.rules.evaluate import apply_exit, event_day, exit_check
 from functions.rules.outbox import Change, OutboxEntry
 from functions.rules.rules_source import Env, RulesSettings, RulesSource, S3RulesSource
-from functions.rules.model import ActionKind, Rule, RuleSet
+from functions.rules.model import ActionKind, Rule, RuleSet, RuleType
 from functions.rules.store import CounterItem, CounterStore, StoreSettings, Write
 
 logger = Logger()
 
-CATCH_UP_DAYS = 2
+SWEEP_STATE_KEY = "_sweep#state"
+"""The sweeper's progress item in the counters table. A rule id starts with a letter or digit (sheet.py), so no
+counter key (`<rule_id>#<user_id>`) can be this one."""
+FIRST_RUN_LOOKBACK_DAYS = 31
+"""Without a recorded sweep (the first run), how many days before today are queried."""
+MAX_DAYS_PER_RUN = 62
+"""Catch-up days queried per run at most (today is always queried too); the rest waits for the next run."""
+MAX_ITEMS_PER_RUN = 20_000
+"""Swept items per run at most; a day cut short is queried again by the next run."""
+OVERLAP_DAYS = 1
 
 
 class SweepCount(str, enum.Enum):
@@ -49,6 +71,8 @@ class SweepCount(str, enum.Enum):
     EXITED = "SweepExited"
     RESCHEDULED = "SweepRescheduled"
     RULE_REMOVED = "SweepRuleRemoved"
+    REMOVED_RULE_EXITED = "SweepRemovedRuleExited"
+    DAYS = "SweepDaysQueried"
     FAILED = "SweepFailed"
 
 
@@ -92,28 +116,122 @@ def sweep_step(rule: Rule, today: date, now_ms: int) -> Callable[[CounterItem], 
     return step
 
 
-def sweep(store: CounterStore, rules: RuleSet, *, today: date,
-          catch_up_days: int = CATCH_UP_DAYS) -> Counter[SweepCount]:
-    """Sweep the items due on `today` and the `catch_up_days` before it."""
-    counts: Counter[SweepCount] = Counter()
-    by_id = {rule.rule_id: rule for rule in rules}
-    now_ms = store.now_ms()
-    for back in range(catch_up_days, -1, -1):
-        for item in store.due_for_sweep(today - timedelta(days=back)):
-            counts[SweepCount.CHECKED] += 1
-            rule = by_id.get(item.rule_id)
-            if rule is None:
-                counts[SweepCount.RULE_REMOVED] += 1
+def removal_step(rule: Rule, today: date, now_ms: int) -> Callable[[CounterItem], Write | None]:
+    """The store step for a user of a window rule that left the sheet: exit them if they hold its attribute."""
+
+    def step(item: CounterItem) -> Write | None:
+        if not item.state.qualified:
+            return None
+        return Write(state=apply_exit(rule, item.state, today), outbox=(exit_entry(rule, item, now_ms=now_ms),))
+
+    return step
+
+
+@dataclass(kw_only=True)
+class SweepState:
+    """The sweeper's progress (`SWEEP_STATE_KEY`): the last day swept completely and the window rules seen."""
+
+    last_completed: date | None = None
+    window_rules: dict[str, Rule] = field(default_factory=dict)
+    version: int = 0
+
+    @classmethod
+    def load(cls, store: CounterStore) -> SweepState:
+        record = store.read_record(SWEEP_STATE_KEY)
+        if record is None:
+            return cls()
+        last = record.get("last_completed")
+        rules = {rule_id: Rule.from_dict(json.loads(definition))
+                 for rule_id, definition in record.get("window_rules", {}).items()}
+        return cls(last_completed=date.fromisoformat(last) if last else None, window_rules=rules,
+                   version=int(record["version"]))
+
+    def save(self, store: CounterStore) -> bool:
+        record = {"last_completed": self.last_completed.isoformat() if self.last_completed else None,
+                  # JSON text: DynamoDB would hand numbers back as Decimals
+                  "window_rules": {rule_id: json.dumps(rule.to_dict(), sort_keys=True)
+                                   for rule_id, rule in self.window_rules.items()}}
+        return store.write_record(SWEEP_STATE_KEY, record, version=self.version)
+
+
+def _days(first: date, last: date) -> list[date]:
+    return [first + timedelta(days=n) for n in range((last - first).days + 1)]
+
+
+class _Run:
+    """One sweep: counts, the item budget, and which days were swept completely."""
+
+    def __init__(self, store: CounterStore, today: date, max_items: int) -> None:
+        self.store, self.today, self.now_ms = store, today, store.now_ms()
+        self.counts: Counter[SweepCount] = Counter()
+        self.budget = max_items
+
+    def day(self, day: date, current: Mapping[str, Rule], removed: Mapping[str, Rule], *,
+            rule_id: str | None = None) -> bool:
+        """Sweep one day's index entries (only `rule_id`'s when given); True if all were handled."""
+        self.counts[SweepCount.DAYS] += 1
+        complete = True
+        for item in self.store.due_for_sweep(day, rule_id=rule_id):
+            if self.budget <= 0:
+                return False
+            self.budget -= 1
+            self.counts[SweepCount.CHECKED] += 1
+            if item.rule_id in current:
+                rule, step, done = current[item.rule_id], sweep_step, None
+            elif item.rule_id in removed:
+                rule, step, done = removed[item.rule_id], removal_step, SweepCount.REMOVED_RULE_EXITED
+            else:
+                self.counts[SweepCount.RULE_REMOVED] += 1
                 continue
             try:
-                write = store.update(rule, item.user_id, sweep_step(rule, today, now_ms), item=item)
+                write = self.store.update(rule, item.user_id, step(rule, self.today, self.now_ms), item=item)
             except Exception:  # noqa: BLE001 - one stuck item must not stop the sweep; the next run retries it
                 logger.exception("sweep write failed", extra={"rule_id": rule.rule_id})
-                counts[SweepCount.FAILED] += 1
+                self.counts[SweepCount.FAILED] += 1
+                complete = False
                 continue
             if write is not None:
-                counts[SweepCount.EXITED if write.outbox else SweepCount.RESCHEDULED] += 1
-    return counts
+                self.counts[done or (SweepCount.EXITED if write.outbox else SweepCount.RESCHEDULED)] += 1
+        return complete
+
+
+def sweep(store: CounterStore, rules: RuleSet | Iterable[Rule], *, today: date, max_days: int = MAX_DAYS_PER_RUN,
+          max_items: int = MAX_ITEMS_PER_RUN) -> Counter[SweepCount]:
+    """Sweep every day from the last completed sweep (or `FIRST_RUN_LOOKBACK_DAYS` back) to `today`, at most
+    `max_days` of them besides today, and clear the users of window rules that left the sheet; record how far
+    it got."""
+    state = SweepState.load(store)
+    current = {rule.rule_id: rule for rule in rules}
+    windows = {rule_id: rule for rule_id, rule in current.items() if rule.rule_type is RuleType.WINDOW}
+    removed = {rule_id: rule for rule_id, rule in state.window_rules.items() if rule_id not in current}
+    if state.last_completed is None:
+        start = today - timedelta(days=FIRST_RUN_LOOKBACK_DAYS)
+    else:
+        start = min(state.last_completed + timedelta(days=1 - OVERLAP_DAYS), today)
+    catch_up = _days(start, min(today - timedelta(days=1), start + timedelta(days=max_days - 1)))
+    run = _Run(store, today, max_items)
+
+    completed = state.last_completed
+    for day in catch_up:
+        if not run.day(day, current, removed):
+            break
+        completed = day if completed is None else max(completed, day)
+    run.day(today, current, removed)
+
+    finished: set[str] = set()
+    for rule_id, rule in removed.items():
+        assert rule.window_days is not None
+        # An exit of this rule is due at most its window after today; earlier days were the catch-up's.
+        if all([run.day(day, {}, {rule_id: rule}, rule_id=rule_id)
+                for day in _days(start, today + timedelta(days=rule.window_days + 1))]):
+            finished.add(rule_id)
+            logger.info("window rule left the sheet: its users are cleared", extra={"rule_id": rule_id})
+
+    state.last_completed = completed
+    state.window_rules = {**{k: v for k, v in removed.items() if k not in finished}, **windows}
+    if not state.save(store):
+        logger.warning("another sweep saved its progress first; this run's is dropped (the next run redoes it)")
+    return run.counts
 
 
 _CLIENT_CONFIG = Config(retries={"mode": "standard", "max_attempts": 5})

@@ -12,7 +12,7 @@ import pytest
 from functions.rules import sweeper
 from functions.rules.outbox import Change
 from functions.rules.model import ActionKind, CountCondition, Operator, Rule, RuleSet, RuleType
-from functions.rules.sweeper import SweepCount, SweeperSettings, lambda_handler, sweep
+from functions.rules.sweeper import SWEEP_STATE_KEY, SweepCount, SweeperSettings, SweepState, lambda_handler, sweep
 from tests.functions.rules.conftest import make_deliveries, make_event, ms
 
 
@@ -37,14 +37,16 @@ def test_a_user_who_drops_below_exits_on_that_day_with_an_outbox_entry_and_no_sc
     assert sweep(store, RuleSet((rule,)), today=date(2026, 11, 22))[SweepCount.CHECKED] == 0
     clock.set("2026-11-23T00:20:00")
     counts = sweep(store, RuleSet((rule,)), today=date(2026, 11, 23))
-    assert counts == Counter({SweepCount.CHECKED: 1, SweepCount.EXITED: 1})
+    assert counts == Counter({SweepCount.CHECKED: 1, SweepCount.EXITED: 1, SweepCount.DAYS: 3})
 
     item = aws.counter("active", "u1")
     assert not item.state.qualified and item.sweep_day is None and item.state.window_end == date(2026, 11, 23)
     entry = aws.outbox()["active#u1#exit#1"]
     assert (entry.change, entry.action, entry.name, entry.value) == (Change.EXITED, ActionKind.ATTRIBUTE, "visit", None)
     assert entry.created_ms == ms("2026-11-23T00:20:00")
-    assert set(aws.calls) == {"Query", "TransactWriteItems"} and aws.calls["Query"] == 6  # 3 days × (1 + 1) runs
+    # Run 1 (no progress recorded): 31 days back and today; run 2: from its last completed day (Nov 21) on.
+    assert aws.calls == Counter({"Query": 32 + 3, "GetItem": 2, "PutItem": 2, "TransactWriteItems": 1})
+    assert "Scan" not in aws.calls
 
 
 def test_a_user_who_still_qualifies_is_rescheduled_and_can_exit_and_qualify_again(aws, clock):
@@ -56,7 +58,7 @@ def test_a_user_who_still_qualifies_is_rescheduled_and_can_exit_and_qualify_agai
 
     clock.set("2026-11-23T01:00:00")  # missed two days of runs; over Nov 21–23 the count is 1 again
     counts = sweep(store, RuleSet((rule,)), today=date(2026, 11, 23))
-    assert counts == Counter({SweepCount.CHECKED: 1, SweepCount.RESCHEDULED: 1})
+    assert counts == Counter({SweepCount.CHECKED: 1, SweepCount.RESCHEDULED: 1, SweepCount.DAYS: 32})
     item = aws.counter("active", "u1")
     assert item.state.qualified and item.sweep_day == date(2026, 11, 24)
 
@@ -73,8 +75,8 @@ def test_counters_of_a_rule_removed_from_the_sheet_are_left_alone(aws, clock):
     store.apply(window("gone"), "u1", visits("u1", "2026-11-20T09:00:00", "2026-11-20T10:00:00"))
     before = aws.counter("gone", "u1")
     counts = sweep(store, RuleSet((window(),)), today=date(2026, 11, 23))
-    assert counts == Counter({SweepCount.CHECKED: 1, SweepCount.RULE_REMOVED: 1})
-    assert aws.counter("gone", "u1") == before
+    assert counts == Counter({SweepCount.CHECKED: 1, SweepCount.RULE_REMOVED: 1, SweepCount.DAYS: 32})
+    assert aws.counter("gone", "u1") == before  # never seen by the sweeper: its definition is unknown
 
 
 def test_an_index_entry_older_than_the_item_is_re_read_and_left_to_the_newer_state(aws, clock, monkeypatch):
@@ -84,10 +86,10 @@ def test_an_index_entry_older_than_the_item_is_re_read_and_left_to_the_newer_sta
     (stale,) = store.due_for_sweep(date(2026, 11, 23))
     clock.set("2026-11-22T12:00:00")
     store.apply(rule, "u1", visits("u1", "2026-11-22T09:00:00", "2026-11-22T10:00:00", first=2))  # → Nov 25
-    monkeypatch.setattr(store, "due_for_sweep", lambda day: iter([stale] if day == date(2026, 11, 23) else []))
+    monkeypatch.setattr(store, "due_for_sweep", lambda day, **_: iter([stale] if day == date(2026, 11, 23) else []))
     clock.set("2026-11-23T00:20:00")
     counts = sweep(store, RuleSet((rule,)), today=date(2026, 11, 23))
-    assert counts == Counter({SweepCount.CHECKED: 1})
+    assert counts == Counter({SweepCount.CHECKED: 1, SweepCount.DAYS: 32})
     item = aws.counter("active", "u1")
     assert item.state.qualified and item.sweep_day == date(2026, 11, 25)
     assert not any(":exit" in key or "#exit#" in key for key in aws.outbox())
@@ -98,12 +100,13 @@ def test_the_handler_sweeps_today_with_the_published_rules(aws, clock, monkeypat
     aws.publish(RuleSet((rule,)))
     store = aws.store(clock)
     store.apply(rule, "u1", visits("u1", "2026-11-20T09:00:00", "2026-11-20T10:00:00"))
+    clock.set("2026-11-21T12:00:00")
     store.apply(rule, "u2", visits("u2", "2026-11-21T09:00:00", "2026-11-21T10:00:00", first=2))
     clock.set("2026-11-23T00:05:00")
     monkeypatch.setattr(sweeper, "_store", lambda: store)
     result = lambda_handler({"source": "aws.scheduler"}, context)
     assert result == {"SweepChecked": 1, "SweepExited": 1, "SweepRescheduled": 0, "SweepRuleRemoved": 0,
-                      "SweepFailed": 0}
+                      "SweepRemovedRuleExited": 0, "SweepDaysQueried": 32, "SweepFailed": 0}
     assert '"SweepExited"' in capsys.readouterr().out
     assert "Scan" not in aws.calls
 
@@ -127,6 +130,67 @@ def test_a_sweep_write_that_keeps_failing_fails_the_run_after_the_rest(aws, cloc
     with pytest.raises(RuntimeError, match="1 swept items"):
         lambda_handler({}, context)
     assert not aws.counter("active", "u2").state.qualified
+
+
+def test_after_an_outage_longer_than_two_days_the_sweeper_catches_up_from_its_last_completed_day(
+        aws, clock, monkeypatch, context):
+    rule = window()
+    aws.publish(RuleSet((rule,)))
+    store = aws.store(clock)
+    monkeypatch.setattr(sweeper, "_store", lambda: store)
+    clock.set("2026-11-19T12:00:00")
+    lambda_handler({}, context)  # the last run before the outage
+    assert SweepState.load(store).last_completed == date(2026, 11, 18)
+
+    clock.set("2026-11-20T12:00:00")
+    store.apply(rule, "u1", visits("u1", "2026-11-20T09:00:00", "2026-11-20T10:00:00"))  # due Nov 23
+    clock.set("2026-11-28T12:00:00")  # the sweeper was down from Nov 19 to Nov 28
+    result = lambda_handler({}, context)
+    assert result["SweepExited"] == 1 and result["SweepDaysQueried"] == 10 + 1  # Nov 18 … 27, and today
+    assert not aws.counter("active", "u1").state.qualified
+    assert "active#u1#exit#1" in aws.outbox()
+    assert SweepState.load(store).last_completed == date(2026, 11, 27)
+
+
+def test_a_long_catch_up_is_spread_over_runs_and_resumes_where_it_stopped(aws, clock):
+    rule = window()
+    store = aws.store(clock)
+    SweepState(last_completed=date(2026, 10, 1)).save(store)
+    store.apply(rule, "u1", visits("u1", "2026-11-20T09:00:00", "2026-11-20T10:00:00"))
+    clock.set("2026-11-28T12:00:00")
+    first = sweep(store, RuleSet((rule,)), today=date(2026, 11, 28), max_days=30)
+    assert first[SweepCount.DAYS] == 31 and first[SweepCount.EXITED] == 0
+    assert SweepState.load(store).last_completed == date(2026, 10, 30)
+    second = sweep(store, RuleSet((rule,)), today=date(2026, 11, 28), max_days=30)
+    assert second[SweepCount.EXITED] == 1  # Nov 23 was in this run's 30 days
+    assert SweepState.load(store).last_completed == date(2026, 11, 27)
+
+    # An item budget cuts a day short; the day is not completed, so the next run queries it again.
+    for user in ("u2", "u3"):
+        clock.set("2026-11-29T12:00:00")
+        store.apply(rule, user, visits(user, "2026-11-29T09:00:00", "2026-11-29T10:00:00", first=3))
+    clock.set("2026-12-02T12:00:00")
+    assert sweep(store, RuleSet((rule,)), today=date(2026, 12, 5), max_items=1)[SweepCount.EXITED] == 1
+    assert SweepState.load(store).last_completed == date(2026, 12, 1)
+    assert sweep(store, RuleSet((rule,)), today=date(2026, 12, 5))[SweepCount.EXITED] == 1
+
+
+def test_the_users_of_a_window_rule_removed_from_the_sheet_are_exited_with_the_usual_entry(aws, clock):
+    gone, kept = window("gone"), window("kept")
+    store = aws.store(clock)
+    store.apply(gone, "u1", visits("u1", "2026-11-20T09:00:00", "2026-11-20T10:00:00"))  # due Nov 23
+    store.apply(kept, "u1", visits("u1", "2026-11-20T09:00:00", "2026-11-20T10:00:00", first=2))
+    sweep(store, RuleSet((gone, kept)), today=date(2026, 11, 20))  # the sweeper has seen both
+    clock.set("2026-11-21T08:00:00")
+    counts = sweep(store, RuleSet((kept,)), today=date(2026, 11, 21))  # "gone" left the sheet
+    assert counts[SweepCount.REMOVED_RULE_EXITED] == 1 and counts[SweepCount.FAILED] == 0
+    entry = aws.outbox()["gone#u1#exit#1"]
+    assert (entry.change, entry.name, entry.value) == (Change.EXITED, "visit", None)
+    assert not aws.counter("gone", "u1").state.qualified and aws.counter("gone", "u1").sweep_day is None
+    assert aws.counter("kept", "u1").state.qualified  # the rule still in the sheet is untouched
+    assert set(SweepState.load(store).window_rules) == {"kept"}  # done: forgotten
+    assert sweep(store, RuleSet((kept,)), today=date(2026, 11, 21))[SweepCount.REMOVED_RULE_EXITED] == 0
+    assert store.read_record(SWEEP_STATE_KEY)["last_completed"] == "2026-11-20"
 
 
 def test_settings_name_every_missing_variable():
