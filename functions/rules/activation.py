@@ -10,8 +10,8 @@ Semantics, figures and the AWS behaviour they rest on: `docs/backfill.md`.
   at most every `HEARTBEAT_MS`, before counting with an activation it has not confirmed for that long
   (`ActivationCache`). So every event counted live arrived before the last heartbeat + `HEARTBEAT_MS` +
   `CLOCK_MARGIN_MS`.
-- **Generations.** A rule seen again after its heartbeat went stale (older than the rules cache age +
-  `HEARTBEAT_MS` + `CLOCK_MARGIN_MS`) left the sheet and came back (or no record flowed at all meanwhile):
+- **Generations.** A rule seen again after its heartbeat went stale (`stale_after_ms`: older than the rules
+  cache age + 2 × `HEARTBEAT_MS` + `CLOCK_MARGIN_MS`) left the sheet and came back (or no record flowed):
   it gets a new generation with a new activation, and a gap backfill of the arrivals from when live counting
   may have stopped to the new activation. Arrivals where it is unclear whether a function still counted them
   are merged one by one and skipped when the counter's `seen` has them.
@@ -62,8 +62,12 @@ def rule_fingerprint(rule: Rule) -> str:
 
 def stale_after_ms(activation_delay_ms: int, heartbeat_ms: int = HEARTBEAT_MS) -> int:
     """How old a heartbeat may be before the rule counts as having left: the rules cache age (which the
-    activation delay already holds) + the heartbeat period + the clock margin."""
-    return activation_delay_ms + heartbeat_ms + CLOCK_MARGIN_MS
+    activation delay already holds) + the heartbeat period + the clock margin, + one more heartbeat period as
+    slack for a sparse stream — a function beats at its first batch *after* a period, so two beats are a
+    period plus the wait for that batch apart. A stream with no record for longer than a period + the cache
+    age + the margin (≈ 6.5 minutes) also looks like an absence: a new generation, whose gap backfill finds
+    the nothing that flowed (docs/backfill.md, "Returning rules")."""
+    return activation_delay_ms + 2 * heartbeat_ms + CLOCK_MARGIN_MS
 
 
 class BackfillStatus(str, enum.Enum):
