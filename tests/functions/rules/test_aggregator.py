@@ -250,3 +250,113 @@ def test_a_bug_in_normalising_costs_one_record(function, aws, app, make_kinesis_
     response, _ = function.invoke(make_kinesis_event([app("a1"), app("a2")]), context)
     assert response == {"batchItemFailures": []}
     assert aws.failures()[0]["reason"].startswith("internal error while normalising")
+
+
+# --- issue 8: processing-time windows, marks per partition key, poison groups, far-apart duplicates ------
+
+
+WEEK = rule("week", "visit", target=1, rule_type=RuleType.WINDOW, window_days=7)
+
+
+def test_a_stale_event_does_not_qualify_a_user_for_a_window_it_is_older_than(
+        function, aws, app, make_kinesis_event, context):
+    aws.publish(RuleSet((WEEK,)))
+    function.clock.set("2026-11-20T11:59:00")  # activated at 12:00:10
+    function.invoke(make_kinesis_event([app("warm-up", "view")], arrival="2026-11-20T11:59:00"), context)
+    function.clock.set("2026-11-20T12:00:35")
+    # It happened on Nov 9 and arrived (an offline device's queue) on Nov 20: 11 days old when processed.
+    stale = app("v1", "visit", at="2026-11-09T12:00:00")
+    response, metrics = function.invoke(make_kinesis_event([stale], arrival="2026-11-20T12:00:30",
+                                                           first=FIRST_SEQUENCE + 100), context)
+    assert response == {"batchItemFailures": []} and metrics["Qualifications"] == 0
+    item = aws.counter("week", "u1")
+    assert not item.state.qualified and item.state.count == 0 and item.sweep_day is None
+    assert aws.outbox() == {}
+
+
+def test_two_concurrent_batches_of_one_shard_with_two_partition_keys_committed_out_of_order_lose_nothing(
+        function, aws, app, make_kinesis_event, context):
+    # ParallelizationFactor 10: Lambda keeps order per partition key only. The user's app keys by endpoint,
+    # so the records of one user carry two keys; the later batch (higher sequence numbers) commits first.
+    earlier = make_kinesis_event([app("a1"), app("a2")], partition_keys=["endpoint-1", "endpoint-1"])
+    later = make_kinesis_event([app("b1"), app("b2")], partition_keys=["endpoint-2", "endpoint-2"],
+                               first=FIRST_SEQUENCE + 100)
+    assert function.invoke(later, context)[0] == {"batchItemFailures": []}
+    response, metrics = function.invoke(earlier, context)
+    assert response == {"batchItemFailures": []}
+    assert metrics["DuplicatesSkipped"] == 0
+    assert aws.counter("buyers", "u1").state.count == 4 and aws.counter("nov", "u1").state.count == 4
+    # …and each batch redelivered is still a no-op.
+    for batch in (earlier, later):
+        assert function.invoke(batch, context)[1]["CounterWrites"] == 0
+    assert aws.counter("buyers", "u1").state.count == 4
+
+
+def test_a_producer_with_random_partition_keys_keeps_the_marks_bounded_and_still_counts_once(
+        function, aws, app, make_kinesis_event, context):
+    from functions.rules.store import MARK_MAX_ENTRIES
+
+    payloads = [app(f"r{i}", "view") for i in range(MARK_MAX_ENTRIES + 8)] + [app("p1")]
+    batch = make_kinesis_event(payloads, partition_keys=[f"random-{i}" for i in range(len(payloads))])
+    function.invoke(batch, context)
+    aws.publish(RuleSet((rule("viewers", "view", target=1000),)))
+    function.rules_clock.advance(61)
+    function.invoke(batch, context)  # a redelivery, with every mark of the batch
+    function.invoke(make_kinesis_event(payloads, partition_keys=[f"random-{i}" for i in range(len(payloads))],
+                                       first=FIRST_SEQUENCE + 10_000), context)  # a producer's resend
+    item = aws.counter("viewers", "u1")
+    assert len(item.hwm) <= MARK_MAX_ENTRIES and item.state.count == MARK_MAX_ENTRIES + 8
+
+
+def test_a_group_whose_counter_cannot_be_written_goes_to_the_failures_queue_and_the_rest_is_counted(
+        function, aws, app, make_kinesis_event, context, monkeypatch):
+    real = aggregator.normalise
+
+    def unbounded(data: bytes, **options: Any):  # as if the normaliser let a 5,000-character user id through
+        result = real(data, **options)
+        if b'"long"' in data:
+            from dataclasses import replace
+            return replace(result, user_id="x" * 5_000)
+        return result
+
+    monkeypatch.setattr(aggregator, "normalise", unbounded)
+    batch = make_kinesis_event([app("a1"), app("long"), app("a2", user="u2")])
+    response, metrics = function.invoke(batch, context)
+    assert response == {"batchItemFailures": []}  # not retried: it would fail the same way every time
+    assert metrics["GroupsUnwritable"] == 2  # buyers and nov
+    reasons = sorted(message["reason"] for message in aws.failures())
+    assert len(reasons) == 2 and all("counter key" in reason and "bytes" in reason for reason in reasons)
+    assert aws.counter("buyers", "u1").state.count == 1 and aws.counter("buyers", "u2").state.count == 1
+
+
+def test_an_outbox_entry_over_400_kb_is_set_aside_not_retried(function, aws, app, make_kinesis_event, context,
+                                                               monkeypatch):
+    real = aggregator.normalise
+
+    def huge_id(data: bytes, **options: Any):
+        result = real(data, **options)
+        if b'"a2"' in data:
+            from dataclasses import replace
+            return replace(result, event_id="e" * 450_000)
+        return result
+
+    monkeypatch.setattr(aggregator, "normalise", huge_id)
+    response, metrics = function.invoke(make_kinesis_event([app("a1"), app("a2")]), context)
+    assert response == {"batchItemFailures": []}
+    assert metrics["GroupsUnwritable"] == 2  # the qualification of buyers and of nov would carry the id
+    assert all("more than DynamoDB's 409,600" in m["reason"] for m in aws.failures())
+
+
+def test_a_producer_duplicate_a_day_later_counts_once_within_the_configured_horizon(
+        aws, monkeypatch, capsys, app, make_kinesis_event, context):
+    monkeypatch.setenv("DEDUPE_HORIZON_HOURS", "72")
+    aws.publish(RuleSet((rule("buyers"),)))
+    function = Function(aws, monkeypatch, capsys, Clock("2026-11-20T11:00:00"))
+    settings = AggregatorSettings.from_env()
+    assert settings.store.dedupe_horizon_hours == 72
+    function.store._settings = settings.store
+    function.invoke(make_kinesis_event([app("order-1")]), context)
+    function.clock.set("2026-11-21T18:00:00")  # the offline device resends it 30 hours later
+    response, metrics = function.invoke(make_kinesis_event([app("order-1")], arrival="2026-11-21T18:00:00",
+                                                           first=FIRST_SEQUENCE + 500), context)
+    assert metrics["DuplicatesSkipped"] == 1 and aws.counter("buyers", "u1").state.count == 1
