@@ -6,9 +6,10 @@ an EventBridge bus with a rule copying every engine event to a queue it reads ba
 
 1. puts every line on the stream in file order (partition key: the normalised user id, else a hash of the
    line) and reads the records back, with their real sequence numbers;
-2. hands them to `functions.rules.aggregator.lambda_handler` in Kinesis-shaped batches of `batch_size`,
-   moving on like the event source mapping does: after a partial batch response, the next batch starts at
-   the first failed record;
+2. hands them to `functions.rules.aggregator.lambda_handler` in Kinesis-shaped batches of at most
+   `batch_size` records that arrived within `BATCHING_WINDOW_MS` of the batch's first (the event source
+   mapping invokes as records come, it does not hold a day's records for one batch), moving on like the
+   mapping does: after a partial batch response, the next batch starts at the first failed record;
 3. after each aggregator call, gives the outbox entries written since to
    `functions.rules.dispatcher.lambda_handler` as DynamoDB-stream INSERT records (moto has no DynamoDB
    Streams, so the replay scans the outbox — a local tool may; the deployed path never scans);
@@ -26,9 +27,15 @@ With any fault rates, the qualifications and counters must equal the fault-free 
 Arrival times: moto stamps records with today's time, which would make a date rule's counting window (and
 the counters' duplicate window) depend on the day the replay runs. Each record instead gets the arrival time
 it names itself — Pinpoint and SES records carry one, an app record's is its event time — made monotonic
-as Kinesis' are, and a producer's duplicate arrives up to `DUPLICATE_DELAY_MS` after its original. Date and
-window rules are activated at the beginning of time: the file is the whole history, nothing is left for a
-backfill.
+as Kinesis' are, and a producer's duplicate arrives up to `DUPLICATE_DELAY_MS` after its original. The
+aggregator's processing clock (what window rules count against, what the dedupe horizon is pruned against)
+follows the stream: each call runs `PROCESSING_LAG_MS` after the newest arrival of its batch, never going
+back. Date and window rules are activated at the beginning of time: the file is the whole history, nothing
+is left for a backfill.
+
+Partition keys are the producers': the normalised user id (apps and SES key by user), else a hash of the
+line. A record the engine cannot store (a poison group: a key or an item DynamoDB would refuse) is reported
+among the rejected records with its reason, and the run goes on.
 """
 
 from __future__ import annotations
@@ -42,6 +49,7 @@ import logging
 import os
 import random
 import sys
+import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field, replace
@@ -53,6 +61,10 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"
 SHARD_ID = "shardId-000000000000"
 DUPLICATE_DELAY_MS = 60_000
+BATCHING_WINDOW_MS = 5_000
+"""A batch holds records that arrived within this of its first (the mapping's batching window, a few seconds)."""
+PROCESSING_LAG_MS = 1_000
+"""The aggregator's clock in the replay: this long after the newest arrival of the batch it handles."""
 MAX_PARTITION_KEY_CHARS = 256
 MAX_RECORD_BYTES = 1_048_576
 PUT_RECORDS_MAX = 500
@@ -273,6 +285,8 @@ class _Replay:
         self.dispatched_keys: set[str] = set()
         self.outbox_seen_ms = 0
         self.bus_events: list[dict[str, Any]] = []
+        self.clock_ms = 0
+        """The aggregator's processing clock (epoch ms): it follows the stream's arrivals."""
 
     # -- setup --------------------------------------------------------------------------------------
 
@@ -388,10 +402,14 @@ class _Replay:
         position, rounds, last_writes = 0, 0, self.options.batch_size
         while position < len(records):
             batch = records[position:position + self.options.batch_size]
+            opened = batch[0]["kinesis"]["approximateArrivalTimestamp"]
+            batch = [r for r in batch if r["kinesis"]["approximateArrivalTimestamp"] - opened <= BATCHING_WINDOW_MS / 1000]
             # A fault stays armed until a call makes enough writes to reach it (a call may write nothing).
             if self.faults.fail_at is not None or self.rng.random() < self.options.fail_rate:
                 self.faults.arm(self.rng.randint(1, last_writes))
             self.faults.start_call()
+            newest = max(record["kinesis"]["approximateArrivalTimestamp"] for record in batch)
+            self.clock_ms = max(self.clock_ms, round(newest * 1000) + PROCESSING_LAG_MS)
             try:
                 with _quiet():
                     response = aggregator.lambda_handler({"Records": batch}, _LambdaContext())
@@ -482,10 +500,21 @@ class _Replay:
     # -- results ------------------------------------------------------------------------------------
 
     def run(self) -> ReplayResult:
+        from functions.rules import aggregator
+
         self._setup()
         planned = self._plan()
         records = self._put_and_read(planned)
-        self._aggregate(records)
+        # The handler's own aggregator, on the stream's clock instead of the wall clock (module caches are
+        # how the handler holds its clients; `_isolated_aws` rebuilds them afterwards).
+        made = aggregator.make_aggregator(aggregator.AggregatorSettings.from_env(), clock=lambda: self.clock_ms / 1000,
+                                          activation_clock=lambda: int(time.time() * 1000))
+        real_factory = aggregator._aggregator
+        aggregator._aggregator = lambda: made  # type: ignore[assignment]
+        try:
+            self._aggregate(records)
+        finally:
+            aggregator._aggregator = real_factory
         qualifications = sorted(
             ({name: event["detail"][name] for name in QUALIFICATION_FIELDS}
              for event in self.bus_events if event["detail-type"] == "RuleQualified"),

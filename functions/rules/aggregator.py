@@ -205,9 +205,12 @@ class Aggregator:
     outcome, more requests).
     """
 
-    def __init__(self, store: CounterStore, *, activation_delay_ms: int, one_by_one: bool = False) -> None:
+    def __init__(self, store: CounterStore, *, activation_delay_ms: int, one_by_one: bool = False,
+                 activation_clock: Callable[[], int] | None = None) -> None:
         self._store, self._activation_delay_ms, self._one_by_one = store, activation_delay_ms, one_by_one
-        self._activations = ActivationCache(store.activations, store.now_ms, activation_delay_ms)
+        # `activation_clock` (ms; default the store's): the local replay runs the counters on the stream's
+        # clock but its activations, made once for the whole file, on the wall clock.
+        self._activations = ActivationCache(store.activations, activation_clock or store.now_ms, activation_delay_ms)
 
     def activations(self, rules: RuleSet) -> dict[str, int]:
         """Activation time of each date and window rule in force (`ActivationCache.current`)."""
@@ -359,11 +362,13 @@ def _rules_source() -> RulesSource:
     return S3RulesSource(boto3.client("s3", config=_CLIENT_CONFIG), _settings().rules)
 
 
-def make_aggregator(settings: AggregatorSettings, *, clock: Callable[[], float] = time.time) -> Aggregator:
+def make_aggregator(settings: AggregatorSettings, *, clock: Callable[[], float] = time.time,
+                    activation_clock: Callable[[], int] | None = None) -> Aggregator:
     """The function's aggregator: its store on a boto3 `dynamodb` client and `clock` (epoch seconds), the
     processing clock window rules are evaluated against (the local replay passes the stream's)."""
     store = CounterStore(boto3.client("dynamodb", config=_CLIENT_CONFIG), settings.store, clock=clock)
-    return Aggregator(store, activation_delay_ms=settings.rules.max_age_seconds * 1000 + ACTIVATION_MARGIN_MS)
+    return Aggregator(store, activation_delay_ms=settings.rules.max_age_seconds * 1000 + ACTIVATION_MARGIN_MS,
+                      activation_clock=activation_clock)
 
 
 @functools.cache

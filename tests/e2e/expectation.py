@@ -1,4 +1,9 @@
-"""An independent expectation of the rules engine's results, straight from ARCHITECTURE §5.
+"""An independent expectation of the rules engine's results, straight from the rule semantics (docs/rules.md).
+
+Time: each record arrives at the time it names (Pinpoint's `arrival_timestamp`, an app record's event time),
+made monotonic in file order as Kinesis' arrivals are, and is processed at its arrival. An event counts on
+its event time, or its arrival when that is earlier (a clock ahead); a window rule counts the events whose
+day lies in the last N days as of processing, and an event already older than that counts for nothing.
 
 Written for the e2e tests without the engine's code (no `functions.rules`, no normaliser): the raw JSONL is
 read with plain `json`, rules are hand-written `Spec`s, and each rule is a plain loop over the records in
@@ -39,13 +44,14 @@ class Record:
     user: str | None
     event_type: str
     time_ms: int
+    arrival_ms: int
     attributes: dict[str, str]
     metrics: dict[str, float]
 
 
 def read_records(lines: list[str]) -> list[Record]:
     """Each distinct record once, in file order (a line seen before is a producer duplicate)."""
-    records, seen = [], set()
+    records, seen, clock = [], set(), 0
     for line in lines:
         if not line.strip() or line in seen:
             continue
@@ -55,7 +61,8 @@ def read_records(lines: list[str]) -> list[Record]:
         except json.JSONDecodeError:
             continue
         if raw.get("schema") == "engagement-loop/v1":
-            records.append(Record(line, raw["user_id"], raw["event_type"], raw["event_time_ms"],
+            clock = max(clock, raw["event_time_ms"])
+            records.append(Record(line, raw["user_id"], raw["event_type"], raw["event_time_ms"], clock,
                                   raw.get("attributes", {}), raw.get("metrics", {})))
         elif "event_timestamp" in raw:
             user = (raw.get("endpoint") or {}).get("User", {}).get("UserId")
@@ -67,7 +74,8 @@ def read_records(lines: list[str]) -> list[Record]:
             # An email event's event_timestamp is the send time; the open or click is its arrival (docs/events.md).
             email = raw["event_type"].startswith("_email.")
             time_ms = raw["arrival_timestamp"] if email else raw["event_timestamp"]
-            records.append(Record(line, user or endpoint, raw["event_type"], time_ms,
+            clock = max(clock, raw.get("arrival_timestamp", time_ms))
+            records.append(Record(line, user or endpoint, raw["event_type"], time_ms, clock,
                                   raw.get("attributes", {}), raw.get("metrics", {})))
     return records
 
@@ -92,18 +100,22 @@ def expect(spec: Spec, records: list[Record]) -> tuple[list[dict[str, Any]], dic
             continue
         if spec.filter and record.attributes.get(spec.filter[0]) != spec.filter[1]:
             continue
-        if spec.dates and not spec.dates[0] <= day_of(record.time_ms) <= spec.dates[1]:
+        happened = day_of(min(record.time_ms, record.arrival_ms))
+        if spec.dates and not spec.dates[0] <= happened <= spec.dates[1]:
             continue
+        if spec.window_days:
+            first = day_of(record.arrival_ms) - timedelta(days=spec.window_days - 1)
+            if happened < first:
+                state.setdefault(record.user, {"count": 0, "sum": Decimal(0), "qualified": False, "days": {}})
+                continue  # older than the window when processed: counts for nothing
         user = state.setdefault(record.user, {"count": 0, "sum": Decimal(0), "qualified": False, "days": {}})
         metric = record.metrics.get(spec.metric) if spec.metric else next(iter(record.metrics.values()), None)
         value = Decimal(str(metric)) if metric is not None else Decimal(0)
         user["count"] += 1
         user["sum"] += value
         if spec.window_days:
-            day = day_of(record.time_ms)
             days = user["days"]
-            days[day] = (days.get(day, (0, Decimal(0)))[0] + 1, days.get(day, (0, Decimal(0)))[1] + value)
-            first = max(days) - timedelta(days=spec.window_days - 1)
+            days[happened] = (days.get(happened, (0, Decimal(0)))[0] + 1, days.get(happened, (0, Decimal(0)))[1] + value)
             count = sum(c for d, (c, _) in days.items() if d >= first)
             total = sum((s for d, (_, s) in days.items() if d >= first), Decimal(0))
         else:

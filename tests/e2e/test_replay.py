@@ -103,3 +103,42 @@ def test_bad_rates_and_a_bad_sheet_are_refused(tmp_path, capsys):
                      "aggregator,purchase,na,999,na,999,no\n", encoding="utf-8")
     assert main(["rules", "replay", "--rules", str(sheet), str(EVENTS)]) == 2
     assert "the sheet was not accepted" in capsys.readouterr().err
+
+
+def test_a_record_with_a_5000_character_user_or_event_id_is_reported_and_the_run_goes_on():
+    def line(event_id: str, user: str, at: int) -> str:
+        return json.dumps({"schema": "engagement-loop/v1", "event_type": "purchase", "event_time_ms": at,
+                           "event_id": event_id, "user_id": user, "metrics": {"amount": 10}})
+
+    start = 1_793_500_000_000
+    lines = [line("o1", "u-1", start), line("o2", "x" * 5_000, start + 1_000), line("e" * 5_000, "u-1", start + 2_000),
+             line("o3", "u-1", start + 3_000), line("o4", "u-2", start + 4_000)]
+    result = replay(RULES.read_text(encoding="utf-8"), lines, ReplayOptions(batch_size=10))
+    assert result.stats["rejected"]["count"] == 1  # the over-long user id, with its reason
+    (reason,) = result.stats["rejected"]["reasons"]
+    assert "5000" in reason or "5,000" in reason or "bytes" in reason
+    counters = {(c["rule_id"], c["user_id"]): c["count"] for c in result.counters}
+    assert counters[("buyer", "u-1")] == 3 and counters[("buyer", "u-2")] == 1  # the long event id counts once
+    assert [q["user_id"] for q in result.qualifications if q["rule_id"] == "buyer"] == ["u-1"]
+
+
+def test_a_poison_group_in_the_replay_is_reported_and_the_run_goes_on(monkeypatch):
+    """Even when the normaliser lets an unstorable key through, the store sets the group aside."""
+    from dataclasses import replace as copy
+
+    from functions.rules import aggregator
+
+    real = aggregator.normalise
+
+    def unbounded(data, **options):
+        result = real(data, **options)
+        return copy(result, user_id="y" * 5_000) if b'"poison"' in bytes(data) else result
+
+    monkeypatch.setattr(aggregator, "normalise", unbounded)
+    lines = [json.dumps({"schema": "engagement-loop/v1", "event_type": "purchase", "event_time_ms": 1_793_500_000_000 + i,
+                         "event_id": event_id, "user_id": "u-1"}) for i, event_id in enumerate(["a", "poison", "b", "c"])]
+    result = replay(RULES.read_text(encoding="utf-8"), lines, ReplayOptions(batch_size=10))
+    rejected = result.stats["rejected"]
+    assert rejected["count"] == 1 and all("counter key" in reason for reason in rejected["reasons"])
+    counters = {(c["rule_id"], c["user_id"]): c["count"] for c in result.counters}
+    assert counters[("buyer", "u-1")] == 3
