@@ -120,6 +120,9 @@ class RulesConfig:
     rules: RuleSet
     connect_domain_name: str | None
     counter_ttl_days: int
+    dedupe_horizon_hours: int = 24
+    """`dedupeHorizonHours`: how long (stream arrival time) a counted event id is remembered against a
+    producer's duplicate (docs/rules.md, "Exactly once")."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +167,7 @@ KEYS: Mapping[str, tuple[str, Any]] = MappingProxyType({
     "rulesSheet": ("string", "rules/sample.csv"),
     "connectDomainName": ("string", ""),
     "counterTtlDays": ("integer", 400),
+    "dedupeHorizonHours": ("integer", 24),
 })
 
 
@@ -359,6 +363,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, region: str | None,
         connect_domain_name=reader.read(
             "connectDomainName", _optional(_CONNECT_DOMAIN, "an Amazon Connect Customer Profiles domain name or empty")),
         counter_ttl_days=reader.read("counterTtlDays", _between(7, 3650)),
+        dedupe_horizon_hours=reader.read("dedupeHorizonHours", _between(24, 720)),
     )
     config = StackConfig(
         region=region or "",

@@ -122,7 +122,8 @@ class RuleEngine(pulumi.ComponentResource):
                     region=region, log_retention_days=args.log_retention_days, timeout_seconds=120,
                     memory_mb=512,
                     environment={**rules_env, "IDENTITY_MODE": args.identity_mode.value,
-                                 "COUNTER_TTL_DAYS": str(args.rules.counter_ttl_days)},
+                                 "COUNTER_TTL_DAYS": str(args.rules.counter_ttl_days),
+                                 "DEDUPE_HORIZON_HOURS": str(args.rules.dedupe_horizon_hours)},
                     statements=[counters_rw, outbox_create, read_rules, use_key]),
             ),
             opts=child)
@@ -237,7 +238,8 @@ class RuleEngine(pulumi.ComponentResource):
                     memory_mb=1024, reserved_concurrency=1,
                     environment={**rules_env, "ATHENA_WORKGROUP": lake.workgroup, "GLUE_DATABASE": lake.database,
                                  "EVENTS_TABLE": lake.table,
-                                 "COUNTER_TTL_DAYS": str(args.rules.counter_ttl_days)},
+                                 "COUNTER_TTL_DAYS": str(args.rules.counter_ttl_days),
+                                 "DEDUPE_HORIZON_HOURS": str(args.rules.dedupe_horizon_hours)},
                     statements=[counters_rw, outbox_create, read_rules, *lake.query_statements()])),
             opts=child)
 

@@ -58,6 +58,9 @@ def test_aggregator_reads_the_stream_with_partial_batches_retries_and_a_failure_
     assert env["COUNTERS_TABLE"] == "rules-counters" and env["OUTBOX_TABLE"] == "rules-outbox"
     assert (env["RULES_BUCKET"], env["RULES_KEY"]) == ("events-lake", "rules/rules.json")
     assert env["FAILURES_QUEUE_URL"].endswith("/rules-aggregator-failures")
+    assert env["DEDUPE_HORIZON_HOURS"] == "48"  # Pulumi.dev.yaml's dedupeHorizonHours, parsed once in config.py
+    backfill_env = dev_graph.one("aws:lambda/function:Function", "rules-backfill-handler-function").inputs["environment"]
+    assert backfill_env["variables"]["DEDUPE_HORIZON_HOURS"] == "48"
     actions = policy(dev_graph, "rules-aggregator-handler-policy")
     counters = dev_graph.arn_of(dev_graph.one(TABLE, "rules-counters"))
     outbox = dev_graph.arn_of(dev_graph.one(TABLE, "rules-outbox"))

@@ -154,6 +154,14 @@ def test_rules_sheet_is_parsed_from_the_project_directory(tmp_path):
     rules = parse_stack_config(valid(rulesSheet="rules.csv"), region="eu-west-1", project_dir=tmp_path).rules
     assert len(rules.rules) == 4 and rules.sheet_path == "rules.csv"
     assert rules.connect_domain_name is None and rules.counter_ttl_days == 400
+    assert rules.dedupe_horizon_hours == 24
+
+
+def test_the_dedupe_horizon_is_read_once_and_bounded():
+    assert parse_stack_config(valid(dedupeHorizonHours="72"), region="eu-west-1").rules.dedupe_horizon_hours == 72
+    for bad in ("12", "721", "soon"):
+        with pytest.raises(ConfigError, match="dedupeHorizonHours"):
+            parse_stack_config(valid(dedupeHorizonHours=bad), region="eu-west-1")
 
 
 def test_a_bad_rules_sheet_is_rejected_with_every_problem(tmp_path):
