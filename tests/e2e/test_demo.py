@@ -57,7 +57,7 @@ def read_interactions(path: Path) -> tuple[str, set[tuple[str, str, str, float, 
 
 
 def recount_interactions(lines: list[str], scoring: dict[str, float]) -> set[tuple[str, str, str, float, int]]:
-    """ARCHITECTURE §6 straight from the raw lines, without the normaliser, the lake or the SQL.
+    """The interactions rules (docs/interactions.md) straight from the raw lines, without the normaliser, the lake or the SQL.
 
     Arrival: a Pinpoint record names its own; an app record arrives when the stream gets it — its event time,
     but never before the record ahead of it in the stream.
