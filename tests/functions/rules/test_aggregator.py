@@ -356,7 +356,10 @@ def test_a_producer_duplicate_a_day_later_counts_once_within_the_configured_hori
     assert settings.store.dedupe_horizon_hours == 72
     function.store._settings = settings.store
     function.invoke(make_kinesis_event([app("order-1")]), context)
-    function.clock.set("2026-11-21T18:00:00")  # the offline device resends it 30 hours later
+    function.clock.set("2026-11-21T17:00:00")
+    function.invoke(make_kinesis_event([app("order-2", at="2026-11-21T17:00:00")], arrival="2026-11-21T17:00:00",
+                                       first=FIRST_SEQUENCE + 300), context)
+    function.clock.set("2026-11-21T18:00:00")  # the offline device resends order-1 30 hours later
     response, metrics = function.invoke(make_kinesis_event([app("order-1")], arrival="2026-11-21T18:00:00",
                                                            first=FIRST_SEQUENCE + 500), context)
-    assert metrics["DuplicatesSkipped"] == 1 and aws.counter("buyers", "u1").state.count == 1
+    assert metrics["DuplicatesSkipped"] == 1 and aws.counter("buyers", "u1").state.count == 2
