@@ -62,7 +62,10 @@ ADDRESS_KEYS = frozenset(
 
 # Searched anywhere in a value ("call +14155550123" hides a number too); digit boundaries keep
 # longer numbers and dotted version strings with five or more parts from matching.
-_EMAIL = re.compile(r"[^@\s<>]+@[^@\s<>]+\.[^@\s<>]+")
+# Anchored at the `@` (a look-behind for one local-part character) rather than at the local part: a search
+# that starts with `[^@\s<>]+` retries at every character of a long run without an `@`, which is quadratic
+# in the value's length. This way each attempt scans only up to the next `@`, so a value costs linear time.
+_EMAIL = re.compile(r"(?<=[^@\s<>])@[^@\s<>]+\.[^@\s<>]")
 _E164 = re.compile(r"(?<![0-9+])\+[1-9][0-9]{6,14}(?![0-9])")
 _IPV4 = re.compile(r"(?<![0-9.])(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![0-9.])")
 

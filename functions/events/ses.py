@@ -110,7 +110,8 @@ def parse_ses(envelope: Fields, *, identity_mode: IdentityMode) -> CanonicalEven
         attributes |= _event_attributes(ses_type, specific, ses.copied)
     if link and (short_link := _short_link(link)):
         attributes["link"] = short_link
-    attributes = check_attributes(without_addresses(attributes), "detail.mail.tags")
+    # Bounded before they are scanned for addresses, so a hostile value costs nothing to refuse.
+    attributes = without_addresses(check_attributes(attributes, "detail.mail.tags"))
 
     event_type = ses.event_type
     if ses_type == "Bounce" and attributes.get("bounce_type") == "Permanent":
