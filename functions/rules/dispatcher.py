@@ -314,22 +314,30 @@ class OutboxTable:
         latest: LaterChange | None = None
         for _ in range(MAX_CHANGE_PROBES):
             candidates = {p.key(entry.rule_id, entry.user_id): p for p in position.successors()}
-            found = self._read_many(list(candidates))
+            found = self._read_many(list(candidates), entry.rule_id, entry.user_id)
             if not found:
                 break
             newest = max(found, key=lambda key: candidates[key])
             position, latest = candidates[newest], found[newest]
         return latest
 
-    def _read_many(self, keys: list[str]) -> dict[str, LaterChange]:
+    def _read_many(self, keys: list[str], rule_id: str, user_id: str) -> dict[str, LaterChange]:
+        """The items of `keys` that are changes of (`rule_id`, `user_id`). An item of another (rule, user)
+        under one of these keys (written before user ids were escaped in keys, `keys.user_key_part`) is not
+        a change of this one, whatever its key says."""
         request: dict[str, Any] = {self._table: {
             "Keys": [{PARTITION_KEY: {"S": key}} for key in keys], "ConsistentRead": True,
-            "ProjectionExpression": "#pk, #d, #s",
-            "ExpressionAttributeNames": {"#pk": PARTITION_KEY, "#d": DELIVERED_SINKS, "#s": "status"}}}
+            "ProjectionExpression": "#pk, #d, #s, #r, #u",
+            "ExpressionAttributeNames": {"#pk": PARTITION_KEY, "#d": DELIVERED_SINKS, "#s": "status",
+                                         "#r": "rule_id", "#u": "user_id"}}}
         found: dict[str, LaterChange] = {}
         for attempt in range(1, 6):
             response = self._client.batch_get_item(RequestItems=request)
             for item in response.get("Responses", {}).get(self._table, []):
+                if (item.get("rule_id", {}).get("S"), item.get("user_id", {}).get("S")) != (rule_id, user_id):
+                    logger.warning("outbox key holds another rule's or user's change; ignored",
+                                   extra={"key": item[PARTITION_KEY]["S"]})
+                    continue
                 status = item.get("status", {}).get("S")
                 found[item[PARTITION_KEY]["S"]] = LaterChange(
                     item[PARTITION_KEY]["S"], DeliveryStatus(status) if status else None,

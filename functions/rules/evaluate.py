@@ -32,6 +32,7 @@ from decimal import Decimal
 from typing import Any, Iterable, Mapping, Sequence
 
 from functions.events.canonical import CanonicalEvent
+from functions.rules.keys import qualification_key
 from functions.rules.model import ENGINE_EVENT_PREFIX, READY, ActionKind, Rule, RuleType
 
 DAY_MS = 86_400_000
@@ -133,7 +134,7 @@ class Qualification:
 
     @property
     def key(self) -> str:
-        return f"{self.rule_id}#{self.user_id}#{self.sequence}"
+        return qualification_key(self.rule_id, self.user_id, self.sequence)
 
 
 def matches(rule: Rule, event: CanonicalEvent) -> bool:

@@ -6,7 +6,8 @@ Counters table (`COUNTERS_TABLE`), partition key `pk`:
   the dedupe marks (`hwm`: Kinesis shard → highest applied sequence number; `seen`: recent event id →
   arrival ms), `expires_at` (TTL) and, for window-rule users who qualified, `sweep_day` (the sparse
   `SWEEP_INDEX` partition key: the UTC day the sweeper must look at them again).
-- `"meta#<rule_id>"`: a date or window rule's activation (`activation_ms`) and backfill status.
+- `"meta#<rule_id>"`: a date or window rule's activation (`activation_ms`) and backfill status (the sheet
+  reserves RuleId `meta`, so no counter key has that form; `keys.RESERVED_RULE_IDS`).
 
 Outbox table (`OUTBOX_TABLE`), partition key `pk` = the entry's key. An entry is written in the same
 DynamoDB transaction as the counter change that produced it, so it exists exactly when that change
@@ -25,7 +26,9 @@ writes throttles the table's writes too
 https://repost.aws/knowledge-center/dynamodb-gsi-throttling-table).
 
 Entry keys order a (rule, user)'s changes: qualification n is `<rule>#<user>#<n>` (n = the counter's
-`fired` after it), the exit that ends it `<rule>#<user>#exit#<n>`. An attribute rule can only qualify again
+`fired` after it), the exit that ends it `<rule>#<user>#exit#<n>`, with `%` and `#` of the user id escaped
+(`keys.user_key_part`: a user id may contain `#`, and `alice#exit`'s qualification must not be `alice`'s
+exit). Every key is built and parsed by `functions.rules.keys`. An attribute rule can only qualify again
 after an exit, so its changes run q1 < exit1 < q2 < exit2 …; `ChangePosition` is that order, and the
 supersede rule (docs/actions.md) reads it, never clocks.
 """
@@ -38,13 +41,23 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from functions.rules.evaluate import Qualification
+from functions.rules.keys import (  # noqa: F401 - re-exported: the tables' contract lives here
+    EXIT_MARK,
+    META_PREFIX,
+    change_prefix,
+    counter_key,
+    exit_key,
+    meta_key,
+    parse_change_key,
+    qualification_key,
+    user_key_part,
+)
 from functions.rules.model import ActionKind
 
 PARTITION_KEY = "pk"
 TTL_ATTRIBUTE = "expires_at"
 SWEEP_INDEX = "sweep"
 SWEEP_DAY = "sweep_day"
-META_PREFIX = "meta#"
 OUTBOX_RETENTION_DAYS = 30
 PENDING_INDEX = "pending"
 PENDING_SHARD = "pending_shard"
@@ -54,15 +67,6 @@ PENDING_SHARDS = 8
 0 … PENDING_SHARDS-1, so an entry written with a shard above a lowered count would never be found."""
 CREATED_MS = "created_ms"
 """The entry's creation time (epoch ms): the `PENDING_INDEX` sort key."""
-EXIT_MARK = "exit"
-
-
-def counter_key(rule_id: str, user_id: str) -> str:
-    return f"{rule_id}#{user_id}"
-
-
-def meta_key(rule_id: str) -> str:
-    return f"{META_PREFIX}{rule_id}"
 
 
 class Change(str, enum.Enum):
@@ -90,15 +94,6 @@ def pending_shard(key: str) -> str:
     return str(int.from_bytes(digest, "big") % PENDING_SHARDS)
 
 
-def qualification_key(rule_id: str, user_id: str, sequence: int) -> str:
-    return f"{rule_id}#{user_id}#{sequence}"
-
-
-def exit_key(rule_id: str, user_id: str, sequence: int) -> str:
-    """The exit ending qualification `sequence`."""
-    return f"{rule_id}#{user_id}#{EXIT_MARK}#{sequence}"
-
-
 @dataclass(frozen=True, slots=True, order=True)
 class ChangePosition:
     """Where a change sits in its (rule, user)'s history: qualification n, then exit n, then qualification n+1."""
@@ -117,14 +112,8 @@ class ChangePosition:
     @classmethod
     def of(cls, key: str, rule_id: str, user_id: str) -> ChangePosition | None:
         """The position a key names, None when it is not one of this (rule, user)'s change keys."""
-        prefix = f"{rule_id}#{user_id}#"
-        if not key.startswith(prefix):
-            return None
-        rest = key[len(prefix):]
-        exit_prefix = f"{EXIT_MARK}#"
-        is_exit = rest.startswith(exit_prefix)
-        number = rest[len(exit_prefix):] if is_exit else rest
-        return cls(int(number), is_exit) if number.isdigit() else None
+        parsed = parse_change_key(key, rule_id, user_id)
+        return None if parsed is None else cls(*parsed)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -132,8 +121,8 @@ class OutboxEntry:
     """One action to deliver: set/clear a user attribute, or emit a `trk_…` event."""
 
     key: str
-    """Unique and deterministic (`Qualification.key`, or `<rule>#<user>#exit#<n>`), so a retry rewrites
-    the same entry instead of adding one."""
+    """Unique and deterministic (`keys.qualification_key` / `keys.exit_key`), so a retry rewrites the same
+    entry instead of adding one."""
     change: Change
     rule_id: str
     user_id: str

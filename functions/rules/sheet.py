@@ -20,6 +20,7 @@ from datetime import date
 from decimal import Decimal, InvalidOperation
 from typing import Any, Callable
 
+from functions.rules.keys import RESERVED_RULE_IDS
 from functions.rules.model import (
     ENGINE_EVENT_PREFIX,
     MAX_WINDOW_DAYS,
@@ -223,6 +224,10 @@ def _parse_row(row: _Row) -> Rule | None:
     if rule_id and not _RULE_ID.fullmatch(rule_id):
         row.problem(RULE_ID, f"{rule_id!r} is not a usable rule id",
                     "use up to 64 letters, digits, _ . or -, starting with a letter or digit")
+    elif rule_id in RESERVED_RULE_IDS:
+        # Its counter keys `meta#<user>` would be other rules' activation records (`meta#<rule_id>`).
+        row.problem(RULE_ID, f"{rule_id!r} is reserved for the engine's own records",
+                    "choose another rule id")
     if len(row.problems) > before:
         return None
     assert rule_type is not None and event_name is not None

@@ -54,6 +54,7 @@ from functions.rules.outbox import (
     TTL_ATTRIBUTE,
     OutboxEntry,
     counter_key,
+    exit_key,
 )
 from functions.rules.rules_source import Env
 from functions.rules.model import Rule, RuleType
@@ -87,9 +88,13 @@ something else than the user (random keys, one per endpoint) fills it; an evicte
 then stopped by `dedupe`, within the horizon."""
 MAX_ITEM_BYTES = 400 * 1024
 """DynamoDB's item size limit (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html)."""
-MAX_COUNTER_KEY_BYTES = 1024 - 24
-"""A counter key is also the sort key of the sweep index (at most 1,024 bytes), and an outbox key is the
-counter key plus `#exit#<n>`: this leaves room for that."""
+MAX_COUNTER_KEY_BYTES = 1024
+"""A counter key is also the sort key of the sweep index (at most 1,024 bytes)."""
+MAX_OUTBOX_KEY_BYTES = 2048
+"""An outbox key is the table's partition key (at most 2,048 bytes); its user part is escaped
+(`keys.user_key_part`), so it can be up to three times the user id's bytes."""
+_LONGEST_SEQUENCE = 10 ** 20
+"""A sequence number longer than any `fired` will reach, for the longest outbox key of a (rule, user)."""
 MAX_ATTEMPTS = 5
 MAX_OUTBOX_PER_WRITE = 99
 """TransactWriteItems takes at most 100 actions, and one of them is the counter."""
@@ -261,12 +266,17 @@ class GroupResult:
 
 
 class Unwritable(Exception):
-    """The change cannot be written, whatever the retry: an item over DynamoDB's 400 KB, or a key too long.
-    Nothing was sent; `reason` says what is wrong."""
+    """The change cannot be written, whatever the retry: an item over DynamoDB's 400 KB, a key too long, or
+    (`OutboxKeyTaken`) an outbox key another change holds. Nothing was written; `reason` says what is wrong."""
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class OutboxKeyTaken(Unwritable):
+    """An outbox entry's key is held by a different change (another rule, user or change kind): writing the
+    change would need that key, and treating the stored entry as this one would lose it. Never retried."""
 
 
 class StoreConflict(Exception):
@@ -344,6 +354,10 @@ def check_key(rule_id: str, user_id: str) -> None:
     if size > MAX_COUNTER_KEY_BYTES:
         raise Unwritable(f"the counter key of rule {rule_id!r} and this user is {size} bytes, more than the "
                          f"{MAX_COUNTER_KEY_BYTES} a key may have here (DynamoDB: 1,024 for an index sort key)")
+    size = len(exit_key(rule_id, user_id, _LONGEST_SEQUENCE).encode("utf-8"))
+    if size > MAX_OUTBOX_KEY_BYTES:
+        raise Unwritable(f"an outbox key of rule {rule_id!r} and this user would be {size} bytes, more than the "
+                         f"{MAX_OUTBOX_KEY_BYTES} DynamoDB allows a partition key")
 
 
 class _GroupStep:
@@ -544,9 +558,30 @@ class CounterStore:
                             if i and reason == "ConditionalCheckFailed"}
                 if reasons[:1] != ["None"] or not existing:
                     raise
-                # Keys are deterministic, so an entry already there is this very action: keep it, write the rest.
+                # Keys are deterministic, so an entry already there is normally this very action (a retry that
+                # committed before): keep it, write the rest. Only when it is the same change of the same
+                # (rule, user), though: anything else under that key would silently swallow this change.
+                self._check_retried(entries, existing)
                 logger.warning("outbox entries already exist", extra={"keys": sorted(existing)})
                 entries = [entry for entry in entries if entry.key not in existing]
+
+    def _check_retried(self, entries: Sequence[OutboxEntry], existing: set[str]) -> None:
+        """Raise `OutboxKeyTaken` unless each entry under a key in `existing` is this same change."""
+        for entry in entries:
+            if entry.key not in existing:
+                continue
+            stored = self._client.get_item(
+                TableName=self._settings.outbox_table, Key={PARTITION_KEY: {"S": entry.key}}, ConsistentRead=True,
+                ProjectionExpression="#r, #u, #c",
+                ExpressionAttributeNames={"#r": "rule_id", "#u": "user_id", "#c": "change"}).get("Item")
+            found = None if stored is None else from_attributes(stored)
+            if found is None:
+                continue  # gone meanwhile (TTL): the retry writes it again
+            if (found.get("rule_id"), found.get("user_id"), found.get("change")) != (
+                    entry.rule_id, entry.user_id, entry.change.value):
+                raise OutboxKeyTaken(
+                    f"outbox key {entry.key[:80]!r} holds a {found.get('change')} of rule {found.get('rule_id')!r} "
+                    f"for another user, not this {entry.change.value} of rule {entry.rule_id!r}")
 
     def _expiry(self, rule: Rule, state: RuleState, now_ms: int) -> int:
         """The TTL (epoch seconds) the rule's type gives the counter."""

@@ -45,7 +45,7 @@ from botocore.config import Config
 from functions.events.consumer_settings import DEFAULT_METRICS_NAMESPACE
 from functions.rules.aggregator import publish_counts
 from functions.rules.evaluate import apply_exit, event_day, exit_check
-from functions.rules.outbox import Change, OutboxEntry
+from functions.rules.outbox import Change, OutboxEntry, exit_key
 from functions.rules.rules_source import Env, RulesSettings, RulesSource, S3RulesSource
 from functions.rules.model import ActionKind, Rule, RuleSet, RuleType
 from functions.rules.store import CounterItem, CounterStore, StoreSettings, Write
@@ -98,7 +98,7 @@ class SweeperSettings:
 
 def exit_entry(rule: Rule, item: CounterItem, *, now_ms: int) -> OutboxEntry:
     """The action clearing the user's attribute; keyed by the qualification it ends, so a retry rewrites it."""
-    return OutboxEntry(key=f"{rule.rule_id}#{item.user_id}#exit#{item.state.fired}", change=Change.EXITED,
+    return OutboxEntry(key=exit_key(rule.rule_id, item.user_id, item.state.fired), change=Change.EXITED,
                        rule_id=rule.rule_id, user_id=item.user_id, action=ActionKind.ATTRIBUTE, name=rule.action_name,
                        value=None, event_id="", event_time_ms=now_ms, created_ms=now_ms)
 

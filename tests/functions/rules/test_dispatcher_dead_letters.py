@@ -13,7 +13,7 @@ from moto import mock_aws
 
 from cli.__main__ import build_parser
 from functions.rules.dispatcher import DeadLetter
-from functions.rules.outbox import Change, OutboxEntry
+from functions.rules.outbox import Change, OutboxEntry, exit_key, qualification_key
 from functions.rules.model import ActionKind
 from tests.functions.rules.dispatcher_aws import create_dispatcher_aws
 
@@ -42,7 +42,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
 
 def attribute_change(user: str, sequence: int, *, exit: bool = False) -> OutboxEntry:
     """Qualification `sequence` of window rule r-w (attribute `active`), or the exit that ends it."""
-    key = f"r-w#{user}#exit#{sequence}" if exit else f"r-w#{user}#{sequence}"
+    key = (exit_key if exit else qualification_key)("r-w", user, sequence)
     created = EVENT_TIME_MS + 1000 * (2 * sequence + exit)
     return OutboxEntry(key=key, change=Change.EXITED if exit else Change.QUALIFIED, rule_id="r-w", user_id=user,
                        action=ActionKind.ATTRIBUTE, name="active", value=None if exit else "ready",
@@ -147,6 +147,25 @@ def test_a_qualification_whose_exit_was_delivered_is_skipped_and_said_so(aws):
     assert published(aws) == []  # the user is not marked ready again after leaving
     assert queue_bodies(aws, "dlq") == []
     assert stored_status(aws, "r-w#u-1#1") == "superseded"
+
+
+def test_another_users_changes_never_supersede_even_when_their_ids_look_like_keys(aws):
+    dead_letter(aws, attribute_change("alice", 1), ("eventbridge",))
+    dead_letter(aws, attribute_change("a#b", 1), ("eventbridge",))
+    delivered(aws, attribute_change("alice#exit", 1))
+    delivered(aws, attribute_change("alice#exit", 1, exit=True))
+    delivered(aws, attribute_change("a%23b", 1, exit=True))
+    # written before keys were escaped: user alice#exit's qualification 1, where alice's exit 1 would be
+    delivered(aws, OutboxEntry(**{**vars_of(attribute_change("alice#exit", 1)), "key": "r-w#alice#exit#1"}))
+
+    code, output = run(aws, "--event-bus", "rules")
+    assert code == 0, output
+    assert "2 message(s) read: 2 redelivered and deleted, 0 kept in the queue, 0 skipped as superseded" in output
+    assert sorted(key for _, key in published(aws)) == ["r-w#a%23b#1", "r-w#alice#1"]
+
+
+def vars_of(entry: OutboxEntry) -> dict[str, Any]:
+    return {name: getattr(entry, name) for name in OutboxEntry.__slots__}
 
 
 def test_a_later_requalification_also_supersedes_and_the_walk_reaches_the_newest(aws):

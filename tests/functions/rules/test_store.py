@@ -22,7 +22,9 @@ from functions.rules.store import (
     Delivery,
     Mark,
     StoreConflict,
+    OutboxKeyTaken,
     StoreSettings,
+    Unwritable,
     Write,
     mark_key,
     remember,
@@ -161,11 +163,32 @@ def test_conflicts_past_the_bound_raise(aws, clock):
 
 
 def test_an_outbox_entry_that_already_exists_is_kept_and_the_counter_written(aws, clock):
-    aws.inspect.put_item(TableName=SETTINGS.outbox_table, Item={"pk": {"S": "r1#u1#1"}, "marker": {"S": "earlier"}})
+    aws.inspect.put_item(TableName=SETTINGS.outbox_table, Item={
+        "pk": {"S": "r1#u1#1"}, "rule_id": {"S": "r1"}, "user_id": {"S": "u1"}, "change": {"S": "qualified"},
+        "marker": {"S": "earlier"}})
     aws.store(clock).apply(rule(), "u1", make_deliveries(events(3)))
     assert aws.counter("r1", "u1").state.qualified
     raw = aws.inspect.get_item(TableName=SETTINGS.outbox_table, Key={"pk": {"S": "r1#u1#1"}})["Item"]
     assert raw["marker"] == {"S": "earlier"}
+
+
+@pytest.mark.parametrize("stored", [
+    {"rule_id": "r1", "user_id": "u1#exit", "change": "qualified"},  # another user (a key from before escaping)
+    {"rule_id": "r1", "user_id": "u1", "change": "exited"},
+    {},  # no change recorded at all
+])
+def test_an_outbox_key_held_by_another_change_is_never_taken_for_a_retry(aws, clock, stored):
+    aws.inspect.put_item(TableName=SETTINGS.outbox_table, Item={
+        "pk": {"S": "r1#u1#1"}, **{name: {"S": value} for name, value in stored.items()}})
+    with pytest.raises(OutboxKeyTaken, match="r1#u1#1"):
+        aws.store(clock).apply(rule(), "u1", make_deliveries(events(3)))
+    assert aws.counter("r1", "u1") is None  # nothing written: the aggregator sets the group aside
+
+
+def test_a_user_id_too_long_for_an_escaped_outbox_key_is_unwritable_before_any_request(aws, clock):
+    with pytest.raises(Unwritable, match="outbox key"):
+        aws.store(clock).apply(rule(), "#" * 700, make_deliveries(events(3)))  # counter key 703 B, outbox key >2 KB
+    assert aws.calls.get("TransactWriteItems", 0) == 0
 
 
 def test_a_reset_rule_firing_more_than_a_transaction_holds_is_split(aws, clock):

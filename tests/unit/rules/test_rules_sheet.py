@@ -263,6 +263,8 @@ WINDOW_RULE = {"RuleType": "window", "Window": "7d"}
                                                           "an aggregator rule)"]),
         ({"RuleId": "opens #1"}, ["row 2, column RuleId: 'opens #1' is not a usable rule id (use up to 64 letters, "
                                   "digits, _ . or -, starting with a letter or digit)"]),
+        ({"RuleId": "meta"}, ["row 2, column RuleId: 'meta' is reserved for the engine's own records "
+                              "(choose another rule id)"]),
         ({"ActionName": "buyer!"}, ["row 2, column ActionName: 'buyer!' is not a safe name "
                                     "(use up to 128 letters, digits, _ . : or -)"]),
         ({"AttributeName": "campaign", "AttributeValue": "summer sale"},
