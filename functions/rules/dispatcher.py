@@ -301,6 +301,20 @@ class OutboxTable:
         names = {"#s": "status", "#t": "status_ms", **({"#p": PENDING_SHARD} if status.settled else {})}
         self._update(key, expression, {":s": {"S": status.value}, ":t": {"N": str(now_ms)}}, names)
 
+    def leave_pending_index(self, key: str) -> None:
+        """Remove `pending_shard` from a settled entry (one that still has it leaves the sparse pending index);
+        conditional on the status not being `pending`, so a pending entry is never taken out."""
+        try:
+            self._client.update_item(
+                TableName=self._table, Key={PARTITION_KEY: {"S": key}}, UpdateExpression="REMOVE #p",
+                ConditionExpression="attribute_exists(#pk) AND #s <> :pending",
+                ExpressionAttributeNames={"#pk": PARTITION_KEY, "#p": PENDING_SHARD, "#s": "status"},
+                ExpressionAttributeValues={":pending": {"S": DeliveryStatus.PENDING.value}})
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            logger.info("outbox entry pending again or gone; left in the pending index", extra={"key": key})
+
     def later_change(self, entry: OutboxEntry) -> LaterChange | None:
         """The newest change of `entry`'s (rule, user) after `entry` that the outbox holds; None when there is
         none, or when `entry` is an event action (those are never superseded) or has a key of another shape.

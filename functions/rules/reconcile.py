@@ -21,8 +21,12 @@ sink, docs/actions.md).
 
 Metrics (namespace `POWERTOOLS_METRICS_NAMESPACE`, dimension `service`): `OutboxEntriesReconciled` (entries
 this run settled or advanced), `OutboxEntriesReconcileFailed` (entries it could not handle; retried next run)
-and `OldestPendingEntryAgeSeconds` (the oldest entry pending when the run began, 0 when none), which the
-stack alarms on: when it exceeds the threshold plus two runs, reconciliation is not keeping up.
+and `OldestPendingEntryAgeSeconds` (the oldest entry pending when the run began — settled ones the index
+still listed are not counted, and are taken out of it — 0 when none), which the stack alarms on: when
+it exceeds the threshold plus two runs, reconciliation is not keeping up, or an entry fails every run (its
+error is logged each time). Failures do not count against `RECONCILE_MAX_ENTRIES` (the time budget bounds
+them), and the shards are taken in an order that rotates every minute, so entries that keep failing never
+starve the rest.
 
 Environment (`ReconcilerSettings.from_env`): the dispatcher's (`OUTBOX_TABLE`, `EVENT_BUS_NAME`,
 `DEAD_LETTER_QUEUE_URL` required; `PINPOINT_APPLICATION_ID`, `CONNECT_DOMAIN_NAME`, `CONNECT_PROFILE_KEY`,
@@ -66,7 +70,8 @@ class ReconcilerSettings:
     pending_after_seconds: int = DEFAULT_PENDING_AFTER_SECONDS
     """`RECONCILE_AFTER_SECONDS`, default 900: how long an entry must have been pending to be taken."""
     max_entries: int = DEFAULT_MAX_ENTRIES
-    """`RECONCILE_MAX_ENTRIES`, default 500: entries handled per run at most (the rest wait for the next)."""
+    """`RECONCILE_MAX_ENTRIES`, default 500: entries handled per run at most (the rest wait for the next);
+    entries that fail do not count."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ReconcilerSettings:
@@ -83,7 +88,9 @@ class ReconcilerSettings:
 class PendingEntries(Protocol):
     """The pending entries, per shard, oldest first."""
 
-    def oldest_created_ms(self, shard: str) -> int | None: ...
+    def oldest_created_ms(self, shard: str, *, after_ms: int | None = None) -> int | None:
+        """The oldest `created_ms` of the shard (created after `after_ms` when given); None when none."""
+        ...
 
     def created_until(self, shard: str, until_ms: int) -> Iterator[Mapping[str, Any]]: ...
 
@@ -99,9 +106,11 @@ class ReconcileReport:
     reconciled: list[str] = field(default_factory=list)
     """Keys of the entries this run settled or advanced (delivered, dead-lettered, superseded)."""
     already_settled: list[str] = field(default_factory=list)
-    """Keys the index still listed but that were settled when read (the index lags the table)."""
+    """Keys the index still listed but that were settled when read (the index lags the table, or an earlier
+    release left `pending_shard` on a settled entry); each is taken out of the index."""
     failed: dict[str, str] = field(default_factory=dict)
-    """Key → the error; the entry stays pending and is taken again next run."""
+    """Key → the error; the entry stays pending and is taken again next run (without counting against the
+    budget of the entries behind it)."""
     oldest_pending_age_ms: int = 0
     stopped_early: bool = False
     """The run hit `max_entries` or its time budget; the rest waits for the next run."""
@@ -115,37 +124,74 @@ class ReconcileReport:
 def reconcile(pending: PendingEntries, runtime: Runtime, *, now_ms: int, pending_after_ms: int,
               max_entries: int = DEFAULT_MAX_ENTRIES,
               time_left_ms: Callable[[], float] = lambda: math.inf) -> ReconcileReport:
-    """Re-dispatch every entry pending since before `now_ms - pending_after_ms`, oldest first per shard."""
+    """Re-dispatch every entry pending since before `now_ms - pending_after_ms`, oldest first per shard.
+
+    `max_entries` bounds the entries handled (settled, advanced or cleaned out of the index); entries that
+    fail do not count, so one that fails every run never takes the budget of those behind it. Only the
+    time budget bounds them: an entry fails on an exception of its own (an item that does not parse) or
+    of DynamoDB or SQS, both quick, while a sink that fails dead-letters the entry, which settles it.
+    The shards are taken in a rotating order (`_shard_order`), so a budget spent early is not always spent
+    on the same shard. The reported age is that of the oldest entry pending when the run began, leaving out
+    those a consistent read found settled (the index lags the table, or an earlier release left their
+    `pending_shard`): they must not keep the age alarm on, and they are taken out of the index."""
     report = ReconcileReport()
     cutoff_ms = now_ms - pending_after_ms
-    overdue: list[str] = []
-    for shard in shards():
-        oldest = pending.oldest_created_ms(shard)
-        if oldest is None:
+    heads = {shard: pending.oldest_created_ms(shard) for shard in shards()}
+    oldest: dict[str, int | None] = dict(heads)
+    """Per shard, the creation time of its oldest entry not confirmed settled (the index's head until read)."""
+    for shard in _shard_order(now_ms):
+        head = heads[shard]
+        if head is None or head > cutoff_ms:
             continue
-        report.oldest_pending_age_ms = max(report.oldest_pending_age_ms, now_ms - oldest)
-        if oldest <= cutoff_ms:
-            overdue.append(shard)
-    for shard in overdue:
+        unsettled: int | None = None
         for item in pending.created_until(shard, cutoff_ms):
-            if len(report.reconciled) + len(report.failed) >= max_entries or time_left_ms() < TIME_RESERVE_MS:
+            created = int(item.get(CREATED_MS, 0))
+            if len(report.reconciled) + len(report.already_settled) >= max_entries or time_left_ms() < TIME_RESERVE_MS:
                 report.stopped_early = True
+                oldest[shard] = created if unsettled is None else unsettled
+                report.oldest_pending_age_ms = _age(oldest, now_ms)
                 return report
-            key = str(item.get("pk", "?"))
-            try:
-                result = handle_entry(OutboxEntry.from_item(item), runtime)
-            except Exception as error:  # noqa: BLE001 - one entry must not stop the others; it stays pending
-                logger.exception("reconciling an entry failed", extra={"key": key})
-                report.failed[key] = f"{type(error).__name__}: {error}"
-                continue
-            if result is None:
-                report.already_settled.append(key)
-            else:
-                report.reconciled.append(key)
-                logger.info("entry reconciled", extra={
-                    "key": key, "delivered": result.delivered, "failed": result.failed,
-                    "superseded_by": result.superseded_by.key if result.superseded_by else None})
+            if not _reconcile_one(item, runtime, report):  # pending when the run began
+                unsettled = created if unsettled is None else unsettled
+        oldest[shard] = unsettled if unsettled is not None else pending.oldest_created_ms(shard, after_ms=cutoff_ms)
+    report.oldest_pending_age_ms = _age(oldest, now_ms)
     return report
+
+
+def _reconcile_one(item: Mapping[str, Any], runtime: Runtime, report: ReconcileReport) -> bool:
+    """Handle one indexed entry; True when a consistent read found it settled already (the index lagging),
+    False when it was pending (whether this run settled it or failed on it)."""
+    key = str(item.get("pk", "?"))
+    try:
+        result = handle_entry(OutboxEntry.from_item(item), runtime)
+        if result is None:
+            # Settled, as a consistent read shows, but still indexed: the index lagging, or a dispatcher of an
+            # earlier release that settled without removing `pending_shard`. Take it out, or it is read (and
+            # counted in the age) every run.
+            runtime.outbox.leave_pending_index(key)
+    except Exception as error:  # noqa: BLE001 - one entry must not stop the others; it stays pending
+        logger.exception("reconciling an entry failed", extra={"key": key})
+        report.failed[key] = f"{type(error).__name__}: {error}"
+        return False
+    if result is None:
+        report.already_settled.append(key)
+        return True
+    report.reconciled.append(key)
+    logger.info("entry reconciled", extra={
+        "key": key, "delivered": result.delivered, "failed": result.failed,
+        "superseded_by": result.superseded_by.key if result.superseded_by else None})
+    return False
+
+
+def _shard_order(now_ms: int) -> list[str]:
+    """All shards, starting at one that moves on every minute (the schedule's granularity)."""
+    names = shards()
+    start = (now_ms // 60_000) % len(names)
+    return names[start:] + names[:start]
+
+
+def _age(oldest: Mapping[str, int | None], now_ms: int) -> int:
+    return max((now_ms - created for created in oldest.values() if created is not None), default=0)
 
 
 # --- AWS side effects ----------------------------------------------------------------------------------
@@ -158,18 +204,20 @@ class PendingIndex:
         self._client = client
         self._table = table_name
 
-    def _query(self, shard: str, *, until_ms: int | None, limit: int) -> dict[str, Any]:
-        condition = "#shard = :shard" + (" AND #created <= :until" if until_ms is not None else "")
-        values: dict[str, Any] = {":shard": {"S": shard}}
+    def _query(self, shard: str, *, until_ms: int | None = None, after_ms: int | None = None,
+               limit: int) -> dict[str, Any]:
+        condition, values = "#shard = :shard", {":shard": {"S": shard}}
         if until_ms is not None:
-            values[":until"] = {"N": str(until_ms)}
+            condition, values[":until"] = condition + " AND #created <= :until", {"N": str(until_ms)}
+        if after_ms is not None:
+            condition, values[":after"] = condition + " AND #created > :after", {"N": str(after_ms)}
+        bounded = until_ms is not None or after_ms is not None
         return {"TableName": self._table, "IndexName": PENDING_INDEX, "KeyConditionExpression": condition,
-                "ExpressionAttributeNames": {"#shard": PENDING_SHARD,
-                                             **({"#created": CREATED_MS} if until_ms is not None else {})},
+                "ExpressionAttributeNames": {"#shard": PENDING_SHARD, **({"#created": CREATED_MS} if bounded else {})},
                 "ExpressionAttributeValues": values, "ScanIndexForward": True, "Limit": limit}
 
-    def oldest_created_ms(self, shard: str) -> int | None:
-        items = self._client.query(**self._query(shard, until_ms=None, limit=1)).get("Items", [])
+    def oldest_created_ms(self, shard: str, *, after_ms: int | None = None) -> int | None:
+        items = self._client.query(**self._query(shard, after_ms=after_ms, limit=1)).get("Items", [])
         return int(items[0][CREATED_MS]["N"]) if items else None
 
     def created_until(self, shard: str, until_ms: int) -> Iterator[Mapping[str, Any]]:

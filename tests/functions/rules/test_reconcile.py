@@ -190,8 +190,9 @@ class LaggingIndex:
     def __init__(self, items: list[Mapping[str, Any]]) -> None:
         self.items = items
 
-    def oldest_created_ms(self, shard: str) -> int | None:
-        mine = [int(item["created_ms"]) for item in self.items if item["pending_shard"] == shard]
+    def oldest_created_ms(self, shard: str, *, after_ms: int | None = None) -> int | None:
+        mine = [int(item["created_ms"]) for item in self.items
+                if item["pending_shard"] == shard and (after_ms is None or item["created_ms"] > after_ms)]
         return min(mine) if mine else None
 
     def created_until(self, shard: str, until_ms: int) -> Iterator[Mapping[str, Any]]:
@@ -252,3 +253,44 @@ def test_settings_name_what_is_missing_and_read_the_reconciler_options():
                                             "RECONCILE_MAX_ENTRIES": "50"})
     assert settings.pending_after_seconds == 900 and settings.max_entries == 50
     assert settings.delivery.outbox_table == "o" and settings.delivery.pinpoint_application_id is None
+
+
+def test_a_settled_entry_still_in_the_index_is_taken_out_and_leaves_the_age_alone(world):
+    """/tmp/review1/test_reconcile_review.py: a dispatcher of an earlier release settled the entry without
+    removing `pending_shard`; the alarm must not stay on, and the entry must not cost a read every run."""
+    world.put({**entry("u-1", age_minutes=60).to_item(), "status": "delivered", "delivered_sinks": {"eventbridge"}})
+    index = PendingIndex(world.dynamodb, OUTBOX_TABLE)
+    report = reconcile.reconcile(index, runtime_on(world), now_ms=now_ms(), pending_after_ms=15 * MINUTE_MS)
+    assert report.already_settled == ["r-1#u-1#1"] and report.oldest_pending_age_ms == 0
+    assert "pending_shard" not in world.item("r-1#u-1#1") and world.pending_keys() == set()
+    assert world.item("r-1#u-1#1")["status"]["S"] == "delivered" and world.bus_events() == []
+    world.calls.clear()
+    report = reconcile.reconcile(index, runtime_on(world), now_ms=now_ms(), pending_after_ms=15 * MINUTE_MS)
+    assert report.already_settled == [] and "GetItem" not in world.calls
+
+
+def test_taking_an_entry_out_of_the_index_never_touches_a_pending_one(world):
+    pending = entry("u-1", age_minutes=60)
+    world.put(pending.to_item())
+    OutboxTable(world.dynamodb, OUTBOX_TABLE).leave_pending_index(pending.key)
+    assert world.pending_keys() == {pending.key}
+
+
+def test_entries_that_fail_every_run_do_not_take_the_budget_of_those_behind_them(world):
+    """/tmp/review1/test_reconcile_review.py: the oldest entries fail every run, on the good one's shard."""
+    good = entry("good", age_minutes=30)
+    bad = [{**entry(f"bad-{n}", age_minutes=120 + n).to_item(), "change": "nonsense",
+            "pending_shard": good.to_item()["pending_shard"]} for n in range(3)]
+    for item in (*bad, good.to_item()):
+        world.put(item)
+    report = reconcile.reconcile(PendingIndex(world.dynamodb, OUTBOX_TABLE), runtime_on(world), now_ms=now_ms(),
+                                 pending_after_ms=15 * MINUTE_MS, max_entries=3)
+    assert report.reconciled == [good.key] and len(report.failed) == 3 and not report.stopped_early
+    assert [event["detail"]["key"] for event in world.bus_events()] == [good.key]
+    assert report.oldest_pending_age_ms >= 122 * MINUTE_MS  # the failing ones are pending: the alarm says so
+
+
+def test_the_shards_are_taken_in_an_order_that_moves_on_every_minute():
+    orders = [reconcile._shard_order(minute * MINUTE_MS) for minute in range(len(reconcile.shards()))]
+    assert all(sorted(order) == reconcile.shards() for order in orders)
+    assert len({order[0] for order in orders}) == len(reconcile.shards())
