@@ -11,6 +11,8 @@ Supersede rule (docs/actions.md): attribute actions are last-writer-wins at ever
 change is not replayed when the outbox holds a later change of the same rule and user (the later exit or
 qualification, whatever became of it: delivered, pending, or dead-lettered too and replayed on its own).
 The message is deleted, the entry marked `superseded`, and the output says which change superseded it.
+A later change that appears while the entry is being redelivered is delivered again after it
+(`dispatcher.reassert_later`), so the later change still wins.
 "Later" comes from the entry keys (qualification n, exit n, qualification n+1 …), read in the outbox with
 strongly consistent reads, so neither clocks nor the order the queue hands messages out in matter.
 `trk_…` event actions are each their own action and always replay. `--dry-run` prints what would be
@@ -112,7 +114,7 @@ def replay_dead_letters(sqs: Any, queue_url: str, sinks: Mapping[str, Any], outb
                         retry: Any = None) -> ReplaySummary:
     """Redeliver dead letters from `queue_url` to `sinks` (by name) and record progress in `outbox` (the
     dispatcher's `OutboxTable`); see the module docstring."""
-    from functions.rules.dispatcher import DeadLetter, RetryPolicy, dispatch
+    from functions.rules.dispatcher import DeadLetter, RetryPolicy, dispatch, reassert_later
     from functions.rules.outbox import DeliveryStatus
 
     retry = retry or RetryPolicy()
@@ -165,6 +167,11 @@ def replay_dead_letters(sqs: Any, queue_url: str, sinks: Mapping[str, Any], outb
                 keep.append(receipt)
                 continue
             result = dispatch(entry, frozenset(), [sinks[name] for name in pending], log=outbox, retry=retry)
+            # The supersede check above came before the sink calls: a later change delivered meanwhile must win.
+            reasserted = reassert_later(entry, [sinks[name] for name in result.delivered], outbox, retry=retry)
+            if reasserted is not None:
+                print(f"{entry.key}: {reasserted.key}, a later change that appeared meanwhile, was delivered again "
+                      "after it", file=out)
             if not result.complete:
                 errors = "; ".join(result.failed.values())  # each error names its sink
                 summary.left.append(f"{entry.key}: failed again: {errors}")

@@ -17,8 +17,10 @@ their event id, and attribute updates are idempotent.
 Attribute actions are last-writer-wins at every target, so an attribute change is never delivered once a
 later change of the same rule and user exists in the outbox (`OutboxTable.later_change`; the order comes
 from the entry keys, see `outbox.ChangePosition`): its status becomes `superseded`. The later change is
-delivered on its own (live, by the reconciler, or from the dead-letter queue). `trk_…` event actions are
-each their own action and are always delivered.
+delivered on its own (live, by the reconciler, or from the dead-letter queue). The check comes before the
+sink calls, which take time; a later change that appears meanwhile is delivered again after them
+(`reassert_later`), so it still wins. `trk_…` event actions are each their own action and are always
+delivered.
 
 A sink that still fails after its retries does not block the stream: the entry, the failed sinks and
 the errors go to the dead-letter queue (`python -m cli actions replay` redelivers them), the item's status
@@ -48,7 +50,7 @@ import functools
 import json
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import boto3
@@ -64,7 +66,8 @@ from botocore.exceptions import ClientError
 
 from functions.events.consumer_settings import DEFAULT_METRICS_NAMESPACE
 from functions.rules.model import ActionKind
-from functions.rules.outbox import PARTITION_KEY, PENDING_SHARD, DeliveryStatus, OutboxEntry
+from functions.rules.dynamo import from_attributes
+from functions.rules.outbox import PARTITION_KEY, PENDING_SHARD, DeliveryStatus, OutboxEntry, pending_shard
 from functions.rules.rules_source import Env
 from functions.rules.sinks import (
     DEFAULT_PROFILE_KEY,
@@ -194,6 +197,9 @@ class DispatchResult:
     failed: dict[str, str] = field(default_factory=dict)
     """Sink name → the last error."""
     superseded_by: LaterChange | None = None
+    reasserted: LaterChange | None = None
+    """A later change that appeared while this one was being delivered, delivered again after it so that it
+    wins at the targets this one just wrote (`reassert_later`)."""
 
     @property
     def complete(self) -> bool:
@@ -228,6 +234,55 @@ def dispatch(entry: OutboxEntry, delivered: frozenset[str], sinks: Sequence[Sink
             log.mark_delivered(entry.key, sink.name)
             break
     return DispatchResult(tuple(done), tuple(skipped), tuple(already), failed)
+
+
+MAX_REASSERT_ROUNDS = 10
+"""`reassert_later` gives up (the reconciler takes over) after this many later changes in a row."""
+
+
+class ChangeLog(DeliveryLog, Protocol):
+    """What `reassert_later` needs of the outbox (`OutboxTable`)."""
+
+    def later_change(self, entry: OutboxEntry) -> LaterChange | None: ...
+
+    def read_entry(self, key: str) -> OutboxEntry | None: ...
+
+    def reopen(self, key: str, sink_names: Sequence[str], now_ms: int) -> None: ...
+
+
+def reassert_later(entry: OutboxEntry, written: Sequence[Sink], outbox: ChangeLog, *,
+                   retry: RetryPolicy = RetryPolicy(),
+                   clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> LaterChange | None:
+    """After `entry` was delivered to `written`, make sure no later change of its (rule, user) lost to it.
+
+    The supersede check comes before the sink calls, which can take seconds; a later change created and
+    delivered meanwhile was then overwritten by this older one (last writer wins). So the outbox is walked
+    again after them, and the newest change found is delivered again to those very sinks, after this one;
+    then walked again, until a walk finds nothing newer than what was delivered last. A change created
+    after that walk is delivered by its own dispatcher after its creation, so after these calls, and does
+    the same. A sink that fails the redelivery is removed from the later entry's `delivered_sinks` and the
+    entry set pending again (back in the pending index): the reconciler delivers it. Returns the change
+    delivered last, None when there was none (event actions never have one)."""
+    if not written or entry.action is not ActionKind.ATTRIBUTE:
+        return None
+    restored: LaterChange | None = None
+    for _ in range(MAX_REASSERT_ROUNDS):
+        later = outbox.later_change(entry)
+        if later is None or (restored is not None and later.key == restored.key):
+            return restored
+        later_entry = outbox.read_entry(later.key)
+        if later_entry is None:
+            return restored  # expired meanwhile: nothing to restore
+        logger.warning("a later change appeared during delivery; delivered again after it",
+                       extra={"key": entry.key, "later": later.key, "sinks": [sink.name for sink in written]})
+        result = dispatch(later_entry, frozenset(), written, log=outbox, retry=retry)
+        if result.failed:
+            outbox.reopen(later.key, tuple(result.failed), clock_ms())
+        restored = later
+    logger.warning("later changes kept appearing; the reconciler delivers the newest", extra={"key": entry.key})
+    if restored is not None:
+        outbox.reopen(restored.key, tuple(sink.name for sink in written), clock_ms())
+    return restored
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -300,6 +355,20 @@ class OutboxTable:
         expression = "SET #s = :s, #t = :t" + (" REMOVE #p" if status.settled else "")
         names = {"#s": "status", "#t": "status_ms", **({"#p": PENDING_SHARD} if status.settled else {})}
         self._update(key, expression, {":s": {"S": status.value}, ":t": {"N": str(now_ms)}}, names)
+
+    def read_entry(self, key: str) -> OutboxEntry | None:
+        """The entry stored under `key` (consistent read); None when it is gone."""
+        item = self._client.get_item(TableName=self._table, Key={PARTITION_KEY: {"S": key}},
+                                     ConsistentRead=True).get("Item")
+        return None if item is None else OutboxEntry.from_item(from_attributes(item))
+
+    def reopen(self, key: str, sink_names: Sequence[str], now_ms: int) -> None:
+        """Make the entry pending again for `sink_names` (no longer in `delivered_sinks`), back in the sparse
+        pending index, so that the reconciler delivers it to them."""
+        self._update(key, "SET #s = :s, #t = :t, #p = :p DELETE #d :sinks",
+                     {":s": {"S": DeliveryStatus.PENDING.value}, ":t": {"N": str(now_ms)},
+                      ":p": {"S": pending_shard(key)}, ":sinks": {"SS": list(sink_names)}},
+                     {"#s": "status", "#t": "status_ms", "#p": PENDING_SHARD, "#d": DELIVERED_SINKS})
 
     def leave_pending_index(self, key: str) -> None:
         """Remove `pending_shard` from a settled entry (one that still has it leaves the sparse pending index);
@@ -399,6 +468,10 @@ def handle_entry(entry: OutboxEntry, runtime: Runtime) -> DispatchResult | None:
         runtime.outbox.set_status(entry.key, DeliveryStatus.SUPERSEDED, runtime.clock_ms())
         return DispatchResult(already=tuple(sorted(delivered)), superseded_by=later)
     result = dispatch(entry, delivered, runtime.sinks, log=runtime.outbox, retry=runtime.retry)
+    written = [sink for sink in runtime.sinks if sink.name in result.delivered]
+    reasserted = reassert_later(entry, written, runtime.outbox, retry=runtime.retry, clock_ms=runtime.clock_ms)
+    if reasserted is not None:
+        result = replace(result, reasserted=reasserted)
     now_ms = runtime.clock_ms()
     if result.complete:
         runtime.outbox.set_status(entry.key, DeliveryStatus.DELIVERED, now_ms)

@@ -26,6 +26,7 @@ from functions.rules.dispatcher import (
     RetryPolicy,
     Runtime,
     dispatch,
+    handle_entry,
 )
 from functions.rules.outbox import Change, DeliveryStatus, OutboxEntry
 from functions.rules.model import ActionKind
@@ -331,3 +332,75 @@ def test_settling_an_entry_takes_it_out_of_the_pending_index(world, pinpoint):
     invoke(world, world.record(item))
     assert world.item(item["pk"])["status"]["S"] == "delivered"
     assert world.dynamodb.query(**index)["Count"] == 0
+
+
+def exit_of(qualification: OutboxEntry) -> OutboxEntry:
+    return OutboxEntry(key=f"r-1#{qualification.user_id}#exit#1", change=Change.EXITED, rule_id="r-1",
+                       user_id=qualification.user_id, action=ActionKind.ATTRIBUTE, name="vip", value=None,
+                       event_id="", event_time_ms=EVENT_TIME_MS + 60_000, created_ms=EVENT_TIME_MS + 60_000)
+
+
+class RacingSink:
+    """A target (last writer wins) whose call for the qualification is slow: meanwhile the exit is created and
+    another dispatcher delivers it. `fail_again` makes every later call fail."""
+
+    name = "recording"
+
+    def __init__(self, world: World, later: OutboxEntry, *, fail_again: bool = False) -> None:
+        self.world, self.later, self.fail_again = world, later, fail_again
+        self.calls: list[str] = []
+
+    def deliver(self, entry: OutboxEntry) -> None:
+        if self.calls and self.fail_again:
+            raise SinkError("recording: throttled", retryable=True)
+        if not self.calls:  # the other dispatcher, while this call is in flight
+            delivered = {**self.later.to_item(), "status": "delivered", "delivered_sinks": {self.name}}
+            del delivered["pending_shard"]
+            self.world.put(delivered)
+            self.calls.append(self.later.key)
+        self.calls.append(entry.key)
+
+    @property
+    def value(self) -> str:
+        """What the target holds now."""
+        return self.calls[-1]
+
+
+def racing_runtime(world: World, sink: RacingSink) -> Runtime:
+    return Runtime(sinks=(sink,), outbox=OutboxTable(world.dynamodb, "outbox"),
+                   dead_letters=DeadLetterQueue(world.sqs, world.dlq_url), retry=NO_RETRY_DELAY)
+
+
+def test_a_later_change_delivered_during_the_sink_call_is_delivered_again_after_it(world):
+    qualification = entry()
+    world.put(qualification.to_item())
+    sink = RacingSink(world, exit_of(qualification))
+    result = handle_entry(qualification, racing_runtime(world, sink))
+    assert sink.calls == ["r-1#u-1#exit#1", "r-1#u-1#1", "r-1#u-1#exit#1"] and sink.value == "r-1#u-1#exit#1"
+    assert result.reasserted is not None and result.reasserted.key == "r-1#u-1#exit#1"
+    assert world.item(qualification.key)["status"]["S"] == "delivered"
+    assert world.item("r-1#u-1#exit#1")["status"]["S"] == "delivered"
+
+
+def test_when_that_redelivery_fails_the_later_change_is_pending_again_for_the_reconciler(world):
+    qualification, later = entry(), exit_of(entry())
+    world.put(qualification.to_item())
+    sink = RacingSink(world, later, fail_again=True)
+    handle_entry(qualification, racing_runtime(world, sink))
+    assert sink.value == qualification.key  # for now the older value is at the target …
+    stored = world.item(later.key)
+    assert stored["status"]["S"] == "pending" and "delivered_sinks" not in stored
+    assert stored["pending_shard"]["S"] == later.to_item()["pending_shard"]  # … and the exit is back in the index
+    sink.fail_again = False
+    assert handle_entry(later, racing_runtime(world, sink)).delivered == ("recording",)  # what the reconciler does
+    assert sink.value == later.key
+
+
+def test_event_actions_and_changes_with_nothing_later_cost_nothing_more(world):
+    plain = entry()
+    world.put(plain.to_item())
+    outbox = OutboxTable(world.dynamodb, "outbox")
+    assert dispatcher.reassert_later(plain, (EventBridgeSink(world.events, "rules"),), outbox) is None
+    event_action = OutboxEntry(**{**{name: getattr(plain, name) for name in OutboxEntry.__slots__},
+                                  "action": ActionKind.EVENT})
+    assert dispatcher.reassert_later(event_action, (EventBridgeSink(world.events, "rules"),), outbox) is None

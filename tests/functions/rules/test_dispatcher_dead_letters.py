@@ -235,3 +235,28 @@ def test_the_outbox_table_is_required(aws, capsys):
     with pytest.raises(SystemExit):
         build_parser({"actions": "cli.actions"}).parse_args(["actions", "replay", "--queue-url", aws["dlq"]])
     assert "--outbox-table" in capsys.readouterr().err
+
+
+def test_a_later_change_delivered_while_the_replay_calls_the_sink_is_delivered_again_after_it(aws):
+    from cli.actions import replay_dead_letters
+    from functions.rules.dispatcher import NO_RETRY_DELAY, OutboxTable
+
+    qualification, later = attribute_change("u-1", 1), attribute_change("u-1", 1, exit=True)
+    dead_letter(aws, qualification, ("recording",))
+
+    class SlowTarget:
+        name = "recording"
+        calls: list[str] = []
+
+        def deliver(self, entry: OutboxEntry) -> None:
+            if not self.calls:  # meanwhile the exit is created and delivered by the dispatcher
+                delivered(aws, later, ("recording",))
+                self.calls.append(later.key)
+            self.calls.append(entry.key)
+
+    target, out = SlowTarget(), io.StringIO()
+    summary = replay_dead_letters(aws["sqs"], aws["dlq"], {"recording": target}, OutboxTable(aws["dynamodb"], "outbox"),
+                                  out=out, retry=NO_RETRY_DELAY)
+    assert summary.redelivered == 1
+    assert target.calls == [later.key, qualification.key, later.key]  # the exit is what the target holds
+    assert f"{later.key}, a later change that appeared meanwhile, was delivered again after it" in out.getvalue()
