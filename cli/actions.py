@@ -34,8 +34,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, Mapping, TextIO
 
+from cli.dead_letters import DeadLetterPass
+
 EXIT_OK, EXIT_LEFT = 0, 1
-VISIBILITY_TIMEOUT_S = 300  # long enough that one run never reads the same message twice
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -119,70 +120,59 @@ def replay_dead_letters(sqs: Any, queue_url: str, sinks: Mapping[str, Any], outb
 
     retry = retry or RetryPolicy()
     summary = ReplaySummary()
-    keep: list[str] = []  # receipt handles to make visible again at the end
-    seen: set[str] = set()
-    while max_messages is None or summary.read < max_messages:
-        batch = 10 if max_messages is None else min(10, max_messages - summary.read)
-        received = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=batch, WaitTimeSeconds=1,
-                                       VisibilityTimeout=VISIBILITY_TIMEOUT_S).get("Messages", [])
-        # A run longer than the visibility timeout sees its kept messages again: then it has read them all.
-        messages = [message for message in received if message["MessageId"] not in seen]
-        if not messages:
-            break
-        seen.update(message["MessageId"] for message in messages)
-        for message in messages:
-            message_id, receipt = message["MessageId"], message["ReceiptHandle"]
-            try:
-                letter = DeadLetter.from_json(message["Body"])
-            except ValueError as error:
-                summary.left.append(f"message {message_id}: {error}")
-                keep.append(receipt)
-                continue
-            entry = letter.entry
-            done = outbox.delivered_sinks(entry.key)[0]
-            pending = [name for name in letter.failed_sinks if name not in done]
-            # Standard queues hand messages out in any order, so "later" is asked of the outbox, per message.
-            later = outbox.later_change(entry) if pending else None
-            if later is not None:
-                what = (f"{entry.key} ({entry.change.value} {entry.name}) for {', '.join(pending)}: "
-                        f"superseded by {later.describe()}")
-                summary.superseded.append(what)
-                if dry_run:
-                    print(f"would skip {what}", file=out)
-                    keep.append(receipt)
-                else:
-                    outbox.set_status(entry.key, DeliveryStatus.SUPERSEDED, _now_ms())
-                    sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=receipt)
-                    print(f"skipped {what}", file=out)
-                continue
-            missing = [name for name in pending if name not in sinks]
-            if missing:
-                summary.left.append(f"{entry.key}: sink(s) {', '.join(missing)} not configured for this replay")
-                keep.append(receipt)
-                continue
+    queue = DeadLetterPass(sqs, queue_url, max_messages=max_messages)
+    for message in queue.messages():
+        message_id = message["MessageId"]
+        try:
+            letter = DeadLetter.from_json(message["Body"])
+        except ValueError as error:
+            summary.left.append(f"message {message_id}: {error}")
+            queue.keep(message)
+            continue
+        entry = letter.entry
+        done = outbox.delivered_sinks(entry.key)[0]
+        pending = [name for name in letter.failed_sinks if name not in done]
+        # Standard queues hand messages out in any order, so "later" is asked of the outbox, per message.
+        later = outbox.later_change(entry) if pending else None
+        if later is not None:
+            what = (f"{entry.key} ({entry.change.value} {entry.name}) for {', '.join(pending)}: "
+                    f"superseded by {later.describe()}")
+            summary.superseded.append(what)
             if dry_run:
-                print(f"would redeliver {entry.key} ({entry.change.value} {entry.name}) to "
-                      f"{', '.join(pending) or 'nothing (already delivered)'}", file=out)
-                summary.would_redeliver += 1
-                keep.append(receipt)
-                continue
-            result = dispatch(entry, frozenset(), [sinks[name] for name in pending], log=outbox, retry=retry)
-            # The supersede check above came before the sink calls: a later change delivered meanwhile must win.
-            reasserted = reassert_later(entry, [sinks[name] for name in result.delivered], outbox, retry=retry)
-            if reasserted is not None:
-                print(f"{entry.key}: {reasserted.key}, a later change that appeared meanwhile, was delivered again "
-                      "after it", file=out)
-            if not result.complete:
-                errors = "; ".join(result.failed.values())  # each error names its sink
-                summary.left.append(f"{entry.key}: failed again: {errors}")
-                keep.append(receipt)
-                continue
-            outbox.set_status(entry.key, DeliveryStatus.DELIVERED, _now_ms())
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=receipt)
-            summary.redelivered += 1
-            print(f"redelivered {entry.key} to {', '.join(pending) or 'nothing (already delivered)'}", file=out)
-    for receipt in keep:
-        sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=receipt, VisibilityTimeout=0)
+                print(f"would skip {what}", file=out)
+                queue.keep(message)
+            else:
+                outbox.set_status(entry.key, DeliveryStatus.SUPERSEDED, _now_ms())
+                queue.done(message)
+                print(f"skipped {what}", file=out)
+            continue
+        missing = [name for name in pending if name not in sinks]
+        if missing:
+            summary.left.append(f"{entry.key}: sink(s) {', '.join(missing)} not configured for this replay")
+            queue.keep(message)
+            continue
+        if dry_run:
+            print(f"would redeliver {entry.key} ({entry.change.value} {entry.name}) to "
+                  f"{', '.join(pending) or 'nothing (already delivered)'}", file=out)
+            summary.would_redeliver += 1
+            queue.keep(message)
+            continue
+        result = dispatch(entry, frozenset(), [sinks[name] for name in pending], log=outbox, retry=retry)
+        # The supersede check above came before the sink calls: a later change delivered meanwhile must win.
+        reasserted = reassert_later(entry, [sinks[name] for name in result.delivered], outbox, retry=retry)
+        if reasserted is not None:
+            print(f"{entry.key}: {reasserted.key}, a later change that appeared meanwhile, was delivered again "
+                  "after it", file=out)
+        if not result.complete:
+            errors = "; ".join(result.failed.values())  # each error names its sink
+            summary.left.append(f"{entry.key}: failed again: {errors}")
+            queue.keep(message)
+            continue
+        outbox.set_status(entry.key, DeliveryStatus.DELIVERED, _now_ms())
+        queue.done(message)
+        summary.redelivered += 1
+        print(f"redelivered {entry.key} to {', '.join(pending) or 'nothing (already delivered)'}", file=out)
+    queue.release()
     return summary
 
 

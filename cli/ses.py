@@ -22,8 +22,9 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
+from cli.dead_letters import DeadLetterPass
+
 EXIT_OK, EXIT_LEFT = 0, 1
-VISIBILITY_TIMEOUT_S = 300  # long enough that one run never reads the same message twice
 # PutRecord's PartitionKey is 1..256 Unicode characters
 # (https://docs.aws.amazon.com/kinesis/latest/APIReference/API_PutRecord.html).
 MAX_PARTITION_KEY_CHARS = 256
@@ -91,44 +92,32 @@ def replay_dead_letters(sqs: Any, kinesis: Any, queue_url: str, *, stream_name: 
     from botocore.exceptions import BotoCoreError, ClientError
 
     summary = ReplaySummary()
-    keep: list[str] = []  # receipt handles to make visible again at the end
-    seen: set[str] = set()
-    while max_messages is None or summary.read < max_messages:
-        batch = 10 if max_messages is None else min(10, max_messages - summary.read)
-        received = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=batch, WaitTimeSeconds=1,
-                                       VisibilityTimeout=VISIBILITY_TIMEOUT_S,
-                                       MessageAttributeNames=["All"]).get("Messages", [])
-        # A run longer than the visibility timeout sees its kept messages again: then it has read them all.
-        messages = [message for message in received if message["MessageId"] not in seen]
-        if not messages:
-            break
-        seen.update(message["MessageId"] for message in messages)
-        for message in messages:
-            message_id, receipt = message["MessageId"], message["ReceiptHandle"]
-            letter = _letter(message, stream_name)
-            if isinstance(letter, str):
-                summary.left.append(f"message {message_id}: {letter}")
-                keep.append(receipt)
-                continue
-            target = next(iter(letter.stream.values()))
-            if dry_run:
-                print(f"would put message {message_id} onto {target} with partition key {letter.partition_key!r}",
-                      file=out)
-                summary.would_put += 1
-                keep.append(receipt)
-                continue
-            try:
-                result = kinesis.put_record(Data=letter.data, PartitionKey=letter.partition_key, **letter.stream)
-            except (ClientError, BotoCoreError) as error:
-                summary.left.append(f"message {message_id}: PutRecord failed: {error}")
-                keep.append(receipt)
-                continue
-            sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=receipt)
-            summary.put += 1
-            print(f"put message {message_id} onto {target} with partition key {letter.partition_key!r} "
-                  f"(shard {result['ShardId']}, sequence {result['SequenceNumber']})", file=out)
-    for receipt in keep:
-        sqs.change_message_visibility(QueueUrl=queue_url, ReceiptHandle=receipt, VisibilityTimeout=0)
+    queue = DeadLetterPass(sqs, queue_url, max_messages=max_messages, with_attributes=True)
+    for message in queue.messages():
+        message_id = message["MessageId"]
+        letter = _letter(message, stream_name)
+        if isinstance(letter, str):
+            summary.left.append(f"message {message_id}: {letter}")
+            queue.keep(message)
+            continue
+        target = next(iter(letter.stream.values()))
+        if dry_run:
+            print(f"would put message {message_id} onto {target} with partition key {letter.partition_key!r}",
+                  file=out)
+            summary.would_put += 1
+            queue.keep(message)
+            continue
+        try:
+            result = kinesis.put_record(Data=letter.data, PartitionKey=letter.partition_key, **letter.stream)
+        except (ClientError, BotoCoreError) as error:
+            summary.left.append(f"message {message_id}: PutRecord failed: {error}")
+            queue.keep(message)
+            continue
+        queue.done(message)
+        summary.put += 1
+        print(f"put message {message_id} onto {target} with partition key {letter.partition_key!r} "
+              f"(shard {result['ShardId']}, sequence {result['SequenceNumber']})", file=out)
+    queue.release()
     return summary
 
 
