@@ -8,11 +8,13 @@ never a Scan — for every day from the last completed sweep to today, and for e
   entry clears the attribute (change `exited`, value None), in one conditional transaction;
 - otherwise (new events arrived, or an `equal` rule holds again) `sweep_day` moves to the next exit day.
 
-Catch-up: the sweeper records its progress in the counters table (`SWEEP_STATE_KEY`: the last day swept
-completely, and the window rules it has seen). After an outage of any length the next runs query every day
-since, `MAX_DAYS_PER_RUN` days and `MAX_ITEMS_PER_RUN` items a run, resuming where the last stopped; the day
-before today is always queried again (a write racing midnight on a slower clock lands there). A day with a
-failed write is not completed, so its users are retried.
+Catch-up: the sweeper records its progress in the counters table (`SWEEP_STATE_KEY`: how far the catch-up got,
+the days to retry, and the window rules it has seen). After an outage of any length the next runs query every
+day since, `MAX_DAYS_PER_RUN` days and `MAX_ITEMS_PER_RUN` items a run, resuming where the item budget stopped
+them; the day before today is always queried again (a write racing midnight on a slower clock lands there). A
+day with a failed write does not hold the others back — the index is queried by exact day, so stopping there
+would leave every later day's users in — it is recorded among the retry days (at most `MAX_RETRY_DAYS`) and
+queried again by each run until all its items are written.
 
 A window rule removed from the sheet: its users' attributes are cleared. The state keeps every window rule's
 definition, so when one leaves the sheet the sweeper queries the index from the catch-up start to the furthest
@@ -62,6 +64,8 @@ MAX_DAYS_PER_RUN = 62
 MAX_ITEMS_PER_RUN = 20_000
 """Swept items per run at most; a day cut short is queried again by the next run."""
 OVERLAP_DAYS = 1
+MAX_RETRY_DAYS = 62
+"""Days with a failed write kept for retrying at most; past it the oldest are given up (logged, counted)."""
 
 
 class SweepCount(str, enum.Enum):
@@ -74,6 +78,19 @@ class SweepCount(str, enum.Enum):
     REMOVED_RULE_EXITED = "SweepRemovedRuleExited"
     DAYS = "SweepDaysQueried"
     FAILED = "SweepFailed"
+    """Items whose write failed this run (their day is retried by the next runs)."""
+    RETRY_DAYS = "SweepRetryDays"
+    """Days left to retry after this run (a day whose item keeps failing stays here)."""
+    RETRY_DAYS_DROPPED = "SweepRetryDaysDropped"
+    """Retry days given up this run (more than `MAX_RETRY_DAYS` pending): their failing users stay in."""
+
+
+class _DayOutcome(enum.Enum):
+    COMPLETE = "complete"
+    FAILED = "failed"
+    """Every item was looked at, and at least one write failed."""
+    CUT = "cut"
+    """The run's item budget ran out in this day."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -129,9 +146,11 @@ def removal_step(rule: Rule, today: date, now_ms: int) -> Callable[[CounterItem]
 
 @dataclass(kw_only=True)
 class SweepState:
-    """The sweeper's progress (`SWEEP_STATE_KEY`): the last day swept completely and the window rules seen."""
+    """The sweeper's progress (`SWEEP_STATE_KEY`): how far the catch-up got (`last_completed`: every day up to it
+    was swept, save the `retry_days`, whose failed items are queried again), and the window rules seen."""
 
     last_completed: date | None = None
+    retry_days: frozenset[date] = frozenset()
     window_rules: dict[str, Rule] = field(default_factory=dict)
     version: int = 0
 
@@ -144,10 +163,12 @@ class SweepState:
         rules = {rule_id: Rule.from_dict(json.loads(definition))
                  for rule_id, definition in record.get("window_rules", {}).items()}
         return cls(last_completed=date.fromisoformat(last) if last else None, window_rules=rules,
+                   retry_days=frozenset(date.fromisoformat(day) for day in record.get("retry_days", ())),
                    version=int(record["version"]))
 
     def save(self, store: CounterStore) -> bool:
         record = {"last_completed": self.last_completed.isoformat() if self.last_completed else None,
+                  "retry_days": sorted(day.isoformat() for day in self.retry_days),
                   # JSON text: DynamoDB would hand numbers back as Decimals
                   "window_rules": {rule_id: json.dumps(rule.to_dict(), sort_keys=True)
                                    for rule_id, rule in self.window_rules.items()}}
@@ -165,15 +186,16 @@ class _Run:
         self.store, self.today, self.now_ms = store, today, store.now_ms()
         self.counts: Counter[SweepCount] = Counter()
         self.budget = max_items
+        self.failed_rules: set[str] = set()
 
     def day(self, day: date, current: Mapping[str, Rule], removed: Mapping[str, Rule], *,
-            rule_id: str | None = None) -> bool:
-        """Sweep one day's index entries (only `rule_id`'s when given); True if all were handled."""
+            rule_id: str | None = None) -> _DayOutcome:
+        """Sweep one day's index entries (only `rule_id`'s when given)."""
         self.counts[SweepCount.DAYS] += 1
-        complete = True
+        outcome = _DayOutcome.COMPLETE
         for item in self.store.due_for_sweep(day, rule_id=rule_id):
             if self.budget <= 0:
-                return False
+                return _DayOutcome.CUT
             self.budget -= 1
             self.counts[SweepCount.CHECKED] += 1
             if item.rule_id in current:
@@ -188,18 +210,19 @@ class _Run:
             except Exception:  # noqa: BLE001 - one stuck item must not stop the sweep; the next run retries it
                 logger.exception("sweep write failed", extra={"rule_id": rule.rule_id})
                 self.counts[SweepCount.FAILED] += 1
-                complete = False
+                self.failed_rules.add(rule.rule_id)
+                outcome = _DayOutcome.FAILED
                 continue
             if write is not None:
                 self.counts[done or (SweepCount.EXITED if write.outbox else SweepCount.RESCHEDULED)] += 1
-        return complete
+        return outcome
 
 
 def sweep(store: CounterStore, rules: RuleSet | Iterable[Rule], *, today: date, max_days: int = MAX_DAYS_PER_RUN,
           max_items: int = MAX_ITEMS_PER_RUN) -> Counter[SweepCount]:
-    """Sweep every day from the last completed sweep (or `FIRST_RUN_LOOKBACK_DAYS` back) to `today`, at most
-    `max_days` of them besides today, and clear the users of window rules that left the sheet; record how far
-    it got."""
+    """Sweep the retry days, then every day from the last completed sweep (or `FIRST_RUN_LOOKBACK_DAYS` back) to
+    `today`, at most `max_days` of them besides today, and clear the users of window rules that left the sheet;
+    record how far it got and which days to retry."""
     state = SweepState.load(store)
     current = {rule.rule_id: rule for rule in rules}
     windows = {rule_id: rule for rule_id, rule in current.items() if rule.rule_type is RuleType.WINDOW}
@@ -211,23 +234,39 @@ def sweep(store: CounterStore, rules: RuleSet | Iterable[Rule], *, today: date, 
     catch_up = _days(start, min(today - timedelta(days=1), start + timedelta(days=max_days - 1)))
     run = _Run(store, today, max_items)
 
+    # A retry day from `start` on is in this run's catch-up anyway (or, if the budget stops it, in a later one's).
+    retry = {day for day in state.retry_days if day < start
+             and run.day(day, current, removed) is not _DayOutcome.COMPLETE}
     completed = state.last_completed
     for day in catch_up:
-        if not run.day(day, current, removed):
-            break
+        outcome = run.day(day, current, removed)
+        if outcome is _DayOutcome.CUT:
+            break  # the next run resumes here
+        if outcome is _DayOutcome.FAILED:
+            retry.add(day)  # and go on: later days' users must not wait for this day's stuck item
         completed = day if completed is None else max(completed, day)
-    run.day(today, current, removed)
+    run.day(today, current, removed)  # today's failures: today is in the next runs' catch-up
 
     finished: set[str] = set()
     for rule_id, rule in removed.items():
         assert rule.window_days is not None
         # An exit of this rule is due at most its window after today; earlier days were the catch-up's.
-        if all([run.day(day, {}, {rule_id: rule}, rule_id=rule_id)
-                for day in _days(start, today + timedelta(days=rule.window_days + 1))]):
+        outcomes = [run.day(day, {}, {rule_id: rule}, rule_id=rule_id)
+                    for day in _days(start, today + timedelta(days=rule.window_days + 1))]
+        # Forgotten only when none of its users is left: not in this pass, nor on a retry day.
+        if rule_id not in run.failed_rules and all(outcome is _DayOutcome.COMPLETE for outcome in outcomes):
             finished.add(rule_id)
             logger.info("window rule left the sheet: its users are cleared", extra={"rule_id": rule_id})
 
-    state.last_completed = completed
+    if len(retry) > MAX_RETRY_DAYS:
+        dropped = sorted(retry)[:len(retry) - MAX_RETRY_DAYS]
+        logger.error("sweep retry days given up: their failing users stay qualified",
+                     extra={"days": [day.isoformat() for day in dropped]})
+        run.counts[SweepCount.RETRY_DAYS_DROPPED] += len(dropped)
+        retry.difference_update(dropped)
+    if retry:
+        run.counts[SweepCount.RETRY_DAYS] = len(retry)
+    state.last_completed, state.retry_days = completed, frozenset(retry)
     state.window_rules = {**{k: v for k, v in removed.items() if k not in finished}, **windows}
     if not state.save(store):
         logger.warning("another sweep saved its progress first; this run's is dropped (the next run redoes it)")

@@ -106,7 +106,8 @@ def test_the_handler_sweeps_today_with_the_published_rules(aws, clock, monkeypat
     monkeypatch.setattr(sweeper, "_store", lambda: store)
     result = lambda_handler({"source": "aws.scheduler"}, context)
     assert result == {"SweepChecked": 1, "SweepExited": 1, "SweepRescheduled": 0, "SweepRuleRemoved": 0,
-                      "SweepRemovedRuleExited": 0, "SweepDaysQueried": 32, "SweepFailed": 0}
+                      "SweepRemovedRuleExited": 0, "SweepDaysQueried": 32, "SweepFailed": 0, "SweepRetryDays": 0,
+                      "SweepRetryDaysDropped": 0}
     assert '"SweepExited"' in capsys.readouterr().out
     assert "Scan" not in aws.calls
 
@@ -130,6 +131,87 @@ def test_a_sweep_write_that_keeps_failing_fails_the_run_after_the_rest(aws, cloc
     with pytest.raises(RuntimeError, match="1 swept items"):
         lambda_handler({}, context)
     assert not aws.counter("active", "u2").state.qualified
+
+
+def test_a_stuck_item_does_not_hold_back_later_days_and_its_day_is_retried_until_it_is_written(
+        aws, clock, monkeypatch):
+    # Review finding A: a write that kept failing stopped the catch-up at its day, and the index is queried by
+    # exact day, so the users due on every later day stayed in while it failed.
+    rule = window()
+    store = aws.store(clock)
+    SweepState(last_completed=date(2026, 11, 21)).save(store)
+    clock.set("2026-11-20T12:00:00")
+    store.apply(rule, "stuck", visits("stuck", "2026-11-20T09:00:00", "2026-11-20T10:00:00"))     # due Nov 23
+    clock.set("2026-11-21T12:00:00")
+    store.apply(rule, "u2", visits("u2", "2026-11-21T09:00:00", "2026-11-21T10:00:00", first=2))  # due Nov 24
+    real_update = store.update
+
+    def update(rule: Rule, user_id: str, step: Any, **kwargs: Any):
+        if user_id == "stuck":
+            raise RuntimeError("this item cannot be written")
+        return real_update(rule, user_id, step, **kwargs)
+
+    monkeypatch.setattr(store, "update", update)
+    clock.set("2026-11-27T01:00:00")  # the sweeper was down Nov 22-26
+    counts = sweep(store, RuleSet((rule,)), today=date(2026, 11, 27))
+    assert counts[SweepCount.EXITED] == 1 and counts[SweepCount.FAILED] == 1 and counts[SweepCount.RETRY_DAYS] == 1
+    assert not aws.counter("active", "u2").state.qualified  # exited on time, past the stuck day
+    progress = SweepState.load(store)
+    assert progress.last_completed == date(2026, 11, 26) and progress.retry_days == {date(2026, 11, 23)}
+
+    for day in (28, 29):  # still failing: retried, and still recorded
+        clock.set(f"2026-11-{day}T01:00:00")
+        counts = sweep(store, RuleSet((rule,)), today=date(2026, 11, day))
+        assert counts[SweepCount.FAILED] == 1 and SweepState.load(store).retry_days == {date(2026, 11, 23)}
+    assert counts[SweepCount.DAYS] == 1 + 2 + 1  # the retry day, Nov 27-28, today
+
+    monkeypatch.setattr(store, "update", real_update)  # it can be written again
+    clock.set("2026-11-30T01:00:00")
+    counts = sweep(store, RuleSet((rule,)), today=date(2026, 11, 30))
+    assert counts[SweepCount.EXITED] == 1 and counts[SweepCount.FAILED] == 0 and counts[SweepCount.RETRY_DAYS] == 0
+    assert not aws.counter("active", "stuck").state.qualified and "active#stuck#exit#1" in aws.outbox()
+    assert SweepState.load(store).retry_days == frozenset()
+
+
+def test_retry_days_are_bounded_and_the_oldest_are_given_up(aws, clock, monkeypatch):
+    rule = window()
+    store = aws.store(clock)
+    monkeypatch.setattr(sweeper, "MAX_RETRY_DAYS", 2)
+    SweepState(last_completed=date(2026, 11, 19)).save(store)
+    for day in (20, 21, 22):  # one user due on each of Nov 23, 24, 25
+        clock.set(f"2026-11-{day}T12:00:00")
+        store.apply(rule, f"u{day}", visits(f"u{day}", f"2026-11-{day}T09:00:00", f"2026-11-{day}T10:00:00",
+                                           first=day))
+
+    def update(*_: Any, **__: Any):
+        raise RuntimeError("throttled")
+
+    monkeypatch.setattr(store, "update", update)
+    clock.set("2026-11-27T01:00:00")
+    counts = sweep(store, RuleSet((rule,)), today=date(2026, 11, 27))
+    assert counts[SweepCount.FAILED] == 3 and counts[SweepCount.RETRY_DAYS_DROPPED] == 1
+    assert SweepState.load(store).retry_days == {date(2026, 11, 24), date(2026, 11, 25)}
+
+
+def test_a_removed_rule_whose_user_failed_on_a_retry_day_is_not_forgotten(aws, clock, monkeypatch):
+    gone, kept = window("gone"), window("kept")
+    store = aws.store(clock)
+    store.apply(gone, "u1", visits("u1", "2026-11-20T09:00:00", "2026-11-20T10:00:00"))  # due Nov 23
+    sweep(store, RuleSet((gone, kept)), today=date(2026, 11, 20))
+    real_update = store.update
+
+    def update(rule: Rule, user_id: str, step: Any, **kwargs: Any):
+        if rule.rule_id == "gone":
+            raise RuntimeError("throttled")
+        return real_update(rule, user_id, step, **kwargs)
+
+    monkeypatch.setattr(store, "update", update)
+    clock.set("2026-11-21T08:00:00")
+    assert sweep(store, RuleSet((kept,)), today=date(2026, 11, 21))[SweepCount.FAILED] >= 1
+    assert "gone" in SweepState.load(store).window_rules
+    monkeypatch.setattr(store, "update", real_update)
+    assert sweep(store, RuleSet((kept,)), today=date(2026, 11, 21))[SweepCount.REMOVED_RULE_EXITED] == 1
+    assert set(SweepState.load(store).window_rules) == {"kept"}
 
 
 def test_after_an_outage_longer_than_two_days_the_sweeper_catches_up_from_its_last_completed_day(
