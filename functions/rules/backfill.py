@@ -56,6 +56,7 @@ import boto3
 from aws_lambda_powertools import Logger
 from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
+from botocore.exceptions import ClientError
 
 from functions.events.consumer_settings import DEFAULT_METRICS_NAMESPACE
 from functions.events.canonical import LAKE_PARTITION_KEY
@@ -66,6 +67,7 @@ from functions.rules.evaluate import DAY_MS, DayBucket, apply_backfill, event_da
 from functions.rules.outbox import OutboxEntry
 from functions.rules.rules_source import Env, RulesSettings, RulesSource, S3RulesSource
 from functions.rules.model import Rule, RuleSet, RuleType
+from functions.rules.dynamo import error_code
 from functions.rules.activation import BackfillPass, BackfillStatus, PassKind, RuleMeta
 from functions.rules.store import (
     DEDUPE_HORIZON_HOURS,
@@ -111,6 +113,9 @@ class BackfillCount(str, enum.Enum):
     ASSUMED_LIVE = "BackfillEventsAssumedLive"
     """A returning rule's ambiguous events older than the dedupe horizon, taken as counted live."""
     QUALIFIED = "BackfillQualified"
+    FIRST_RESULTS_MISSING = "BackfillFirstResultsMissing"
+    """A late pass could not read its first pass's results (expired, or the query unknown): it fails and stays
+    pending with the error on the record instead of guessing what the first pass merged."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -330,6 +335,29 @@ def user_rows(rows: Iterable[Sequence[str | None]]) -> Iterator[UserRows]:
         yield user
 
 
+def _each(users: Iterable[UserRows]) -> Iterator[tuple[UserRows, frozenset[str]]]:
+    for user in users:
+        yield user, frozenset()
+
+
+def _anti_join(late: Iterable[UserRows], first: Iterable[UserRows]) -> Iterator[tuple[UserRows, frozenset[str]]]:
+    """Each user of the late pass with the event ids its first pass listed for that user: a merge-join of two
+    results both ordered by user (Athena's ORDER BY on varchar compares code points, as Python's `<` does),
+    holding one user of each in memory."""
+    first_users = iter(first)
+    current: UserRows | None = next(first_users, None)
+    previous: str | None = None
+    for user in late:
+        while current is not None and current.user_id < user.user_id:
+            previous = current.user_id
+            current = next(first_users, None)
+            if current is not None and previous is not None and current.user_id <= previous:
+                raise ValueError(f"first pass results out of order: {current.user_id!r} after {previous!r}")
+        listed = (frozenset(event.event_id for event in current.listed)
+                  if current is not None and current.user_id == user.user_id else frozenset())
+        yield user, listed
+
+
 def user_days(rows: Iterable[Sequence[str | None]]) -> Iterator[tuple[str, list[DayBucket]]]:
     """Result rows → (user, that user's day totals, events listed one by one folded in)."""
     for user in user_rows(rows):
@@ -370,6 +398,10 @@ class QueryState:
         return self.state in ("SUCCEEDED", "FAILED", "CANCELLED")
 
 
+class ResultsGone(Exception):
+    """A finished query's results can no longer be read (the result objects expired, or Athena forgot it)."""
+
+
 class LakeQueries(Protocol):
     """Running a query over the lake."""
 
@@ -379,7 +411,8 @@ class LakeQueries(Protocol):
     def wait(self, query_id: str, *, timeout_seconds: float) -> QueryState: ...
 
     def rows(self, query_id: str) -> Iterator[tuple[str | None, ...]]:
-        """The result rows (header excluded), every value as text or None."""
+        """The result rows (header excluded, in the query's ORDER BY), every value as text or None; raises
+        `ResultsGone` when a finished query's results cannot be read any more."""
 
 
 class AthenaLakeQueries:
@@ -410,13 +443,22 @@ class AthenaLakeQueries:
             self._sleep(min(self._poll_seconds, left))
 
     def rows(self, query_id: str) -> Iterator[tuple[str | None, ...]]:
+        # GetQueryResults pages (NextToken, up to 1,000 rows each) through the result file Athena wrote to the
+        # workgroup's result location, in the query's ORDER BY; once that object expired (the lake bucket's
+        # lifecycle, queryResultsRetentionDays) or the query left Athena's history (45 days), it is refused.
         header = True
-        for page in self._client.get_paginator("get_query_results").paginate(QueryExecutionId=query_id):
-            for row in page["ResultSet"]["Rows"]:
-                if header:  # the first row of the first page holds the column names
-                    header = False
-                    continue
-                yield tuple(cell.get("VarCharValue") for cell in row["Data"])
+        pages = self._client.get_paginator("get_query_results").paginate(QueryExecutionId=query_id)
+        try:
+            for page in pages:
+                for row in page["ResultSet"]["Rows"]:
+                    if header:  # the first row of the first page holds the column names
+                        header = False
+                        continue
+                    yield tuple(cell.get("VarCharValue") for cell in row["Data"])
+        except ClientError as error:
+            if error_code(error) in ("InvalidRequestException", "ResourceNotFoundException"):
+                raise ResultsGone(f"query {query_id}: {error}") from error
+            raise
 
 
 # --- the backfill ------------------------------------------------------------------------------------
@@ -526,48 +568,81 @@ class Backfill:
             return None
 
         merged = 0
-        for user in user_rows(self._lake.rows(backfill_pass.query_id)):
-            if backfill_pass.resume_after is not None and user.user_id <= backfill_pass.resume_after:
-                continue
-            if time_left_ms() < STOP_MARGIN_MS:
-                self._store.activations.save(meta.with_pass(backfill_pass))
-                return None
-            outcome = _Merge()
-            write = self._store.update(rule, user.user_id, self._merge_step(rule, backfill_pass, user, outcome))
-            qualified = len(write.outbox) if write else 0
-            backfill_pass = replace(backfill_pass, resume_after=user.user_id)
-            meta = replace(meta, users=meta.users + bool(write), events=meta.events + outcome.events,
-                           qualified=meta.qualified + qualified).with_pass(backfill_pass)
-            counts[BackfillCount.USERS] += bool(write)
-            counts[BackfillCount.EVENTS] += outcome.events
-            counts[BackfillCount.LATE_EVENTS] += outcome.late
-            counts[BackfillCount.SEEN_SKIPPED] += outcome.seen
-            counts[BackfillCount.ASSUMED_LIVE] += outcome.assumed_live
-            counts[BackfillCount.QUALIFIED] += qualified
-            merged += 1
-            if merged % SAVE_EVERY_USERS == 0:
-                saved = self._store.activations.save(meta)
-                if saved is None:
-                    return None  # another run is on it too; the counters' marks keep the merge single
-                meta = saved
+        try:
+            users = _each(user_rows(self._lake.rows(backfill_pass.query_id)))
+            if backfill_pass.kind is PassKind.LATE:
+                # What the first pass read, not the counter's `seen` (which forgets past the dedupe horizon and
+                # the id cap): the late pass merges only the events its first pass did not list.
+                first = self._first_of(meta, backfill_pass)
+                if first is None or first.query_id is None:
+                    raise ResultsGone("the first pass recorded no query")
+                users = _anti_join(user_rows(self._lake.rows(backfill_pass.query_id)),
+                                   user_rows(self._lake.rows(first.query_id)))
+            for user, first_listed in users:
+                if backfill_pass.resume_after is not None and user.user_id <= backfill_pass.resume_after:
+                    continue
+                if time_left_ms() < STOP_MARGIN_MS:
+                    self._store.activations.save(meta.with_pass(backfill_pass))
+                    return None
+                outcome = _Merge()
+                write = self._store.update(rule, user.user_id,
+                                           self._merge_step(rule, backfill_pass, user, first_listed, outcome))
+                qualified = len(write.outbox) if write else 0
+                backfill_pass = replace(backfill_pass, resume_after=user.user_id)
+                meta = replace(meta, users=meta.users + bool(write), events=meta.events + outcome.events,
+                               qualified=meta.qualified + qualified).with_pass(backfill_pass)
+                counts[BackfillCount.USERS] += bool(write)
+                counts[BackfillCount.EVENTS] += outcome.events
+                counts[BackfillCount.LATE_EVENTS] += outcome.late
+                counts[BackfillCount.SEEN_SKIPPED] += outcome.seen
+                counts[BackfillCount.ASSUMED_LIVE] += outcome.assumed_live
+                counts[BackfillCount.QUALIFIED] += qualified
+                merged += 1
+                if merged % SAVE_EVERY_USERS == 0:
+                    saved = self._store.activations.save(meta)
+                    if saved is None:
+                        return None  # another run is on it too; the counters' marks keep the merge single
+                    meta = saved
+        except ResultsGone as gone:
+            return self._first_gone(meta, backfill_pass, counts, str(gone))
         return self._finish(meta, backfill_pass, counts)
 
-    def _merge_step(self, rule: Rule, backfill_pass: BackfillPass, user: UserRows,
+    @staticmethod
+    def _first_of(meta: RuleMeta, late: BackfillPass) -> BackfillPass | None:
+        return next((p for p in meta.passes if p.generation == late.generation and p.kind is PassKind.FIRST), None)
+
+    def _first_gone(self, meta: RuleMeta, backfill_pass: BackfillPass, counts: Counter[BackfillCount],
+                    reason: str) -> None:
+        """The late pass cannot know what its first pass read: fail loudly, merge nothing, stay pending."""
+        logger.error("backfill late pass cannot read its first pass's results; nothing merged, the pass stays "
+                     "pending (docs/backfill.md, \"Limits\")",
+                     extra={"rule_id": meta.rule_id, "pass": backfill_pass.key, "reason": reason})
+        counts[BackfillCount.FIRST_RESULTS_MISSING] += 1
+        self._store.activations.save(meta.with_pass(replace(backfill_pass, error=f"first pass results: {reason}")))
+        return None
+
+    def _merge_step(self, rule: Rule, backfill_pass: BackfillPass, user: UserRows, first_listed: frozenset[str],
                     outcome: _Merge) -> Callable[[CounterItem], Write | None]:
+        """The counter write merging one user's rows. An event listed one by one is merged unless a copy was
+        counted live (`has_seen`), it is a returning rule's ambiguous event taken as counted live, or — late
+        pass — the first pass listed it (`first_listed`: merged or skipped then, never again). Merged ids are
+        remembered with their true arrival, so they age out of `seen` with the live ones."""
         mark = pass_mark(rule.rule_id, backfill_pass)
         # The legacy mark: a counter merged by the single backfill of before the passes.
         legacy = backfill_pass.generation == 1 and backfill_pass.kind is PassKind.FIRST
-        # Ids merged by the first pass must outlive the late pass, which checks them (and a live copy's check).
-        keep_ms = backfill_pass.to_ms + self._lateness_ms if backfill_pass.kind is PassKind.FIRST else 0
 
         def step(item: CounterItem) -> Write | None:
             now_ms = self._store.now_ms()
             outcome.events = outcome.late = outcome.seen = outcome.assumed_live = 0  # a retried step starts over
-            totals = [] if item.has_seen(mark) or (legacy and item.backfilled) else user.totals
+            if item.has_seen(mark):
+                return None  # this pass merged this user already (a run that stopped before saving its place)
+            totals = [] if legacy and item.backfilled else user.totals
             fresh: list[ListedEvent] = []
             for event in user.listed:
+                if event.event_id in first_listed:
+                    continue  # the first pass read it: merged then, or skipped as counted live
                 if item.has_seen(event.event_id):
-                    outcome.seen += 1  # counted live (a copy, or a returning rule's last minutes) or merged before
+                    outcome.seen += 1  # counted live (a copy, or a returning rule's last minutes)
                 elif self._assumed_live(backfill_pass, event, now_ms):
                     outcome.assumed_live += 1
                 else:
@@ -576,10 +651,8 @@ class Backfill:
                 return None
             days = _buckets(totals, fresh)
             state, qualifications = apply_backfill(rule, item.state, days, backfill_pass.to_ms, user_id=user.user_id)
-            remembered = max(now_ms, keep_ms)
-            entries = [(event.event_id, remembered) for event in fresh]
-            if totals:
-                entries.append((mark, remembered))
+            # The mark carries the merge's clock: it must outlive the pass (a resume is minutes away), not more.
+            entries = [*((event.event_id, event.arrival_ms) for event in fresh), (mark, now_ms)]
             outcome.events = sum(day.count for day in days)
             outcome.late = len(fresh) if backfill_pass.kind is PassKind.LATE else 0
             return Write(state=state, backfilled=legacy or item.backfilled,
