@@ -11,7 +11,10 @@ from functions.rules.activation import BackfillStatus
 from functions.rules.backfill import ResultsGone
 from functions.rules.store import SEEN_MAX_ENTRIES
 from tests.functions.rules.conftest import make_event, ms
-from tests.functions.rules.test_backfill_across_activation import FIRST_SEEN, engine  # noqa: F401
+from tests.functions.rules import test_backfill_across_activation as across
+
+FIRST_SEEN = across.FIRST_SEEN
+engine = across.engine  # the fixture: both handlers on one clock over moto and a DuckDB lake
 
 
 def _iso(moment_ms: int) -> str:
