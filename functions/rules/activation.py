@@ -49,9 +49,10 @@ GAP_LEAD_MS = 60 * 60_000
 """A returning rule's gap starts this long before its last heartbeat: an event that arrived shortly before it
 may have been processed (iterator age) by a function that no longer had the rule. Those events are merged
 one by one, and skipped when the counter's `seen` shows they were counted live."""
+ABSENCE_FALLBACK_MS = 2 * 3_600_000
+"""A heartbeat older than this also means the rule was away (or no record flowed): the fallback for absences
+no warm container saw leave (`left_at_ms`). Long, so a stream quiet for minutes keeps its generation."""
 MAX_ATTEMPTS = 5
-KEPT_DONE_PASSES = 4
-"""Finished passes kept on the record (for inspection) when a new generation adds its own."""
 
 
 def rule_fingerprint(rule: Rule) -> str:
@@ -61,13 +62,13 @@ def rule_fingerprint(rule: Rule) -> str:
 
 
 def stale_after_ms(activation_delay_ms: int, heartbeat_ms: int = HEARTBEAT_MS) -> int:
-    """How old a heartbeat may be before the rule counts as having left: the rules cache age (which the
-    activation delay already holds) + the heartbeat period + the clock margin, + one more heartbeat period as
-    slack for a sparse stream — a function beats at its first batch *after* a period, so two beats are a
-    period plus the wait for that batch apart. A stream with no record for longer than a period + the cache
-    age + the margin (≈ 6.5 minutes) also looks like an absence: a new generation, whose gap backfill finds
-    the nothing that flowed (docs/backfill.md, "Returning rules")."""
-    return activation_delay_ms + 2 * heartbeat_ms + CLOCK_MARGIN_MS
+    """How old a heartbeat may be before the rule counts as having left although no container recorded it
+    leaving (`left_at_ms`): `ABSENCE_FALLBACK_MS` (2 h), never less than the rules cache age (in the activation
+    delay) + two heartbeat periods + the clock margin — a function beats at its first batch *after* a period,
+    so two beats can be a period plus the wait for that batch apart. A stream with no record for longer also
+    looks like an absence: a new generation, whose gap backfill finds the nothing that flowed
+    (docs/backfill.md, "Returning rules")."""
+    return max(ABSENCE_FALLBACK_MS, activation_delay_ms + 2 * heartbeat_ms + CLOCK_MARGIN_MS)
 
 
 class BackfillStatus(str, enum.Enum):
@@ -153,6 +154,9 @@ class RuleMeta:
     generation: int = 1
     seen_until_ms: int | None = None
     """The last heartbeat (a function's clock); None: none yet (the record counts as in force)."""
+    left_at_ms: int | None = None
+    """When a container first saw the rule leave its rule set during this generation (its clock); None: no
+    container saw it leave. Set once per generation (`RuleActivations.leave`), cleared by the next one."""
     passes: tuple[BackfillPass, ...] = ()
     users: int = 0
     events: int = 0
@@ -177,21 +181,35 @@ class RuleMeta:
         return replace(self, passes=tuple(updated if p.key == updated.key else p for p in self.passes))
 
     def returned(self, *, now_ms: int, activation_ms: int, heartbeat_ms: int = HEARTBEAT_MS,
-                 lead_ms: int = GAP_LEAD_MS) -> RuleMeta:
-        """The next generation of a rule whose heartbeat went stale: activated at `activation_ms`, with a gap
-        backfill from `lead_ms` before the last heartbeat (never before the previous activation) to it. Arrivals
-        up to the last heartbeat + `heartbeat_ms` + `CLOCK_MARGIN_MS` may have been counted live."""
+                 lead_ms: int = GAP_LEAD_MS, activation_delay_ms: int = 0) -> RuleMeta:
+        """The next generation of a rule that was away: activated at `activation_ms`, with a gap backfill up to
+        it. When a container recorded the rule leaving (`left_at_ms`), live counting may have stopped from a
+        rules cache age (in `activation_delay_ms`) + the clock margin before that; else from the last heartbeat.
+        The gap starts `lead_ms` earlier still (never before the previous activation): a function without the
+        rule may have processed an event that arrived earlier (iterator age). Arrivals up to the later of the
+        last heartbeat + `heartbeat_ms` + `CLOCK_MARGIN_MS` and `left_at_ms` + the activation delay + the margin
+        (the last container to reload its rules) may have been counted live: merged one by one against `seen`."""
         last_beat = self.seen_until_ms if self.seen_until_ms is not None else self.activation_ms
-        from_ms = max(self.activation_ms, last_beat - lead_ms)
-        ambiguous_until = min(last_beat + heartbeat_ms + CLOCK_MARGIN_MS, activation_ms)
+        ambiguous_until = last_beat + heartbeat_ms + CLOCK_MARGIN_MS
+        since = last_beat
+        if self.left_at_ms is not None:
+            since = min(last_beat, self.left_at_ms - activation_delay_ms - CLOCK_MARGIN_MS)
+            ambiguous_until = max(ambiguous_until, self.left_at_ms + activation_delay_ms + CLOCK_MARGIN_MS)
+        from_ms = max(self.activation_ms, since - lead_ms)
+        ambiguous_until = min(ambiguous_until, activation_ms)
         generation = self.generation + 1
-        kept_done = {p.key for p in self.passes if p.status is BackfillStatus.DONE}
-        kept_done = set(sorted(kept_done, key=[p.key for p in self.passes].index)[-KEPT_DONE_PASSES:])
-        passes = (*(p for p in self.passes if p.status is BackfillStatus.PENDING or p.key in kept_done),
-                  *generation_passes(generation, activation_ms, from_ms=min(from_ms, activation_ms),
-                                     ambiguous_until_ms=max(ambiguous_until, from_ms), last_beat_ms=last_beat))
+        passes = (*self.passes, *generation_passes(generation, activation_ms, from_ms=min(from_ms, activation_ms),
+                                                   ambiguous_until_ms=max(ambiguous_until, from_ms),
+                                                   last_beat_ms=last_beat))
         return replace(self, generation=generation, activation_ms=activation_ms, seen_until_ms=now_ms,
-                       passes=passes)
+                       left_at_ms=None, passes=passes).pruned()
+
+    def pruned(self) -> RuleMeta:
+        """The record without the passes of earlier generations that are all done, so it stays small: a
+        finished first pass stays while its late pass is pending (the late pass re-reads its results)."""
+        pending = {p.generation for p in self.passes if p.status is BackfillStatus.PENDING}
+        return replace(self, passes=tuple(p for p in self.passes
+                                          if p.generation == self.generation or p.generation in pending))
 
     def to_item(self) -> dict[str, Any]:
         item = {PARTITION_KEY: meta_key(self.rule_id), "rule_id": self.rule_id, "activation_ms": self.activation_ms,
@@ -200,6 +218,8 @@ class RuleMeta:
                 "users": self.users, "events": self.events, "qualified": self.qualified, "version": self.version}
         if self.seen_until_ms is not None:  # absent, not null: conditions test `attribute_not_exists`
             item["seen_until_ms"] = self.seen_until_ms
+        if self.left_at_ms is not None:
+            item["left_at_ms"] = self.left_at_ms
         return item
 
     @classmethod
@@ -213,10 +233,11 @@ class RuleMeta:
             passes = (replace(first, status=status, query_id=item.get("query_id"),
                               resume_after=item.get("resume_after"), error=item.get("error")),
                       replace(late, status=status))
-        seen = item.get("seen_until_ms")
+        seen, left = item.get("seen_until_ms"), item.get("left_at_ms")
         return cls(rule_id=str(item["rule_id"]), activation_ms=activation_ms,
                    fingerprint=str(item.get("fingerprint") or ""), generation=int(item.get("generation", 1)),
-                   seen_until_ms=None if seen is None else int(seen), passes=passes,
+                   seen_until_ms=None if seen is None else int(seen),
+                   left_at_ms=None if left is None else int(left), passes=passes,
                    users=int(item.get("users", 0)), events=int(item.get("events", 0)),
                    qualified=int(item.get("qualified", 0)), version=int(item["version"]))
 
@@ -267,7 +288,7 @@ class RuleActivations:
             if current is None or current.version != meta.version or current.generation != meta.generation:
                 return None
             stored = replace(meta, version=meta.version + 1, seen_until_ms=current.seen_until_ms,
-                             activation_ms=current.activation_ms)
+                             activation_ms=current.activation_ms, left_at_ms=current.left_at_ms)
             try:
                 self._put_if(stored, version=meta.version, seen_until_ms=current.seen_until_ms)
             except ClientError as error:
@@ -278,16 +299,17 @@ class RuleActivations:
         raise ActivationConflict(f"meta#{meta.rule_id}: still changing after {MAX_ATTEMPTS} attempts")
 
     def beat(self, meta: RuleMeta, rule: Rule, *, now_ms: int, activation_delay_ms: int,
-             heartbeat_ms: int = HEARTBEAT_MS) -> RuleMeta:
+             heartbeat_ms: int = HEARTBEAT_MS, first_sight: bool = False) -> RuleMeta:
         """Refresh the rule's heartbeat and return the record in force: this one, a newer one (another writer
-        saved progress or started a generation), or — when the heartbeat is stale — a new generation,
+        saved progress or started a generation), or — when the rule was away (`returning`) — a new generation,
         activated `activation_delay_ms` from now. One request unless the record changed under the caller."""
         stale_ms = now_ms - stale_after_ms(activation_delay_ms, heartbeat_ms)
         for _ in range(MAX_ATTEMPTS):
-            returning = meta.seen_until_ms is not None and meta.seen_until_ms < stale_ms
-            if returning:
+            if returning(meta, now_ms=now_ms, activation_delay_ms=activation_delay_ms, heartbeat_ms=heartbeat_ms,
+                         first_sight=first_sight):
                 stored = replace(meta.returned(now_ms=now_ms, activation_ms=now_ms + activation_delay_ms,
-                                               heartbeat_ms=heartbeat_ms), version=meta.version + 1)
+                                               heartbeat_ms=heartbeat_ms, activation_delay_ms=activation_delay_ms),
+                                 version=meta.version + 1)
                 conditions = {"version": meta.version, "seen_until_ms": meta.seen_until_ms}
             else:
                 stored = replace(meta, seen_until_ms=now_ms)
@@ -301,16 +323,42 @@ class RuleActivations:
                 current = RuleMeta.from_item(from_attributes(old)) if old else self.read(meta.rule_id)
                 if current is None:  # removed from under us (never, but): start afresh
                     current = self.ensure(rule, now_ms + activation_delay_ms, seen_until_ms=now_ms)
-                if _recent(current, now_ms, heartbeat_ms):
+                if current.generation > meta.generation or (
+                        _recent(current, now_ms, heartbeat_ms)
+                        and not returning(current, now_ms=now_ms, activation_delay_ms=activation_delay_ms,
+                                          heartbeat_ms=heartbeat_ms, first_sight=first_sight)):
                     return current  # someone else's heartbeat (or new generation) just now
                 meta = current
                 continue
-            if returning:
-                logger.info("rule returned after its heartbeat went stale: new generation and gap backfill",
+            if stored.generation > meta.generation:
+                logger.info("rule returned: new generation and gap backfill",
                             extra={"rule_id": meta.rule_id, "generation": stored.generation,
-                                   "last_beat_ms": meta.seen_until_ms, "activation_ms": stored.activation_ms})
+                                   "last_beat_ms": meta.seen_until_ms, "left_at_ms": meta.left_at_ms,
+                                   "activation_ms": stored.activation_ms})
             return stored
         raise ActivationConflict(f"meta#{meta.rule_id}: still changing after {MAX_ATTEMPTS} attempts")
+
+    def leave(self, meta: RuleMeta, *, now_ms: int) -> None:
+        """Record that this container saw the rule leave its rule set (`left_at_ms`), unless the record moved
+        on to another generation or a container recorded it already (the earliest sighting is kept). One
+        conditional `PutItem`, as read, so no backfill progress or heartbeat is lost."""
+        for _ in range(MAX_ATTEMPTS):
+            if meta.left_at_ms is not None:
+                return
+            stored = replace(meta, left_at_ms=now_ms, version=meta.version + 1)
+            try:
+                self._put_if(stored, version=meta.version, seen_until_ms=meta.seen_until_ms)
+                return
+            except ClientError as error:
+                if error_code(error) != "ConditionalCheckFailedException":
+                    raise
+                old = error.response.get("Item")
+                current = RuleMeta.from_item(from_attributes(old)) if old else self.read(meta.rule_id)
+                if current is None or current.generation != meta.generation:
+                    return  # a later generation: this sighting belongs to an earlier one
+                meta = current
+        logger.warning("could not record a rule leaving; the heartbeat's fallback covers it",
+                       extra={"rule_id": meta.rule_id})
 
     def _put_if(self, meta: RuleMeta, *, version: int, seen_until_ms: int | None = None,
                 fresh_after_ms: int | None = None) -> None:
@@ -355,7 +403,10 @@ class ActivationCache:
         now = self.now_ms()
         dated = [rule for rule in rules if rule.rule_type is not RuleType.AGGREGATOR]
         for rule_id in set(self._known) - {rule.rule_id for rule in dated}:
-            del self._known[rule_id]
+            # Seen leaving: recorded, so that the rule coming back — however soon — starts a new generation
+            # whose gap backfill covers what nobody counted meanwhile.
+            left, _ = self._known.pop(rule_id)
+            self.activations.leave(left, now_ms=now)
         for rule in dated:
             known = self._known.get(rule.rule_id)
             if known is not None and now - known[1] < self.heartbeat_ms:
@@ -365,15 +416,29 @@ class ActivationCache:
                 meta = self.activations.ensure(rule, now + self.activation_delay_ms, seen_until_ms=now)
             else:
                 meta = known[0]
-            if _recent(meta, now, self.heartbeat_ms):
+            away = returning(meta, now_ms=now, activation_delay_ms=self.activation_delay_ms,
+                             heartbeat_ms=self.heartbeat_ms, first_sight=known is None)
+            if _recent(meta, now, self.heartbeat_ms) and not away:
                 # A heartbeat (this container's or another's) recent enough covers this container's counting.
                 assert meta.seen_until_ms is not None
                 self._known[rule.rule_id] = (meta, meta.seen_until_ms)
                 continue
             meta = self.activations.beat(meta, rule, now_ms=now, activation_delay_ms=self.activation_delay_ms,
-                                         heartbeat_ms=self.heartbeat_ms)
+                                         heartbeat_ms=self.heartbeat_ms, first_sight=known is None)
             self._known[rule.rule_id] = (meta, now)
         return {rule_id: meta.activation_ms for rule_id, (meta, _) in self._known.items()}
+
+
+def returning(meta: RuleMeta, *, now_ms: int, activation_delay_ms: int, heartbeat_ms: int = HEARTBEAT_MS,
+              first_sight: bool = False) -> bool:
+    """Whether a container seeing the rule in its rule set finds it back from an absence: a container recorded
+    it leaving this generation (`left_at_ms`) and this container sees it afresh, or the leaving is older than a
+    rules cache age + the margin (so this container's rules were loaded after it, and hold the rule again); or,
+    as the fallback, the heartbeat is older than `stale_after_ms`."""
+    if meta.left_at_ms is not None and (first_sight or now_ms - meta.left_at_ms > activation_delay_ms + CLOCK_MARGIN_MS):
+        return True
+    stale_ms = now_ms - stale_after_ms(activation_delay_ms, heartbeat_ms)
+    return meta.seen_until_ms is not None and meta.seen_until_ms < stale_ms
 
 
 def _recent(meta: RuleMeta, now_ms: int, heartbeat_ms: int) -> bool:

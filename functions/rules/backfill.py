@@ -215,14 +215,20 @@ def pass_query(rule: Rule, backfill_pass: BackfillPass, *, horizon_ms: int, late
     lateness the late pass must know what the first merged. The late pass reads only the lateness before the
     activation, all one by one."""
     to_ms = backfill_pass.to_ms
+    # A gap pass (a returning rule's) looks back one horizon only when its gap is longer than a horizon: for a
+    # shorter one the originals before the gap were counted live or merged within the horizon before the
+    # merge, and the counter's `seen` still has their ids — the look-back would add a day's partitions to the
+    # scan of every returning generation (docs/backfill.md, "Cost").
+    gap = backfill_pass.from_ms is not None
+    lookback_ms = horizon_ms if not gap or to_ms - backfill_pass.from_ms > horizon_ms else 0  # type: ignore[operator]
     if backfill_pass.kind is PassKind.FIRST:
         return PassQuery(rule=rule, to_ms=to_ms, from_ms=backfill_pass.from_ms,
                          listed_from_ms=to_ms - max(horizon_ms, lateness_ms),
-                         ambiguous_until_ms=backfill_pass.ambiguous_until_ms, lookback_ms=horizon_ms)
+                         ambiguous_until_ms=backfill_pass.ambiguous_until_ms, lookback_ms=lookback_ms)
     late_from = to_ms - lateness_ms
     from_ms = late_from if backfill_pass.from_ms is None else max(backfill_pass.from_ms, late_from)
     return PassQuery(rule=rule, to_ms=to_ms, from_ms=from_ms, listed_from_ms=from_ms,
-                     ambiguous_until_ms=backfill_pass.ambiguous_until_ms, lookback_ms=horizon_ms)
+                     ambiguous_until_ms=backfill_pass.ambiguous_until_ms, lookback_ms=lookback_ms)
 
 
 def backfill_days(rule: Rule, activation_ms: int) -> tuple[date, date] | None:
@@ -672,8 +678,9 @@ class Backfill:
         return backfill_pass.last_beat_ms is not None and event.arrival_ms <= backfill_pass.last_beat_ms
 
     def _finish(self, meta: RuleMeta, backfill_pass: BackfillPass, counts: Counter[BackfillCount]) -> RuleMeta | None:
+        # A finished earlier generation leaves the record (`pruned`), so a rule's record stays a few passes.
         saved = self._store.activations.save(meta.with_pass(replace(backfill_pass, status=BackfillStatus.DONE,
-                                                                    error=None)))
+                                                                    error=None)).pruned())
         if saved is not None:
             counts[BackfillCount.PASSES_DONE] += 1
             logger.info("backfill pass done", extra={"rule_id": meta.rule_id, "pass": backfill_pass.key})

@@ -80,10 +80,32 @@ def test_a_rule_that_leaves_a_containers_rule_set_is_looked_up_again_when_it_ret
     other = Rule(rule_id="other", rule_type=RuleType.AGGREGATOR, event_name="x",
                  count_condition=CountCondition(Operator.AT_LEAST, 1))
     assert container.current(RuleSet((other,))) == {}
+    meta = aws.store(lambda: T0 / 1000).activations.read("nov")
+    assert meta.left_at_ms == T0 and meta.generation == 1  # seen leaving: recorded, one request
     now[0] = T0 + 60_000
     aws.calls.clear()
-    assert container.current(RuleSet((NOV,))) == {"nov": T0 + DELAY_MS}
-    assert aws.calls == {"PutItem": 1}  # the failed create reads the record back; its heartbeat is recent
+    # Back a minute later: a new generation (its gap backfill covers the minute nobody counted), although the
+    # heartbeat is recent. The failed create reads the record back; the new generation is one more request.
+    assert container.current(RuleSet((NOV,))) == {"nov": T0 + 60_000 + DELAY_MS}
+    assert aws.calls == {"PutItem": 2}
+    meta = aws.store(lambda: T0 / 1000).activations.read("nov")
+    assert meta.generation == 2 and meta.left_at_ms is None
+    gap = meta.pass_of("g2.first")
+    assert gap.from_ms == T0 + DELAY_MS and gap.ambiguous_until_ms == T0 + 60_000 + DELAY_MS
+
+
+def test_a_container_that_still_has_the_rule_when_another_saw_it_leave_starts_no_generation(aws):
+    now = [T0]
+    one, two = cache(aws, now), cache(aws, now)
+    one.current(RuleSet((NOV,)))
+    two.current(RuleSet((NOV,)))
+    other = Rule(rule_id="other", rule_type=RuleType.AGGREGATOR, event_name="x",
+                 count_condition=CountCondition(Operator.AT_LEAST, 1))
+    now[0] = T0 + HEARTBEAT_MS - 30_000
+    one.current(RuleSet((other,)))                       # `one` reloaded the sheet: NOV left
+    now[0] = T0 + HEARTBEAT_MS + 10_000                  # `two` has not reloaded yet (within the cache age)
+    assert two.current(RuleSet((NOV,))) == {"nov": T0 + DELAY_MS}
+    assert aws.store(lambda: T0 / 1000).activations.read("nov").generation == 1
 
 
 def test_a_record_from_before_the_passes_reads_as_one_backfill(aws):
@@ -100,10 +122,15 @@ def test_a_record_from_before_the_passes_reads_as_one_backfill(aws):
     assert done.status is BackfillStatus.DONE
 
 
-def test_a_returning_rule_keeps_its_pending_passes_and_the_last_finished_ones(aws):
+def test_a_returning_rule_keeps_its_pending_passes_and_drops_finished_generations(aws):
     meta = RuleMeta.first(NOV, T0, seen_until_ms=T0)
     for generation in range(2, 7):
         meta = replace(meta, passes=tuple(replace(p, status=BackfillStatus.DONE) for p in meta.passes))
         meta = meta.returned(now_ms=T0 + generation * 3_600_000, activation_ms=T0 + generation * 3_600_000)
     assert meta.generation == 6
-    assert [p.key for p in meta.passes] == ["g4.first", "g4.late", "g5.first", "g5.late", "g6.first", "g6.late"]
+    assert [p.key for p in meta.passes] == ["g6.first", "g6.late"]
+    # A finished first pass stays while its late pass is pending: the late pass re-reads its results.
+    meta = meta.with_pass(replace(meta.pass_of("g6.first"), status=BackfillStatus.DONE, query_id="q-first"))
+    meta = meta.returned(now_ms=T0 + 8 * 3_600_000, activation_ms=T0 + 8 * 3_600_000)
+    assert [p.key for p in meta.passes] == ["g6.first", "g6.late", "g7.first", "g7.late"]
+    assert meta.pass_of("g6.first").query_id == "q-first"

@@ -228,11 +228,12 @@ def test_a_rule_removed_and_added_back_is_reactivated_and_its_gap_backfilled_onc
     meta = engine.job._store.activations.read("nov")
     assert meta.generation == 2 and meta.activation_ms == ms("2026-11-20T13:00:00") + DELAY_MS
     gap = meta.pass_of("g2.first")
-    # The last heartbeat was 12:05 (one every 5 minutes): the gap starts an hour before it, but not before the
-    # previous activation; arrivals until 5.5 minutes after it may have been counted live.
+    # The function saw NOV leave at 12:30 (its first batch after the sheet changed) and recorded it; the last
+    # heartbeat was 12:05. The gap starts an hour before the earlier of the two, but not before the previous
+    # activation; arrivals until a cache age + margins after the leaving may have been counted live.
     assert gap.last_beat_ms == ms("2026-11-20T12:05:00")
     assert gap.from_ms == ms(FIRST_SEEN) + DELAY_MS
-    assert gap.ambiguous_until_ms == ms("2026-11-20T12:05:00") + 5 * 60_000 + 30_000
+    assert gap.ambiguous_until_ms == ms("2026-11-20T12:30:00") + DELAY_MS + 30_000
 
     result = engine.backfill("2026-11-20T13:20:00")
     assert result["BackfillPassesDone"] == 2  # generation 1's first pass and the gap's
@@ -267,16 +268,28 @@ def test_a_sparse_stream_keeps_the_generation(engine):
     assert engine.count() == 9
 
 
-def test_a_stream_quiet_past_the_stale_limit_starts_a_generation_and_nothing_is_lost(engine):
+def test_a_stream_quiet_for_minutes_keeps_its_generation(engine):
     engine.stream("a1", FIRST_SEEN)
     engine.stream("l1", "2026-11-20T12:05:00")
-    engine.stream("after", "2026-11-20T12:30:00")  # quiet for 25 minutes: looks like an absence
-    meta = engine.job._store.activations.read("nov")
-    assert meta.generation == 2 and meta.activation_ms == ms("2026-11-20T12:30:00") + DELAY_MS
-    assert engine.count() == 1  # `after` arrived before the new activation: the gap backfill's
+    engine.stream("after", "2026-11-20T12:30:00")  # quiet for 25 minutes: no container saw the rule leave
+    assert engine.job._store.activations.read("nov").generation == 1
+    assert engine.count() == 2  # l1 and `after`, live
     engine.keep_flowing("2026-11-20T12:50:00")
     engine.backfill("2026-11-20T12:50:00")
+    assert engine.count() == 3
+
+
+def test_a_stream_quiet_past_the_fallback_limit_starts_a_generation_and_nothing_is_lost(engine):
+    engine.stream("a1", FIRST_SEEN)
+    engine.stream("l1", "2026-11-20T12:05:00")
+    engine.stream("after", "2026-11-20T14:30:00")  # quiet for 2 h 25 min: the heartbeat's fallback
+    meta = engine.job._store.activations.read("nov")
+    assert meta.generation == 2 and meta.activation_ms == ms("2026-11-20T14:30:00") + DELAY_MS
+    assert engine.count() == 1  # `after` arrived before the new activation: the gap backfill's
+    engine.keep_flowing("2026-11-20T14:50:00")
+    engine.backfill("2026-11-20T14:50:00")
     assert engine.count() == 3  # a1 (the first generation's backfill), l1 (live), `after` (the gap's)
+    assert "e.arrival_time_ms >= " + str(meta.pass_of("g2.first").from_ms) in engine.lake.sql[-1]  # no look-back
 
 
 def test_heartbeats_cost_one_request_per_rule_every_five_minutes_of_processing(engine):
@@ -289,3 +302,23 @@ def test_heartbeats_cost_one_request_per_rule_every_five_minutes_of_processing(e
     engine.stream("c1", "2026-11-20T12:05:00", to_lake=False)
     assert writes == ["meta#nov"] * 2  # one heartbeat per date or window rule every five minutes
     assert engine.job._store.activations.read("nov").seen_until_ms == ms("2026-11-20T12:05:00")
+
+
+def test_a_rule_removed_and_added_back_within_minutes_loses_nothing(engine):
+    """Regression (review): only a stale heartbeat revealed an absence, so a rule back within ~11.5 minutes
+    kept its generation and the events in between were counted by nobody. Now the container that sees it
+    leave records `left_at_ms`, and the rule's return starts a generation."""
+    engine.stream("a1", FIRST_SEEN)
+    engine.stream("l1", "2026-11-20T12:03:00")
+    engine.publish(RuleSet((OTHER,)))                          # NOV leaves the sheet
+    engine.stream("gap", "2026-11-20T12:05:00")               # nobody counts it live
+    engine.publish(RuleSet((NOV, OTHER)))                      # back 2 minutes later
+    engine.stream("back", "2026-11-20T12:07:00")
+    assert engine.job._store.activations.read("nov").generation == 2
+    engine.keep_flowing("2026-11-20T12:30:00")
+    engine.backfill("2026-11-20T12:30:00")
+    engine.keep_flowing("2026-11-21T13:05:00", every_seconds=240)
+    engine.backfill("2026-11-21T13:05:00")
+    assert engine.count() == 4                                 # a1, l1, gap, back: each once
+    meta = engine.job._store.activations.read("nov")
+    assert meta.status is BackfillStatus.DONE and [p.key for p in meta.passes] == ["g2.first", "g2.late"]
