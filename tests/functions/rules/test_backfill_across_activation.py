@@ -317,8 +317,8 @@ def test_a_rule_removed_and_added_back_within_minutes_loses_nothing(engine):
     assert engine.job._store.activations.read("nov").generation == 2
     engine.keep_flowing("2026-11-20T12:30:00")
     engine.backfill("2026-11-20T12:30:00")
-    engine.keep_flowing("2026-11-21T13:05:00", every_seconds=240)
-    engine.backfill("2026-11-21T13:05:00")
+    engine.keep_flowing("2026-11-21T13:10:00", every_seconds=240)
+    engine.backfill("2026-11-21T13:10:00")                     # the late passes (g2's due at 13:08:10)
     assert engine.count() == 4                                 # a1, l1, gap, back: each once
     meta = engine.job._store.activations.read("nov")
     assert meta.status is BackfillStatus.DONE and [p.key for p in meta.passes] == ["g2.first", "g2.late"]
