@@ -10,14 +10,15 @@ Semantics, figures and the AWS behaviour they rest on: `docs/backfill.md`.
   at most every `HEARTBEAT_MS`, before counting with an activation it has not confirmed for that long
   (`ActivationCache`). So every event counted live arrived before the last heartbeat + `HEARTBEAT_MS` +
   `CLOCK_MARGIN_MS`.
-- **Generations.** A rule seen again after its heartbeat went stale (`stale_after_ms`: older than the rules
-  cache age + 2 × `HEARTBEAT_MS` + `CLOCK_MARGIN_MS`) left the sheet and came back (or no record flowed):
-  it gets a new generation with a new activation, and a gap backfill of the arrivals from when live counting
-  may have stopped to the new activation. Arrivals where it is unclear whether a function still counted them
-  are merged one by one and skipped when the counter's `seen` has them.
+- **Generations.** A container that sees a rule leave its rule set records `left_at_ms`; the rule seen again
+  after that (or, as a fallback for absences no warm container saw, after its heartbeat went stale:
+  `stale_after_ms`, 2 h) left the sheet and came back: it gets a new generation with a new activation, and a
+  gap backfill of the arrivals from when live counting may have stopped to the new activation. Arrivals where
+  it is unclear whether a function still counted them are merged one by one and skipped when the counter's
+  `seen` has them.
 - **Passes.** Each generation is backfilled twice: a *first* pass once the lake has settled, and a *late*
-  pass once the lake's worst-case lateness is over, which merges, one by one and against `seen`, only what
-  the first pass had not.
+  pass once the lake's worst-case lateness is over, which merges, one by one, only the events the first
+  pass's results (re-read by query id) did not list.
 
 Writes are conditional `PutItem`s (the functions hold no `UpdateItem`): a heartbeat rewrites the record as
 its writer read it, on condition that the `version` is unchanged (no backfill progress lost) and the heartbeat

@@ -18,13 +18,14 @@ outbox transaction as the aggregator (`apply_backfill`):
    row per event (id, day, arrival, value);
 2. the *late* pass, once the activation is `BACKFILL_LATENESS_MINUTES` old (the lake's worst-case lateness:
    Firehose retries S3 delivery for as long as the stream keeps the record, 24 h here): the events that
-   arrived within that lateness before the activation, one row per event, merged only when the counter has
-   not seen them — so a record that reached the lake after the first pass counts, and nothing counts twice.
+   arrived within that lateness before the activation, one row per event, anti-joined by user with the first
+   pass's own results (re-read by its query id): only events the first pass did not list are merged — so a
+   record that reached the lake after the first pass counts, and nothing counts twice, whatever `seen` forgot.
 
 Producer duplicates across the activation: an event merged one by one is skipped when the counter has seen
-its id (a copy counted live first), and its id is remembered on the counter (`store.remember`), so a copy
-arriving live later is a duplicate. Day totals merged by a pass leave a per-counter pass mark in `seen`, so a
-rerun never merges them twice. A returning rule's gap pass merges the arrivals where it is unclear whether a
+its id (a copy counted live first), and its id is remembered on the counter with its true arrival
+(`store.remember`), so a copy arriving live later is a duplicate. A pass's merge of a user leaves a pass mark
+in `seen`, so a rerun never merges that user twice. A returning rule's gap pass merges the arrivals where it is unclear whether a
 function still counted them live one by one, against `seen` (docs/backfill.md, "Returning rules").
 
 A run stops a minute before its time is up and saves where it got to (per pass: the query id and the last user
