@@ -27,10 +27,10 @@ With any fault rates, the qualifications and counters must equal the fault-free 
 Arrival times: moto stamps records with today's time, which would make a date rule's counting window (and
 the counters' duplicate window) depend on the day the replay runs. Each record instead gets the arrival time
 it names itself — Pinpoint and SES records carry one, an app record's is its event time — made monotonic
-as Kinesis' are, and a producer's duplicate arrives up to `DUPLICATE_DELAY_MS` after its original. The
-aggregator's processing clock (what window rules count against, what the dedupe horizon is pruned against)
-follows the stream: each call runs `PROCESSING_LAG_MS` after the newest arrival of its batch, never going
-back. Date and window rules are activated at the beginning of time: the file is the whole history, nothing
+as Kinesis' are, and a producer's duplicate arrives up to `DUPLICATE_DELAY_MS` after its original; window rules
+count as of these arrivals, so where faults cut the batches changes nothing (docs/rules.md, "Time"). The
+aggregator's processing clock (what the dedupe horizon and the marks are pruned against) follows the stream:
+each call runs `PROCESSING_LAG_MS` after the newest arrival of its batch, never going back. Date and window rules are activated at the beginning of time: the file is the whole history, nothing
 is left for a backfill.
 
 Partition keys are the producers': the normalised user id (apps and SES key by user), else a hash of the

@@ -2,20 +2,22 @@
 
 State is kept per (rule, user) in a `RuleState`. `apply_events` folds an ordered list of one user's events
 into a state, one event at a time, checking the rule after each, so the store may call it once per event or
-once per batch with the same result: for any split of a user's events into consecutive runs, and one
-processing clock `now_ms`,
+once per batch with the same result: for any split of a user's events into consecutive runs, and any
+processing clocks `t1`, `t2`, `t` at or after the events' arrivals,
 
-    apply_events(rule, apply_events(rule, s, first, now_ms=t)[0], rest, now_ms=t)
+    apply_events(rule, apply_events(rule, s, first, now_ms=t1)[0], rest, now_ms=t2)
 
 gives the same state as `apply_events(rule, s, first + rest, now_ms=t)` and the two qualification lists
 concatenated (provided no event id appears in both runs).
 
 Time (docs/rules.md, "Time"): an event is taken to have happened at `effective_time_ms` — its event time, but
-never after its Kinesis arrival nor after the processing clock (a device clock running ahead cannot put an
-event in a future date range or move a window). A window rule counts the events whose effective day lies in
-the last N days *as of the processing clock* (`now_ms`, the store's clock, passed in explicitly so that the
-evaluation stays pure); the window ends on the processing day (or the later day a previous write or the
-sweeper already reached), never on an event's day.
+never after its Kinesis arrival (a device clock running ahead cannot put an event in a future date range or
+move a window). A window rule counts an event as of its **arrival day**: the window ends on the latest arrival
+day of the events applied (or the later day the sweeper already reached), never on an event's own day nor on
+the processing clock. The arrival is the one clock every consumer and the backfill share, so the result
+depends neither on how records are batched nor on which container's clock processes them; `now_ms` is used
+only for an event built without an arrival (tests, tools: it is taken to arrive at its event time, but not
+after `now_ms`).
 
 Sums are `Decimal`s so that equality holds exactly, whatever the grouping. Nothing here remembers which
 events were applied: a record delivered twice in *different* batches must be stopped by the store.
@@ -49,14 +51,19 @@ def event_day(event_time_ms: int) -> date:
     return _EPOCH + timedelta(days=event_time_ms // DAY_MS)
 
 
+def arrival_ms(event: CanonicalEvent, now_ms: int | None = None) -> int:
+    """The event's Kinesis arrival: the day a window rule counts it as of. An event built without one (0: tests,
+    tools) is taken to arrive at its event time, but no later than `now_ms`, the processing clock, when given."""
+    if event.arrival_time_ms > 0:
+        return event.arrival_time_ms
+    return event.event_time_ms if now_ms is None else min(event.event_time_ms, now_ms)
+
+
 def effective_time_ms(event: CanonicalEvent, now_ms: int | None = None) -> int:
     """When the engine takes `event` to have happened: its event time, but no later than its arrival (a time
-    ahead of arrival counts as its arrival) and no later than `now_ms`, the processing clock, when given.
-    The normaliser already clamps to arrival; this is the engine's own guard (docs/rules.md, "Time")."""
-    moment = event.event_time_ms
-    if event.arrival_time_ms > 0:  # 0: an event built without an arrival (tests, tools): nothing to clamp to
-        moment = min(moment, event.arrival_time_ms)
-    return moment if now_ms is None else min(moment, now_ms)
+    ahead of arrival counts as its arrival). The normaliser already clamps to arrival; this is the engine's own
+    guard (docs/rules.md, "Time"). `now_ms` matters only for an event without an arrival (`arrival_ms`)."""
+    return min(event.event_time_ms, arrival_ms(event, now_ms))
 
 
 def _day_start_ms(day: date) -> int:
@@ -80,9 +87,10 @@ class RuleState:
     time for window rules, whose conditions read `buckets` instead). `qualified`: the user holds the rule's
     attribute (never set by resetting rules). `fired`: qualifications so far, which numbers them.
     `buckets` (window rules): per-day totals inside the window ending at `window_end`, oldest first;
-    `window_end` is the latest processing day the window has reached (a write's or the sweeper's clock,
-    never an event's own time). A window rule's `count`/`sum` total the events it counted: an event already
-    older than the window when processed counts for nothing, there as in the buckets.
+    `window_end` is the latest day the window has reached: the latest arrival day of the events applied, or
+    the sweeper's day of an exit (never an event's own time). A window rule's `count`/`sum` total the events it
+    counted: an event already older than the window as of its arrival counts for nothing, there as in the
+    buckets.
     """
 
     count: int = 0
@@ -221,23 +229,19 @@ def apply_events(
     rule: Rule, state: RuleState, events: Iterable[CanonicalEvent], *, now_ms: int
 ) -> tuple[RuleState, list[Qualification]]:
     """Apply one user's events to `state` in order, checking the rule after each; return the new state and
-    the qualifications fired. `now_ms` is the processing clock (the store's), the same for every event of
-    the call.
+    the qualifications fired. `now_ms` is the processing clock (the store's); the result is the same for any
+    `now_ms` at or after the events' arrivals (it only stands in for a missing arrival, `arrival_ms`).
 
     Events the rule does not count are skipped, and an event id seen earlier in `events` counts once.
     Resetting rules fire each time the rule is met and zero the count and sum; the others qualify the
-    user the first time and keep counting. A window rule's window ends on the processing day (or the later
-    `window_end` the state already has): an event whose effective day is older than that window counts for
-    nothing, and a stamp ahead of arrival or of `now_ms` counts on the day it is clamped to.
+    user the first time and keep counting. A window rule's window moves, event by event, to the event's
+    arrival day when that is later than `window_end`: an event whose effective day is older than the window
+    counts for nothing, and a stamp ahead of its arrival counts on its arrival day.
     """
     count, total, qualified, fired = state.count, state.sum, state.qualified, state.fired
     buckets = {b.day: (b.count, b.sum) for b in state.buckets}
-    window_end, first_day = state.window_end, None
-    if rule.rule_type is RuleType.WINDOW:
-        today = event_day(now_ms)
-        window_end = today if window_end is None else max(window_end, today)
-        first_day = _window_start(rule, window_end)
-        buckets = {d: totals for d, totals in buckets.items() if d >= first_day}  # the days that slid out
+    window_end = state.window_end
+    window = rule.rule_type is RuleType.WINDOW
     user_id: str | None = None
     seen: set[str] = set()
     qualifications: list[Qualification] = []
@@ -253,10 +257,15 @@ def apply_events(
                              "state is per (rule, user)")
         value = metric_value(rule, event)
 
-        if first_day is not None:
+        if window:
+            arrived = event_day(arrival_ms(event, now_ms))
+            if window_end is None or arrived > window_end:
+                window_end = arrived
+                first = _window_start(rule, window_end)
+                buckets = {d: totals for d, totals in buckets.items() if d >= first}  # the days that slid out
             day = event_day(effective_time_ms(event, now_ms))
-            if day < first_day:
-                continue  # older than the window as of processing: counts for nothing
+            if day < _window_start(rule, window_end):
+                continue  # older than the window as of its arrival (or a later one): counts for nothing
             count, total = count + 1, _SUMS.add(total, value)
             day_count, day_sum = buckets.get(day, (0, _ZERO))
             buckets[day] = (day_count + 1, _SUMS.add(day_sum, value))

@@ -22,7 +22,9 @@ day an exit of that rule can be due (today + its window), exits each of that rul
 usual exit entry, and forgets the rule once that pass completes. Counters of rules the sweeper never saw
 (removed before this state existed) are left alone (`SweepRuleRemoved`); docs/rules.md says how to clear them.
 
-Run hourly, a user leaves within the hour of dropping below the condition (days turn at 00:00 UTC).
+Run every 15 minutes (`SWEEP_SCHEDULE`), a user leaves within the hour of dropping below the condition (days turn
+at 00:00 UTC). Exits are the one place window time is the processing clock: there is no event to take an arrival
+from (docs/rules.md, "Time").
 
 Environment (read once, by `SweeperSettings.from_env`): COUNTERS_TABLE, OUTBOX_TABLE, RULES_BUCKET, RULES_KEY
 (required); RULES_MAX_AGE_SECONDS (60), COUNTER_TTL_DAYS (400), POWERTOOLS_METRICS_NAMESPACE (`EngagementLoop`).

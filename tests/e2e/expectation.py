@@ -3,7 +3,8 @@
 Time: each record arrives at the time it names (Pinpoint's `arrival_timestamp`, an app record's event time),
 made monotonic in file order as Kinesis' arrivals are, and is processed at its arrival. An event counts on
 its event time, or its arrival when that is earlier (a clock ahead); a window rule counts the events whose
-day lies in the last N days as of processing, and an event already older than that counts for nothing.
+day lies in the last N days as of the record's arrival day (never the processing clock, which differs with
+batching), and an event already older than that counts for nothing.
 
 Written for the e2e tests without the engine's code (no `functions.rules`, no normaliser): the raw JSONL is
 read with plain `json`, rules are hand-written `Spec`s, and each rule is a plain loop over the records in

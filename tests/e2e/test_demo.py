@@ -181,7 +181,7 @@ def test_a_users_own_data_runs_the_same_way(tmp_path):
     assert code == 0, stderr
     counts = {rule_id: row[1] for rule_id, row in rule_rows(stdout).items()}
     assert counts == {"buyer": 7, "big-spender": 5, "spend-50": 13, "shoe-cart-pair": 5, "summer-opener": 5,
-                      "engaged-viewer": 3, "nov-buyer": 5, "active-week": 6}
+                      "engaged-viewer": 3, "nov-buyer": 5, "active-week": 7}
     assert "2 rejected" in stdout and not (tmp_path / "replay" / "events.jsonl").exists()
 
     code, stdout, stderr = run_demo([

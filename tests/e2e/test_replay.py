@@ -58,7 +58,7 @@ def test_the_document_has_exactly_the_contract_schema(fault_free):
         assert list(c) == ["rule_id", "user_id", "count", "sum"]
         assert isinstance(c["count"], int) and isinstance(c["sum"], (int, float))
     stats = document["stats"]
-    assert stats["records"] == 146 and stats["without_user"] == 1
+    assert stats["records"] == 158 and stats["without_user"] == 1
     assert stats["rejected"]["count"] == 2 and len(stats["rejected"]["reasons"]) == 2
     assert stats["outbox_entries"] == len(document["qualifications"]) == stats["dispatched"]["eventbridge"]
     assert stats["dead_lettered"] == 0 and stats["duplicates_sent"] == stats["failures_injected"] == 0
@@ -142,3 +142,32 @@ def test_a_poison_group_in_the_replay_is_reported_and_the_run_goes_on(monkeypatc
     assert rejected["count"] == 1 and all("counter key" in reason for reason in rejected["reasons"])
     counters = {(c["rule_id"], c["user_id"]): c["count"] for c in result.counters}
     assert counters[("buyer", "u-1")] == 3
+
+
+DAILY = ("RuleId,RuleType,EventName,AttributeName,AttributeValue,Operator-C,Target-C,Operator-V,Target-V,MetricName,"
+         "ResetWhenReachTarget,StartDate,FinishDate,Window,ActionName\n"
+         "daily,window,visit,na,na,at_least,1,na,999,,no,9999-99-99,9999-99-99,1d,\n")
+DEC_1 = 1_796_083_200_000  # 2026-12-01T00:00:00Z
+
+
+def midnight_lines() -> list[str]:
+    def line(event_id: str, user: str, event_type: str, at: int) -> str:
+        return json.dumps({"schema": "engagement-loop/v1", "event_type": event_type, "event_time_ms": at,
+                           "event_id": event_id, "user_id": user})
+
+    return [line("r1", "a", "visit", DEC_1 - 5_000), line("r2", "u", "visit", DEC_1 - 2_000),
+            line("r3", "b", "other", DEC_1), *[line(f"x{i}", "c", "other", DEC_1 + 10_000 * (i + 1)) for i in range(5)]]
+
+
+@pytest.mark.parametrize("options", [
+    {"batch_size": 1}, {"batch_size": 2, "duplicate_rate": 0.5, "seed": 22}, {"batch_size": 2, "duplicate_rate": 0.5,
+                                                                             "seed": 30},
+    {"batch_size": 2, "fail_rate": 0.9, "seed": 3},
+])
+def test_a_window_outcome_at_midnight_depends_on_no_batching_and_no_fault(options):
+    """Review finding B: a batch whose processing clock had passed midnight counted a 23:59:58 event as of the
+    next day, so a 1-day rule's user was or was not qualified depending on where a duplicate cut the batches.
+    Counted as of their arrival, both users qualify whatever the batching."""
+    result = replay(DAILY, midnight_lines(), ReplayOptions(**options))
+    assert sorted((q["rule_id"], q["user_id"]) for q in result.qualifications) == [("daily", "a"), ("daily", "u")]
+    assert sorted((c["user_id"], c["count"]) for c in result.counters) == [("a", 1), ("u", 1)]

@@ -261,14 +261,25 @@ def test_a_sweep_day_already_past_is_today_and_one_not_qualified_is_removed(aws,
     assert item.sweep_day is None and "sweep_day" not in item.to_item()
 
 
-def test_an_event_older_than_the_window_when_processed_counts_for_nothing(aws, clock):
+def test_an_event_older_than_the_window_as_of_its_arrival_counts_for_nothing(aws, clock):
     window = rule(rule_type=RuleType.WINDOW, window_days=2, count_condition=CountCondition(AT_LEAST, 1))
     store = aws.store(clock)
     clock.set("2026-11-25T08:00:00")
-    store.apply(window, "u1", make_deliveries(events(1)))  # happened (and arrived) on Nov 20
+    stale = [make_event("old", at="2026-11-20T12:00:00", arrival="2026-11-25T07:00:00")]  # an offline queue
+    store.apply(window, "u1", make_deliveries(stale))
     item = aws.counter("r1", "u1")
     assert not item.state.qualified and item.state.count == 0 and item.sweep_day is None
     assert item.state.window_end == date(2026, 11, 25) and aws.outbox() == {}
+
+
+def test_a_backlog_counts_as_of_arrival_and_the_sweeper_is_due_on_the_processing_day(aws, clock):
+    window = rule(rule_type=RuleType.WINDOW, window_days=2, count_condition=CountCondition(AT_LEAST, 1))
+    store = aws.store(clock)
+    clock.set("2026-11-22T08:00:00")  # processed two days after it arrived (Nov 20): counted as of Nov 20
+    store.apply(window, "u1", make_deliveries(events(1)))
+    item = aws.counter("r1", "u1")
+    assert item.state.qualified and item.state.count == 1 and item.state.window_end == date(2026, 11, 20)
+    assert item.sweep_day == date(2026, 11, 22)  # no longer met today: the next sweep takes it out
 
 
 # --- activation records ------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import date
 from decimal import Decimal
 
@@ -15,12 +16,14 @@ from functions.rules.evaluate import (
     RuleState,
     apply_events,
     apply_exit,
+    arrival_ms,
     coalesce,
     effective_time_ms,
     event_day,
     exit_check,
     matches,
     metric_value,
+    next_exit_day,
     window_totals,
     without_user,
 )
@@ -325,13 +328,38 @@ def arrived(event_id: str, *, at: str, arrival: str, user: str = "u1") -> Canoni
                           arrival_time_ms=ms(arrival), user_id=user, attributes={}, metrics={})
 
 
-def test_the_window_ends_on_the_processing_day_not_on_the_events():
+def test_a_backlog_counts_as_of_the_arrival_day_not_the_processing_day():
     r = window_rule(3, count_condition=count(AT_LEAST, 2))
-    # Two events of day 1, both processed only on day 5 (a backlog): as of day 5 they are out of the window.
-    state, qualifications = run(r, [arrived("a", at=on(1), arrival=on(1)), arrived("b", at=on(1), arrival=on(1))],
-                                now=on(5))
-    assert qualifications == [] and state.buckets == () and state.window_end == date(2026, 11, 5)
-    assert (state.count, state.sum) == (0, Decimal(0))  # older than the window when processed: counts for nothing
+    # Two events of day 1, processed only on day 5 (a backlog): they count as of their arrival, day 1.
+    events = [arrived("a", at=on(1), arrival=on(1)), arrived("b", at=on(1), arrival=on(1, 13))]
+    state, qualifications = run(r, events, now=on(5))
+    assert fired_by(qualifications) == ["b"] and state.window_end == date(2026, 11, 1) and state.count == 2
+    assert run(r, events, now=on(1, 13)) == (state, qualifications)  # the processing clock changes nothing
+    assert next_exit_day(r, state, from_day=date(2026, 11, 5)) == date(2026, 11, 5)  # the sweeper takes it out
+
+
+def test_a_batch_crossing_midnight_counts_each_event_as_of_its_own_arrival():
+    # Review finding B: the window ended on the processing day, so an event arriving at 23:59:59, processed in
+    # a batch whose clock had passed midnight, was counted as of the next day and a 1-day rule missed it.
+    daily = window_rule(1, count_condition=count(AT_LEAST, 1))
+    before = arrived("a", at="2026-11-30T23:59:58", arrival="2026-11-30T23:59:59")
+    for now in ("2026-11-30T23:59:59", "2026-12-01T00:00:01", "2026-12-01T00:01:00", "2026-12-03T00:00:00"):
+        state, qualifications = run(daily, [before], now=now)
+        assert fired_by(qualifications) == ["a"] and state.window_end == date(2026, 11, 30), now
+
+
+def test_two_containers_whose_clocks_differ_around_midnight_agree():
+    r = window_rule(2, count_condition=count(AT_LEAST, 2))
+    first = arrived("a", at=on(29, 10), arrival=on(29, 10))
+    second = arrived("b", at="2026-11-30T23:59:30", arrival="2026-11-30T23:59:30")
+    outcomes = set()
+    for clock_a, clock_b in (("2026-11-29T10:00:01", "2026-11-30T23:59:31"),   # both on time
+                             ("2026-11-29T10:00:01", "2026-12-01T00:00:31"),   # the second's clock a minute fast
+                             ("2026-11-30T00:00:00", "2026-12-01T00:00:00")):  # both behind by a backlog
+        state, fired_a = run(r, [first], now=clock_a)
+        state, fired_b = run(r, [second], state, now=clock_b)
+        outcomes.add((state, tuple(fired_by(fired_a + fired_b))))
+    assert len(outcomes) == 1 and next(iter(outcomes))[1] == ("b",)
 
 
 def test_a_stale_event_never_qualifies_for_a_window_it_is_older_than():
@@ -353,9 +381,12 @@ def test_an_event_stamped_ahead_counts_as_its_arrival_and_keeps_the_real_days():
     assert state.buckets == (DayBucket(date(2026, 11, 10), 3, Decimal(0)),)
 
 
-def test_the_processing_clock_also_caps_an_event_time():
+def test_the_arrival_caps_an_event_time_and_the_processing_clock_only_stands_in_for_a_missing_arrival():
     event = arrived("a", at=on(20), arrival=on(19))
-    assert effective_time_ms(event) == ms(on(19)) and effective_time_ms(event, ms(on(18))) == ms(on(18))
+    assert effective_time_ms(event) == effective_time_ms(event, ms(on(18))) == ms(on(19))
+    assert arrival_ms(event, ms(on(25))) == ms(on(19))
+    without = replace(event, arrival_time_ms=0)  # tests, tools: it arrives at its event time, not after the clock
+    assert arrival_ms(without) == ms(on(20)) and arrival_ms(without, ms(on(18))) == ms(on(18))
 
 
 def test_one_call_or_split_calls_give_the_same_result_for_one_processing_clock(event):
