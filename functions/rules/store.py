@@ -591,6 +591,8 @@ class CounterStore:
             return closes // 1000
         if rule.rule_type is RuleType.WINDOW:
             assert rule.window_days is not None
-            last_day = state.window_end or event_day(now_ms)
+            # The window ends on an arrival day, which a backlog puts days before the processing day: the
+            # counter must outlive both (a qualified user's exit is due from today).
+            last_day = max(state.window_end or event_day(now_ms), event_day(now_ms))
             return _day_start_seconds(last_day) + (rule.window_days + WINDOW_TTL_SLACK_DAYS) * _DAY_SECONDS
         return now_ms // 1000 + self._settings.counter_ttl_days * _DAY_SECONDS

@@ -18,6 +18,7 @@ from functions.rules.outbox import Change
 from functions.rules.model import CountCondition, Operator, Rule, RuleSet, RuleType, SumCondition
 from functions.rules.store import (
     SEEN_MAX_ENTRIES,
+    WINDOW_TTL_SLACK_DAYS,
     CounterStore,
     Delivery,
     Mark,
@@ -280,6 +281,14 @@ def test_a_backlog_counts_as_of_arrival_and_the_sweeper_is_due_on_the_processing
     item = aws.counter("r1", "u1")
     assert item.state.qualified and item.state.count == 1 and item.state.window_end == date(2026, 11, 20)
     assert item.sweep_day == date(2026, 11, 22)  # no longer met today: the next sweep takes it out
+
+    # A counter's TTL runs from the processing day, not the (earlier) arrival day its window ends on.
+    pair = rule("r2", rule_type=RuleType.WINDOW, window_days=2, count_condition=CountCondition(AT_LEAST, 2))
+    clock.set("2026-11-25T08:00:00")  # five days after the event arrived
+    store.apply(pair, "u1", make_deliveries(events(1)))
+    item = aws.counter("r2", "u1")
+    assert item.state.count == 1 and item.state.window_end == date(2026, 11, 20) and not item.state.qualified
+    assert item.expires_at == ms("2026-11-25T00:00:00") // 1000 + (2 + WINDOW_TTL_SLACK_DAYS) * 86_400
 
 
 # --- activation records ------------------------------------------------------------------------------
