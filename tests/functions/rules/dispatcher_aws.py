@@ -25,6 +25,7 @@ class DispatcherAws:
     bus_queue_url: str
 
 
+
 def create_dispatcher_aws() -> DispatcherAws:
     """Create the resources; call inside `mock_aws()` with fake credentials and a region set."""
     dynamodb, sqs, events = boto3.client("dynamodb"), boto3.client("sqs"), boto3.client("events")
@@ -36,3 +37,17 @@ def create_dispatcher_aws() -> DispatcherAws:
     events.put_rule(Name="all", EventBusName=EVENT_BUS, EventPattern=json.dumps({"source": ["engagement-loop.rules"]}))
     events.put_targets(Rule="all", EventBusName=EVENT_BUS, Targets=[{"Id": "queue", "Arn": arn}])
     return DispatcherAws(dynamodb, sqs, events, dlq_url, bus_queue_url)
+
+
+def read_bus_events(sqs: Any, bus_queue_url: str) -> list[dict[str, Any]]:
+    """The events the bus delivered so far (read from its queue)."""
+    messages = sqs.receive_message(QueueUrl=bus_queue_url, MaxNumberOfMessages=10).get("Messages", [])
+    return [json.loads(message["Body"]) for message in messages]
+
+
+def read_dead_letters(sqs: Any, dlq_url: str) -> list[Any]:
+    """The dispatcher's dead letters so far."""
+    from functions.rules.dispatcher import DeadLetter
+
+    messages = sqs.receive_message(QueueUrl=dlq_url, MaxNumberOfMessages=10).get("Messages", [])
+    return [DeadLetter.from_json(message["Body"]) for message in messages]

@@ -4,7 +4,6 @@ queue), with a Stubber-backed Pinpoint sink for the optional target."""
 
 from __future__ import annotations
 
-import json
 import uuid
 from dataclasses import dataclass, field
 from typing import Any, Iterator
@@ -32,7 +31,7 @@ from functions.rules.outbox import Change, DeliveryStatus, OutboxEntry
 from functions.rules.model import ActionKind
 from functions.rules.sinks import EventBridgeSink, PinpointSink, SinkError
 from cli.lambda_context import LocalLambdaContext
-from tests.functions.rules.dispatcher_aws import create_dispatcher_aws
+from tests.functions.rules.dispatcher_aws import create_dispatcher_aws, read_bus_events, read_dead_letters
 
 REGION = "us-east-1"
 APP_ID = "6e0b7591a90841d2b5d93fa11143e5a7"
@@ -170,12 +169,10 @@ class World:
         return self.dynamodb.get_item(TableName=self.table, Key={"pk": {"S": key}})["Item"]
 
     def bus_events(self) -> list[dict[str, Any]]:
-        messages = self.sqs.receive_message(QueueUrl=self.bus_queue_url, MaxNumberOfMessages=10).get("Messages", [])
-        return [json.loads(message["Body"]) for message in messages]
+        return read_bus_events(self.sqs, self.bus_queue_url)
 
     def dead_letters(self) -> list[DeadLetter]:
-        messages = self.sqs.receive_message(QueueUrl=self.dlq_url, MaxNumberOfMessages=10).get("Messages", [])
-        return [DeadLetter.from_json(message["Body"]) for message in messages]
+        return read_dead_letters(self.sqs, self.dlq_url)
 
 
 @pytest.fixture
