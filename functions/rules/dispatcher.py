@@ -396,7 +396,7 @@ class OutboxTable:
             return None
         latest: LaterChange | None = None
         for _ in range(MAX_CHANGE_PROBES):
-            candidates = {p.key(entry.rule_id, entry.user_id): p for p in position.successors()}
+            candidates = {key: p for p in position.successors() for key in p.keys(entry.rule_id, entry.user_id)}
             found = self._read_many(list(candidates), entry.rule_id, entry.user_id)
             if not found:
                 break

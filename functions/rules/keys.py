@@ -48,12 +48,35 @@ def exit_key(rule_id: str, user_id: str, sequence: int) -> str:
     return f"{change_prefix(rule_id, user_id)}{EXIT_MARK}#{sequence}"
 
 
-def parse_change_key(key: str, rule_id: str, user_id: str) -> tuple[int, bool] | None:
-    """(sequence, is_exit) of one of this (rule, user)'s change keys; None for any other key."""
-    prefix = change_prefix(rule_id, user_id)
-    if not key.startswith(prefix):
+def legacy_change_prefix(rule_id: str, user_id: str) -> str | None:
+    """The prefix keys had before the user part was escaped, when it differs from today's (the user id holds
+    `%` or `#`); None otherwise. Entries written then live on for the outbox's retention (and in the
+    dead-letter queue), so they are still read as this (rule, user)'s changes — the entry's own `rule_id` and
+    `user_id` settle the ambiguity such a key has."""
+    legacy = f"{rule_id}#{user_id}#"
+    return None if legacy == change_prefix(rule_id, user_id) else legacy
+
+
+def legacy_change_key(rule_id: str, user_id: str, sequence: int, is_exit: bool) -> str | None:
+    """The key the same change had before escaping, when it differs from today's."""
+    prefix = legacy_change_prefix(rule_id, user_id)
+    if prefix is None:
         return None
-    rest = key[len(prefix):]
+    return f"{prefix}{EXIT_MARK}#{sequence}" if is_exit else f"{prefix}{sequence}"
+
+
+def parse_change_key(key: str, rule_id: str, user_id: str) -> tuple[int, bool] | None:
+    """(sequence, is_exit) of one of this (rule, user)'s change keys, today's or the legacy form; None for
+    any other key."""
+    for prefix in (change_prefix(rule_id, user_id), legacy_change_prefix(rule_id, user_id)):
+        if prefix is not None and key.startswith(prefix):
+            parsed = _parse_rest(key[len(prefix):])
+            if parsed is not None:
+                return parsed
+    return None
+
+
+def _parse_rest(rest: str) -> tuple[int, bool] | None:
     exit_prefix = f"{EXIT_MARK}#"
     is_exit = rest.startswith(exit_prefix)
     number = rest[len(exit_prefix):] if is_exit else rest

@@ -48,6 +48,7 @@ from functions.rules.keys import (  # noqa: F401 - re-exported: the tables' cont
     counter_key,
     exit_key,
     meta_key,
+    legacy_change_key,
     parse_change_key,
     qualification_key,
     user_key_part,
@@ -103,6 +104,11 @@ class ChangePosition:
 
     def key(self, rule_id: str, user_id: str) -> str:
         return (exit_key if self.exit else qualification_key)(rule_id, user_id, self.sequence)
+
+    def keys(self, rule_id: str, user_id: str) -> tuple[str, ...]:
+        """Today's key of this change, and its legacy (unescaped) key where that differs."""
+        legacy = legacy_change_key(rule_id, user_id, self.sequence, self.exit)
+        return (self.key(rule_id, user_id),) if legacy is None else (self.key(rule_id, user_id), legacy)
 
     def successors(self) -> tuple[ChangePosition, ...]:
         """The changes that can directly follow this one (an exit, or for an exit the next qualification)."""

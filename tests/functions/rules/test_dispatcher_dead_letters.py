@@ -164,6 +164,22 @@ def test_another_users_changes_never_supersede_even_when_their_ids_look_like_key
     assert sorted(key for _, key in published(aws)) == ["r-w#a%23b#1", "r-w#alice#1"]
 
 
+def test_a_change_written_before_keys_were_escaped_is_still_superseded(aws):
+    # Dead-lettered under the old key form (user part unescaped) while the exit was written under the new one,
+    # and the other way round: the outbox's 30-day retention and the queue hold both forms for a while.
+    legacy_qualification = OutboxEntry(**{**vars_of(attribute_change("a#b", 1)), "key": "r-w#a#b#1"})
+    dead_letter(aws, legacy_qualification, ("eventbridge",))
+    delivered(aws, attribute_change("a#b", 1, exit=True))
+    dead_letter(aws, attribute_change("50%", 1), ("eventbridge",))
+    delivered(aws, OutboxEntry(**{**vars_of(attribute_change("50%", 1, exit=True)), "key": "r-w#50%#exit#1"}))
+
+    code, output = run(aws, "--event-bus", "rules")
+    assert code == 0, output
+    assert "2 message(s) read: 0 redelivered and deleted, 0 kept in the queue, 2 skipped as superseded" in output
+    assert "superseded by r-w#a%23b#exit#1" in output and "superseded by r-w#50%#exit#1" in output
+    assert published(aws) == []
+
+
 def vars_of(entry: OutboxEntry) -> dict[str, Any]:
     return {name: getattr(entry, name) for name in OutboxEntry.__slots__}
 
