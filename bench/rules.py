@@ -163,7 +163,8 @@ def run(mode: str, rules: RuleSet, stream: list[CanonicalEvent], batch_size: int
     from moto import mock_aws
 
     from functions.rules.aggregator import Aggregator, Count
-    from functions.rules.store import CounterStore, Delivery, StoreSettings
+    from functions.rules.store import CounterStore, StoreSettings
+    from functions.rules.dedupe import Delivery
     from functions.rules.outbox import create_local_tables
     from functions.rules.sweeper import sweep
 

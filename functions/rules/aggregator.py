@@ -62,7 +62,9 @@ from functions.rules.activation import ActivationCache
 from functions.rules.evaluate import matches
 from functions.rules.rules_source import Env, RulesSettings, RulesSource, S3RulesSource
 from functions.rules.model import ENGINE_EVENT_PREFIX, Rule, RuleSet, RuleType
-from functions.rules.store import CounterStore, Delivery, GroupResult, StoreSettings, Unwritable, counting_closes_ms
+from functions.rules.store import CounterStore, GroupResult, StoreSettings, counting_closes_ms
+from functions.rules.dedupe import Delivery
+from functions.rules.limits import Unwritable
 
 logger = Logger()
 

@@ -70,15 +70,8 @@ from functions.rules.rules_source import Env, RulesSettings, RulesSource, S3Rule
 from functions.rules.model import Rule, RuleSet, RuleType
 from functions.rules.dynamo import error_code
 from functions.rules.activation import BackfillPass, BackfillStatus, PassKind, RuleMeta
-from functions.rules.store import (
-    DEDUPE_HORIZON_HOURS,
-    CounterItem,
-    CounterStore,
-    StoreSettings,
-    Write,
-    counting_closes_ms,
-    remember,
-)
+from functions.rules.dedupe import DEDUPE_HORIZON_HOURS, remember
+from functions.rules.store import CounterItem, CounterStore, StoreSettings, Write, counting_closes_ms
 
 logger = Logger()
 

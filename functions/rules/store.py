@@ -32,20 +32,26 @@ Requests go through a low-level boto3 `dynamodb` client, so that they can be cou
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import time
 from dataclasses import dataclass, field, replace
 from datetime import date
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
-from functions.events.canonical import CanonicalEvent
-from functions.rules.evaluate import DAY_MS, Qualification, RuleState, apply_events, event_day, next_exit_day
+from functions.rules.evaluate import Qualification, RuleState, apply_events, event_day, next_exit_day
 from functions.rules.activation import RuleActivations
+from functions.rules.dedupe import (
+    DEDUPE_HORIZON_HOURS,
+    Delivery,
+    Mark,
+    advance_hwm,
+    remember,
+    seen_key,
+)
 from functions.rules.dynamo import error_code, from_attributes, to_attributes
+from functions.rules.limits import MAX_ITEM_BYTES, OutboxKeyTaken, Unwritable, check_key, item_size_bytes
 from functions.rules.outbox import (
     OUTBOX_RETENTION_DAYS,
     PARTITION_KEY,
@@ -54,7 +60,6 @@ from functions.rules.outbox import (
     TTL_ATTRIBUTE,
     OutboxEntry,
     counter_key,
-    exit_key,
 )
 from functions.rules.rules_source import Env
 from functions.rules.model import Rule, RuleType
@@ -66,35 +71,6 @@ COUNTER_TTL_DAYS = 400
 DATE_RULE_GRACE_DAYS = 30
 """A date rule counts events arriving up to this many days after its finish date; then its counters expire."""
 WINDOW_TTL_SLACK_DAYS = 2
-DEDUPE_HORIZON_HOURS = 24
-"""Default DEDUPE_HORIZON_HOURS (stack config `dedupeHorizonHours`): how long, in stream arrival time, an
-applied event id is remembered against a producer's duplicate."""
-SEEN_MAX_ENTRIES = 5_000
-"""At most this many remembered ids per counter (the newest arrivals are kept): about `SEEN_ENTRY_BYTES`
-each, so at most ~95 KB of the 400 KB item limit. Past it the oldest are forgotten first, and a duplicate of
-a forgotten id counts again (docs/rules.md, "Limits")."""
-SEEN_KEY_CHARS = 12
-"""A remembered id is 12 base64url characters of a BLAKE2b hash (72 bits) of the event id."""
-SEEN_ENTRY_BYTES = 19
-"""DynamoDB size of one `dedupe` entry: a 12-byte name, a 10-digit number (6 bytes) and 1 byte of map
-element overhead (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/CapacityUnitCalculations.html)."""
-MARK_KEEP_MS = 8 * DAY_MS
-"""A redelivery mark is kept this long after its record's arrival: past the stack's stream retention
-(24 h, components/event_stream_pipeline.py) no record it covers can be redelivered. Raise it with the
-retention."""
-MARK_MAX_ENTRIES = 32
-"""At most this many (shard, partition key) marks per counter, newest arrivals kept. A producer keying by
-something else than the user (random keys, one per endpoint) fills it; an evicted mark's redeliveries are
-then stopped by `dedupe`, within the horizon."""
-MAX_ITEM_BYTES = 400 * 1024
-"""DynamoDB's item size limit (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html)."""
-MAX_COUNTER_KEY_BYTES = 1024
-"""A counter key is also the sort key of the sweep index (at most 1,024 bytes)."""
-MAX_OUTBOX_KEY_BYTES = 2048
-"""An outbox key is the table's partition key (at most 2,048 bytes); its user part is escaped
-(`keys.user_key_part`), so it can be up to three times the user id's bytes."""
-_LONGEST_SEQUENCE = 10 ** 20
-"""A sequence number longer than any `fired` will reach, for the longest outbox key of a (rule, user)."""
 MAX_ATTEMPTS = 5
 MAX_OUTBOX_PER_WRITE = 99
 """TransactWriteItems takes at most 100 actions, and one of them is the counter."""
@@ -140,45 +116,6 @@ class StoreSettings:
                    outbox_table=env.text("OUTBOX_TABLE", what="the rule actions outbox table"),
                    counter_ttl_days=env.positive_int("COUNTER_TTL_DAYS", COUNTER_TTL_DAYS),
                    dedupe_horizon_hours=env.positive_int("DEDUPE_HORIZON_HOURS", DEDUPE_HORIZON_HOURS))
-
-
-@dataclass(frozen=True, slots=True)
-class Delivery:
-    """An event and where the stream delivered it: its shard, sequence number and the record's partition key
-    (the Lambda event's `kinesis.partitionKey`: together, the redelivery mark)."""
-
-    event: CanonicalEvent
-    shard_id: str
-    sequence_number: str
-    partition_key: str
-
-    @property
-    def mark_key(self) -> str:
-        return mark_key(self.shard_id, self.partition_key)
-
-
-def _short_hash(text: str) -> str:
-    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=SEEN_KEY_CHARS * 3 // 4).digest()
-    return base64.urlsafe_b64encode(digest).decode("ascii")
-
-
-def mark_key(shard_id: str, partition_key: str) -> str:
-    """The `hwm` key of a (shard, partition key): the shard id and a short hash of the key (a partition key
-    may be 256 characters; the marks must stay small)."""
-    return f"{shard_id} {_short_hash(partition_key)}"
-
-
-def seen_key(event_id: str) -> str:
-    """What `dedupe` remembers of an event id: a 72-bit hash, 12 characters, whatever the id's length."""
-    return _short_hash(event_id)
-
-
-@dataclass(frozen=True, slots=True)
-class Mark:
-    """The highest sequence number applied for one (shard, partition key), and that record's arrival."""
-
-    sequence_number: str
-    arrival_ms: int
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -265,20 +202,6 @@ class GroupResult:
                            self.writes + other.writes, self.qualifications + other.qualifications)
 
 
-class Unwritable(Exception):
-    """The change cannot be written, whatever the retry: an item over DynamoDB's 400 KB, a key too long, or
-    (`OutboxKeyTaken`) an outbox key another change holds. Nothing was written; `reason` says what is wrong."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-class OutboxKeyTaken(Unwritable):
-    """An outbox entry's key is held by a different change (another rule, user or change kind): writing the
-    change would need that key, and treating the stored entry as this one would lose it. Never retried."""
-
-
 class StoreConflict(Exception):
     """A write kept losing to concurrent writers (or to its own duplicate outbox keys)."""
 
@@ -295,69 +218,6 @@ def is_duplicate(item: CounterItem, delivery: Delivery) -> bool:
     if mark is not None and int(delivery.sequence_number) <= int(mark.sequence_number):
         return True
     return item.has_seen(delivery.event.event_id)
-
-
-def advance_hwm(hwm: Mapping[str, Mark], deliveries: Iterable[Delivery], *, now_ms: int) -> dict[str, Mark]:
-    """`hwm` moved past `deliveries`; marks whose record arrived more than `MARK_KEEP_MS` before `now_ms`
-    dropped (nothing they cover can be redelivered), and at most `MARK_MAX_ENTRIES` kept, newest first."""
-    marks = dict(hwm)
-    for delivery in deliveries:
-        key, mark = delivery.mark_key, marks.get(delivery.mark_key)
-        if mark is None or int(delivery.sequence_number) > int(mark.sequence_number):
-            arrival = delivery.event.arrival_time_ms // 1000 * 1000
-            marks[key] = Mark(delivery.sequence_number, max(arrival, mark.arrival_ms if mark else 0))
-    oldest = now_ms - MARK_KEEP_MS
-    kept = sorted(((mark.arrival_ms, key) for key, mark in marks.items() if mark.arrival_ms >= oldest), reverse=True)
-    return {key: marks[key] for _, key in kept[:MARK_MAX_ENTRIES]}
-
-
-def remember(seen: Mapping[str, int], entries: Iterable[tuple[str, int]], *, now_ms: int,
-             horizon_ms: int) -> dict[str, int]:
-    """`seen` (a `CounterItem.seen`) plus `entries` (event id, its stream arrival in ms), keeping the ids that
-    arrived within `horizon_ms` before the processing clock `now_ms`, at most `SEEN_MAX_ENTRIES` (newest
-    arrivals first). Ids are stored as `seen_key` hashes, arrival times in whole seconds."""
-    merged = dict(seen)
-    for event_id, arrival_ms in entries:
-        key, arrival = seen_key(event_id), arrival_ms // 1000 * 1000
-        merged[key] = max(arrival, merged.get(key, arrival))
-    oldest = now_ms - horizon_ms
-    recent = sorted(((ms, key) for key, ms in merged.items() if ms >= oldest), reverse=True)
-    return {key: ms for ms, key in recent[:SEEN_MAX_ENTRIES]}
-
-
-def item_size_bytes(item: Mapping[str, Any]) -> int:
-    """The size DynamoDB gives a plain item (as `to_item` builds it), after
-    https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/CapacityUnitCalculations.html:
-    names and strings in UTF-8 bytes, numbers 1 byte per two significant digits + 1, booleans and nulls 1,
-    lists and maps 3 + 1 per element. Numbers are counted from their text, so this errs a byte high."""
-    return sum(len(name.encode("utf-8")) + _value_size(value) for name, value in item.items())
-
-
-def _value_size(value: Any) -> int:
-    if value is None or isinstance(value, bool):
-        return 1
-    if isinstance(value, str):
-        return len(value.encode("utf-8"))
-    if isinstance(value, (bytes, bytearray)):
-        return len(value)
-    if isinstance(value, Mapping):
-        return 3 + sum(1 + len(str(k).encode("utf-8")) + _value_size(v) for k, v in value.items())
-    if isinstance(value, (list, tuple, set, frozenset)):
-        return 3 + sum(1 + _value_size(v) for v in value)
-    digits = str(value).lstrip("-").replace(".", "").strip("0") or "0"
-    return (len(digits) + 1) // 2 + 1
-
-
-def check_key(rule_id: str, user_id: str) -> None:
-    """Raise `Unwritable` for a (rule, user) whose counter key DynamoDB would refuse."""
-    size = len(counter_key(rule_id, user_id).encode("utf-8"))
-    if size > MAX_COUNTER_KEY_BYTES:
-        raise Unwritable(f"the counter key of rule {rule_id!r} and this user is {size} bytes, more than the "
-                         f"{MAX_COUNTER_KEY_BYTES} a key may have here (DynamoDB: 1,024 for an index sort key)")
-    size = len(exit_key(rule_id, user_id, _LONGEST_SEQUENCE).encode("utf-8"))
-    if size > MAX_OUTBOX_KEY_BYTES:
-        raise Unwritable(f"an outbox key of rule {rule_id!r} and this user would be {size} bytes, more than the "
-                         f"{MAX_OUTBOX_KEY_BYTES} DynamoDB allows a partition key")
 
 
 class _GroupStep:

@@ -23,7 +23,8 @@ from functions.rules import aggregator, backfill, sweeper
 from functions.rules.backfill import QueryState
 from functions.rules.outbox import OutboxEntry
 from functions.rules.model import RuleSet
-from functions.rules.store import CounterItem, CounterStore, Delivery, StoreSettings
+from functions.rules.store import CounterItem, CounterStore, StoreSettings
+from functions.rules.dedupe import Delivery
 from functions.rules.outbox import create_local_tables
 from cli.lambda_context import LocalLambdaContext
 

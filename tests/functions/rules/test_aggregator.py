@@ -294,7 +294,7 @@ def test_two_concurrent_batches_of_one_shard_with_two_partition_keys_committed_o
 
 def test_a_producer_with_random_partition_keys_keeps_the_marks_bounded_and_still_counts_once(
         function, aws, app, make_kinesis_event, context):
-    from functions.rules.store import MARK_MAX_ENTRIES
+    from functions.rules.dedupe import MARK_MAX_ENTRIES
 
     payloads = [app(f"r{i}", "view") for i in range(MARK_MAX_ENTRIES + 8)] + [app("p1")]
     batch = make_kinesis_event(payloads, partition_keys=[f"random-{i}" for i in range(len(payloads))])

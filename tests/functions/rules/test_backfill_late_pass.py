@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from functions.retraining.lake import write_lake
 from functions.rules.activation import BackfillStatus
 from functions.rules.backfill import ResultsGone
-from functions.rules.store import SEEN_MAX_ENTRIES
+from functions.rules.dedupe import SEEN_MAX_ENTRIES
 from tests.functions.rules.conftest import make_event, ms
 from tests.functions.rules import test_backfill_across_activation as across
 

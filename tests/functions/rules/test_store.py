@@ -16,21 +16,9 @@ from functions.rules.aggregator import Aggregator, Count
 from functions.rules.evaluate import RuleState
 from functions.rules.outbox import Change
 from functions.rules.model import CountCondition, Operator, Rule, RuleSet, RuleType, SumCondition
-from functions.rules.store import (
-    SEEN_MAX_ENTRIES,
-    WINDOW_TTL_SLACK_DAYS,
-    CounterStore,
-    Delivery,
-    Mark,
-    StoreConflict,
-    OutboxKeyTaken,
-    StoreSettings,
-    Unwritable,
-    Write,
-    mark_key,
-    remember,
-    seen_key,
-)
+from functions.rules.dedupe import SEEN_MAX_ENTRIES, Delivery, Mark, mark_key, remember, seen_key
+from functions.rules.store import WINDOW_TTL_SLACK_DAYS, CounterStore, StoreConflict, StoreSettings, Write
+from functions.rules.limits import OutboxKeyTaken, Unwritable
 from functions.rules.activation import BackfillStatus
 from functions.rules.outbox import create_local_tables
 from tests.functions.rules.conftest import SETTINGS, Clock, _plain, make_deliveries, make_event, ms
