@@ -13,15 +13,15 @@ Every change to a (rule, user) is read → compute → ONE conditional write:
   within a shard, so two batches of one shard can commit out of sequence order
   (https://docs.aws.amazon.com/lambda/latest/dg/with-kinesis.html, "Polling and batching streams" and
   concurrent batches per shard); a child shard after resharding has marks of its own, and Lambda finishes a
-  parent shard before its children. `dedupe` (see `remember`) stops a producer's duplicate: short hashes of
+  parent shard before its children. `dedupe` (`dedupe.remember`) stops a producer's duplicate: short hashes of
   the event ids applied within the dedupe horizon of stream arrival time. Both are bounded
-  (`MARK_MAX_ENTRIES`, `SEEN_MAX_ENTRIES`), because DynamoDB bills a write per started KB of the item
+  (`dedupe.py`), because DynamoDB bills a write per started KB of the item
   (https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/read-write-operations.html). So when a
   batch is redelivered, even after the function died between two groups' writes, nothing is applied twice:
   each group's write happened together with its marks, or not at all.
 - an item DynamoDB would refuse whatever the retry (over 400 KB, or a key too long:
   https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html) is never sent:
-  `Unwritable` says why, and the aggregator routes that group's records to its failures queue.
+  `limits.Unwritable` says why, and the aggregator routes that group's records to its failures queue.
 
 The store also decides what a write implies: `expires_at` (TTL) from the rule type, and for qualified
 window-rule users `sweep_day`, the day the sweeper must look at them again (`next_exit_day`). Its clock is
