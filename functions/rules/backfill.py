@@ -110,6 +110,9 @@ class BackfillCount(str, enum.Enum):
     FIRST_RESULTS_MISSING = "BackfillFirstResultsMissing"
     """A late pass could not read its first pass's results (expired, or the query unknown): it fails and stays
     pending with the error on the record instead of guessing what the first pass merged."""
+    RESULTS_EXPIRED = "BackfillResultsExpired"
+    """A pass's own query results expired before it finished merging (a backfill outage longer than their
+    retention): its query id is cleared and the next run queries again, carrying on after `resume_after`."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -402,6 +405,15 @@ class ResultsGone(Exception):
     """A finished query's results can no longer be read (the result objects expired, or Athena forgot it)."""
 
 
+class _PassResultsGone(Exception):
+    """`ResultsGone` while merging a pass, saying whose results: the pass's own query's (`own`: re-run it) or
+    its first pass's (a late pass's anti-join: unrecoverable)."""
+
+    def __init__(self, query_id: str | None, *, own: bool, reason: str) -> None:
+        super().__init__(f"{'own' if own else 'first pass'} query {query_id}: {reason}")
+        self.query_id, self.own, self.reason = query_id, own, reason
+
+
 class LakeQueries(Protocol):
     """Running a query over the lake."""
 
@@ -569,15 +581,15 @@ class Backfill:
 
         merged = 0
         try:
-            users = _each(user_rows(self._lake.rows(backfill_pass.query_id)))
+            users = _each(user_rows(self._rows(backfill_pass.query_id, own=True)))
             if backfill_pass.kind is PassKind.LATE:
                 # What the first pass read, not the counter's `seen` (which forgets past the dedupe horizon and
                 # the id cap): the late pass merges only the events its first pass did not list.
                 first = self._first_of(meta, backfill_pass)
                 if first is None or first.query_id is None:
-                    raise ResultsGone("the first pass recorded no query")
-                users = _anti_join(user_rows(self._lake.rows(backfill_pass.query_id)),
-                                   user_rows(self._lake.rows(first.query_id)))
+                    raise _PassResultsGone(None, own=False, reason="the first pass recorded no query")
+                users = _anti_join(user_rows(self._rows(backfill_pass.query_id, own=True)),
+                                   user_rows(self._rows(first.query_id, own=False)))
             for user, first_listed in users:
                 if backfill_pass.resume_after is not None and user.user_id <= backfill_pass.resume_after:
                     continue
@@ -603,22 +615,47 @@ class Backfill:
                     if saved is None:
                         return None  # another run is on it too; the counters' marks keep the merge single
                     meta = saved
-        except ResultsGone as gone:
-            return self._first_gone(meta, backfill_pass, counts, str(gone))
+        except _PassResultsGone as gone:
+            if gone.own:
+                return self._own_gone(meta, backfill_pass, counts, gone)
+            return self._first_gone(meta, backfill_pass, counts, gone)
         return self._finish(meta, backfill_pass, counts)
+
+    def _rows(self, query_id: str, *, own: bool) -> Iterator[tuple[str | None, ...]]:
+        try:
+            yield from self._lake.rows(query_id)
+        except ResultsGone as gone:
+            raise _PassResultsGone(query_id, own=own, reason=str(gone)) from gone
 
     @staticmethod
     def _first_of(meta: RuleMeta, late: BackfillPass) -> BackfillPass | None:
         return next((p for p in meta.passes if p.generation == late.generation and p.kind is PassKind.FIRST), None)
 
+    def _own_gone(self, meta: RuleMeta, backfill_pass: BackfillPass, counts: Counter[BackfillCount],
+                  gone: _PassResultsGone) -> None:
+        """The pass's own results expired before it finished merging (a backfill outage longer than their
+        retention): forget the query so the next run queries again (a new record version, so a new token).
+        The users merged so far are skipped by `resume_after` (saved with each stop and every
+        `SAVE_EVERY_USERS`) and by their pass marks (docs/backfill.md, "First pass results gone")."""
+        logger.error("backfill pass's own query results are gone; the next run queries again",
+                     extra={"rule_id": meta.rule_id, "pass": backfill_pass.key, "query_id": gone.query_id,
+                            "resume_after": backfill_pass.resume_after, "reason": gone.reason})
+        counts[BackfillCount.RESULTS_EXPIRED] += 1
+        self._store.activations.save(meta.with_pass(replace(
+            backfill_pass, query_id=None, error=f"own query {gone.query_id} results gone: {gone.reason}")))
+        return None
+
     def _first_gone(self, meta: RuleMeta, backfill_pass: BackfillPass, counts: Counter[BackfillCount],
-                    reason: str) -> None:
-        """The late pass cannot know what its first pass read: fail loudly, merge nothing, stay pending."""
+                    gone: _PassResultsGone) -> None:
+        """The late pass cannot know what its first pass read: fail loudly, merge nothing, stay pending (its
+        own query id kept)."""
         logger.error("backfill late pass cannot read its first pass's results; nothing merged, the pass stays "
-                     "pending (docs/backfill.md, \"Limits\")",
-                     extra={"rule_id": meta.rule_id, "pass": backfill_pass.key, "reason": reason})
+                     "pending (docs/backfill.md, \"First pass results gone\")",
+                     extra={"rule_id": meta.rule_id, "pass": backfill_pass.key, "query_id": gone.query_id,
+                            "reason": gone.reason})
         counts[BackfillCount.FIRST_RESULTS_MISSING] += 1
-        self._store.activations.save(meta.with_pass(replace(backfill_pass, error=f"first pass results: {reason}")))
+        self._store.activations.save(meta.with_pass(replace(
+            backfill_pass, error=f"first pass query {gone.query_id} results gone: {gone.reason}")))
         return None
 
     def _merge_step(self, rule: Rule, backfill_pass: BackfillPass, user: UserRows, first_listed: frozenset[str],

@@ -115,3 +115,62 @@ def test_a_late_pass_whose_first_results_are_gone_fails_loudly_and_merges_nothin
     assert engine.count() == 1
     late = engine.job._store.activations.read("nov").passes[1]
     assert late.status is BackfillStatus.PENDING and "results expired" in late.error
+
+
+def test_a_late_pass_whose_own_results_expired_queries_again_and_merges_once(engine):
+    """Regression (review 3): a pass whose own results expired (a backfill outage longer than their retention)
+    was recorded as "first pass results gone", kept its query id and was stuck forever."""
+    engine.stream("a1", FIRST_SEEN)
+    engine.stream("late", "2026-11-20T12:00:30", to_lake=False)
+    engine.backfill("2026-11-20T12:20:00")
+    engine.land_late("late", "2026-11-20T12:00:30")
+    first_query = engine.job._store.activations.read("nov").passes[0].query_id
+    rows, started = engine.lake.rows, engine.lake.start
+    late_queries: list[str] = []
+    engine.lake.start = lambda sql, *, token: (late_queries.append(started(sql, token=token)) or late_queries[-1])
+
+    def expired_once(query_id):
+        if query_id == late_queries[0] and len(late_queries) == 1:
+            raise ResultsGone(f"query {query_id}: results expired")
+        return rows(query_id)
+
+    engine.lake.rows = expired_once
+    result = engine.backfill("2026-11-21T13:01:10")
+    assert result["BackfillResultsExpired"] == 1 and result["BackfillFirstResultsMissing"] == 0
+    late = engine.job._store.activations.read("nov").passes[1]
+    assert late.status is BackfillStatus.PENDING and late.query_id is None
+    assert late_queries[0] in late.error and first_query not in late.error  # says whose results are gone
+    assert engine.count() == 1
+    result = engine.backfill("2026-11-21T13:16:10")  # the next run queries again
+    assert len(late_queries) == 2 and late_queries[1] != late_queries[0]
+    assert result["BackfillLateEvents"] == 1 and engine.count() == 2  # a1, late: each once
+    meta = engine.job._store.activations.read("nov")
+    assert meta.status is BackfillStatus.DONE
+
+
+def test_a_first_pass_whose_results_expired_mid_merge_carries_on_after_its_last_user(engine):
+    """The re-run query lists every user again; `resume_after` (saved when the results went) skips the ones
+    merged, so each user is merged once even after its pass marks aged out of `seen` (an outage of days)."""
+    for user in ("u1", "u2", "u3"):
+        engine.to_lake(f"x-{user}", "2026-11-20T11:00:00", user=user)
+    engine.stream("a1", FIRST_SEEN)
+    rows = engine.lake.rows
+    gone: list[str] = []
+
+    def expire_at_u3(query_id):
+        for row in rows(query_id):
+            if row[0] == "u3" and not gone:  # u1 merged (u2 is read whole only with u3's first row)
+                gone.append(query_id)
+                raise ResultsGone(f"query {query_id}: results expired")
+            yield row
+
+    engine.lake.rows = expire_at_u3
+    result = engine.backfill("2026-11-20T12:20:00")
+    first = engine.job._store.activations.read("nov").passes[0]
+    assert result["BackfillResultsExpired"] == 1
+    assert first.query_id is None and first.resume_after == "u1" and gone[0] in first.error
+    assert [engine.count(user=u) for u in ("u1", "u2", "u3")] == [2, 0, 0]
+    result = engine.backfill("2026-11-28T12:20:00")  # a week later: the first pass again, then the late one
+    assert [engine.count(user=u) for u in ("u1", "u2", "u3")] == [2, 1, 1]
+    meta = engine.job._store.activations.read("nov")
+    assert meta.status is BackfillStatus.DONE and all(p.error is None for p in meta.passes)
