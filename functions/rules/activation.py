@@ -12,7 +12,7 @@ Semantics, figures and the AWS behaviour they rest on: `docs/backfill.md`.
   `CLOCK_MARGIN_MS`.
 - **Generations.** A container that sees a rule leave its rule set records `left_at_ms`; the rule seen again
   after that (or, as a fallback for absences no warm container saw, after its heartbeat went stale:
-  `stale_after_ms`, 2 h) left the sheet and came back: it gets a new generation with a new activation, and a
+  `stale_after_ms`, 11 min 40 s) left the sheet and came back: it gets a new generation with a new activation, and a
   gap backfill of the arrivals from when live counting may have stopped to the new activation. Arrivals where
   it is unclear whether a function still counted them are merged one by one and skipped when the counter's
   `seen` has them.
@@ -50,9 +50,6 @@ GAP_LEAD_MS = 60 * 60_000
 """A returning rule's gap starts this long before its last heartbeat: an event that arrived shortly before it
 may have been processed (iterator age) by a function that no longer had the rule. Those events are merged
 one by one, and skipped when the counter's `seen` shows they were counted live."""
-ABSENCE_FALLBACK_MS = 2 * 3_600_000
-"""A heartbeat older than this also means the rule was away (or no record flowed): the fallback for absences
-no warm container saw leave (`left_at_ms`). Long, so a stream quiet for minutes keeps its generation."""
 MAX_ATTEMPTS = 5
 
 
@@ -64,12 +61,15 @@ def rule_fingerprint(rule: Rule) -> str:
 
 def stale_after_ms(activation_delay_ms: int, heartbeat_ms: int = HEARTBEAT_MS) -> int:
     """How old a heartbeat may be before the rule counts as having left although no container recorded it
-    leaving (`left_at_ms`): `ABSENCE_FALLBACK_MS` (2 h), never less than the rules cache age (in the activation
-    delay) + two heartbeat periods + the clock margin — a function beats at its first batch *after* a period,
-    so two beats can be a period plus the wait for that batch apart. A stream with no record for longer also
-    looks like an absence: a new generation, whose gap backfill finds the nothing that flowed
-    (docs/backfill.md, "Returning rules")."""
-    return max(ABSENCE_FALLBACK_MS, activation_delay_ms + 2 * heartbeat_ms + CLOCK_MARGIN_MS)
+    leaving (`left_at_ms`, the precise path): the rules cache age (in the activation delay) + two heartbeat
+    periods + the clock margin (70 s + 10 min + 30 s = 11 min 40 s by default) — a function beats at its first
+    batch *after* a period, so two beats can be a period plus the wait for that batch apart. Short on purpose:
+    `left_at_ms` is only written by a warm container that held the rule when it left, and after a deploy,
+    recycle or scale-out no such container may exist. A stream with no record for longer also looks like an
+    absence: a new generation, whose gap backfill finds the nothing that flowed — cheap, as a gap shorter than
+    the dedupe horizon skips the look-back and a finished generation is pruned (docs/backfill.md, "Returning
+    rules", "Cost of a spurious generation")."""
+    return activation_delay_ms + 2 * heartbeat_ms + CLOCK_MARGIN_MS
 
 
 class BackfillStatus(str, enum.Enum):
@@ -342,7 +342,8 @@ class RuleActivations:
     def leave(self, meta: RuleMeta, *, now_ms: int) -> None:
         """Record that this container saw the rule leave its rule set (`left_at_ms`), unless the record moved
         on to another generation or a container recorded it already (the earliest sighting is kept). One
-        conditional `PutItem`, as read, so no backfill progress or heartbeat is lost."""
+        conditional `PutItem`, as read, so no backfill progress or heartbeat is lost. Raises when it cannot (a
+        throttled write, or `ActivationConflict` after `MAX_ATTEMPTS`): the caller keeps the rule and retries."""
         for _ in range(MAX_ATTEMPTS):
             if meta.left_at_ms is not None:
                 return
@@ -358,8 +359,8 @@ class RuleActivations:
                 if current is None or current.generation != meta.generation:
                     return  # a later generation: this sighting belongs to an earlier one
                 meta = current
-        logger.warning("could not record a rule leaving; the heartbeat's fallback covers it",
-                       extra={"rule_id": meta.rule_id})
+        raise ActivationConflict(f"meta#{meta.rule_id}: still changing after {MAX_ATTEMPTS} attempts "
+                                 "(recording the rule leaving)")
 
     def _put_if(self, meta: RuleMeta, *, version: int, seen_until_ms: int | None = None,
                 fresh_after_ms: int | None = None) -> None:
@@ -383,8 +384,9 @@ class RuleActivations:
 class ActivationCache:
     """A function container's view of its date and window rules' activations (`current`): each confirmed
     with the record — and the heartbeat written — on first sight and then at most every `heartbeat_ms` while
-    the rule stays in the container's rule set. A rule that leaves the set is forgotten, so when it comes
-    back it is looked up again at once.
+    the rule stays in the container's rule set. A rule that leaves the set is forgotten once its leaving is
+    recorded (`leave`; a failed write raises with the rule still known, so the retry records it), so when it
+    comes back it is looked up again at once.
 
     Cost: one request per date or window rule per container on first sight, then one per rule per
     `heartbeat_ms` of processing (docs/backfill.md, "Heartbeats").
@@ -405,9 +407,12 @@ class ActivationCache:
         dated = [rule for rule in rules if rule.rule_type is not RuleType.AGGREGATOR]
         for rule_id in set(self._known) - {rule.rule_id for rule in dated}:
             # Seen leaving: recorded, so that the rule coming back — however soon — starts a new generation
-            # whose gap backfill covers what nobody counted meanwhile.
-            left, _ = self._known.pop(rule_id)
+            # whose gap backfill covers what nobody counted meanwhile. Forgotten only once recorded: a failed
+            # write (throttled, or the record kept changing) raises with the rule still known, so the batch's
+            # retry — or the next `current()` — records it again.
+            left, _ = self._known[rule_id]
             self.activations.leave(left, now_ms=now)
+            del self._known[rule_id]
         for rule in dated:
             known = self._known.get(rule.rule_id)
             if known is not None and now - known[1] < self.heartbeat_ms:

@@ -7,11 +7,15 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import date
 
+import pytest
+from botocore.exceptions import ClientError
+
 from functions.rules.activation import (
     CLOCK_MARGIN_MS,
     GAP_LEAD_MS,
     HEARTBEAT_MS,
     ActivationCache,
+    ActivationConflict,
     BackfillStatus,
     PassKind,
     RuleMeta,
@@ -92,6 +96,37 @@ def test_a_rule_that_leaves_a_containers_rule_set_is_looked_up_again_when_it_ret
     assert meta.generation == 2 and meta.left_at_ms is None
     gap = meta.pass_of("g2.first")
     assert gap.from_ms == T0 + DELAY_MS and gap.ambiguous_until_ms == T0 + 60_000 + DELAY_MS
+
+
+def test_a_leaving_that_could_not_be_recorded_is_recorded_by_the_next_call(aws, monkeypatch):
+    """Regression (review 3): the rule was forgotten before `leave()`, so a failed write (throttled, or the
+    record still changing after every attempt) was never retried. Now the call raises with the rule still
+    known (the batch fails and is delivered again), and the next call records the leaving."""
+    now = [T0]
+    container = cache(aws, now)
+    container.current(RuleSet((NOV,)))
+    other = Rule(rule_id="other", rule_type=RuleType.AGGREGATOR, event_name="x",
+                 count_condition=CountCondition(Operator.AT_LEAST, 1))
+    activations = container.activations
+    real_put = activations._put_if
+
+    def changing(*args, **kwargs):  # another writer moves the record every time: the attempts run out
+        raise ClientError({"Error": {"Code": "ConditionalCheckFailedException"}}, "PutItem")
+
+    monkeypatch.setattr(activations, "_put_if", changing)
+    with pytest.raises(ActivationConflict):
+        container.current(RuleSet((other,)))
+    monkeypatch.setattr(activations, "_put_if", real_put)
+    now[0] = T0 + 1_000
+    assert container.current(RuleSet((other,))) == {}
+    assert aws.store(lambda: T0 / 1000).activations.read("nov").left_at_ms == T0 + 1_000
+    assert container.current(RuleSet((other,))) == {}  # forgotten once recorded: no further request
+
+
+def test_the_stale_limit_is_the_cache_age_plus_two_heartbeats_and_the_margin():
+    """Regression (review 3): the fallback was 2 h, which lost the gap events of any shorter absence no warm
+    container saw (a deploy or recycle in between)."""
+    assert stale_after_ms(DELAY_MS) == DELAY_MS + 2 * HEARTBEAT_MS + CLOCK_MARGIN_MS == 700_000  # 11 min 40 s
 
 
 def test_a_container_that_still_has_the_rule_when_another_saw_it_leave_starts_no_generation(aws):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 
 from functions.retraining.lake import write_lake
 from functions.rules import aggregator as aggregator_module
@@ -268,15 +269,74 @@ def test_a_sparse_stream_keeps_the_generation(engine):
     assert engine.count() == 9
 
 
-def test_a_stream_quiet_for_minutes_keeps_its_generation(engine):
+def test_a_stream_quiet_for_minutes_starts_a_cheap_generation_and_nothing_is_lost(engine):
+    """A stream quiet for longer than the short fallback (11 min 40 s) looks like an absence: a spurious
+    generation, whose gap passes read only the gap's day (no look-back) and which is pruned once done."""
     engine.stream("a1", FIRST_SEEN)
     engine.stream("l1", "2026-11-20T12:05:00")
     engine.stream("after", "2026-11-20T12:30:00")  # quiet for 25 minutes: no container saw the rule leave
-    assert engine.job._store.activations.read("nov").generation == 1
-    assert engine.count() == 2  # l1 and `after`, live
+    meta = engine.job._store.activations.read("nov")
+    assert meta.generation == 2 and meta.activation_ms == ms("2026-11-20T12:30:00") + DELAY_MS
+    assert engine.count() == 1  # l1 live; `after` arrived before the new activation: the gap backfill's
     engine.keep_flowing("2026-11-20T12:50:00")
     engine.backfill("2026-11-20T12:50:00")
+    assert engine.count() == 3  # a1 (generation 1's first pass), l1 (live), `after` (the gap's first pass)
+    gap_sql = engine.lake.sql[-1]
+    assert "e.arrival_time_ms >= " + str(meta.pass_of("g2.first").from_ms) in gap_sql  # no look-back
+    assert "e.dt >= '2026-11-20'" in gap_sql.replace('"', "")  # the gap's one day of partitions
+    engine.keep_flowing("2026-11-21T13:40:00", every_seconds=240)
+    engine.backfill("2026-11-21T13:40:00")  # both late passes
     assert engine.count() == 3
+    meta = engine.job._store.activations.read("nov")
+    assert meta.status is BackfillStatus.DONE and [p.key for p in meta.passes] == ["g2.first", "g2.late"]
+
+
+def test_absence_seen_by_no_warm_container_is_lost(engine, monkeypatch):
+    """Regression (review 3): the fallback had gone to 2 h, but `left_at_ms` is only written by a warm
+    container that held the rule when it left; after a deploy/recycle no such container exists, so an absence
+    shorter than 2 h lost its gap events. The fallback is the cache age + 2 heartbeats + margin again."""
+    engine.stream("a1", FIRST_SEEN)
+    engine.stream("l1", "2026-11-20T12:03:00")
+    engine.publish(RuleSet((OTHER,)))                 # NOV leaves; a deploy/recycle: a fresh container
+    fresh = Aggregator(engine.aggregator._store, activation_delay_ms=DELAY_MS)
+    monkeypatch.setattr(aggregator_module, "_aggregator", lambda: fresh)
+    engine.stream("gap", "2026-11-20T12:20:00")       # nobody counts it live; nobody records left_at
+    engine.publish(RuleSet((NOV, OTHER)))
+    engine.stream("back", "2026-11-20T12:40:00")      # back after 37 min
+    meta = engine.job._store.activations.read("nov")
+    assert meta.generation == 2 and meta.left_at_ms is None
+    engine.keep_flowing("2026-11-20T13:00:00")
+    engine.backfill("2026-11-20T13:00:00")
+    engine.keep_flowing("2026-11-21T14:00:00", every_seconds=240)
+    engine.backfill("2026-11-21T14:00:00")
+    assert engine.count() == 4                        # a1, l1, gap, back: each once
+
+
+def test_leave_write_failure_is_retried(engine, monkeypatch):
+    """Regression (review 3): the rule was forgotten before `leave()` ran, so a throttled write was never
+    retried and the rule's return within the fallback kept its generation."""
+    engine.stream("a1", FIRST_SEEN)
+    engine.stream("l1", "2026-11-20T12:03:00")
+    engine.publish(RuleSet((OTHER,)))
+    acts = engine.aggregator._activations.activations
+    real = acts.leave
+    calls = []
+
+    def throttled(meta, *, now_ms):
+        calls.append(now_ms)
+        if len(calls) == 1:
+            raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException"}}, "PutItem")
+        return real(meta, now_ms=now_ms)
+
+    monkeypatch.setattr(acts, "leave", throttled)
+    with pytest.raises(ClientError):
+        engine.stream("gap", "2026-11-20T12:05:00")  # the batch fails: Lambda delivers it again
+    engine.stream("gap", "2026-11-20T12:05:00")      # the retry records the leaving
+    assert len(calls) == 2
+    assert engine.job._store.activations.read("nov").left_at_ms == ms("2026-11-20T12:05:00")
+    engine.publish(RuleSet((NOV, OTHER)))
+    engine.stream("back", "2026-11-20T12:09:00")
+    assert engine.job._store.activations.read("nov").generation == 2
 
 
 def test_a_stream_quiet_past_the_fallback_limit_starts_a_generation_and_nothing_is_lost(engine):
