@@ -343,7 +343,8 @@ class RuleActivations:
         """Record that this container saw the rule leave its rule set (`left_at_ms`), unless the record moved
         on to another generation or a container recorded it already (the earliest sighting is kept). One
         conditional `PutItem`, as read, so no backfill progress or heartbeat is lost. Raises when it cannot (a
-        throttled write, or `ActivationConflict` after `MAX_ATTEMPTS`): the caller keeps the rule and retries."""
+        throttled write, or `ActivationConflict` after `MAX_ATTEMPTS`): the caller keeps the rule and tries
+        again with its next batch."""
         for _ in range(MAX_ATTEMPTS):
             if meta.left_at_ms is not None:
                 return
@@ -385,8 +386,8 @@ class ActivationCache:
     """A function container's view of its date and window rules' activations (`current`): each confirmed
     with the record — and the heartbeat written — on first sight and then at most every `heartbeat_ms` while
     the rule stays in the container's rule set. A rule that leaves the set is forgotten once its leaving is
-    recorded (`leave`; a failed write raises with the rule still known, so the retry records it), so when it
-    comes back it is looked up again at once.
+    recorded (`leave`; a failed write is logged and tried again by the next call, never failing the batch), so
+    when it comes back it is looked up again at once.
 
     Cost: one request per date or window rule per container on first sight, then one per rule per
     `heartbeat_ms` of processing (docs/backfill.md, "Heartbeats").
@@ -407,11 +408,18 @@ class ActivationCache:
         dated = [rule for rule in rules if rule.rule_type is not RuleType.AGGREGATOR]
         for rule_id in set(self._known) - {rule.rule_id for rule in dated}:
             # Seen leaving: recorded, so that the rule coming back — however soon — starts a new generation
-            # whose gap backfill covers what nobody counted meanwhile. Forgotten only once recorded: a failed
-            # write (throttled, or the record kept changing) raises with the rule still known, so the batch's
-            # retry — or the next `current()` — records it again.
+            # whose gap backfill covers what nobody counted meanwhile. Forgotten only once recorded. A failed
+            # write (throttled, or the record kept changing) must not fail the batch: that would stop every
+            # rule's counting on the shard for as long as the write fails, and after the mapping's retries the
+            # records would be gone. So the rule stays known and the next call tries again; if the write never
+            # succeeds, the stale heartbeat still reveals the absence.
             left, _ = self._known[rule_id]
-            self.activations.leave(left, now_ms=now)
+            try:
+                self.activations.leave(left, now_ms=now)
+            except (ClientError, ActivationConflict):
+                logger.warning("could not record the rule leaving; trying again with the next batch",
+                               exc_info=True, extra={"rule_id": rule_id})
+                continue
             del self._known[rule_id]
         for rule in dated:
             known = self._known.get(rule.rule_id)

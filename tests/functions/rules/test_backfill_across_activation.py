@@ -312,9 +312,10 @@ def test_absence_seen_by_no_warm_container_is_lost(engine, monkeypatch):
     assert engine.count() == 4                        # a1, l1, gap, back: each once
 
 
-def test_leave_write_failure_is_retried(engine, monkeypatch):
+def test_leave_write_failure_is_retried_and_blocks_no_counting(engine, monkeypatch):
     """Regression (review 3): the rule was forgotten before `leave()` ran, so a throttled write was never
-    retried and the rule's return within the fallback kept its generation."""
+    retried and the rule's return within the fallback kept its generation. Regression (review 4): the retry
+    then failed the whole batch, stopping every other rule's counting while the write failed."""
     engine.stream("a1", FIRST_SEEN)
     engine.stream("l1", "2026-11-20T12:03:00")
     engine.publish(RuleSet((OTHER,)))
@@ -329,11 +330,13 @@ def test_leave_write_failure_is_retried(engine, monkeypatch):
         return real(meta, now_ms=now_ms)
 
     monkeypatch.setattr(acts, "leave", throttled)
-    with pytest.raises(ClientError):
-        engine.stream("gap", "2026-11-20T12:05:00")  # the batch fails: Lambda delivers it again
-    engine.stream("gap", "2026-11-20T12:05:00")      # the retry records the leaving
+    buyers = engine.count(OTHER.rule_id)
+    engine.stream("gap", "2026-11-20T12:05:00")       # the leaving cannot be recorded: the batch goes on
+    assert engine.count(OTHER.rule_id) == buyers + 1  # and the rules still in force count it
+    assert engine.job._store.activations.read("nov").left_at_ms is None
+    engine.stream("gap2", "2026-11-20T12:06:00")      # the next batch records the leaving
     assert len(calls) == 2
-    assert engine.job._store.activations.read("nov").left_at_ms == ms("2026-11-20T12:05:00")
+    assert engine.job._store.activations.read("nov").left_at_ms == ms("2026-11-20T12:06:00")
     engine.publish(RuleSet((NOV, OTHER)))
     engine.stream("back", "2026-11-20T12:09:00")
     assert engine.job._store.activations.read("nov").generation == 2
