@@ -84,9 +84,13 @@ class RetrainingLoop(pulumi.ComponentResource):
                                  f"arn:aws:personalize:{region}:{account}:dataset-import-job/{IMPORT_JOB_PREFIX}*"]),
             Statement(actions=["personalize:DescribeDatasetImportJob"],
                       resources=[f"arn:aws:personalize:{region}:{account}:dataset-import-job/{IMPORT_JOB_PREFIX}*"]),
-            Statement(actions=["personalize:CreateSolutionVersion", "personalize:ListSolutionVersions",
-                               "personalize:UpdateSolution", "personalize:DescribeSolution"],
+            Statement(actions=["personalize:CreateSolutionVersion", "personalize:UpdateSolution",
+                               "personalize:DescribeSolution"],
                       resources=[config.solution.arn]),
+            # The Service Authorization Reference (Amazon Personalize) lists no resource type for
+            # ListSolutionVersions (AUTO training lists the versions Personalize made), so only "*" grants it;
+            # scoped to the solution's ARN it is denied at run time.
+            Statement(actions=["personalize:ListSolutionVersions"], resources=["*"]),
             Statement(actions=["personalize:DescribeSolutionVersion", "personalize:GetSolutionMetrics"],
                       resources=[solution_versions]),
             Statement(actions=["personalize:DescribeCampaign", "personalize:UpdateCampaign"],

@@ -91,8 +91,16 @@ def test_steps_function_gets_the_config_and_personalize_iam_scoped_to_configured
         "StringEquals": {"iam:PassedToService": "personalize.amazonaws.com"}}
     assert by_action["athena:StartQueryExecution"]["Resource"] == [
         "arn:aws:athena:eu-west-1:123456789012:workgroup/engagement-loop-dev"]
-    personalize_resources = [r for a, s in by_action.items() if a.startswith("personalize:") for r in s["Resource"]]
+    # ListSolutionVersions supports no resource type (Service Authorization Reference): only "*" grants it,
+    # and it is the only Personalize action of the role on "*".
+    assert by_action["personalize:ListSolutionVersions"]["Resource"] == ["*"]
+    personalize_resources = [r for a, s in by_action.items()
+                             if a.startswith("personalize:") and a != "personalize:ListSolutionVersions"
+                             for r in s["Resource"]]
     assert all(r.startswith("arn:aws:personalize:eu-west-1:123456789012:") for r in personalize_resources)
+    assert by_action["personalize:DescribeDatasetImportJob"]["Resource"] == [
+        "arn:aws:personalize:eu-west-1:123456789012:dataset-import-job/retrain-*"]
+    assert by_action["personalize:DescribeSolutionVersion"]["Resource"] == [SOLUTION + "/*"]
 
 
 def test_import_role_reads_only_interactions(dev_graph):
@@ -156,8 +164,8 @@ def test_real_time_path_consumes_the_stream_with_partial_batches_and_a_failure_q
     assert env["FAILURES_QUEUE_URL"].endswith("/tracking-event-tracker-failures")
     by_action = statements_by_action(dev_graph.one(
         "aws:iam/rolePolicy:RolePolicy", "tracking-event-tracker-handler-policy").input_json("policy"))
-    assert by_action["personalize:PutEvents"]["Resource"] == [
-        "arn:aws:personalize:eu-west-1:123456789012:event-tracker/*"]
+    # PutEvents supports no resource type (Service Authorization Reference): only "*" grants it.
+    assert by_action["personalize:PutEvents"]["Resource"] == ["*"]
     assert by_action["sqs:SendMessage"]["Resource"] == [dev_graph.arn_of(queue)]
     assert by_action["kinesis:GetRecords"]["Resource"] == [mapping.inputs["eventSourceArn"]]
     for alarm in ("tracking-event-tracker-iterator-age", "tracking-event-tracker-failures-depth"):
