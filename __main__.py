@@ -22,8 +22,9 @@ pipeline = EventStreamPipeline(
         sources=config.sources,
         lake=config.lake,
         log_retention_days=config.log_retention_days,
-        # Personalize reads import files from the lake; EventBridge publishes run alerts to the encrypted topic.
-        key_service_principals=("personalize.amazonaws.com", "events.amazonaws.com"),
+        # Personalize reads import files from the lake; EventBridge and CloudWatch alarms publish run alerts to the
+        # encrypted topic.
+        key_service_principals=("personalize.amazonaws.com", "events.amazonaws.com", "cloudwatch.amazonaws.com"),
         personalize_read_prefix=INTERACTIONS_PREFIX,
     ),
 )

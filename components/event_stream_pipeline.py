@@ -32,6 +32,19 @@ EVENTS_TABLE = "events"
 # The first day partition projection will look for; earlier `dt=` folders are never read.
 LAKE_START_DATE = "2019-01-01"
 # SES v2 event types, all published so the lake sees the full email lifecycle.
+# How each AWS service that may use the data key is let in: the actions and the key-policy condition its
+# documentation gives. A condition the service does not send on that path denies every request, silently.
+KEY_SERVICE_GRANTS: dict[str, tuple[tuple[str, ...], str | None]] = {
+    # Personalize reads SSE-KMS import files from the lake for this account.
+    "personalize.amazonaws.com": (("kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"), "aws:SourceAccount"),
+    # EventBridge publishing to an SSE-KMS SNS topic: the SNS developer guide ("Encryption at rest", event
+    # sources from AWS services) lists kms:Decrypt and kms:GenerateDataKey* and says aws:SourceAccount,
+    # aws:SourceArn and aws:SourceOrgID are not supported in the key policy for EventBridge, so no condition.
+    "events.amazonaws.com": (("kms:Decrypt", "kms:GenerateDataKey*"), None),
+    # CloudWatch alarms publishing to an SSE-KMS SNS topic (same SNS page); source conditions are supported.
+    "cloudwatch.amazonaws.com": (("kms:Decrypt", "kms:GenerateDataKey*"), "aws:SourceAccount"),
+}
+
 SES_EVENT_TYPES = ["SEND", "REJECT", "BOUNCE", "COMPLAINT", "DELIVERY", "OPEN", "CLICK", "RENDERING_FAILURE",
                    "DELIVERY_DELAY", "SUBSCRIPTION"]
 
@@ -100,6 +113,10 @@ class EventStreamPipelineArgs:
     def __post_init__(self) -> None:
         if not self.region:
             raise ValueError("EventStreamPipelineArgs.region: expected the stack's AWS region, got ''")
+        unknown = sorted(set(self.key_service_principals) - KEY_SERVICE_GRANTS.keys())
+        if unknown:
+            raise ValueError(f"EventStreamPipelineArgs.key_service_principals: expected some of "
+                             f"{sorted(KEY_SERVICE_GRANTS)}, got {unknown}")
 
 
 class EventStreamPipeline(pulumi.ComponentResource):
@@ -167,13 +184,14 @@ class EventStreamPipeline(pulumi.ComponentResource):
                 "Sid": "AccountAdministersAndDelegatesToIam", "Effect": "Allow",
                 "Principal": {"AWS": f"arn:aws:iam::{account}:root"}, "Action": "kms:*", "Resource": "*",
             }]
-            if service_principals:
-                statements.append({
-                    "Sid": "ServicesUseForThisAccount", "Effect": "Allow",
-                    "Principal": {"Service": sorted(service_principals)},
-                    "Action": ["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"], "Resource": "*",
-                    "Condition": {"StringEquals": {"aws:SourceAccount": account}},
-                })
+            for principal in sorted(set(service_principals)):
+                actions, source_key = KEY_SERVICE_GRANTS[principal]
+                statement: dict[str, Any] = {
+                    "Sid": "Use" + principal.split(".")[0].capitalize(), "Effect": "Allow",
+                    "Principal": {"Service": principal}, "Action": list(actions), "Resource": "*"}
+                if source_key:
+                    statement["Condition"] = {"StringEquals": {source_key: account}}
+                statements.append(statement)
             return json.dumps({"Version": "2012-10-17", "Statement": statements})
         return self._account_id.apply(document)
 

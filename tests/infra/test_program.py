@@ -5,6 +5,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from components.config import LakeConfig, SourcesConfig
+from components.event_stream_pipeline import EventStreamPipelineArgs
+from functions.events.canonical import IdentityMode
 from functions.retraining.workflow import build_definition, WorkflowSpec
 
 ACCOUNT = "123456789012"
@@ -39,13 +44,34 @@ def test_stack_outputs(dev_graph):
     }
 
 
-def test_data_key_lets_only_named_services_use_it_for_this_account(dev_graph):
+def test_data_key_lets_only_named_services_use_it_each_with_its_documented_condition(dev_graph):
     policy = dev_graph.one("aws:kms/key:Key").input_json("policy")
-    admin, services = policy["Statement"]
+    admin, *services = policy["Statement"]
     assert admin["Principal"] == {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}
-    assert services["Principal"] == {"Service": ["events.amazonaws.com", "personalize.amazonaws.com"]}
-    assert services["Action"] == ["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"]
-    assert services["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT}}
+    by_service = {s["Principal"]["Service"]: s for s in services}
+    assert set(by_service) == {"cloudwatch.amazonaws.com", "events.amazonaws.com", "personalize.amazonaws.com"}
+    personalize = by_service["personalize.amazonaws.com"]
+    assert personalize["Action"] == ["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"]
+    assert personalize["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT}}
+    # CloudWatch alarms publish to the SSE-KMS retraining topic (SNS docs, encryption at rest).
+    alarms = by_service["cloudwatch.amazonaws.com"]
+    assert alarms["Action"] == ["kms:Decrypt", "kms:GenerateDataKey*"]
+    assert alarms["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT}}
+    # EventBridge's delivery to an SSE-KMS topic carries no aws:Source* keys: a condition on them drops every event.
+    eventbridge = by_service["events.amazonaws.com"]
+    assert eventbridge["Action"] == ["kms:Decrypt", "kms:GenerateDataKey*"]
+    assert "Condition" not in eventbridge
+    topic = dev_graph.one("aws:sns/topic:Topic")
+    assert topic.inputs["kmsMasterKeyId"] == dev_graph.arn_of(dev_graph.one("aws:kms/key:Key"))
+
+
+def test_data_key_rejects_a_service_without_a_documented_grant():
+    with pytest.raises(ValueError, match="key_service_principals"):
+        EventStreamPipelineArgs(
+            region="eu-west-1", identity_mode=IdentityMode.USER,
+            sources=SourcesConfig(pinpoint_project_id=None, ses_configuration_set=None, app_producer_policy=False),
+            lake=LakeConfig(athena_scan_limit_gb=10, query_results_retention_days=7, errors_retention_days=90),
+            log_retention_days=30, key_service_principals=("sqs.amazonaws.com",))
 
 
 def test_state_machine_runs_the_generated_definition_on_the_steps_function(dev_graph):
