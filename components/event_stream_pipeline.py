@@ -395,8 +395,13 @@ class EventStreamPipeline(pulumi.ComponentResource):
                                                 source_arn=project_arn),
             description="Lets the Pinpoint project's event stream write into the engagement stream",
             opts=child)
-        policy = aws.iam.RolePolicy(f"{name}-pinpoint-policy", role=role.id,
-                                    policy=policy_json(self._write_to_stream), opts=child)
+        # The permissions policy Pinpoint's developer guide gives for an event stream to Kinesis ("IAM role for
+        # streaming events to Kinesis"): PutRecords and DescribeStream on the stream; the stream is SSE-KMS, so a
+        # producer also needs kms:GenerateDataKey on its key (Kinesis server-side encryption).
+        policy = aws.iam.RolePolicy(f"{name}-pinpoint-policy", role=role.id, policy=policy_json([
+            Statement(actions=["kinesis:PutRecords", "kinesis:DescribeStream"], resources=[self.stream.arn]),
+            Statement(actions=["kms:GenerateDataKey"], resources=[self.key.arn]),
+        ]), opts=child)
         self.pinpoint_event_stream = aws.pinpoint.EventStream(
             f"{name}-pinpoint-events", application_id=project_id, destination_stream_arn=self.stream.arn,
             role_arn=role.arn, opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]))

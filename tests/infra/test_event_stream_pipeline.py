@@ -164,6 +164,11 @@ def test_pinpoint_event_stream_writes_into_the_stream_with_a_scoped_role(dev_gra
     assert trust["Statement"][0]["Principal"] == {"Service": "pinpoint.amazonaws.com"}
     assert trust["Statement"][0]["Condition"]["ArnLike"]["aws:SourceArn"] == (
         "arn:aws:mobiletargeting:eu-west-1:123456789012:apps/a1b2c3d4e5f60718293a4b5c6d7e8f90")
+    # Exactly the role policy Pinpoint documents (permissions-streams), plus the key of the SSE-KMS stream.
+    policy = dev_graph.one("aws:iam/rolePolicy:RolePolicy", "events-pinpoint-policy").input_json("policy")
+    assert [(s["Action"], s["Resource"]) for s in policy["Statement"]] == [
+        (["kinesis:PutRecords", "kinesis:DescribeStream"], [stream_arn]),
+        (["kms:GenerateDataKey"], [dev_graph.arn_of(dev_graph.one("aws:kms/key:Key"))])]
 
 
 def test_ses_events_reach_the_stream_through_the_default_bus_with_a_dead_letter_queue(dev_graph):
