@@ -307,6 +307,11 @@ class EventStreamPipeline(pulumi.ComponentResource):
                 environment={"IDENTITY_MODE": args.identity_mode.value},
                 timeout_seconds=120, memory_mb=512),
             opts=child)
+        # One ARN on both sides: Firehose invokes exactly the LambdaArn processor parameter, and the Firehose
+        # developer guide ("Controlling access", Lambda data transformation) grants lambda:InvokeFunction and
+        # lambda:GetFunctionConfiguration on that qualified `function:NAME:VERSION` ARN; a grant on the
+        # unqualified ARN does not cover a qualified invocation.
+        processor_arn = self.transform.function.arn.apply(lambda arn: f"{arn}:$LATEST")
         firehose_logs = aws.cloudwatch.LogGroup(
             f"{name}-firehose-logs", retention_in_days=args.log_retention_days, opts=child)
         firehose_log_stream = aws.cloudwatch.LogStream(
@@ -335,7 +340,7 @@ class EventStreamPipeline(pulumi.ComponentResource):
                                    "s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:PutObject"],
                           resources=[self.bucket.arn, self.bucket.arn.apply(lambda arn: f"{arn}/*")]),
                 Statement(actions=["lambda:InvokeFunction", "lambda:GetFunctionConfiguration"],
-                          resources=[self.transform.function.arn]),
+                          resources=[processor_arn]),
                 Statement(actions=["glue:GetTable", "glue:GetTableVersion", "glue:GetTableVersions"],
                           resources=glue_resources),
                 Statement(actions=["logs:PutLogEvents"],
@@ -366,7 +371,7 @@ class EventStreamPipeline(pulumi.ComponentResource):
                         "type": "Lambda",
                         "parameters": [
                             {"parameter_name": "LambdaArn",
-                             "parameter_value": self.transform.function.arn.apply(lambda arn: f"{arn}:$LATEST")},
+                             "parameter_value": processor_arn},
                             {"parameter_name": "BufferSizeInMBs", "parameter_value": "1"},
                             {"parameter_name": "BufferIntervalInSeconds", "parameter_value": "60"},
                         ],

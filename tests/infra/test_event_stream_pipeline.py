@@ -128,7 +128,13 @@ def test_firehose_role_is_scoped_to_its_stream_bucket_function_and_table(dev_gra
     document = dev_graph.one("aws:iam/rolePolicy:RolePolicy", "events-firehose-policy").input_json("policy")
     by_action = {a: s["Resource"] for s in document["Statement"] for a in s["Action"]}
     assert by_action["kinesis:GetRecords"] == [dev_graph.arn_of(dev_graph.one(STREAM))]
-    assert by_action["lambda:InvokeFunction"] == [dev_graph.arn_of(dev_graph.one(FUNCTION, NORMALISER))]
+    # The role grants the very ARN Firehose invokes (the processor's LambdaArn, qualified with $LATEST).
+    processor = dev_graph.one("aws:kinesis/firehoseDeliveryStream:FirehoseDeliveryStream").inputs[
+        "extendedS3Configuration"]["processingConfiguration"]["processors"][0]["parameters"]
+    [lambda_arn] = [p["parameterValue"] for p in processor if p["parameterName"] == "LambdaArn"]
+    assert lambda_arn == dev_graph.arn_of(dev_graph.one(FUNCTION, NORMALISER)) + ":$LATEST"
+    assert by_action["lambda:InvokeFunction"] == [lambda_arn]
+    assert by_action["lambda:GetFunctionConfiguration"] == [lambda_arn]
     assert by_action["s3:PutObject"] == ["arn:aws:s3:eu-west-1:123456789012:events-lake",
                                          "arn:aws:s3:eu-west-1:123456789012:events-lake/*"]
     assert "arn:aws:glue:eu-west-1:123456789012:table/engagement_loop_dev/events" in by_action["glue:GetTable"]
