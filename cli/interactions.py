@@ -2,14 +2,14 @@
 
 Raw stream records (one JSON record per line, exactly as on the stream) are normalised by the same code
 the Firehose Lambda runs, laid out like the lake (Parquet, `dt=` partitions) in a temporary folder, and
-the generated Athena SQL runs over them on DuckDB. The CSV is what Athena would produce for the same run
-date, and the summary says whether Personalize would accept it.
+the generated Athena SQL runs over them on DuckDB. The CSV holds the rows Athena would return for the same
+run date, written by the writer of every file the retraining run imports (`interactions_csv.py`), and the
+summary says whether Personalize would accept it.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
 import sys
 import tempfile
 from datetime import date, datetime, timedelta, timezone
@@ -44,6 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def preview_command(args: argparse.Namespace) -> int:
     from functions.events.canonical import CanonicalEvent, IdentityMode, Rejected
     from functions.events.normalise import normalise
+    from functions.retraining.interactions_csv import InteractionsWriter
     from functions.retraining.lake import run_interactions, write_lake
     from functions.retraining.scoring import ScoringError, ScoringModel
     from functions.retraining.sql import INTERACTIONS_COLUMNS, InteractionsQuery
@@ -86,9 +87,7 @@ def preview_command(args: argparse.Namespace) -> int:
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with args.out.open("w", encoding="utf-8", newline="") as out:
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(INTERACTIONS_COLUMNS)
-        writer.writerows(rows)
+        InteractionsWriter(out).write_all(rows)  # the writer of every file Personalize imports
 
     first = query.engagements_from
     days = f"{first} … {as_of - timedelta(days=1)}" if first else f"all history up to {as_of - timedelta(days=1)}"

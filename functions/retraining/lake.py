@@ -11,22 +11,16 @@ from __future__ import annotations
 import re
 from collections import defaultdict
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import Iterable
 
 from functions.events.canonical import LAKE_COLUMN_TYPES, LAKE_PARTITION_KEY, CanonicalEvent
+from functions.retraining.interactions_csv import Interaction
 from functions.retraining.sql import INTERACTIONS_COLUMNS, InteractionsQuery, build_interactions_sql
 
+__all__ = ["EVENTS_FOLDER", "Interaction", "arrow_schema", "duckdb_sql", "run_interactions",
+           "run_interactions_over", "write_lake"]
+
 EVENTS_FOLDER = "events"
-
-
-class Interaction(NamedTuple):
-    """One row of the interactions dataset."""
-
-    user_id: str
-    item_id: str
-    event_type: str
-    event_value: float
-    timestamp: int
 
 
 def arrow_schema():

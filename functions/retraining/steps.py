@@ -28,6 +28,7 @@ from typing import Any, Callable, Mapping, TextIO
 from functions.retraining.clients import (
     Athena, LastImport, Notification, Notifier, ObjectStore, Personalize, RunStore, utc_now,
 )
+from functions.retraining.interactions_csv import InteractionsWriter, parse_row
 from functions.retraining.minimums import MIN_INTERACTIONS_PER_ACTIVE_USER, shortfalls
 from functions.retraining.scoring import ScoringError, ScoringModel
 from functions.retraining.sql import (
@@ -42,9 +43,6 @@ INTERACTIONS_PREFIX = "interactions/"
 VALUES_KEY = f"{INTERACTIONS_PREFIX}values.csv"
 """The scoring model as EVENT_TYPE,EVENT_VALUE rows, for users of the seed's layout."""
 DEFAULT_LOCK_TTL_SECONDS = 36 * 3600  # ≥ WorkflowSpec().max_run_seconds with the default loop bounds
-_TIMESTAMP = INTERACTIONS_COLUMNS.index("TIMESTAMP")
-_USER = INTERACTIONS_COLUMNS.index("USER_ID")
-_ITEM = INTERACTIONS_COLUMNS.index("ITEM_ID")
 
 
 class ImportMode(str, enum.Enum):
@@ -441,7 +439,10 @@ def check_query(state: RunState, settings: RetrainingSettings, services: Service
 def check_data(state: RunState, settings: RetrainingSettings, services: Services) -> RunState:
     """The data guard: count the result, skip (not fail) below Personalize's minimums, and stage the file to
     import under `interactions/run=<id>/interactions.csv` — all of it (FULL), or only the rows newer than
-    the last import (INCREMENTAL, skipped below 1,000 such rows)."""
+    the last import (INCREMENTAL, skipped below 1,000 such rows).
+
+    The staged file is never Athena's result as is (Athena quotes every field, header included; Personalize
+    wants a plain header): the result is streamed row by row and re-written by `InteractionsWriter`."""
     result_uri = _required(state.query.result_uri, "query.result_uri")
     import_uri = _run_prefix(settings, state) + "interactions.csv"
     last: LastImport | None = None
@@ -452,53 +453,49 @@ def check_data(state: RunState, settings: RetrainingSettings, services: Services
         mode = ImportMode.INCREMENTAL if last is not None else ImportMode.FULL
 
     with tempfile.TemporaryDirectory() as folder:
-        new_rows_path = os.path.join(folder, "interactions.csv")
+        staged_path = os.path.join(folder, "interactions.csv")
         with services.objects.open_text(result_uri) as text, \
-                open(new_rows_path, "w", encoding="utf-8", newline="") as new_rows_file:
-            figures = _count_interactions(text, result_uri, last, csv.writer(new_rows_file, lineterminator="\n"))
+                open(staged_path, "w", encoding="utf-8", newline="") as staged_file:
+            figures = _count_interactions(text, result_uri, last, InteractionsWriter(staged_file))
         state = replace(state, data=replace(figures, import_mode=mode))
         short = shortfalls(figures.rows, figures.active_users)
         if short:
             return replace(state, outcome=Outcome.SKIPPED,
                            reason="too little data for Amazon Personalize: " + "; ".join(short))
-        if last is None:
-            services.objects.copy(result_uri, import_uri)
-        elif figures.new_rows < MIN_INCREMENTAL_ROWS:
+        if last is not None and figures.new_rows < MIN_INCREMENTAL_ROWS:
             return replace(state, outcome=Outcome.SKIPPED,
                            reason=f"{figures.new_rows:,} interactions newer than the last import (TIMESTAMP > "
                                   f"{last.cutoff}) < {MIN_INCREMENTAL_ROWS:,} for an incremental import")
-        else:
-            services.objects.upload_file(new_rows_path, import_uri)
+        services.objects.upload_file(staged_path, import_uri)
     return replace(state, data=replace(state.data, import_uri=import_uri))
 
 
-def _count_interactions(text: TextIO, uri: str, last: LastImport | None, new_rows: Any) -> DataFigures:
-    """Stream the CSV once: totals, users with ≥ 2 rows, items, newest TIMESTAMP; with `last`, copy the rows
-    newer than its cutoff (under the same header) to the `new_rows` csv writer."""
+def _count_interactions(text: TextIO, uri: str, last: LastImport | None, staged: InteractionsWriter) -> DataFigures:
+    """Stream the CSV once: totals, users with ≥ 2 rows, items, newest TIMESTAMP; every row goes to `staged`
+    (with `last`, only the rows newer than its cutoff)."""
     reader = csv.reader(text)
     header = tuple(next(reader, ()))
     if header != INTERACTIONS_COLUMNS:
         raise DataError(f"{uri}: header is {','.join(header) or '(empty)'}, expected {','.join(INTERACTIONS_COLUMNS)}")
-    new_rows.writerow(INTERACTIONS_COLUMNS)
     rows_per_user: dict[str, int] = {}
     items: set[str] = set()
     rows = new = 0
     cutoff: int | None = None
     for row in reader:
-        if len(row) != len(INTERACTIONS_COLUMNS):
-            raise DataError(f"{uri}, line {reader.line_num}: {len(row)} columns, expected {len(INTERACTIONS_COLUMNS)}")
         try:
-            timestamp = int(row[_TIMESTAMP])
-        except ValueError:
-            raise DataError(f"{uri}, line {reader.line_num}: TIMESTAMP {row[_TIMESTAMP]!r} is not whole epoch "
-                            "seconds") from None
+            interaction = parse_row(row)
+        except ValueError as error:
+            raise DataError(f"{uri}, line {reader.line_num}: {error}") from None
+        timestamp = interaction.timestamp
         rows += 1
-        rows_per_user[row[_USER]] = rows_per_user.get(row[_USER], 0) + 1
-        items.add(row[_ITEM])
+        rows_per_user[interaction.user_id] = rows_per_user.get(interaction.user_id, 0) + 1
+        items.add(interaction.item_id)
         cutoff = timestamp if cutoff is None else max(cutoff, timestamp)
-        if last is not None and timestamp > last.cutoff:
+        if last is None:
+            staged.write(interaction)
+        elif timestamp > last.cutoff:
             new += 1
-            new_rows.writerow(row)
+            staged.write(interaction)
     return DataFigures(
         rows=rows, users=len(rows_per_user), items=len(items),
         active_users=sum(count >= MIN_INTERACTIONS_PER_ACTIVE_USER for count in rows_per_user.values()),

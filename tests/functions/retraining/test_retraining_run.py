@@ -48,8 +48,10 @@ def test_a_full_run_imports_trains_and_rolls_the_campaign(world: World):
     assert detail["campaign"]["previousSolutionVersionArn"] == OLD_VERSION
     assert detail["campaign"]["minProvisionedTPS"] == 5
     assert detail["query"] == {"id": QUERY_ID, "status": "SUCCEEDED", "scannedBytes": 123_456}
-    # The staged import file is the query result; values.csv keeps the seed's layout.
-    assert world.read(f"interactions/run={RUN_ID}/interactions.csv") == world.read(RESULT_URI.split("/", 3)[3])
+    # The staged import file holds the query result's rows, re-written (tested below); values.csv keeps the
+    # seed's layout.
+    assert world.read(f"interactions/run={RUN_ID}/interactions.csv").splitlines()[1:] == [
+        f"{u},{i},{t},{v!r},{ts}" for u, i, t, v, ts in rows]
     assert world.read("interactions/values.csv") == \
         "EVENT_TYPE,EVENT_VALUE\n_email.open,1.0\n_email.click,5.0\npurchase,20.0\n"
     assert world.item(LOCK) is None
@@ -413,3 +415,40 @@ def test_incremental_query_reaches_back_to_the_last_import(world: World):
            settings, world.services(settings))
     widened = InteractionsQuery(scoring=settings.scoring, as_of=date(2026, 11, 20), history_days=5)
     assert sent == [build_interactions_sql(widened)]  # engagements from 2026-11-15, the last import's day
+
+
+# An id with a comma and quotes inside: Athena quotes it (as every field), Personalize needs it quoted once.
+AWKWARD = ("doe, jane", 'sku "7", blue', "purchase", 20.0, 1_763_000_000 + 1200 * 60)
+AWKWARD_LINE = '"doe, jane","sku ""7"", blue",purchase,20.0,1763072000'
+
+
+@pytest.mark.parametrize("mode, last_import, first_line", [
+    # FULL: every row, the first one of the result.
+    ("FULL", None, "user-0,item-0,_email.click,5.0,1763000000"),
+    # INCREMENTAL before any import: imported in FULL, every row.
+    ("INCREMENTAL", None, "user-0,item-0,_email.click,5.0,1763000000"),
+    # INCREMENTAL: the rows newer than the last import's cutoff (rows[149]), from rows[150].
+    ("INCREMENTAL", 149, "user-0,item-14,_email.click,5.0,1763009000"),
+])
+def test_the_staged_file_is_rewritten_with_a_plain_header_unquoted_numbers_and_quoted_awkward_ids(
+        world: World, mode: str, last_import: int | None, first_line: str):
+    rows = [*interactions(), AWKWARD]
+    if last_import is not None:
+        record_import(world, rows[last_import][4])
+    world.query(rows=rows)
+    world.import_job(mode="FULL" if last_import is None else "INCREMENTAL")
+    world.training()
+    world.campaign_update()
+
+    assert world.run(IMPORT_MODE=mode).end_state == "Succeeded"
+
+    assert world.read(RESULT_URI.split("/", 3)[3]).startswith('"USER_ID","ITEM_ID"')  # Athena's, quoted
+    staged = world.s3.get_object(Bucket=BUCKET, Key=f"interactions/run={RUN_ID}/interactions.csv")["Body"].read()
+    imported = rows if last_import is None else rows[last_import + 1:]
+    assert staged == ("USER_ID,ITEM_ID,EVENT_TYPE,EVENT_VALUE,TIMESTAMP\n"
+                      + "".join(f"{u},{i},{t},{v!r},{ts}\n" for u, i, t, v, ts in imported[:-1])
+                      + AWKWARD_LINE + "\n").encode()
+    lines = staged.decode().split("\n")
+    assert lines[0] == "USER_ID,ITEM_ID,EVENT_TYPE,EVENT_VALUE,TIMESTAMP"
+    assert lines[1] == first_line
+    assert lines[-2:] == [AWKWARD_LINE, ""]

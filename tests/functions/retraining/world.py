@@ -69,9 +69,10 @@ def interactions(users: int = 30, per_user: int = 40, *, start: int = 1_763_000_
 
 
 def athena_csv(rows: list[tuple[Any, ...]]) -> str:
-    """The CSV Athena writes for a SELECT: a header, every value quoted."""
+    """The CSV Athena writes for a SELECT: a header, every value quoted (inner quotes doubled)."""
     header = ("USER_ID", "ITEM_ID", "EVENT_TYPE", "EVENT_VALUE", "TIMESTAMP")
-    return "".join(",".join(f'"{value}"' for value in row) + "\n" for row in [header, *rows])
+    return "".join(",".join('"' + str(value).replace('"', '""') + '"' for value in row) + "\n"
+                   for row in [header, *rows])
 
 
 @functools.cache

@@ -1,0 +1,63 @@
+"""The one writer of the interactions CSV: every file handed to `CreateDatasetImportJob`, and the file
+`python -m cli interactions preview` writes, go through `InteractionsWriter`.
+
+Personalize's bulk-data format wants a plain header (not quoted), so an Athena result — where every field,
+header included, is quoted — is never imported as is: its rows are parsed (`parse_row`) and re-written here.
+Numbers are written unquoted (EVENT_VALUE as a float, TIMESTAMP as whole epoch seconds); a field is quoted
+only when it needs it (a comma, a quote or a line break inside an id), with inner quotes doubled (RFC 4180).
+Lines end with LF.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from typing import Iterable, NamedTuple, Sequence, TextIO
+
+from functions.retraining.sql import INTERACTIONS_COLUMNS
+
+
+class Interaction(NamedTuple):
+    """One row of the interactions dataset."""
+
+    user_id: str
+    item_id: str
+    event_type: str
+    event_value: float
+    timestamp: int
+
+
+def parse_row(row: Sequence[str]) -> Interaction:
+    """A row of text fields (as a csv reader gives them) as an `Interaction`; ValueError says what is wrong."""
+    if len(row) != len(INTERACTIONS_COLUMNS):
+        raise ValueError(f"{len(row)} columns, expected {len(INTERACTIONS_COLUMNS)}")
+    user_id, item_id, event_type, event_value, timestamp = row
+    try:
+        seconds = int(timestamp)
+    except ValueError:
+        raise ValueError(f"TIMESTAMP {timestamp!r} is not whole epoch seconds") from None
+    try:
+        value = float(event_value)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise ValueError(f"EVENT_VALUE {event_value!r} is not a finite number")
+    return Interaction(user_id, item_id, event_type, value, seconds)
+
+
+class InteractionsWriter:
+    """Writes the header on creation, then one line per `write`."""
+
+    def __init__(self, out: TextIO):
+        self._writer = csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
+        self._writer.writerow(INTERACTIONS_COLUMNS)
+
+    def write(self, row: Interaction) -> None:
+        value = float(row.event_value)
+        if not math.isfinite(value):
+            raise ValueError(f"EVENT_VALUE {row.event_value!r} is not a finite number")
+        self._writer.writerow((row.user_id, row.item_id, row.event_type, repr(value), str(int(row.timestamp))))
+
+    def write_all(self, rows: Iterable[Interaction]) -> None:
+        for row in rows:
+            self.write(row)
