@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import csv
 import io
 import json
 import logging
@@ -431,12 +430,10 @@ def _interactions(events: Sequence[Any], scoring: Any, lake: Path):
 
 
 def _write_interactions(rows: Sequence[Any], path: Path) -> None:
-    from functions.retraining.sql import INTERACTIONS_COLUMNS
+    from functions.retraining.interactions_csv import Interaction, InteractionsWriter
 
-    with path.open("w", encoding="utf-8", newline="") as handle:
-        writer = csv.writer(handle, lineterminator="\n")
-        writer.writerow(INTERACTIONS_COLUMNS)
-        writer.writerows(rows)
+    with path.open("w", encoding="utf-8", newline="") as handle:  # the one writer Personalize imports go through
+        InteractionsWriter(handle).write_all(Interaction(*row) for row in rows)
 
 
 # --- the report ----------------------------------------------------------------------------------------
