@@ -123,6 +123,10 @@ class RulesConfig:
     dedupe_horizon_hours: int = 24
     """`dedupeHorizonHours`: how long (stream arrival time) a counted event id is remembered against a
     producer's duplicate (docs/rules.md, "Exactly once")."""
+    reserve_concurrency: bool = False
+    """`rulesReservedConcurrency`: reserve one concurrent execution for each of the reconciler, sweeper and
+    backfill. Off by default: Lambda refuses a reservation that would leave the account's unreserved
+    concurrency below 100, and the runs are correct when they overlap (conditional writes)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,6 +172,7 @@ KEYS: Mapping[str, tuple[str, Any]] = MappingProxyType({
     "connectDomainName": ("string", ""),
     "counterTtlDays": ("integer", 400),
     "dedupeHorizonHours": ("integer", 24),
+    "rulesReservedConcurrency": ("boolean", False),
 })
 
 
@@ -364,6 +369,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, region: str | None,
             "connectDomainName", _optional(_CONNECT_DOMAIN, "an Amazon Connect Customer Profiles domain name or empty")),
         counter_ttl_days=reader.read("counterTtlDays", _between(7, 3650)),
         dedupe_horizon_hours=reader.read("dedupeHorizonHours", _between(24, 720)),
+        reserve_concurrency=reader.read("rulesReservedConcurrency", bool),
     )
     config = StackConfig(
         region=region or "",

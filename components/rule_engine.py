@@ -75,6 +75,13 @@ class RuleEngine(pulumi.ComponentResource):
         lake, region = args.lake, args.region
         account = pulumi.Output.from_input(lake.account_id)
         encryption = {"enabled": True, "kms_key_arn": lake.key_arn}
+        # Reserving concurrency 1 keeps scheduled runs from overlapping, but Lambda rejects a reservation that
+        # would leave the account's unreserved concurrency below 100, so it is opt-in (rulesReservedConcurrency).
+        # Overlapping runs stay correct without it: the sweeper's and backfill's counter writes are conditional
+        # on the version they read and their outbox entries on `attribute_not_exists`, so the loser of a race
+        # re-reads or skips; the reconciler delivers through the dispatcher's handle_entry, which already runs
+        # alongside the dispatcher itself (consistent re-read, `delivered_sinks`, conditional status writes).
+        single_run = 1 if args.rules.reserve_concurrency else None
 
         self.counters = aws.dynamodb.Table(
             f"{name}-counters", billing_mode="PAY_PER_REQUEST", hash_key=PARTITION_KEY,
@@ -188,7 +195,7 @@ class RuleEngine(pulumi.ComponentResource):
                     handler="functions.rules.reconcile.lambda_handler",
                     description="engagement-loop: deliver rule actions still pending after the threshold",
                     region=region, log_retention_days=args.log_retention_days, timeout_seconds=300,
-                    reserved_concurrency=1,
+                    reserved_concurrency=single_run,
                     environment={**delivery_env, "RECONCILE_AFTER_SECONDS": str(RECONCILE_AFTER_SECONDS),
                                  "POWERTOOLS_SERVICE_NAME": reconciler_service,
                                  "POWERTOOLS_METRICS_NAMESPACE": DEFAULT_METRICS_NAMESPACE},
@@ -219,7 +226,7 @@ class RuleEngine(pulumi.ComponentResource):
                     handler="functions.rules.sweeper.lambda_handler",
                     description="engagement-loop: window-rule users who dropped below their rule exit",
                     region=region, log_retention_days=args.log_retention_days, timeout_seconds=300,
-                    reserved_concurrency=1, environment=rules_env,
+                    reserved_concurrency=single_run, environment=rules_env,
                     statements=[
                         Statement(actions=["dynamodb:Query"],
                                   resources=[self.counters.arn.apply(lambda arn: f"{arn}/index/{SWEEP_INDEX}")]),
@@ -235,7 +242,7 @@ class RuleEngine(pulumi.ComponentResource):
                     handler="functions.rules.backfill.lambda_handler",
                     description="engagement-loop: count a new date or window rule's history from the lake",
                     region=region, log_retention_days=args.log_retention_days, timeout_seconds=900,
-                    memory_mb=1024, reserved_concurrency=1,
+                    memory_mb=1024, reserved_concurrency=single_run,
                     environment={**rules_env, "ATHENA_WORKGROUP": lake.workgroup, "GLUE_DATABASE": lake.database,
                                  "EVENTS_TABLE": lake.table,
                                  "COUNTER_TTL_DAYS": str(args.rules.counter_ttl_days),

@@ -144,6 +144,12 @@ def dev_graph(monitor: RecordingMonitor) -> Graph:
 
 
 @pytest.fixture(scope="session")
+def dev_stack_config() -> dict[str, str]:
+    """The sample stack's config, as the engine hands it to the program (to run it again with a change)."""
+    return stack_config_from_file(ROOT / "Pulumi.dev.yaml")
+
+
+@pytest.fixture(scope="session")
 def run_stack(monitor: RecordingMonitor):
     """Run the program again with another config (for failure paths; resources would be registered twice)."""
     return run_program

@@ -98,7 +98,9 @@ def test_sweeper_and_backfill_run_on_schedules_without_table_scans(dev_graph):
         assert permission.inputs["sourceArn"] == dev_graph.arn_of(rule)
         assert "dynamodb:Scan" not in policy(dev_graph, f"{name}-handler-policy")
         function = dev_graph.one("aws:lambda/function:Function", f"{name}-handler-function")
-        assert function.inputs["reservedConcurrentExecutions"] == 1  # runs never overlap
+        # No reservation by default (rulesReservedConcurrency): Lambda rejects one that would leave the
+        # account's unreserved concurrency below 100; overlapping runs are safe through conditional writes.
+        assert function.inputs.get("reservedConcurrentExecutions") is None
     sweeper = policy(dev_graph, "rules-sweeper-handler-policy")
     counters = dev_graph.arn_of(dev_graph.one(TABLE, "rules-counters"))
     assert sweeper["dynamodb:Query"] == [counters + "/index/sweep"]
@@ -138,7 +140,7 @@ def test_reconciler_runs_on_a_schedule_queries_only_the_index_and_delivers_like_
     assert rule.inputs["scheduleExpression"] == "rate(5 minutes)"
     function = dev_graph.one("aws:lambda/function:Function", "rules-reconciler-handler-function")
     assert function.inputs["handler"] == "functions.rules.reconcile.lambda_handler"
-    assert function.inputs["reservedConcurrentExecutions"] == 1
+    assert function.inputs.get("reservedConcurrentExecutions") is None  # opt-in: rulesReservedConcurrency
     target = dev_graph.one("aws:cloudwatch/eventTarget:EventTarget", "rules-reconciler-target")
     assert target.inputs["arn"] == dev_graph.arn_of(function)
     assert dev_graph.one("aws:lambda/permission:Permission", "rules-reconciler-invoke").inputs["sourceArn"] == (
@@ -176,3 +178,13 @@ def test_the_oldest_pending_entry_has_an_alarm(dev_graph):
     assert alarm.inputs["statistic"] == "Maximum" and alarm.inputs["comparisonOperator"] == "GreaterThanThreshold"
     assert alarm.inputs["threshold"] == 900 + 2 * 300  # the threshold plus two runs
     assert alarm.inputs["treatMissingData"] == "breaching"  # a reconciler that does not run is a failure too
+
+
+def test_reserved_concurrency_of_the_scheduled_rule_functions_is_an_opt_in_stack_option(monitor, dev_graph,
+                                                                                        dev_stack_config, run_stack):
+    before = len(monitor.registered)
+    run_stack({**dev_stack_config, "engagement-loop:rulesReservedConcurrency": "true"})
+    functions = {r.name: r for r in monitor.registered[before:] if r.type == "aws:lambda/function:Function"}
+    for name in ("rules-reconciler", "rules-sweeper", "rules-backfill"):
+        assert functions[f"{name}-handler-function"].inputs["reservedConcurrentExecutions"] == 1
+    assert functions["rules-aggregator-handler-function"].inputs.get("reservedConcurrentExecutions") is None
