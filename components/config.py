@@ -34,6 +34,16 @@ _T = TypeVar("_T")
 _E = TypeVar("_E", bound=enum.Enum)
 
 
+class StateMachineLogLevel(enum.Enum):
+    """`retrainingLogLevel`: which execution history events the retraining state machine sends to its log
+    group (Step Functions LoggingConfiguration `level`; OFF sends none)."""
+
+    ERROR = "ERROR"
+    ALL = "ALL"
+    FATAL = "FATAL"
+    OFF = "OFF"
+
+
 class ConfigError(ValueError):
     """One or more invalid stack config values; `problems` holds one line per problem."""
 
@@ -110,6 +120,8 @@ class RetrainingConfig:
     """Also set the scoring model as the solution's events configuration (per-event-type weights)."""
     real_time_tracking_id: str | None
     """Event tracker that scored events stream to between retrains; None: no real-time path."""
+    log_level: StateMachineLogLevel = StateMachineLogLevel.ERROR
+    """`retrainingLogLevel`: execution history events the state machine logs to CloudWatch Logs."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +171,7 @@ KEYS: Mapping[str, tuple[str, Any]] = MappingProxyType({
     "scoring": ("array", None),
     "historyDays": ("integer", -1),
     "retrainSchedule": ("string", DEFAULT_RETRAIN_SCHEDULE),
+    "retrainingLogLevel": ("string", StateMachineLogLevel.ERROR.value),
     "importMode": ("string", ImportMode.FULL.value),
     "trainingMode": ("string", TrainingMode.FULL.value),
     "attributionDays": ("integer", 7),
@@ -360,6 +373,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, region: str | None,
         gate_margin=(reader.read("gateMarginPercent", _between(0, 100)) or 0) / 100,
         solution_events_config=reader.read("solutionEventsConfig", bool),
         real_time_tracking_id=_real_time_tracking(reader),
+        log_level=reader.read("retrainingLogLevel", _member(StateMachineLogLevel)),
     )
     sheet_path = reader.read("rulesSheet", _nonempty("the path of the rules sheet (CSV), e.g. rules/sample.csv"))
     rules_config = RulesConfig(

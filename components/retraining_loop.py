@@ -20,6 +20,15 @@ from components.iam import Statement, assume_role_json, policy_json
 from components.python_function import PythonFunction, PythonFunctionArgs
 from functions.retraining.workflow import WorkflowSpec, build_definition
 
+# The permissions the Step Functions Developer Guide states a state machine's role needs to log to CloudWatch
+# Logs ("IAM policies for logging to CloudWatch Logs",
+# https://docs.aws.amazon.com/step-functions/latest/dg/cw-logs.html). Logging is set up through CloudWatch
+# Logs' vended-log delivery, whose actions support no resource type, so the guide grants them on "*".
+LOG_DELIVERY_ACTIONS = (
+    "logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLogDelivery", "logs:DeleteLogDelivery",
+    "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
+)
+
 # Dataset import jobs the handler creates are named `retrain-<run id>` (functions/retraining/steps.py).
 IMPORT_JOB_PREFIX = "retrain-"
 NOTIFICATION_SOURCE = "engagement-loop.retraining"
@@ -134,11 +143,26 @@ class RetrainingLoop(pulumi.ComponentResource):
                       resources=[self.handler.function.arn,
                                  self.handler.function.arn.apply(lambda arn: f"{arn}:*")]),
         ]), opts=child)
+        # Execution history goes to this group at the stack's retention; like the stack's other log groups it
+        # is encrypted with CloudWatch Logs' own key (no customer key).
+        self.log_group = aws.cloudwatch.LogGroup(
+            f"{name}-workflow-logs", retention_in_days=args.log_retention_days, opts=child)
+        logging = aws.iam.RolePolicy(f"{name}-workflow-logging-policy", role=self.state_machine_role.id,
+                                     policy=policy_json([Statement(actions=list(LOG_DELIVERY_ACTIONS),
+                                                                   resources=["*"])]), opts=child)
         spec_for = lambda arn: WorkflowSpec(function_arn=arn)  # noqa: E731
         self.state_machine = aws.sfn.StateMachine(
             f"{name}-workflow", role_arn=self.state_machine_role.arn,
             definition=self.handler.function.arn.apply(lambda arn: json.dumps(build_definition(spec_for(arn)))),
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[invoke]))
+            logging_configuration=aws.sfn.StateMachineLoggingConfigurationArgs(
+                level=config.log_level.value,
+                # Step Functions wants the group's ARN ending in ":*".
+                log_destination=self.log_group.arn.apply(lambda arn: f"{arn}:*"),
+                # Off: execution data is every state's input and output (Lambda results, Personalize
+                # responses, error causes), which may hold user ids, and log retention is not the user data's
+                # retention. Event types, state names and errors are still logged.
+                include_execution_data=False),
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[invoke, logging]))
 
         self._schedule(name, config.schedule, account, child)
         self._alarms_and_status_notifications(name, args, account, child)

@@ -11,6 +11,7 @@ import pytest
 
 from components.config import LakeConfig, SourcesConfig
 from components.event_stream_pipeline import EventStreamPipeline, EventStreamPipelineArgs
+from components.retraining_loop import LOG_DELIVERY_ACTIONS
 from functions.events.canonical import CanonicalEvent, IdentityMode
 
 STREAM = "aws:kinesis/stream:Stream"
@@ -110,6 +111,8 @@ def test_lake_bucket_is_private_tls_only_and_expires_results_and_errors(dev_grap
 
 # Actions for which the Service Authorization Reference lists no resource type: "*" is the only grant.
 ACTIONS_WITHOUT_RESOURCE_TYPES = {"personalize:PutEvents", "personalize:ListSolutionVersions"}
+# The state machine's log delivery set-up, which the Step Functions guide grants on "*" (cw-logs.html).
+ACTIONS_WITHOUT_RESOURCE_TYPES |= set(LOG_DELIVERY_ACTIONS)
 
 
 def test_no_wildcard_actions_and_wildcard_resources_only_for_actions_without_resource_types(dev_graph):

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from components.config import KEYS, ConfigError, parse_stack_config
+from components.config import KEYS, ConfigError, StateMachineLogLevel, parse_stack_config
 from functions.events.canonical import IdentityMode
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -127,6 +127,8 @@ def test_readme_config_reference_lists_every_key():
     ("minProvisionedTps", "-1", "expected 0–100000"),
     ("gateMetric", "NDCG@10", "a Personalize metric name"),
     ("gateMarginPercent", "150", "expected 0–100"),
+    ("retrainingLogLevel", "error", "expected one of ERROR, ALL, FATAL, OFF"),
+    ("retrainingLogLevel", "DEBUG", "expected one of ERROR, ALL, FATAL, OFF"),
 ])
 def test_retraining_settings_are_validated(key, value, expected):
     [problem] = problems(valid(**{key: value}))
@@ -181,3 +183,10 @@ def problems_in(project_dir, **overrides):
     with pytest.raises(ConfigError) as error:
         parse_stack_config(valid(**overrides), region="eu-west-1", project_dir=project_dir)
     return error.value.problems
+
+
+def test_the_retraining_log_level_defaults_to_error_and_is_read_once():
+    assert parse_stack_config(valid(), region="eu-west-1").retraining.log_level is StateMachineLogLevel.ERROR
+    for level in StateMachineLogLevel:
+        config = parse_stack_config(valid(retrainingLogLevel=level.value), region="eu-west-1")
+        assert config.retraining.log_level is level
