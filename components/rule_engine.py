@@ -150,8 +150,9 @@ class RuleEngine(pulumi.ComponentResource):
             sink_statements.append(Statement(
                 actions=["mobiletargeting:GetUserEndpoints", "mobiletargeting:UpdateEndpoint",
                          "mobiletargeting:PutEvents"],
-                resources=[account.apply(lambda a: f"arn:aws:mobiletargeting:{region}:{a}:apps/{project}"),
-                           account.apply(lambda a: f"arn:aws:mobiletargeting:{region}:{a}:apps/{project}/*")]))
+                # These actions take the project's endpoints, users and events, never the project itself
+                # (Service Authorization Reference, Amazon Pinpoint): the project's sub-resources only.
+                resources=[account.apply(lambda a: f"arn:aws:mobiletargeting:{region}:{a}:apps/{project}/*")]))
         if args.rules.connect_domain_name:
             domain = args.rules.connect_domain_name
             sink_statements.append(Statement(

@@ -124,9 +124,11 @@ def _read_statements(args: StreamConsumerArgs) -> list[Statement]:
                                          "kinesis:GetRecords", "kinesis:GetShardIterator", "kinesis:ListShards"],
                                 resources=[args.source_arn])]
     else:
+        # dynamodb:ListStreams supports no resource type, so only "*" grants it (Service Authorization Reference,
+        # Amazon DynamoDB, actions defined); the stream ARN alone would leave it denied.
         statements = [Statement(actions=["dynamodb:DescribeStream", "dynamodb:GetRecords",
-                                         "dynamodb:GetShardIterator", "dynamodb:ListStreams"],
-                                resources=[args.source_arn])]
+                                         "dynamodb:GetShardIterator"], resources=[args.source_arn]),
+                      Statement(actions=["dynamodb:ListStreams"], resources=["*"])]
     if args.source_key_arn is not None:
         statements.append(Statement(actions=["kms:Decrypt"], resources=[args.source_key_arn]))
     return statements

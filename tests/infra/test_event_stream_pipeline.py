@@ -100,7 +100,7 @@ def test_lake_bucket_is_private_tls_only_and_expires_results_and_errors(dev_grap
         assert statement["Principal"] == {"Service": "personalize.amazonaws.com"}
         assert statement["Condition"]["StringEquals"] == {"aws:SourceAccount": "123456789012"}
     [read] = [s for s in personalize if s["Action"] == "s3:GetObject"]
-    assert read["Resource"] == "arn:aws:s3:eu-west-1:123456789012:events-lake/interactions/*"
+    assert read["Resource"] == "arn:aws:s3:::events-lake/interactions/*"
     rules = {r["filter"]["prefix"]: r for r in
              dev_graph.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"]}
     assert rules["athena-results/"]["expiration"]["days"] == 7
@@ -110,7 +110,8 @@ def test_lake_bucket_is_private_tls_only_and_expires_results_and_errors(dev_grap
 
 
 # Actions for which the Service Authorization Reference lists no resource type: "*" is the only grant.
-ACTIONS_WITHOUT_RESOURCE_TYPES = {"personalize:PutEvents", "personalize:ListSolutionVersions"}
+ACTIONS_WITHOUT_RESOURCE_TYPES = {"personalize:PutEvents", "personalize:ListSolutionVersions",
+                                  "dynamodb:ListStreams"}
 # The state machine's log delivery set-up, which the Step Functions guide grants on "*" (cw-logs.html).
 ACTIONS_WITHOUT_RESOURCE_TYPES |= set(LOG_DELIVERY_ACTIONS)
 
@@ -138,8 +139,8 @@ def test_firehose_role_is_scoped_to_its_stream_bucket_function_and_table(dev_gra
     assert lambda_arn == dev_graph.arn_of(dev_graph.one(FUNCTION, NORMALISER)) + ":$LATEST"
     assert by_action["lambda:InvokeFunction"] == [lambda_arn]
     assert by_action["lambda:GetFunctionConfiguration"] == [lambda_arn]
-    assert by_action["s3:PutObject"] == ["arn:aws:s3:eu-west-1:123456789012:events-lake",
-                                         "arn:aws:s3:eu-west-1:123456789012:events-lake/*"]
+    assert by_action["s3:PutObject"] == ["arn:aws:s3:::events-lake",
+                                         "arn:aws:s3:::events-lake/*"]
     assert "arn:aws:glue:eu-west-1:123456789012:table/engagement_loop_dev/events" in by_action["glue:GetTable"]
     trust = dev_graph.one("aws:iam/role:Role", "events-firehose-role").input_json("assumeRolePolicy")
     assert trust["Statement"][0]["Condition"]["StringEquals"]["aws:SourceAccount"] == "123456789012"

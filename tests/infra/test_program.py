@@ -134,7 +134,7 @@ def test_import_role_reads_only_interactions(dev_graph):
     assert trust["Statement"][0]["Principal"] == {"Service": "personalize.amazonaws.com"}
     by_action = statements_by_action(
         dev_graph.one("aws:iam/rolePolicy:RolePolicy", "retraining-import-policy").input_json("policy"))
-    assert by_action["s3:GetObject"]["Resource"] == ["arn:aws:s3:eu-west-1:123456789012:events-lake/interactions/*"]
+    assert by_action["s3:GetObject"]["Resource"] == ["arn:aws:s3:::events-lake/interactions/*"]
     assert set(by_action) == {"s3:GetObject", "s3:ListBucket", "kms:Decrypt"}
 
 

@@ -66,7 +66,7 @@ def test_aggregator_reads_the_stream_with_partial_batches_retries_and_a_failure_
     outbox = dev_graph.arn_of(dev_graph.one(TABLE, "rules-outbox"))
     assert sorted(actions["dynamodb:PutItem"]) == sorted([counters, outbox])
     assert "dynamodb:UpdateItem" not in actions
-    assert actions["s3:GetObject"] == ["arn:aws:s3:eu-west-1:123456789012:events-lake/rules/rules.json*"]
+    assert actions["s3:GetObject"] == ["arn:aws:s3:::events-lake/rules/rules.json*"]
     assert "dynamodb:Scan" not in actions and "dynamodb:DeleteItem" not in actions
 
 
@@ -81,7 +81,7 @@ def test_dispatcher_reads_only_inserts_of_the_outbox_and_may_reach_only_its_sink
     assert env["DEAD_LETTER_QUEUE_URL"].endswith("/rules-action-dead-letters")
     actions = policy(dev_graph, "rules-dispatcher-handler-policy")
     assert actions["events:PutEvents"] == ["arn:aws:events:eu-west-1:123456789012:event-bus/default"]
-    assert actions["mobiletargeting:UpdateEndpoint"] == [APP_ARN, APP_ARN + "/*"]
+    assert actions["mobiletargeting:UpdateEndpoint"] == [APP_ARN + "/*"]
     assert "profile:UpdateProfile" not in actions  # no Connect domain in the sample stack
     assert actions["dynamodb:GetRecords"] == [mapping.inputs["eventSourceArn"]]
     dev_graph.one("aws:cloudwatch/metricAlarm:MetricAlarm", "rules-action-dead-letters-depth")
