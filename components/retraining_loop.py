@@ -88,9 +88,10 @@ class RetrainingLoop(pulumi.ComponentResource):
                       resources=[self.lock_table.arn]),
             Statement(actions=["s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"], resources=[interactions]),
             *lake.query_statements(),
+            # The Service Authorization Reference gives CreateDatasetImportJob and UpdateCampaign one resource
+            # type each (datasetImportJob; campaign): a dataset or solution ARN beside them would grant nothing.
             Statement(actions=["personalize:CreateDatasetImportJob"],
-                      resources=[config.interactions_dataset.arn,
-                                 f"arn:aws:personalize:{region}:{account}:dataset-import-job/{IMPORT_JOB_PREFIX}*"]),
+                      resources=[f"arn:aws:personalize:{region}:{account}:dataset-import-job/{IMPORT_JOB_PREFIX}*"]),
             Statement(actions=["personalize:DescribeDatasetImportJob"],
                       resources=[f"arn:aws:personalize:{region}:{account}:dataset-import-job/{IMPORT_JOB_PREFIX}*"]),
             Statement(actions=["personalize:CreateSolutionVersion", "personalize:UpdateSolution",
@@ -103,7 +104,7 @@ class RetrainingLoop(pulumi.ComponentResource):
             Statement(actions=["personalize:DescribeSolutionVersion", "personalize:GetSolutionMetrics"],
                       resources=[solution_versions]),
             Statement(actions=["personalize:DescribeCampaign", "personalize:UpdateCampaign"],
-                      resources=[config.campaign.arn, solution_versions]),
+                      resources=[config.campaign.arn]),
             Statement(actions=["iam:PassRole"], resources=[self.import_role.arn],
                       conditions={"StringEquals": {"iam:PassedToService": "personalize.amazonaws.com"}}),
             Statement(actions=["sns:Publish"], resources=[self.topic.arn]),

@@ -30,17 +30,7 @@ MODES = [("FULL", "UPDATE"), ("INCREMENTAL", "AUTO"), ("INCREMENTAL", "FULL")]
 
 # (policy resource name, problem) the check reports that are left as they are, each with its reason. Each is an
 # extra resource beside ones that do fit, so it grants nothing more and denies nothing.
-FALSE_POSITIVES: dict[tuple[str, str], str] = {
-    ("retraining-steps-policy", ("arn:aws:personalize:eu-west-1:123456789012:dataset/engagement/INTERACTIONS is "
-                                 "of no resource type that ['personalize:CreateDatasetImportJob'] supports")):
-        "the reference lists only datasetImportJob; the dataset ARN is redundant, not wrong (reported, left to "
-        "retraining_loop.py's owner)",
-    ("retraining-steps-policy", ("arn:aws:personalize:eu-west-1:123456789012:solution/engagement-solution/* is "
-                                 "of no resource type that ['personalize:DescribeCampaign', "
-                                 "'personalize:UpdateCampaign'] supports")):
-        "the reference lists only campaign; the solution versions are redundant, not wrong (reported, left to "
-        "retraining_loop.py's owner)",
-}
+FALSE_POSITIVES: dict[tuple[str, str], str] = {}
 
 
 @pytest.fixture(scope="module", params=MODES, ids=lambda m: f"{m[0]}-{m[1]}")

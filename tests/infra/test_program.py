@@ -109,8 +109,10 @@ def test_steps_function_gets_the_config_and_personalize_iam_scoped_to_configured
     by_action = statements_by_action(
         dev_graph.one("aws:iam/rolePolicy:RolePolicy", "retraining-steps-policy").input_json("policy"))
     assert by_action["personalize:CreateSolutionVersion"]["Resource"] == [SOLUTION]
-    assert by_action["personalize:UpdateCampaign"]["Resource"] == [CAMPAIGN, SOLUTION + "/*"]
-    assert DATASET in by_action["personalize:CreateDatasetImportJob"]["Resource"]
+    # One resource type each in the Service Authorization Reference: campaign; datasetImportJob.
+    assert by_action["personalize:UpdateCampaign"]["Resource"] == [CAMPAIGN]
+    assert by_action["personalize:CreateDatasetImportJob"]["Resource"] == [
+        "arn:aws:personalize:eu-west-1:123456789012:dataset-import-job/retrain-*"]
     assert by_action["iam:PassRole"]["Resource"] == [
         dev_graph.arn_of(dev_graph.one("aws:iam/role:Role", "retraining-import-role"))]
     assert by_action["iam:PassRole"]["Condition"] == {
