@@ -4,7 +4,9 @@ Raw stream records (one JSON record per line, exactly as on the stream) are norm
 the Firehose Lambda runs, laid out like the lake (Parquet, `dt=` partitions) in a temporary folder, and
 the generated Athena SQL runs over them on DuckDB. The CSV holds the rows Athena would return for the same
 run date, written by the writer of every file the retraining run imports (`interactions_csv.py`), and the
-summary says whether Personalize would accept it.
+summary says whether Personalize would accept it. `--exclude-streamed` leaves out the rows the real-time
+event tracker already sent (as the stack's steps do with `realTimeEvents` on); by default it follows the
+stack file's `realTimeEvents` when `--scoring` is one, else it is off.
 """
 
 from __future__ import annotations
@@ -38,6 +40,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          help="engagement days before D to read; -1 for all (default)")
     preview.add_argument("--attribution-days", type=int, default=7, metavar="N",
                          help="how far back an exposure is credited (default 7)")
+    preview.add_argument("--exclude-streamed", action=argparse.BooleanOptionalAction, default=None,
+                         help="leave out the rows the event tracker streams with PutEvents (default: the stack "
+                              "file's realTimeEvents, off for a CSV)")
     preview.set_defaults(func=preview_command)
 
 
@@ -74,9 +79,12 @@ def preview_command(args: argparse.Namespace) -> int:
                 events.append(result)
 
     as_of = args.as_of or _day_after_latest_arrival(events)
+    exclude_streamed = args.exclude_streamed
+    if exclude_streamed is None:
+        exclude_streamed = _stack_streams_events(args.scoring)
     try:
         query = InteractionsQuery(scoring=scoring, as_of=as_of, history_days=args.history_days,
-                                  attribution_days=args.attribution_days)
+                                  attribution_days=args.attribution_days, exclude_streamed=exclude_streamed)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
@@ -95,8 +103,20 @@ def preview_command(args: argparse.Namespace) -> int:
           f"{rejected} rejected.")
     print(f"{len(rows)} interactions written to {args.out} (engagements arrived {days}; exposures credited "
           f"up to {query.attribution_days} days back).")
+    if query.exclude_streamed:
+        print("Rows the event tracker streams (an engagement's own user and item) are left out (realTimeEvents).")
     print(_summary(rows, INTERACTIONS_COLUMNS))
     return 0
+
+
+def _stack_streams_events(path: Path) -> bool:
+    """The stack file's `engagement-loop:realTimeEvents` (Pulumi may hand it over as text); False for a CSV."""
+    if path.suffix.lower() not in (".yaml", ".yml"):
+        return False
+    import yaml
+
+    config = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("config") or {}
+    return str(config.get("engagement-loop:realTimeEvents", False)).strip().lower() == "true"
 
 
 def _day_after_latest_arrival(events) -> date:

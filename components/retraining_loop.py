@@ -132,6 +132,8 @@ class RetrainingLoop(pulumi.ComponentResource):
                     "MIN_PROVISIONED_TPS": str(config.min_provisioned_tps or ""),
                     "GATE_METRIC": config.gate_metric or "", "GATE_MARGIN": str(config.gate_margin),
                     "SOLUTION_EVENTS_CONFIG": str(config.solution_events_config).lower(),
+                    # A FULL import does not replace what the event tracker streamed (docs/interactions.md).
+                    "EXCLUDE_STREAMED": str(config.real_time_tracking_id is not None).lower(),
                     "LOCK_TTL_SECONDS": str(WorkflowSpec(function_arn="-").max_run_seconds),
                 }),
             opts=child)

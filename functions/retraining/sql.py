@@ -11,7 +11,9 @@ Semantics (`docs/interactions.md`):
   `personalize_user_id` and item;
 - an engagement carrying its own `item_id` also yields a row for its own user and that item;
 - EVENT_VALUE is the model's value, TIMESTAMP the engagement's arrival (epoch seconds); rows without a
-  user or item are dropped, identical rows appear once.
+  user or item are dropped, identical rows appear once;
+- with `exclude_streamed` (stack config `realTimeEvents`), the rows the event tracker already sent with
+  PutEvents are left out: an engagement's own user and own item, whichever path yields that row.
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ class InteractionsQuery:
     """Glue database of the lake table. Default `engagement_loop`."""
     table: str = field(default=DEFAULT_TABLE)
     """Glue table of canonical events, partitioned by `dt`. Default `events`."""
+    exclude_streamed: bool = False
+    """Leave out the rows the real-time event tracker sends with PutEvents (an engagement's own user and own
+    item), because a FULL import does not replace streamed events. Default False; on with `realTimeEvents`."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.scoring, ScoringModel):
@@ -60,6 +65,8 @@ class InteractionsQuery:
                 or not (self.history_days == -1 or self.history_days >= 1):
             raise ValueError(f"history_days: expected -1 (all history) or a number of days ≥ 1, "
                              f"got {self.history_days!r}")
+        if not isinstance(self.exclude_streamed, bool):
+            raise TypeError(f"exclude_streamed: expected a bool, got {self.exclude_streamed!r}")
         for name in ("database", "table"):
             if not _NAME.match(str(getattr(self, name))):
                 raise ValueError(f"{name}: expected a Glue name (letters, digits, _ or -), got {getattr(self, name)!r}")
@@ -85,6 +92,17 @@ def build_interactions_sql(query: InteractionsQuery) -> str:
     )
     dt = sql_identifier(LAKE_PARTITION_KEY)
     until = sql_string(query.as_of.isoformat())
+
+    if query.exclude_streamed:
+        # The tracker sent the engagement's own (user, item) already, and a FULL import does not replace
+        # streamed events: drop that row, also where an exposure of the same user and item yields it.
+        own_item_rows = """
+        AND (x.user_id IS DISTINCT FROM g.user_id OR x.item_id IS DISTINCT FROM g.item_id)"""
+    else:
+        own_item_rows = """
+    UNION ALL
+    SELECT g.user_id, g.item_id, g.event_type, g.event_value, g.arrival_time_ms
+    FROM engagements AS g"""
 
     def days(alias: str, first: date | None) -> str:
         # Plain string comparisons on the partition column, so Athena prunes partitions before reading.
@@ -116,10 +134,7 @@ interactions AS (
         ON x.endpoint_id = g.endpoint_id
         AND (x.campaign_id = g.campaign_id OR x.journey_id = g.journey_id)
         AND x.arrival_time_ms <= g.arrival_time_ms
-        AND x.arrival_time_ms >= g.arrival_time_ms - {query.attribution_days * _MS_PER_DAY}
-    UNION ALL
-    SELECT g.user_id, g.item_id, g.event_type, g.event_value, g.arrival_time_ms
-    FROM engagements AS g
+        AND x.arrival_time_ms >= g.arrival_time_ms - {query.attribution_days * _MS_PER_DAY}{own_item_rows}
 )
 SELECT DISTINCT
     i.user_id AS "USER_ID",

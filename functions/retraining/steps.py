@@ -123,6 +123,9 @@ class RetrainingSettings:
     solution_events_config: bool = False
     """SOLUTION_EVENTS_CONFIG (true/false, default false): before training, set the scoring model as the
     solution's per-event-type weights (ScoringModel.event_weights)."""
+    exclude_streamed: bool = False
+    """EXCLUDE_STREAMED (true/false, default false; true with `realTimeEvents`): leave out of the interactions
+    the rows the event tracker already sent with PutEvents (InteractionsQuery.exclude_streamed)."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> RetrainingSettings:
@@ -197,6 +200,7 @@ class RetrainingSettings:
             lock_ttl_seconds=convert("LOCK_TTL_SECONDS", DEFAULT_LOCK_TTL_SECONDS, at_least(60),
                                      "a number of seconds ≥ 60"),
             solution_events_config=convert("SOLUTION_EVENTS_CONFIG", False, boolean, "true or false"),
+            exclude_streamed=convert("EXCLUDE_STREAMED", False, boolean, "true or false"),
         )
         if problems:
             raise ValueError("retraining handler environment is invalid:\n"
@@ -411,7 +415,8 @@ def start_interactions_query(state: RunState, settings: RetrainingSettings, serv
             history_days = max(history_days, (state.as_of - last_day).days)
     sql = build_interactions_sql(InteractionsQuery(
         scoring=settings.scoring, as_of=state.as_of, attribution_days=settings.attribution_days,
-        history_days=history_days, database=settings.database, table=settings.table))
+        history_days=history_days, database=settings.database, table=settings.table,
+        exclude_streamed=settings.exclude_streamed))
     query_id = services.athena.start_query(
         sql=sql, database=settings.database, workgroup=settings.workgroup,
         output_location=_run_prefix(settings, state),

@@ -104,6 +104,8 @@ def test_steps_function_gets_the_config_and_personalize_iam_scoped_to_configured
     assert env["TRAINING_MODE"] == "UPDATE" and env["IMPORT_MODE"] == "FULL" and env["HISTORY_DAYS"] == "-1"
     assert env["GATE_METRIC"] == "normalized_discounted_cumulative_gain_at_10" and env["GATE_MARGIN"] == "0.05"
     assert env["MIN_PROVISIONED_TPS"] == ""
+    # realTimeEvents is on in dev: the interactions leave out what the event tracker streamed.
+    assert env["EXCLUDE_STREAMED"] == "true"
     assert steps.inputs["timeout"] == 900
 
     by_action = statements_by_action(

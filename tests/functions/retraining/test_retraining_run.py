@@ -417,6 +417,20 @@ def test_incremental_query_reaches_back_to_the_last_import(world: World):
     assert sent == [build_interactions_sql(widened)]  # engagements from 2026-11-15, the last import's day
 
 
+def test_query_leaves_out_streamed_rows_when_the_stack_streams_events(world: World):
+    world.athena.add_response("start_query_execution", {"QueryExecutionId": QUERY_ID}, {
+        "QueryString": ANY, "ClientRequestToken": ANY, "QueryExecutionContext": ANY, "WorkGroup": ANY,
+        "ResultConfiguration": ANY})
+    settings = world.settings(EXCLUDE_STREAMED="true")
+    sent = []
+    world.athena_client.meta.events.register("provide-client-params.athena.StartQueryExecution",
+                                             lambda params, **_: sent.append(params["QueryString"]))
+    handle({"step": "start_interactions_query", "state": {"run_id": RUN_ID, "started_at": "2026-11-20T02:00:00Z"}},
+           settings, world.services(settings))
+    expected = InteractionsQuery(scoring=settings.scoring, as_of=date(2026, 11, 20), exclude_streamed=True)
+    assert sent == [build_interactions_sql(expected)]
+
+
 # An id with a comma and quotes inside: Athena quotes it (as every field), Personalize needs it quoted once.
 AWKWARD = ("doe, jane", 'sku "7", blue', "purchase", 20.0, 1_763_000_000 + 1200 * 60)
 AWKWARD_LINE = '"doe, jane","sku ""7"", blue",purchase,20.0,1763072000'

@@ -24,6 +24,8 @@ def test_settings_from_env_with_defaults():
     assert settings.import_mode is ImportMode.FULL and settings.training_mode is TrainingMode.FULL
     assert (settings.database, settings.table, settings.event_bus_name) == ("engagement_loop", "events", "default")
     assert settings.min_provisioned_tps is None and settings.gate_metric is None
+    assert settings.exclude_streamed is False
+    assert RetrainingSettings.from_env({**ENV, "EXCLUDE_STREAMED": "true"}).exclude_streamed is True
     assert settings.scoring.values == {"_email.open": 1.0, "_email.click": 5.0, "purchase": 20.0}
 
 
@@ -36,14 +38,14 @@ def test_settings_accept_the_stack_configs_list_form_of_scoring():
 
 def test_settings_name_every_missing_and_invalid_variable_at_once():
     env = {k: v for k, v in ENV.items() if k not in ("LAKE_BUCKET", "PERSONALIZE_CAMPAIGN_ARN", "TOPIC_ARN")}
-    env.update(IMPORT_MODE="append", MIN_PROVISIONED_TPS="0", GATE_MARGIN="1.5", HISTORY_DAYS="0",
+    env.update(IMPORT_MODE="append", EXCLUDE_STREAMED="yes", MIN_PROVISIONED_TPS="0", GATE_MARGIN="1.5", HISTORY_DAYS="0",
                SCORING='{"_custom.recommender": 1}')
     with pytest.raises(ValueError) as error:
         RetrainingSettings.from_env(env)
     message = str(error.value)
     for expected in ("LAKE_BUCKET is required", "PERSONALIZE_CAMPAIGN_ARN is required", "TOPIC_ARN is required",
                      "IMPORT_MODE='append' is invalid: expected FULL or INCREMENTAL", "MIN_PROVISIONED_TPS='0'",
-                     "GATE_MARGIN='1.5'", "HISTORY_DAYS='0'", "environment variable SCORING"):
+                     "GATE_MARGIN='1.5'", "HISTORY_DAYS='0'", "EXCLUDE_STREAMED='yes'", "environment variable SCORING"):
         assert expected in message
 
 

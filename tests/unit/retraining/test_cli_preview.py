@@ -60,6 +60,22 @@ def test_history_and_as_of_options(tmp_path, capsys):
     assert [line.split(",")[0] for line in out.read_text().splitlines()] == ["USER_ID", "pu-campaign"]
 
 
+def test_exclude_streamed_option_and_the_stack_files_real_time_events(tmp_path, capsys):
+    out = tmp_path / "interactions.csv"
+    args = ("--scoring", str(FIXTURES / "scoring.csv"), str(FIXTURES / "events.jsonl"), "--out", str(out),
+            "--as-of", "2019-11-06", "--history-days", "1")
+    assert preview(*args, "--exclude-streamed") == 0
+    # u-42's purchase of its own sku-1 is what the event tracker sends: left out; the exposure row stays.
+    assert out.read_text().splitlines() == ["USER_ID,ITEM_ID,EVENT_TYPE,EVENT_VALUE,TIMESTAMP",
+                                            "pu-journey,item-j,_journey.send,2.0,1572989078"]
+    stack = tmp_path / "Pulumi.rt.yaml"
+    stack.write_text((FIXTURES / "Pulumi.preview.yaml").read_text() + '  engagement-loop:realTimeEvents: "true"\n')
+    assert preview("--scoring", str(stack), *args[2:]) == 0
+    assert "u-42" not in out.read_text()
+    assert preview("--scoring", str(stack), *args[2:], "--no-exclude-streamed") == 0
+    assert "u-42,sku-1,purchase" in out.read_text()
+
+
 def test_minimums_met(tmp_path, capsys):
     # 25 users × 40 items: 1,000 direct purchases, every user with 40.
     events = tmp_path / "events.jsonl"

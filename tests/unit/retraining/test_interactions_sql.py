@@ -188,6 +188,28 @@ def test_direct_item_event_without_a_user_yields_nothing(run):
     assert run([engagement(at(2), "purchase", user=None, item="sku-7")]) == []
 
 
+# --- rows the event tracker streamed (realTimeEvents) ---------------------------------------------------
+
+def test_exclude_streamed_leaves_out_the_own_item_row_and_keeps_exposure_rows(run):
+    bought = engagement(at(2), "purchase", item="sku-7")
+    assert run([exposure(at(3)), bought], exclude_streamed=True) == [row(bought)]
+
+
+def test_exclude_streamed_leaves_out_an_exposure_row_identical_to_the_streamed_one(run):
+    bought = engagement(at(2), "purchase", item="sku-7")
+    same = exposure(at(3), user="user-1", item="sku-7")
+    other = exposure(at(3), user="user-1", item="item-1")
+    assert run([same, other, bought]) == [row(bought, user="user-1", item="item-1"),
+                                          row(bought, user="user-1", item="sku-7")]
+    assert run([same, other, bought], exclude_streamed=True) == [row(bought, user="user-1", item="item-1")]
+
+
+def test_exclude_streamed_keeps_exposure_rows_of_engagements_the_tracker_skips(run):
+    opened = engagement(at(2))  # no item of its own: the tracker sends nothing
+    anonymous = engagement(at(2), "purchase", user=None, item="sku-7")  # no user: nothing sent
+    assert run([exposure(at(3)), opened, anonymous], exclude_streamed=True) == [row(opened), row(anonymous)]
+
+
 # --- history ---------------------------------------------------------------------------------------------
 
 def test_history_reads_whole_days_d_minus_n_to_d_minus_1(run):
