@@ -204,7 +204,7 @@ class RuleEngine(pulumi.ComponentResource):
                         # Query is authorised on the index resource type, table/NAME/index/INDEX
                         # (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazondynamodb.html).
                         Statement(actions=["dynamodb:Query"],
-                                  resources=[self.outbox.arn.apply(lambda arn: f"{arn}/index/{PENDING_INDEX}")]),
+                                  resources=[_index_arn(self.outbox, PENDING_INDEX)]),
                         *delivery_statements,
                     ])),
             opts=child)
@@ -230,7 +230,7 @@ class RuleEngine(pulumi.ComponentResource):
                     reserved_concurrency=single_run, environment=rules_env,
                     statements=[
                         Statement(actions=["dynamodb:Query"],
-                                  resources=[self.counters.arn.apply(lambda arn: f"{arn}/index/{SWEEP_INDEX}")]),
+                                  resources=[_index_arn(self.counters, SWEEP_INDEX)]),
                         counters_rw, outbox_create, read_rules, use_key,
                     ])),
             opts=child)
@@ -253,3 +253,8 @@ class RuleEngine(pulumi.ComponentResource):
 
         self.register_outputs({"counters_table": self.counters.name, "outbox_table": self.outbox.name,
                                "dead_letter_queue_url": self.dead_letters.url})
+
+
+def _index_arn(table: aws.dynamodb.Table, index: str) -> pulumi.Output[str]:
+    """A table's index ARN, `table/NAME/index/INDEX`: the resource type Query on an index is authorised on."""
+    return table.arn.apply(lambda arn: f"{arn}/index/{index}")

@@ -176,7 +176,6 @@ class ObjectStore(Protocol):
 
     def put_text(self, uri: str, text: str, content_type: str = "text/csv") -> None: ...
     def open_text(self, uri: str) -> ContextManager[TextIO]: ...
-    def copy(self, source_uri: str, target_uri: str) -> None: ...
     def upload_file(self, path: str, uri: str) -> None: ...
 
 
@@ -302,13 +301,6 @@ class Boto3ObjectStore:
         body = translate_errors(self._client.get_object)(Bucket=bucket, Key=key)["Body"]
         with io.TextIOWrapper(body, encoding="utf-8-sig", newline="") as text:
             yield text
-
-    @translate_errors
-    def copy(self, source_uri: str, target_uri: str) -> None:
-        source_bucket, source_key = split_s3_uri(source_uri)
-        bucket, key = split_s3_uri(target_uri)
-        # The managed copy switches to multipart above 5 GB, where CopyObject stops.
-        self._client.copy({"Bucket": source_bucket, "Key": source_key}, bucket, key)
 
     @translate_errors
     def upload_file(self, path: str, uri: str) -> None:
