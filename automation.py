@@ -59,7 +59,7 @@ from typing import Any, Callable, Mapping, Protocol
 from pulumi import automation as auto
 
 from components.config import KEYS, PROJECT, PROJECT_DIR, ConfigError, StackConfig, parse_stack_config
-from functions.retraining.steps import ImportMode, TrainingMode
+from functions.retraining.settings import ImportMode, TrainingMode
 
 REGION_KEY = "aws:region"
 RULES_DIR = "rules"

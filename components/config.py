@@ -18,7 +18,7 @@ from typing import Any, Callable, Mapping, TypeVar
 
 from functions.events.canonical import IdentityMode
 from functions.retraining.scoring import ScoringError, ScoringModel
-from functions.retraining.steps import ImportMode, TrainingMode
+from functions.retraining.settings import ImportMode, TrainingMode
 from functions.rules.model import RuleSet
 from functions.rules.sheet import RulesSheetError, parse_rules_sheet
 

@@ -18,6 +18,7 @@ from components.config import RetrainingConfig
 from components.event_stream_pipeline import INTERACTIONS_PREFIX, LakeAccess
 from components.iam import Statement, assume_role_json, policy_json
 from components.python_function import PythonFunction, PythonFunctionArgs
+from functions.retraining.settings import TrainingMode
 from functions.retraining.workflow import WorkflowSpec, build_definition
 
 # The permissions the Step Functions Developer Guide states a state machine's role needs to log to CloudWatch
@@ -82,7 +83,11 @@ class RetrainingLoop(pulumi.ComponentResource):
             Statement(actions=["kms:Decrypt"], resources=[lake.key_arn]),
         ]), opts=child)
 
-        solution_versions = f"{config.solution.arn}/*"
+        auto_training = config.training_mode is TrainingMode.AUTO
+
+        def workflow_spec(function_arn: str) -> WorkflowSpec:
+            return WorkflowSpec(function_arn=function_arn, auto_training=auto_training)
+
         statements = [
             Statement(actions=["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:DeleteItem"],
                       resources=[self.lock_table.arn]),
@@ -94,15 +99,7 @@ class RetrainingLoop(pulumi.ComponentResource):
                       resources=[f"arn:aws:personalize:{region}:{account}:dataset-import-job/{IMPORT_JOB_PREFIX}*"]),
             Statement(actions=["personalize:DescribeDatasetImportJob"],
                       resources=[f"arn:aws:personalize:{region}:{account}:dataset-import-job/{IMPORT_JOB_PREFIX}*"]),
-            Statement(actions=["personalize:CreateSolutionVersion", "personalize:UpdateSolution",
-                               "personalize:DescribeSolution"],
-                      resources=[config.solution.arn]),
-            # The Service Authorization Reference (Amazon Personalize) lists no resource type for
-            # ListSolutionVersions (AUTO training lists the versions Personalize made), so only "*" grants it;
-            # scoped to the solution's ARN it is denied at run time.
-            Statement(actions=["personalize:ListSolutionVersions"], resources=["*"]),
-            Statement(actions=["personalize:DescribeSolutionVersion", "personalize:GetSolutionMetrics"],
-                      resources=[solution_versions]),
+            *self._solution_statements(config, auto_training),
             Statement(actions=["personalize:DescribeCampaign", "personalize:UpdateCampaign"],
                       resources=[config.campaign.arn]),
             Statement(actions=["iam:PassRole"], resources=[self.import_role.arn],
@@ -134,7 +131,7 @@ class RetrainingLoop(pulumi.ComponentResource):
                     "SOLUTION_EVENTS_CONFIG": str(config.solution_events_config).lower(),
                     # A FULL import does not replace what the event tracker streamed (docs/interactions.md).
                     "EXCLUDE_STREAMED": str(config.real_time_tracking_id is not None).lower(),
-                    "LOCK_TTL_SECONDS": str(WorkflowSpec(function_arn="-").max_run_seconds),
+                    "LOCK_TTL_SECONDS": str(workflow_spec("-").max_run_seconds),
                 }),
             opts=child)
 
@@ -153,10 +150,9 @@ class RetrainingLoop(pulumi.ComponentResource):
         logging = aws.iam.RolePolicy(f"{name}-workflow-logging-policy", role=self.state_machine_role.id,
                                      policy=policy_json([Statement(actions=list(LOG_DELIVERY_ACTIONS),
                                                                    resources=["*"])]), opts=child)
-        spec_for = lambda arn: WorkflowSpec(function_arn=arn)  # noqa: E731
         self.state_machine = aws.sfn.StateMachine(
             f"{name}-workflow", role_arn=self.state_machine_role.arn,
-            definition=self.handler.function.arn.apply(lambda arn: json.dumps(build_definition(spec_for(arn)))),
+            definition=self.handler.function.arn.apply(lambda arn: json.dumps(build_definition(workflow_spec(arn)))),
             logging_configuration=aws.sfn.StateMachineLoggingConfigurationArgs(
                 level=config.log_level.value,
                 # Step Functions wants the group's ARN ending in ":*".
@@ -170,6 +166,26 @@ class RetrainingLoop(pulumi.ComponentResource):
         self._schedule(name, config.schedule, account, child)
         self._alarms_and_status_notifications(name, args, account, child)
         self.register_outputs({"state_machine_arn": self.state_machine.arn, "topic_arn": self.topic.arn})
+
+    @staticmethod
+    def _solution_statements(config: RetrainingConfig, auto_training: bool) -> list[Statement]:
+        """What the steps do to the solution in this stack's modes, and nothing else."""
+        solution_versions = f"{config.solution.arn}/*"
+        statements = []
+        if auto_training:
+            # The Service Authorization Reference (Amazon Personalize) lists no resource type for
+            # ListSolutionVersions, so only "*" grants it; scoped to the solution's ARN it is denied at run time.
+            statements.append(Statement(actions=["personalize:ListSolutionVersions"], resources=["*"]))
+        else:
+            statements += [
+                Statement(actions=["personalize:CreateSolutionVersion"], resources=[config.solution.arn]),
+                Statement(actions=["personalize:DescribeSolutionVersion"], resources=[solution_versions]),
+            ]
+        if config.solution_events_config:
+            statements.append(Statement(actions=["personalize:UpdateSolution"], resources=[config.solution.arn]))
+        if config.gate_metric:
+            statements.append(Statement(actions=["personalize:GetSolutionMetrics"], resources=[solution_versions]))
+        return statements
 
     def _schedule(self, name: str, expression: str, account: str, child: pulumi.ResourceOptions) -> None:
         self.schedule = aws.cloudwatch.EventRule(

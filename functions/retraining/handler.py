@@ -25,7 +25,9 @@ from botocore.config import Config
 from functions.retraining.clients import (
     Boto3Athena, Boto3Notifier, Boto3ObjectStore, Boto3Personalize, DynamoRunStore,
 )
-from functions.retraining.steps import STEPS, RetrainingSettings, RunState, Services
+from functions.retraining.run_state import RunState
+from functions.retraining.settings import RetrainingSettings
+from functions.retraining.steps import STEPS, Services
 from functions.retraining.workflow import Step
 
 logger = Logger(service="retraining")

@@ -5,7 +5,8 @@ AcquireLock ─► (already running? ─► AlreadyRunning)
   ─► StartInteractionsQuery ─► QueryStatus ⟲ WaitForQuery/CheckQuery
   ─► CheckData ─► (too little data? ─► NotifySkipped ─► Skipped)
   ─► StartImport ─► ImportStatus ⟲ WaitForImport/CheckImport
-  ─► StartTraining ─► TrainingStatus ⟲ WaitForTraining/CheckTraining
+  ─► StartTraining ─► TrainingStatus ⟲ WaitForTraining/CheckTraining          (FULL and UPDATE training)
+     PickDeployableVersion ─► (nothing newer? ─► NotifyNothingToDeploy ─► NothingToDeploy)   (AUTO training)
   ─► Gate ─► (worse than deployed? ─► NotifyGateRejected ─► GateRejected)
   ─► UpdateCampaign ─► CampaignStatus ⟲ WaitForCampaign/CheckCampaign
   ─► NotifySucceeded ─► Succeeded
@@ -40,6 +41,7 @@ class Step(str, enum.Enum):
     CHECK_IMPORT = "check_import"
     START_TRAINING = "start_training"
     CHECK_TRAINING = "check_training"
+    PICK_DEPLOYABLE = "pick_deployable_version"
     GATE = "gate"
     UPDATE_CAMPAIGN = "update_campaign"
     CHECK_CAMPAIGN = "check_campaign"
@@ -54,11 +56,8 @@ class Outcome(str, enum.Enum):
     SKIPPED = "skipped"
     ALREADY_RUNNING = "already_running"
     GATE_REJECTED = "gate_rejected"
+    NOTHING_TO_DEPLOY = "nothing_to_deploy"
     FAILED = "failed"
-
-
-AWAITING_AUTO_TRAINING = "AWAITING AUTO-TRAINING"
-"""Not a Personalize status: in AUTO training mode, no solution version has appeared since the import yet."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,7 +76,7 @@ IMPORT_STATUSES = JobStatuses("ACTIVE", frozenset({"CREATE PENDING", "CREATE IN_
                               frozenset({"CREATE FAILED"}))
 TRAINING_STATUSES = JobStatuses(
     "ACTIVE",
-    frozenset({"CREATE PENDING", "CREATE IN_PROGRESS", "CREATE STOPPING", AWAITING_AUTO_TRAINING}),
+    frozenset({"CREATE PENDING", "CREATE IN_PROGRESS", "CREATE STOPPING"}),
     frozenset({"CREATE FAILED", "CREATE STOPPED"}),
 )
 CAMPAIGN_STATUSES = JobStatuses("ACTIVE", frozenset({"CREATE PENDING", "CREATE IN_PROGRESS"}),
@@ -117,13 +116,17 @@ class WorkflowSpec:
     import_job: LoopBound = field(default_factory=lambda: LoopBound(300, 72))
     """Dataset import loop. Default every 5 min, at most 6 h."""
     training: LoopBound = field(default_factory=lambda: LoopBound(600, 144))
-    """Training loop (in AUTO mode: waiting for auto-training, so cover its interval). Default every 10 min, ≤ 24 h."""
+    """Training loop (FULL and UPDATE training). Default every 10 min, at most 24 h."""
     campaign: LoopBound = field(default_factory=lambda: LoopBound(120, 60))
     """Campaign update loop. Default every 2 min, at most 2 h."""
     task_timeout_seconds: int = 120
     """TimeoutSeconds of every Task except CheckData. Default 120."""
     check_data_timeout_seconds: int = 900
     """TimeoutSeconds of CheckData, which streams the whole result CSV. Default 900 (the Lambda maximum)."""
+    auto_training: bool = False
+    """True for AUTO training: the solution trains itself (every 7 days by default, AutoTrainingConfig), so the
+    run never starts or waits on a training; after the import it deploys the newest ACTIVE solution version if
+    it is newer than the deployed one, else ends as `nothing_to_deploy`. Default False (FULL/UPDATE)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.function_arn, str) or not self.function_arn:
@@ -141,7 +144,8 @@ class WorkflowSpec:
         """How long a run may take: every loop exhausted, CheckData at its timeout, and an hour for the other
         Tasks and their retries. The state machine's TimeoutSeconds; set the run lock's TTL
         (LOCK_TTL_SECONDS) at or above it, so a lock left by an aborted run never outlives the run."""
-        loops = sum(bound.max_seconds for bound in (self.query, self.import_job, self.training, self.campaign))
+        bounds = (self.query, self.import_job, self.campaign) + (() if self.auto_training else (self.training,))
+        loops = sum(bound.max_seconds for bound in bounds)
         return loops + self.check_data_timeout_seconds + 3600
 
 
@@ -216,20 +220,29 @@ def build_definition(spec: WorkflowSpec) -> dict[str, Any]:
     task("CheckData", Step.CHECK_DATA, "EnoughData", timeout=spec.check_data_timeout_seconds)
     outcome_choice("EnoughData", Outcome.SKIPPED, "NotifySkipped", "StartImport")
 
+    after_import = "PickDeployableVersion" if spec.auto_training else "StartTraining"
     task("StartImport", Step.START_IMPORT,
          poll("Import", Step.CHECK_IMPORT, "$.import_job.status", IMPORT_STATUSES,
-              spec.import_job, "dataset import job", "StartTraining"))
-    task("StartTraining", Step.START_TRAINING,
-         poll("Training", Step.CHECK_TRAINING, "$.training.status", TRAINING_STATUSES,
-              spec.training, "solution version", "Gate"))
+              spec.import_job, "dataset import job", after_import))
+    if spec.auto_training:
+        task("PickDeployableVersion", Step.PICK_DEPLOYABLE, "AnythingNewToDeploy")
+        outcome_choice("AnythingNewToDeploy", Outcome.NOTHING_TO_DEPLOY, "NotifyNothingToDeploy", "Gate")
+    else:
+        task("StartTraining", Step.START_TRAINING,
+             poll("Training", Step.CHECK_TRAINING, "$.training.status", TRAINING_STATUSES,
+                  spec.training, "solution version", "Gate"))
     task("Gate", Step.GATE, "GateDecision")
     outcome_choice("GateDecision", Outcome.GATE_REJECTED, "NotifyGateRejected", "UpdateCampaign")
     task("UpdateCampaign", Step.UPDATE_CAMPAIGN,
          poll("Campaign", Step.CHECK_CAMPAIGN, "$.campaign.status", CAMPAIGN_STATUSES,
               spec.campaign, "campaign update", "NotifySucceeded"))
 
-    for notify, end in (("NotifySucceeded", "Succeeded"), ("NotifySkipped", "Skipped"),
-                        ("NotifyGateRejected", "GateRejected")):
+    endings = [("NotifySucceeded", "Succeeded"), ("NotifySkipped", "Skipped"), ("NotifyGateRejected", "GateRejected")]
+    if spec.auto_training:
+        endings.append(("NotifyNothingToDeploy", "NothingToDeploy"))
+        states["NothingToDeploy"] = {"Type": "Succeed", "Comment": "The data was imported; auto-training has made "
+                                     "no ACTIVE version newer than the deployed one, so the campaign was left as it was."}
+    for notify, end in endings:
         task(notify, Step.NOTIFY, end)
     states["Succeeded"] = {"Type": "Succeed", "Comment": "The campaign serves the new solution version."}
     states["Skipped"] = {"Type": "Succeed", "Comment": "Too little data to import or train; nothing changed."}

@@ -11,6 +11,7 @@ from components.config import LakeConfig, SourcesConfig
 from components.event_stream_pipeline import EventStreamPipelineArgs
 from functions.events.canonical import IdentityMode
 from functions.retraining.workflow import build_definition, WorkflowSpec
+from tests.infra.conftest import Graph
 
 ACCOUNT = "123456789012"
 SOLUTION = "arn:aws:personalize:eu-west-1:123456789012:solution/engagement-solution"
@@ -121,16 +122,36 @@ def test_steps_function_gets_the_config_and_personalize_iam_scoped_to_configured
         "StringEquals": {"iam:PassedToService": "personalize.amazonaws.com"}}
     assert by_action["athena:StartQueryExecution"]["Resource"] == [
         "arn:aws:athena:eu-west-1:123456789012:workgroup/engagement-loop-dev"]
-    # ListSolutionVersions supports no resource type (Service Authorization Reference): only "*" grants it,
-    # and it is the only Personalize action of the role on "*".
-    assert by_action["personalize:ListSolutionVersions"]["Resource"] == ["*"]
-    personalize_resources = [r for a, s in by_action.items()
-                             if a.startswith("personalize:") and a != "personalize:ListSolutionVersions"
-                             for r in s["Resource"]]
+    # UPDATE training in dev: no action of AUTO training, and none of solution events config (off in dev).
+    personalize_resources = [r for a, s in by_action.items() if a.startswith("personalize:") for r in s["Resource"]]
     assert all(r.startswith("arn:aws:personalize:eu-west-1:123456789012:") for r in personalize_resources)
+    assert "personalize:ListSolutionVersions" not in by_action and "personalize:UpdateSolution" not in by_action
     assert by_action["personalize:DescribeDatasetImportJob"]["Resource"] == [
         "arn:aws:personalize:eu-west-1:123456789012:dataset-import-job/retrain-*"]
     assert by_action["personalize:DescribeSolutionVersion"]["Resource"] == [SOLUTION + "/*"]
+    assert by_action["personalize:GetSolutionMetrics"]["Resource"] == [SOLUTION + "/*"]  # the gate
+
+
+def test_auto_training_deploys_what_auto_training_made_and_never_trains(monitor, dev_stack_config, run_stack):
+    before = len(monitor.registered)
+    run_stack({**dev_stack_config, "engagement-loop:trainingMode": "AUTO",
+               "engagement-loop:solutionEventsConfig": "true"})
+    graph = Graph(monitor.registered[before:], {})
+    steps = graph.one("aws:lambda/function:Function", "retraining-steps-function")
+    spec = WorkflowSpec(function_arn=graph.arn_of(steps), auto_training=True)
+    assert json.loads(graph.one("aws:sfn/stateMachine:StateMachine").inputs["definition"]) == build_definition(spec)
+    env = steps.inputs["environment"]["variables"]
+    assert env["TRAINING_MODE"] == "AUTO" and env["LOCK_TTL_SECONDS"] == str(spec.max_run_seconds)
+    by_action = statements_by_action(
+        graph.one("aws:iam/rolePolicy:RolePolicy", "retraining-steps-policy").input_json("policy"))
+    # ListSolutionVersions supports no resource type (Service Authorization Reference): only "*" grants it,
+    # and it is the only Personalize action of the role on "*".
+    assert by_action["personalize:ListSolutionVersions"]["Resource"] == ["*"]
+    assert [a for a, s in by_action.items() if a.startswith("personalize:") and "*" in s["Resource"]] == [
+        "personalize:ListSolutionVersions"]
+    assert by_action["personalize:UpdateSolution"]["Resource"] == [SOLUTION]
+    assert "personalize:CreateSolutionVersion" not in by_action
+    assert "personalize:DescribeSolutionVersion" not in by_action
 
 
 def test_import_role_reads_only_interactions(dev_graph):

@@ -17,7 +17,7 @@ import automation
 from automation import ConfigChange, StackSettings, apply, to_config_values, validate
 from components.config import KEYS, ConfigError, parse_stack_config
 from functions.retraining.scoring import ScoringModel
-from functions.retraining.steps import ImportMode, TrainingMode
+from functions.retraining.settings import ImportMode, TrainingMode
 
 ROOT = Path(__file__).resolve().parents[2]
 SAMPLE_SHEET = ROOT / "rules" / "sample.csv"

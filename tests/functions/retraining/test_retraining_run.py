@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date, timedelta, timezone
 
 import pytest
 from botocore.stub import ANY
@@ -40,7 +40,9 @@ def test_a_full_run_imports_trains_and_rolls_the_campaign(world: World):
     assert execution.status == "SUCCEEDED" and execution.end_state == "Succeeded"
     assert execution.path[:4] == ["AcquireLock", "IsAlreadyRunning", "StartInteractionsQuery", "QueryStatus"]
     detail = the_event(world, "RetrainingSucceeded")
-    assert detail["outcome"] == "succeeded" and detail["runId"] == RUN_ID and detail["asOf"] == "2026-11-20"
+    # The run date D is the execution's start (UTC), as the context object gives it.
+    run_date = execution.started.astimezone(timezone.utc).date()
+    assert detail["outcome"] == "succeeded" and detail["runId"] == RUN_ID and detail["asOf"] == run_date.isoformat()
     assert detail["interactions"] == {"rows": 1200, "users": 30, "usersWithAtLeast2": 30, "items": 17,
                                       "newRows": None, "cutoff": rows[-1][4], "previousCutoff": None}
     assert detail["datasetImportJob"]["arn"] == IMPORT_JOB_ARN
@@ -319,24 +321,104 @@ def test_incremental_without_any_import_yet_imports_in_full(world: World):
     assert the_event(world, "RetrainingSucceeded")["importMode"] == "FULL"
 
 
-def test_auto_training_deploys_the_first_version_made_after_the_import(world: World):
-    finished = NOW + timedelta(minutes=20)
+def list_versions(world: World, *versions: tuple[str, str, timedelta]) -> None:
+    """ListSolutionVersions answers (arn, status, created relative to NOW), in the order given."""
+    world.personalize.add_response("list_solution_versions", {"solutionVersions": [
+        {"solutionVersionArn": arn, "status": status, "creationDateTime": NOW + created,
+         "trainingType": "AUTOMATIC"} for arn, status, created in versions]}, {"solutionArn": SOLUTION_ARN})
+
+
+TRAINING_NOW = f"{SOLUTION_ARN}/training-now"
+
+
+def test_auto_training_imports_then_deploys_the_newest_active_version_without_waiting(world: World):
     world.query(rows=interactions())
-    world.import_job(finished=finished)
-    before = {"solutionVersionArn": OLD_VERSION, "status": "ACTIVE", "creationDateTime": finished - timedelta(days=7)}
-    after = {"solutionVersionArn": NEW_VERSION, "creationDateTime": finished + timedelta(hours=1)}
-    for listed in ([before], [before, {**after, "status": "CREATE IN_PROGRESS"}], [{**after, "status": "ACTIVE"},
-                                                                                  before]):
-        world.personalize.add_response("list_solution_versions", {"solutionVersions": listed},
-                                       {"solutionArn": SOLUTION_ARN})
+    world.import_job()
+    # Newest first is not promised by ListSolutionVersions; a version still training is never waited for.
+    list_versions(world, (OLD_VERSION, "ACTIVE", -timedelta(days=14)), (TRAINING_NOW, "CREATE IN_PROGRESS",
+                  timedelta(minutes=5)), (NEW_VERSION, "ACTIVE", -timedelta(days=1)))
+    world.describe_campaign(deployed=OLD_VERSION)
     world.campaign_update()
 
-    execution = world.run(TRAINING_MODE="AUTO")
+    execution = world.run(TRAINING_MODE="AUTO", auto_training=True)
 
     assert execution.end_state == "Succeeded"
-    # No CreateSolutionVersion (the Stubber would refuse it): the run waited through two checks for the version.
-    assert execution.path.count("CheckTraining") == 2
-    assert the_event(world, "RetrainingSucceeded")["solutionVersion"]["arn"] == NEW_VERSION
+    # No CreateSolutionVersion (the Stubber would refuse it) and no training loop.
+    assert not {"StartTraining", "CheckTraining", "WaitForTraining"} & set(execution.path)
+    assert execution.steps.count("pick_deployable_version") == 1
+    detail = the_event(world, "RetrainingSucceeded")
+    assert detail["solutionVersion"]["arn"] == NEW_VERSION and detail["trainingMode"] == "AUTO"
+    assert detail["campaign"]["previousSolutionVersionArn"] == OLD_VERSION
+
+
+@pytest.mark.parametrize("versions, campaign, why", [
+    # The campaign serves the newest ACTIVE version already (e.g. it syncs with the latest version).
+    ([(OLD_VERSION, "ACTIVE", -timedelta(days=14)), (NEW_VERSION, "ACTIVE", -timedelta(days=1))],
+     {"deployed": NEW_VERSION}, f"the campaign serves {NEW_VERSION}"),
+    # It is being rolled onto it right now.
+    ([(OLD_VERSION, "ACTIVE", -timedelta(days=14)), (NEW_VERSION, "ACTIVE", -timedelta(days=1))],
+     {"deployed": OLD_VERSION, "update": {"solutionVersionArn": NEW_VERSION, "status": "CREATE IN_PROGRESS"}},
+     f"the campaign is being rolled onto {NEW_VERSION}"),
+    # The only newer version is still training, or failed.
+    ([(OLD_VERSION, "ACTIVE", -timedelta(days=14)), (NEW_VERSION, "CREATE IN_PROGRESS", -timedelta(hours=1)),
+      (TRAINING_NOW, "CREATE FAILED", -timedelta(hours=2))],
+     {"deployed": OLD_VERSION}, f"the campaign serves {OLD_VERSION}"),
+    # Auto-training has not made any version yet.
+    ([(NEW_VERSION, "CREATE PENDING", -timedelta(minutes=1))], None, "has no ACTIVE version yet"),
+])
+def test_auto_training_with_nothing_newer_ends_as_nothing_to_deploy(world: World, versions, campaign, why):
+    world.query(rows=interactions())
+    world.import_job()
+    list_versions(world, *versions)
+    if campaign is not None:
+        world.describe_campaign(**campaign)
+
+    execution = world.run(TRAINING_MODE="AUTO", auto_training=True)
+
+    assert (execution.status, execution.end_state) == ("SUCCEEDED", "NothingToDeploy")
+    assert "update_campaign" not in execution.steps
+    detail = the_event(world, "RetrainingNothingToDeploy")
+    assert detail["outcome"] == "nothing_to_deploy"
+    assert detail["reason"].startswith("nothing new to deploy") and why in detail["reason"]
+    assert world.item(LOCK) is None
+    assert world.item(LAST_IMPORT) is not None  # the import landed all the same
+
+
+def test_auto_training_rolls_a_campaign_serving_another_solutions_version_onto_this_one(world: World):
+    world.query(rows=interactions())
+    world.import_job()
+    list_versions(world, (NEW_VERSION, "ACTIVE", -timedelta(days=1)))
+    world.describe_campaign(deployed="arn:aws:personalize:eu-west-1:123456789012:solution/other/0001")
+    world.campaign_update()
+
+    assert world.run(TRAINING_MODE="AUTO", auto_training=True).end_state == "Succeeded"
+
+
+def test_auto_training_gates_the_picked_version(world: World):
+    world.query(rows=interactions())
+    world.import_job()
+    list_versions(world, (OLD_VERSION, "ACTIVE", -timedelta(days=14)), (NEW_VERSION, "ACTIVE", -timedelta(days=1)))
+    world.describe_campaign(deployed=OLD_VERSION)
+    world.metrics(NEW_VERSION, precision_at_10=0.1)
+    world.describe_campaign(deployed=OLD_VERSION)
+    world.metrics(OLD_VERSION, precision_at_10=0.3)
+
+    execution = world.run(TRAINING_MODE="AUTO", GATE_METRIC="precision_at_10", auto_training=True)
+
+    assert execution.end_state == "GateRejected"
+    assert the_event(world, "RetrainingGateRejected")["solutionVersion"]["arn"] == NEW_VERSION
+
+
+def test_a_definition_of_the_other_training_mode_fails_the_run_instead_of_training(world: World):
+    """After a trainingMode change, an execution of the older definition must not train against the new mode."""
+    world.query(rows=interactions())
+    world.import_job()
+
+    execution = world.run(TRAINING_MODE="AUTO", auto_training=False)
+
+    assert execution.end_state == "Failed"
+    message = the_event(world, "RetrainingFailed")["error"]["message"]
+    assert "TRAINING_MODE is AUTO" in message and "pulumi up" in message
 
 
 def test_a_campaign_already_serving_the_version_is_not_updated(world: World):

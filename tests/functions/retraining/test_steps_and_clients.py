@@ -12,9 +12,9 @@ from functions.retraining import handler
 from functions.retraining.clients import (
     Boto3Notifier, Notification, ResourceInUse, Throttled, translate_errors,
 )
-from functions.retraining.steps import (
-    ErrorInfo, ImportMode, RetrainingSettings, RunState, TrainingMode, values_csv,
-)
+from functions.retraining.run_state import ErrorInfo, RunState
+from functions.retraining.settings import ImportMode, RetrainingSettings, TrainingMode
+from functions.retraining.steps import values_csv
 from functions.retraining.workflow import Outcome
 from tests.functions.retraining.world import ENV, NOW, RUN_ID, FakeLambdaContext, World
 

@@ -1,6 +1,7 @@
 """The retraining tests' world: moto S3/DynamoDB/SNS/EventBridge, stubbed Personalize and Athena clients
 (botocore's Stubber checks every request against the API model), recorded responses scripted per run, and
-runs that walk the generated definition with the local ASL runner."""
+runs of the generated definition on moto's Step Functions interpreter with the real Lambda entry behind its
+Tasks (step_functions.py)."""
 
 from __future__ import annotations
 
@@ -12,15 +13,17 @@ from typing import Any
 import functools
 
 import boto3
+import pytest
 from botocore.stub import ANY, Stubber
 
 from functions.retraining import handler
 from functions.retraining.clients import (
     LOCK_TABLE_KEY, LOCK_TABLE_TTL_ATTRIBUTE, Boto3Athena, Boto3Personalize, EVENT_SOURCE,
 )
-from functions.retraining.steps import RetrainingSettings, Services
+from functions.retraining.settings import RetrainingSettings
+from functions.retraining.steps import Services
 from functions.retraining.workflow import LoopBound, WorkflowSpec, build_definition
-from tests.functions.retraining.asl_runner import Execution, run
+from tests.functions.retraining.step_functions import Execution, LambdaService, execute
 from cli.lambda_context import LocalLambdaContext
 
 REGION = "eu-west-1"
@@ -36,7 +39,6 @@ NEW_VERSION = f"{SOLUTION_ARN}/0a1b2c3d"
 OLD_VERSION = f"{SOLUTION_ARN}/99887766"
 RUN_ID = "run-1"
 IMPORT_JOB_ARN = f"{PERSONALIZE}:dataset-import-job/retrain-{RUN_ID}"
-STARTED_AT = "2026-11-20T02:00:00.000Z"
 NOW = datetime(2026, 11, 20, 2, 0, tzinfo=timezone.utc)
 QUERY_ID = "7f1c2a9e-0000-4000-8000-000000000001"
 # Where the enforced workgroup puts results, overriding the run's own OutputLocation.
@@ -84,7 +86,8 @@ def _session() -> boto3.Session:
 class World:
     """One account: the lake bucket, lock table, topic and bus in moto; Personalize and Athena stubbed."""
 
-    def __init__(self) -> None:
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.monkeypatch = monkeypatch
         session = _session()
         self.s3 = session.client("s3")
         self.dynamodb = session.client("dynamodb")
@@ -128,13 +131,19 @@ class World:
                                    personalize=Boto3Personalize(self.personalize_client),
                                    athena=Boto3Athena(self.athena_client), clock=lambda: NOW)
 
-    def run(self, spec: WorkflowSpec = FAST_SPEC, *, name: str = RUN_ID, started_at: str = STARTED_AT,
-            **env: str) -> Execution:
-        """Walk the generated definition; every scripted response must have been used."""
+    def run(self, spec: WorkflowSpec = FAST_SPEC, *, name: str = RUN_ID, auto_training: bool = False,
+            throttle_invocations: int = 0, **env: str) -> Execution:
+        """Execute the generated definition on moto's interpreter, each Task invoking the handler Lambda's entry
+        (`lambda_handler`, Powertools and all) with these settings; every scripted response must have been used."""
+        spec = dataclasses.replace(spec, auto_training=auto_training)
         settings = self.settings(**env)
         services = self.services(settings)
-        execution = run(build_definition(spec), lambda payload: handler.handle(payload, settings, services),
-                        name=name, start_time=started_at)
+        with self.monkeypatch.context() as patch:
+            patch.setattr(handler, "_runtime", lambda: (settings, services))
+            service = LambdaService(FUNCTION_ARN, lambda payload: handler.lambda_handler(payload, FakeLambdaContext()),
+                                    throttle_next=throttle_invocations)
+            execution = execute(build_definition(spec), service, name=name, region=REGION,
+                                monkeypatch=self.monkeypatch)
         self.personalize.assert_no_pending_responses()
         self.athena.assert_no_pending_responses()
         return execution

@@ -9,13 +9,18 @@ import pytest
 from botocore.exceptions import ClientError
 from moto import mock_aws
 
-from functions.retraining.steps import DEFAULT_LOCK_TTL_SECONDS, STEPS
+from functions.retraining.settings import DEFAULT_LOCK_TTL_SECONDS
+from functions.retraining.steps import STEPS
 from functions.retraining.workflow import LoopBound, Step, WorkflowSpec, build_definition
 
 FUNCTION_ARN = "arn:aws:lambda:eu-west-1:123456789012:function:retraining"
 SPEC = WorkflowSpec(function_arn=FUNCTION_ARN)
 DEFINITION = build_definition(SPEC)
 STATES = DEFINITION["States"]
+AUTO_SPEC = WorkflowSpec(function_arn=FUNCTION_ARN, auto_training=True)
+AUTO_STATES = build_definition(AUTO_SPEC)["States"]
+# The structural properties hold for both definitions: FULL/UPDATE training, and AUTO.
+BOTH = pytest.mark.parametrize("states", [STATES, AUTO_STATES], ids=["train", "auto"])
 
 # Written out here from the API references, independently of workflow.py's tables.
 TERMINAL = {
@@ -33,8 +38,8 @@ PENDING = {
 RETRIED = {"Throttled", "ResourceInUse", "Lambda.TooManyRequestsException", "Lambda.ServiceException"}
 
 
-def successors(name: str, *, catches: bool = True) -> set[str]:
-    state = STATES[name]
+def successors(name: str, *, catches: bool = True, states: dict = STATES) -> set[str]:
+    state = states[name]
     found = {state["Next"]} if "Next" in state else set()
     found |= {rule["Next"] for rule in state.get("Choices", [])}
     found |= {state["Default"]} if "Default" in state else set()
@@ -43,23 +48,23 @@ def successors(name: str, *, catches: bool = True) -> set[str]:
     return found
 
 
-def reachable(start: str, *, catches: bool = True) -> set[str]:
+def reachable(start: str, *, catches: bool = True, states: dict = STATES) -> set[str]:
     seen, todo = set(), [start]
     while todo:
         name = todo.pop()
         if name not in seen:
             seen.add(name)
-            todo.extend(successors(name, catches=catches))
+            todo.extend(successors(name, catches=catches, states=states))
     return seen
 
 
-def ends(start: str) -> set[str]:
+def ends(start: str, states: dict = STATES) -> set[str]:
     """The end states reachable from `start` on normal transitions."""
-    return {n for n in reachable(start, catches=False) if STATES[n]["Type"] in ("Succeed", "Fail")}
+    return {n for n in reachable(start, catches=False, states=states) if states[n]["Type"] in ("Succeed", "Fail")}
 
 
-def tasks() -> dict[str, dict]:
-    return {name: state for name, state in STATES.items() if state["Type"] == "Task"}
+def tasks(states: dict = STATES) -> dict[str, dict]:
+    return {name: state for name, state in states.items() if state["Type"] == "Task"}
 
 
 def test_moto_accepts_the_definition():
@@ -76,8 +81,9 @@ def test_moto_accepts_the_definition():
             client.create_state_machine(name="broken", definition=json.dumps(broken), roleArn=role)
 
 
-def test_every_task_has_a_timeout_retries_with_backoff_and_catches_everything():
-    for name, state in tasks().items():
+@BOTH
+def test_every_task_has_a_timeout_retries_with_backoff_and_catches_everything(states):
+    for name, state in tasks(states).items():
         assert 1 <= state["TimeoutSeconds"] <= 900, name
         retried = {error for retrier in state["Retry"] for error in retrier["ErrorEquals"]}
         assert RETRIED <= retried, name
@@ -89,77 +95,95 @@ def test_every_task_has_a_timeout_retries_with_backoff_and_catches_everything():
 
 
 def test_every_task_invokes_the_handler_with_a_known_step_and_every_step_is_used():
-    used = set()
-    for name, state in tasks().items():
-        assert state["Resource"] == "arn:aws:states:::lambda:invoke"
-        assert state["Parameters"]["FunctionName"] == FUNCTION_ARN
-        assert state["OutputPath"] == "$.Payload"
-        used.add(Step(state["Parameters"]["Payload"]["step"]))
-    assert used == set(Step) == set(STEPS)
+    used = {}
+    for states in (STATES, AUTO_STATES):
+        used[id(states)] = set()
+        for state in tasks(states).values():
+            assert state["Resource"] == "arn:aws:states:::lambda:invoke"
+            assert state["Parameters"]["FunctionName"] == FUNCTION_ARN
+            assert state["OutputPath"] == "$.Payload"
+            used[id(states)].add(Step(state["Parameters"]["Payload"]["step"]))
+    training = {Step.START_TRAINING, Step.CHECK_TRAINING}
+    assert used[id(STATES)] | used[id(AUTO_STATES)] == set(Step) == set(STEPS)
+    assert Step.PICK_DEPLOYABLE not in used[id(STATES)]
+    assert not training & used[id(AUTO_STATES)]  # AUTO never starts or waits on a training
 
 
-def test_every_loop_is_bounded_by_the_attempts_counter_leading_to_failure():
+@pytest.mark.parametrize("states, loops", [
+    (STATES, {"QueryStatus", "ImportStatus", "TrainingStatus", "CampaignStatus"}),
+    (AUTO_STATES, {"QueryStatus", "ImportStatus", "CampaignStatus"}),
+], ids=["train", "auto"])
+def test_every_loop_is_bounded_by_the_attempts_counter_leading_to_failure(states, loops):
     loop_choices = set()
-    for name, state in STATES.items():
+    for name, state in states.items():
         if state["Type"] != "Wait":
             continue
-        loop = {n for n in reachable(name, catches=False) if name in reachable(n, catches=False)}
-        (choice,) = [n for n in loop if STATES[n]["Type"] == "Choice"]
+        loop = {n for n in reachable(name, catches=False, states=states)
+                if name in reachable(n, catches=False, states=states)}
+        (choice,) = [n for n in loop if states[n]["Type"] == "Choice"]
         loop_choices.add(choice)
-        rules = STATES[choice]["Choices"]
+        rules = states[choice]["Choices"]
         (bound_index,) = [i for i, r in enumerate(rules) if r.get("Variable") == "$.attempts"]
         bound = rules[bound_index]
         assert bound["NumericGreaterThanEquals"] >= 1
-        assert bound["Next"] not in loop and ends(bound["Next"]) == {"Failed"}
-        assert "NotifyFailure" in reachable(bound["Next"], catches=False)
+        assert bound["Next"] not in loop and ends(bound["Next"], states) == {"Failed"}
+        assert "NotifyFailure" in reachable(bound["Next"], catches=False, states=states)
         # The bound is looked at before any rule that goes round the loop again.
         assert all(r["Next"] not in loop for r in rules[:bound_index]), choice
-        assert STATES[choice]["Default"] not in loop
-    assert loop_choices == {"QueryStatus", "ImportStatus", "TrainingStatus", "CampaignStatus"}
+        assert states[choice]["Default"] not in loop
+    assert loop_choices == loops
 
 
-def test_every_status_choice_covers_every_terminal_status():
+@BOTH
+def test_every_status_choice_covers_every_terminal_status(states):
     status_choices = {}
-    for name, state in STATES.items():
+    for name, state in states.items():
         if state["Type"] == "Choice":
             paths = {r["Variable"] for r in state["Choices"]} - {"$.attempts", "$.outcome"}
             if paths:
                 (path,) = paths
                 status_choices[path] = state
-    assert set(status_choices) == set(TERMINAL)
+    expected = set(TERMINAL) - ({"$.training.status"} if states is AUTO_STATES else set())
+    assert set(status_choices) == expected
     for path, state in status_choices.items():
         success, failed = TERMINAL[path]
         routes = {r["StringEquals"]: r["Next"] for r in state["Choices"] if r["Variable"] == path}
-        assert "Succeeded" in ends(routes[success]) and STATES[routes[success]]["Type"] == "Task", path
+        assert "Succeeded" in ends(routes[success], states) and states[routes[success]]["Type"] == "Task", path
         for status in failed:
-            assert ends(routes[status]) == {"Failed"}, (path, status)
+            assert ends(routes[status], states) == {"Failed"}, (path, status)
         for status in PENDING[path]:
-            assert STATES[routes[status]]["Type"] == "Wait", (path, status)
-        assert ends(state["Default"]) == {"Failed"}, path  # an unknown status ends the run too
+            assert states[routes[status]]["Type"] == "Wait", (path, status)
+        assert ends(state["Default"], states) == {"Failed"}, path  # an unknown status ends the run too
 
 
-def test_failures_are_notified_and_clean_outcomes_end_in_named_succeed_states():
-    assert {n for n, s in STATES.items() if s["Type"] == "Succeed"} == \
-        {"Succeeded", "Skipped", "GateRejected", "AlreadyRunning"}
-    assert {n for n, s in STATES.items() if s["Type"] == "Fail"} == {"Failed"}
-    assert [n for n in STATES if "Failed" in successors(n, catches=False)] == ["NotifyFailure"]
-    for end, notify in (("Succeeded", "NotifySucceeded"), ("Skipped", "NotifySkipped"),
-                        ("GateRejected", "NotifyGateRejected")):
-        assert [n for n in STATES if end in successors(n)] == [notify]
+@pytest.mark.parametrize("states, clean", [
+    (STATES, {"Succeeded": "NotifySucceeded", "Skipped": "NotifySkipped", "GateRejected": "NotifyGateRejected"}),
+    (AUTO_STATES, {"Succeeded": "NotifySucceeded", "Skipped": "NotifySkipped", "GateRejected": "NotifyGateRejected",
+                   "NothingToDeploy": "NotifyNothingToDeploy"}),
+], ids=["train", "auto"])
+def test_failures_are_notified_and_clean_outcomes_end_in_named_succeed_states(states, clean):
+    assert {n for n, s in states.items() if s["Type"] == "Succeed"} == {*clean, "AlreadyRunning"}
+    assert {n for n, s in states.items() if s["Type"] == "Fail"} == {"Failed"}
+    assert [n for n in states if "Failed" in successors(n, catches=False, states=states)] == ["NotifyFailure"]
+    for end, notify in clean.items():
+        assert [n for n in states if end in successors(n, states=states)] == [notify]
 
 
-def test_every_state_is_reachable_and_every_transition_exists():
-    assert reachable(DEFINITION["StartAt"]) == set(STATES)
-    for name in STATES:
-        assert successors(name) <= set(STATES), name
+def test_auto_training_goes_from_the_import_to_the_pick_and_the_gate():
+    import_status = {r["StringEquals"]: r["Next"] for r in AUTO_STATES["ImportStatus"]["Choices"]
+                     if "StringEquals" in r}
+    assert import_status["ACTIVE"] == "PickDeployableVersion"
+    assert AUTO_STATES["PickDeployableVersion"]["Next"] == "AnythingNewToDeploy"
+    assert AUTO_STATES["AnythingNewToDeploy"]["Default"] == "Gate"
+    # No training loop is counted in the run's bound, so the lock and the timeout are a day shorter.
+    assert AUTO_SPEC.max_run_seconds == SPEC.max_run_seconds - SPEC.training.max_seconds
 
 
-def test_choice_rules_stay_within_what_the_local_runner_evaluates():
-    for name, state in STATES.items():
-        for rule in state.get("Choices", []):
-            operators = set(rule) - {"Variable", "Next"}
-            assert operators <= {"StringEquals", "NumericGreaterThanEquals", "IsPresent"}, (name, rule)
-            assert rule["Variable"].startswith("$.")
+@BOTH
+def test_every_state_is_reachable_and_every_transition_exists(states):
+    assert reachable("AcquireLock", states=states) == set(states)
+    for name in states:
+        assert successors(name, states=states) <= set(states), name
 
 
 def test_default_bounds_and_the_lock_outlives_a_run():
