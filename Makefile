@@ -3,7 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: test venv clean demo
+VALIDATORS := tests/validators
+
+.PHONY: test venv validators clean demo
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -13,7 +15,14 @@ $(BIN)/.installed: requirements.txt requirements-dev.txt
 
 venv: $(BIN)/.installed
 
-test: venv
+# Third-party validators from npm (asl-validator), pinned by the lock file; the tests run them.
+$(VALIDATORS)/node_modules/.installed: $(VALIDATORS)/package.json $(VALIDATORS)/package-lock.json
+	npm ci --prefix $(VALIDATORS) --no-audit --no-fund --silent
+	touch $@
+
+validators: $(VALIDATORS)/node_modules/.installed
+
+test: venv validators
 	$(BIN)/ruff check --quiet --select F --exclude $(VENV) .
 	$(BIN)/python -m pytest
 
@@ -22,4 +31,4 @@ demo: venv
 	$(BIN)/python -m cli demo
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VALIDATORS)/node_modules .pytest_cache .hypothesis

@@ -18,7 +18,7 @@ Every Task invokes the one handler Lambda (`functions.retraining.handler.lambda_
 throttling and ResourceInUse with backoff, and catches everything into NotifyFailure. Every polling loop is a
 Choice on the job's raw status: success moves on, each failed status fails the run, pending statuses wait —
 and only while the step-maintained `attempts` counter is below the loop's bound; an unknown status fails too.
-The Choice rules use only StringEquals / NumericGreaterThanEquals on `$.x` paths (the tests walk them locally).
+The tests run it on moto's Step Functions interpreter and through asl-validator.
 
 This module is imported by the Pulumi component, so it depends on the standard library only.
 """
@@ -83,8 +83,12 @@ CAMPAIGN_STATUSES = JobStatuses("ACTIVE", frozenset({"CREATE PENDING", "CREATE I
                                 frozenset({"CREATE FAILED", "DELETE PENDING", "DELETE IN_PROGRESS"}))
 
 RETRYABLE_ERRORS = ("Throttled", "ResourceInUse", "Lambda.TooManyRequestsException", "Lambda.ServiceException",
-                    "Lambda.AWSLambdaException", "Lambda.SdkClientException")
-"""Retried with backoff by every Task: our translated AWS errors and the transient Lambda service errors."""
+                    "Lambda.AWSLambdaException", "Lambda.SdkClientException",
+                    "Lambda.ClientExecutionTimeoutException")
+"""Retried with backoff by every Task: our translated AWS errors, Lambda's throttling and the transient Lambda
+service errors the Step Functions guide names ("Handle Lambda service exceptions",
+https://docs.aws.amazon.com/step-functions/latest/dg/bp-lambda-serviceexception.html). A function error of
+our own (its `errorType`) or `Lambda.Unknown` (a timeout, out of memory) is not retried: it is caught."""
 
 
 @dataclass(frozen=True, slots=True)

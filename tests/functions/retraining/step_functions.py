@@ -113,8 +113,10 @@ def execute(definition: dict[str, Any], lambda_service: LambdaService, *, name: 
             region: str, monkeypatch: pytest.MonkeyPatch, timeout_s: float = 60) -> Execution:
     """Create the state machine, start one execution named `name`, wait for its end; inside `mock_aws` set up
     with STEP_FUNCTIONS_CONFIG."""
-    # moto's interpreter makes its own clients from the default session; the hook must be on that session.
-    boto3.setup_default_session(region_name=region)
+    # moto's interpreter makes a client from the default session for every Task; the hook must be on that
+    # session, and one session for all runs keeps its loaded service models.
+    if boto3.DEFAULT_SESSION is None:
+        boto3.setup_default_session()
     events = boto3.DEFAULT_SESSION.events
     events.register("before-call.lambda.Invoke", lambda_service)
     sfn = boto3.client("stepfunctions", region_name=region)
@@ -127,7 +129,7 @@ def execute(definition: dict[str, Any], lambda_service: LambdaService, *, name: 
             while (described := sfn.describe_execution(executionArn=arn))["status"] == "RUNNING":
                 if time.monotonic() > deadline:
                     raise AssertionError(f"execution {name} still running after {timeout_s} s")
-                time.sleep(0.002)
+                time.sleep(0.01)
     finally:
         events.unregister("before-call.lambda.Invoke", lambda_service)
     history = [event for page in sfn.get_paginator("get_execution_history").paginate(executionArn=arn)

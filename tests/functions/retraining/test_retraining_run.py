@@ -39,6 +39,9 @@ def test_a_full_run_imports_trains_and_rolls_the_campaign(world: World):
 
     assert execution.status == "SUCCEEDED" and execution.end_state == "Succeeded"
     assert execution.path[:4] == ["AcquireLock", "IsAlreadyRunning", "StartInteractionsQuery", "QueryStatus"]
+    # One Wait per pending status, the one each Start step records included: query QUEUED, RUNNING; import
+    # PENDING ×2, IN_PROGRESS; training PENDING, IN_PROGRESS; campaign PENDING, IN_PROGRESS. FAST_SPEC: 1 s each.
+    assert execution.waits == [1] * 9 and execution.retried == []
     detail = the_event(world, "RetrainingSucceeded")
     # The run date D is the execution's start (UTC), as the context object gives it.
     run_date = execution.started.astimezone(timezone.utc).date()
@@ -452,10 +455,15 @@ def test_throttling_and_resource_in_use_are_retried(world: World):
     world.training()
     world.campaign_update()
 
-    execution = world.run()
+    # And the Lambda service itself refuses the first invocation (HTTP 429).
+    execution = world.run(throttle_invocations=1)
 
     assert execution.end_state == "Succeeded"
-    assert execution.retried == ["Throttled", "ResourceInUse"]
+    assert execution.retried == ["Lambda.TooManyRequestsException", "Throttled", "ResourceInUse"]
+    assert execution.steps.count("acquire_lock") == 2
+    # FULL jitter: each first retry waits a random time up to its IntervalSeconds (2 s; 60 s for ResourceInUse).
+    first_lambda, first_throttle, first_in_use = execution.retry_intervals
+    assert 0 <= first_lambda <= 2 and 0 <= first_throttle <= 2 and 0 <= first_in_use <= 60
 
 
 def test_any_other_error_is_caught_into_the_failure_notification(world: World):

@@ -35,7 +35,9 @@ PENDING = {
     "$.training.status": {"CREATE PENDING", "CREATE IN_PROGRESS", "CREATE STOPPING"},
     "$.campaign.status": {"CREATE PENDING", "CREATE IN_PROGRESS"},
 }
-RETRIED = {"Throttled", "ResourceInUse", "Lambda.TooManyRequestsException", "Lambda.ServiceException"}
+# The guide's Lambda service exceptions (bp-lambda-serviceexception.html) and throttling, and our own two.
+RETRIED = {"Throttled", "ResourceInUse", "Lambda.TooManyRequestsException", "Lambda.ServiceException",
+           "Lambda.AWSLambdaException", "Lambda.SdkClientException", "Lambda.ClientExecutionTimeoutException"}
 
 
 def successors(name: str, *, catches: bool = True, states: dict = STATES) -> set[str]:
