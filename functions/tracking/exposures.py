@@ -18,18 +18,25 @@ Two ways in, one code path (`record_exposures`):
                        "campaign_id": "…" | "journey_id": "…",      # at least one
                        "personalize_user_id": "…",                  # else user_id
                        "user_id": "…",                              # optional
-                       "send_id": "…",                              # optional; default: the request id
-                       "event_time_ms": 1764000000000}]}            # optional; default: now
+                       "event_time_ms": 1764000000000}],            # optional; default: now
+        "send_id": "…"}                                             # required: names this send
 
-   and gets back `{"recorded": n, "event_ids": [...]}`.
+   (at most `MAX_DIRECT_EXPOSURES` = 500 exposures a call; an entry may carry its own `send_id`) and gets
+   back `{"recorded": n, "event_ids": [...]}`.
+
+Every exposure is checked by the normaliser the stream's consumers run before anything is written: one that
+the lake or the rules engine would reject (an id over 256 bytes, an attribute over 1,000 characters, …) fails a
+direct call naming the entry; in a Pinpoint invocation it is left out and counted (`exposures_refused` in the
+log), since failing would cost every recipient of the batch their message.
 
 Each exposure becomes one canonical app record (`functions/events/app.py`) of type `_custom.recommender`
 with `event_id` = `exp-` + a hash of (endpoint, item, campaign, journey, send id), partition key = its user.
 The send id names the send occasion, so a retry of the same send writes the same ids and the stream's
-consumers (which de-duplicate by `event_id`) keep one copy. A sender should pass a `send_id` that survives
-its own retries (a message id); the default, the Lambda request id, survives only Lambda's retries of an
-asynchronous invocation. Pinpoint re-invokes synchronously with the same payload, so for Pinpoint the send
-id is derived from the payload's campaign/journey settings instead (see `RecommenderRequest.send_id`).
+consumers (which de-duplicate by `event_id`) keep one copy. A direct caller must pass a `send_id` that
+survives its own retries (a message id): a default such as the Lambda request id would make every retry of a
+synchronous call a new send, counted again. Pinpoint re-invokes synchronously with the same payload, so for
+Pinpoint the send id is derived from the payload's campaign/journey settings instead (see
+`RecommenderRequest.send_id`).
 
 Environment (read once, by `ExposureSettings.from_env`):
 - `STREAM_ARN` (required): the Kinesis data stream;
@@ -56,6 +63,8 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 
 from functions.events.app import APP_SCHEMA
+from functions.events.canonical import IdentityMode, Rejected
+from functions.events.normalise import normalise
 from functions.events.parsing import MAX_TIME_MS, MIN_TIME_MS, FieldError, Fields, iso_to_ms, stable_event_id
 from functions.retraining.scoring import EXPOSURE_EVENT_TYPE
 from functions.tracking.stream import KinesisWriter, StreamRecord, partition_key
@@ -65,6 +74,8 @@ logger = Logger()
 DEFAULT_RECOMMENDATION_ATTRIBUTE = "RecommendedItems"
 MAX_RECOMMENDATIONS = 5  # Pinpoint quota: recommendations per message
 MAX_RESPONSE_BYTES = 6 * 1024 * 1024  # Pinpoint quota: Lambda request and response payload
+MAX_DIRECT_EXPOSURES = 500
+"""Most exposures one direct call may carry (a Pinpoint invocation holds at most 50 endpoints × 5 items)."""
 SEND_WINDOW_MS = 15 * 60 * 1000
 """Without a `ScheduledTime` in the payload, Pinpoint invocations of one campaign/journey activity in the same
 15 minutes count as one send (Pinpoint's retries of it land well inside this)."""
@@ -198,6 +209,12 @@ class Exposure:
     def to_stream_record(self) -> StreamRecord:
         data = json.dumps(self.to_app_record(), ensure_ascii=False, separators=(",", ":"), sort_keys=True)
         return StreamRecord(partition_key=partition_key(self.stream_user), data=data.encode("utf-8"))
+
+    def refusal(self) -> str | None:
+        """Why the stream's consumers would reject this exposure's record, or None: the normaliser itself
+        decides (in the stricter identity mode), so what is reported recorded is what gets counted."""
+        result = normalise(self.to_stream_record().data, identity_mode=IdentityMode.USER)
+        return result.reason if isinstance(result, Rejected) else None
 
 
 def record_exposures(exposures: Sequence[Exposure], *, writer: KinesisWriter) -> tuple[str, ...]:
@@ -344,11 +361,18 @@ def pinpoint_exposures(request: RecommenderRequest, provider_id_type: ProviderId
 # --- Direct invocations by other senders -----------------------------------------------------------------
 
 
-def parse_exposures(event: Mapping[str, Any], *, default_send_id: str, now_ms: int) -> list[Exposure]:
-    """The `{"exposures": [...]}` shape (module docstring); raises ValueError naming the bad field."""
+def parse_exposures(event: Mapping[str, Any], *, now_ms: int) -> list[Exposure]:
+    """The `{"exposures": [...], "send_id": "…"}` shape (module docstring); raises ValueError naming the bad
+    field, before anything is written."""
     entries = event.get("exposures")
     if not isinstance(entries, list) or not entries:
         raise ValueError("exposures: expected a non-empty list of exposures")
+    if len(entries) > MAX_DIRECT_EXPOSURES:
+        raise ValueError(f"exposures: {len(entries):,} in one call, more than {MAX_DIRECT_EXPOSURES}; "
+                         "split them into several calls, each with its own send_id")
+    call_send_id = event.get("send_id")
+    if call_send_id is not None and (not isinstance(call_send_id, str) or not call_send_id):
+        raise ValueError(f"send_id: expected a non-empty string naming this send, got {type(call_send_id).__name__}")
     exposures: list[Exposure] = []
     for index, entry in enumerate(entries):
         where = f"exposures[{index}]"
@@ -358,45 +382,59 @@ def parse_exposures(event: Mapping[str, Any], *, default_send_id: str, now_ms: i
             personalize_user = fields.text("personalize_user_id", required=False) or user_id
             if personalize_user is None:
                 raise FieldError(f"{where}: give personalize_user_id or user_id")
+            send_id = fields.text("send_id", required=False) or call_send_id
+            if send_id is None:
+                raise FieldError(f"{where}: give send_id (for the call or the entry): an id of this send that a "
+                                 "retry of the call repeats, such as the message id, so a retry is not counted twice")
             event_time_ms = fields.millis("event_time_ms", required=False)
-            exposures.append(Exposure(
+            exposure = Exposure(
                 endpoint_id=fields.text("endpoint_id"),
                 item_id=fields.text("item_id"),
                 personalize_user_id=personalize_user,
                 user_id=user_id,
                 campaign_id=fields.text("campaign_id", required=False),
                 journey_id=fields.text("journey_id", required=False),
-                send_id=fields.text("send_id", required=False) or default_send_id,
+                send_id=send_id,
                 event_time_ms=now_ms if event_time_ms is None else event_time_ms,
-            ))
+            )
         except FieldError as error:
             raise ValueError(str(error)) from None
         except ValueError as error:
             raise ValueError(f"{where}: {error}") from None
+        refusal = exposure.refusal()
+        if refusal is not None:
+            raise ValueError(f"{where}: the stream's consumers would reject it: {refusal}")
+        exposures.append(exposure)
     return exposures
 
 
 # --- The handler -----------------------------------------------------------------------------------------
 
 
-def handle(event: Mapping[str, Any], *, settings: ExposureSettings, writer: KinesisWriter, request_id: str,
-           now_ms: int) -> Any:
+def handle(event: Mapping[str, Any], *, settings: ExposureSettings, writer: KinesisWriter, now_ms: int) -> Any:
     """Answer one invocation of either shape, after its exposures are safely on the stream."""
     if "Endpoints" in event:
         request = RecommenderRequest.parse(event)
         response = recommender_response(request, settings.recommendation_attribute)
         check_response_size(response)
         found = pinpoint_exposures(request, settings.provider_id_type, now_ms=now_ms)
-        written = record_exposures(found.exposures, writer=writer)
+        refusals = [(exposure, exposure.refusal()) for exposure in found.exposures]
+        accepted = [exposure for exposure, refusal in refusals if refusal is None]
+        if len(accepted) < len(found.exposures):
+            logger.warning("exposures the stream's consumers would reject were left out", extra={
+                "exposures_refused": len(found.exposures) - len(accepted),
+                "first_reason": next(refusal for _, refusal in refusals if refusal is not None)})
+        written = record_exposures(accepted, writer=writer)
         logger.info("Pinpoint recommendations processed", extra={
             "endpoints": len(request.endpoints), "exposures": len(written),
+            "exposures_refused": len(found.exposures) - len(accepted),
             "endpoints_without_items": found.without_items,
             "endpoints_without_personalize_user": found.without_personalize_user,
             "campaign_id": request.campaign_id, "journey_id": request.journey_id,
         })
         return response
     if "exposures" in event:
-        written = record_exposures(parse_exposures(event, default_send_id=request_id, now_ms=now_ms), writer=writer)
+        written = record_exposures(parse_exposures(event, now_ms=now_ms), writer=writer)
         logger.info("exposures recorded", extra={"exposures": len(written)})
         return {"recorded": len(written), "event_ids": list(written)}
     raise ValueError("unrecognised event: expected a Pinpoint recommender event (\"Endpoints\") or "
@@ -417,8 +455,7 @@ def _writer() -> KinesisWriter:
 
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> Any:
-    return handle(event, settings=_settings(), writer=_writer(), request_id=context.aws_request_id,
-                  now_ms=time.time_ns() // 1_000_000)
+    return handle(event, settings=_settings(), writer=_writer(), now_ms=time.time_ns() // 1_000_000)
 
 
 def _text(value: Any) -> str | None:

@@ -185,21 +185,59 @@ def test_generic_entry_point_records_exposures_of_any_sender(stream, context):
     assert lambda_handler(event, type(context)())["event_ids"] == result["event_ids"]
 
 
-def test_generic_entry_point_without_send_id_uses_the_request_id(stream, context):
+def test_generic_entry_point_without_send_id_is_refused_before_anything_is_written(stream, context):
+    """A default send id (the request id) would make a caller's retry a new send, counted twice."""
     event = {"exposures": [{"endpoint_id": "e1", "item_id": "i1", "user_id": "u1", "campaign_id": "c1"}]}
 
-    first = lambda_handler(event, context)["event_ids"]
-    # Lambda's retry of an asynchronous invocation keeps the request id; a new invocation does not.
-    assert lambda_handler(event, context)["event_ids"] == first
-    assert lambda_handler(event, type(context)())["event_ids"] != first
+    with pytest.raises(ValueError, match=r"exposures\[0\]: give send_id"):
+        lambda_handler(event, context)
+    assert stream.read_all() == []
+
+    # The call's send_id covers its entries; a retry of the call with a new request id writes the same ids.
+    first = lambda_handler({**event, "send_id": "msg-7"}, context)["event_ids"]
+    assert lambda_handler({**event, "send_id": "msg-7"}, type(context)())["event_ids"] == first
+    assert len({r.event.event_id for r in stream.read_all()}) == 1
+
+
+def test_generic_entry_point_caps_a_call_at_500_exposures(stream, context):
+    entry = {"endpoint_id": "e1", "user_id": "u1", "campaign_id": "c1", "send_id": "s1"}
+    with pytest.raises(ValueError, match="501 in one call, more than 500"):
+        lambda_handler({"exposures": [{**entry, "item_id": f"i{n}"} for n in range(501)]}, context)
+    assert stream.read_all() == []
+    assert lambda_handler({"exposures": [{**entry, "item_id": f"i{n}"} for n in range(500)]},
+                          context)["recorded"] == 500
+
+
+@pytest.mark.parametrize("entry, reason", [
+    ({"item_id": "i" * 1_001}, "item_id"),
+    ({"item_id": "i1", "campaign_id": "c" * 300}, "campaign_id"),
+    ({"item_id": "i1", "personalize_user_id": "p" * 1_001}, "personalize_user_id"),
+])
+def test_an_exposure_the_consumers_would_reject_fails_the_call_naming_it(stream, context, entry, reason):
+    """Reported recorded means counted: the function applies the normaliser's own limits."""
+    good = {"endpoint_id": "e1", "item_id": "ok", "user_id": "u1", "campaign_id": "c1"}
+    with pytest.raises(ValueError, match=r"exposures\[1\]: the stream's consumers would reject it: .*" + reason):
+        lambda_handler({"exposures": [good, {**good, **entry}], "send_id": "s1"}, context)
+    assert stream.read_all() == []
+
+
+def test_a_pinpoint_endpoint_whose_exposure_would_be_rejected_is_left_out_and_the_rest_recorded(
+        stream, recommender_event, context):
+    first = next(iter(recommender_event["Endpoints"].values()))
+    first["RecommendationItems"] = ["x" * 300, *first["RecommendationItems"][1:]]
+
+    lambda_handler(recommender_event, context)
+
+    items = {r.event.item_id for r in stream.read_all()}
+    assert "x" * 300 not in items and items  # the other exposures were recorded
 
 
 def test_generic_entry_point_writes_more_than_one_request_worth(stream, context):
     event = {"exposures": [{"endpoint_id": f"e{n % 37}", "item_id": f"i{n}", "user_id": f"u{n % 37}",
-                            "campaign_id": "c1", "send_id": "s1"} for n in range(1_201)]}
+                            "campaign_id": "c1", "send_id": "s1"} for n in range(500)]}
 
-    assert lambda_handler(event, context)["recorded"] == 1_201
-    assert len(stream.read_all()) == 1_201
+    assert lambda_handler(event, context)["recorded"] == 500  # PutRecords takes at most 500 a request
+    assert len(stream.read_all()) == 500
 
 
 @pytest.mark.parametrize(("entry", "message"), [
@@ -213,7 +251,7 @@ def test_generic_entry_point_writes_more_than_one_request_worth(stream, context)
 ])
 def test_generic_entry_point_rejects_bad_input_naming_the_field(stream, context, entry, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]")):
-        lambda_handler({"exposures": [entry]}, context)
+        lambda_handler({"exposures": [entry], "send_id": "s1"}, context)
     assert stream.read_all() == []
 
 
@@ -260,7 +298,7 @@ def capture_request(recommender_event: dict[str, Any], settings: ExposureSetting
             return {"Records": [{"SequenceNumber": "1", "ShardId": "s"} for _ in request["Records"]]}
 
     handle(copy.deepcopy(recommender_event), settings=settings, writer=KinesisWriter(Accepting(), STREAM_ARN),
-           request_id="r1", now_ms=SCHEDULED_MS)
+           now_ms=SCHEDULED_MS)
     return sent
 
 
@@ -275,7 +313,7 @@ def test_only_the_failed_records_are_sent_again(recommender_event):
     stubber.add_response("put_records", results(None), request_for([entries[4]]))
 
     with stubber:
-        response = handle(copy.deepcopy(recommender_event), settings=settings, writer=writer, request_id="r1",
+        response = handle(copy.deepcopy(recommender_event), settings=settings, writer=writer,
                           now_ms=SCHEDULED_MS)
 
     stubber.assert_no_pending_responses()
@@ -293,7 +331,7 @@ def test_records_still_failing_make_the_invocation_fail(recommender_event):
         stubber.add_response("put_records", results("InternalFailure"), request_for([entries[2]]))
 
     with stubber, pytest.raises(PutRecordsFailed, match="1 record.*after 3 PutRecords attempts.*InternalFailure"):
-        handle(copy.deepcopy(recommender_event), settings=settings, writer=writer, request_id="r1",
+        handle(copy.deepcopy(recommender_event), settings=settings, writer=writer,
                now_ms=SCHEDULED_MS)
 
     stubber.assert_no_pending_responses()  # bounded: exactly three attempts
