@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 import re
+from decimal import Decimal
 from datetime import datetime, timedelta, timezone
 from typing import Any, Iterable, Mapping
 
@@ -29,6 +30,19 @@ MAX_ID_BYTES = 256
 record. The user id becomes the rules engine's DynamoDB partition key `<rule_id>#<user_id>` (at most 2048
 bytes: https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/Constraints.html) and the item id a
 Personalize ITEM_ID; 256 leaves room for the rule id and matches Kinesis' partition key limit. docs/events.md."""
+
+MAX_METRIC_ABS = 1e12
+"""Largest metric magnitude accepted. The rules engine adds metrics exactly and the backfill sums them in
+Athena's DECIMAL(38, 17), which holds magnitudes below 1e21: at 1e12 a user would need a billion events of the
+largest value to overflow it (docs/events.md, "Bounds")."""
+
+MAX_METRIC_DECIMALS = 17
+"""Most digits after the decimal point of a metric's shortest decimal form (`repr`), so DECIMAL(38, 17) holds
+it exactly and the live sum (Decimal of that form) and the backfill's agree to the last digit."""
+
+IDENTIFIER_ATTRIBUTES = frozenset({"personalize_user_id", "item_id", "campaign_id", "journey_id"})
+"""Attributes that are ids, joined on (`personalize_user_id` is the interactions' USER_ID of an exposure): held
+to the id limit, and never dropped by the address scrubber — an id is kept as given (docs/security.md)."""
 
 MAX_EVENT_ID_BYTES = 256
 """Longest event id kept as given, in UTF-8 bytes; a longer producer id is replaced by `hashed_event_id`.
@@ -119,13 +133,16 @@ def _check_count(entries: Mapping[str, Any], path: str) -> None:
 
 
 def check_attributes(attributes: Mapping[str, str], path: str) -> dict[str, str]:
-    """Apply the attribute limits (count, value length) to a finished str→str map."""
+    """Apply the attribute limits (count, value length; the id limit for `IDENTIFIER_ATTRIBUTES`) to a finished
+    str→str map."""
     _check_count(attributes, path)
     for key, value in attributes.items():
         if len(value) > MAX_VALUE_CHARS:
             raise FieldError(
                 f"field {path}.{key}: value is {len(value)} characters, more than the limit of {MAX_VALUE_CHARS}"
             )
+        if key in IDENTIFIER_ATTRIBUTES:
+            check_id(f"field {path}.{key}:", value)
     return dict(attributes)
 
 
@@ -249,7 +266,7 @@ class Fields:
                 number = math.inf
             if not math.isfinite(number):
                 raise FieldError(f"field {path}: expected a finite number, got {show(value)}")
-            metrics[_valid_text(key, path)] = number
+            metrics[_valid_text(key, path)] = check_metric(number, path)
         return metrics
 
     def tag_values(self, name: str) -> dict[str, str]:
@@ -272,6 +289,18 @@ class Fields:
         return value
 
 
+def check_metric(number: float, path: str) -> float:
+    """`number` if it lies within ±`MAX_METRIC_ABS` with at most `MAX_METRIC_DECIMALS` decimals, else a
+    FieldError: a value the live sum and the backfill's DECIMAL(38, 17) could not both hold exactly."""
+    if abs(number) > MAX_METRIC_ABS:
+        raise FieldError(f"field {path}: {show(number)} is outside ±{MAX_METRIC_ABS:.0e}, the metric range")
+    exponent = Decimal(repr(number)).as_tuple().exponent
+    if isinstance(exponent, int) and exponent < -MAX_METRIC_DECIMALS:
+        raise FieldError(f"field {path}: {show(number)} has more than {MAX_METRIC_DECIMALS} decimals; "
+                         f"round it, or send it in a smaller unit")
+    return number
+
+
 def kind_of(value: Any) -> str:
     """'a list', 'a string', 'null', … — for reasons about the shape of a value."""
     names = {list: "a list", str: "a string", bool: "a boolean", int: "a number", float: "a number"}
@@ -284,11 +313,13 @@ def looks_like_address(value: str) -> bool:
 
 
 def without_addresses(attributes: Mapping[str, str]) -> dict[str, str]:
-    """Drop address-holding attributes, by name (`ADDRESS_KEYS`) and by the look of the value."""
+    """Drop address-holding attributes, by name (`ADDRESS_KEYS`) and by the look of the value — except the
+    ids of `IDENTIFIER_ATTRIBUTES`, which are kept as given like every other id: dropping an exposure's
+    `personalize_user_id` because it looks like an address would lose the join, not the address."""
     return {
         key: value
         for key, value in attributes.items()
-        if key.lower() not in ADDRESS_KEYS and not looks_like_address(value)
+        if key.lower() not in ADDRESS_KEYS and (key in IDENTIFIER_ATTRIBUTES or not looks_like_address(value))
     }
 
 
