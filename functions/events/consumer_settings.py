@@ -1,7 +1,9 @@
-"""Settings every consumer of the engagement stream shares: how a record's user is found, where counts go.
+"""Settings every consumer of the engagement streams shares: how a record's user is found, which stream is the
+apps' one, where counts go.
 
-The Firehose normaliser, the rules aggregator and the event-tracker streamer all read `IDENTITY_MODE` and
-`POWERTOOLS_METRICS_NAMESPACE` through `ConsumerSettings.from_env`, so they agree on what a user is.
+The Firehose normaliser, the rules aggregator and the event-tracker streamer all read `IDENTITY_MODE`,
+`APP_STREAM_ARN` and `POWERTOOLS_METRICS_NAMESPACE` through `ConsumerSettings.from_env`, so they agree on what
+a user is and on which records are trusted (docs/security.md, "Who may write what").
 """
 
 from __future__ import annotations
@@ -23,6 +25,12 @@ class ConsumerSettings:
     """How records without a user are attributed. Default `user_or_endpoint`."""
     metrics_namespace: str = DEFAULT_METRICS_NAMESPACE
     """CloudWatch namespace for the RecordsTransformed / RecordsRejected counts. Default `EngagementLoop`."""
+    app_stream_arn: str = ""
+    """APP_STREAM_ARN: the stream any holder of the app producer policy writes. Default empty: no app stream."""
+
+    def trusts(self, source_stream_arn: str | None) -> bool:
+        """Whether records read from `source_stream_arn` are trusted (`is_trusted_source`)."""
+        return is_trusted_source(source_stream_arn, self.app_stream_arn)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ConsumerSettings:
@@ -37,4 +45,25 @@ class ConsumerSettings:
                 f"environment variable IDENTITY_MODE={raw_mode!r} is invalid: expected one of {choices}"
             ) from None
         namespace = environ.get("POWERTOOLS_METRICS_NAMESPACE") or DEFAULT_METRICS_NAMESPACE
-        return cls(identity_mode=identity_mode, metrics_namespace=namespace)
+        app_stream_arn = environ.get("APP_STREAM_ARN", "")
+        if app_stream_arn and not app_stream_arn.startswith("arn:"):
+            raise ValueError(f"environment variable APP_STREAM_ARN={app_stream_arn!r} is invalid: expected the app "
+                             "stream's ARN (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME), or empty for none")
+        return cls(identity_mode=identity_mode, metrics_namespace=namespace, app_stream_arn=app_stream_arn)
+
+
+def is_trusted_source(source_stream_arn: str | None, app_stream_arn: str) -> bool:
+    """Trust by where a record was read from, never by its content: with an app stream configured, a record
+    from it, or from a stream the event does not name, is untrusted; everything else is the trusted stream.
+
+    The consumer's event names its stream: `eventSourceARN` of each Lambda Kinesis record
+    (https://docs.aws.amazon.com/lambda/latest/dg/with-kinesis.html, example event) and `sourceKinesisStreamArn`
+    of a Firehose transformation event with a Kinesis source
+    (https://docs.aws.amazon.com/lambda/latest/dg/services-kinesisfirehose.html, example event). An enhanced
+    fan-out consumer's ARN is the stream's ARN followed by `/consumer/...`.
+    """
+    if not app_stream_arn:
+        return True
+    if not source_stream_arn:
+        return False  # fail closed: with two streams, a record that names none is not shown to be trusted
+    return source_stream_arn != app_stream_arn and not source_stream_arn.startswith(app_stream_arn + "/consumer/")

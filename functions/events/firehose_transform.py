@@ -7,8 +7,14 @@ dynamic partitioning turns into `events/dt=YYYY-MM-DD/`. A record that does not 
 `ProcessingFailed` with data `{"reason": …, "raw_base64": <original data>}`, and the reason is logged
 with the record id.
 
+The same function serves the delivery stream of the trusted stream and that of the app stream. Which one called
+is read from the event's `sourceKinesisStreamArn`: records of the app stream are normalised untrusted, so a
+forged SES click or exposure is `ProcessingFailed` with its reason and lands under `errors/`, never in the lake
+(docs/security.md).
+
 Environment (read once, by `ConsumerSettings.from_env`):
 - `IDENTITY_MODE`: `user` or `user_or_endpoint` (default `user_or_endpoint`);
+- `APP_STREAM_ARN`: the app stream's ARN (default empty: no app stream, every record trusted);
 - `POWERTOOLS_METRICS_NAMESPACE`: CloudWatch namespace of the record counts (default `EngagementLoop`).
 """
 
@@ -48,8 +54,9 @@ def transform_records(
 ) -> KinesisFirehoseDataTransformationResponse:
     """Transform every record of one Firehose invocation (pure apart from logging)."""
     response = KinesisFirehoseDataTransformationResponse()
+    trusted = settings.trusts(event.source_kinesis_stream_arn)
     for record in event.records:
-        result = _normalise_record(record, settings)
+        result = _normalise_record(record, settings, trusted=trusted)
         if isinstance(result, CanonicalEvent):
             response.add_record(
                 record.build_data_transformation_response(
@@ -71,14 +78,16 @@ def transform_records(
     return response
 
 
-def _normalise_record(record: KinesisFirehoseRecord, settings: ConsumerSettings) -> CanonicalEvent | Rejected:
+def _normalise_record(record: KinesisFirehoseRecord, settings: ConsumerSettings, *,
+                      trusted: bool) -> CanonicalEvent | Rejected:
     try:
         raw = base64.b64decode(record.data, validate=True)
     except (binascii.Error, ValueError):
         return Rejected("record data is not base64")
     arrival_time_ms = _kinesis_arrival_ms(record)
     try:
-        return normalise(raw, identity_mode=settings.identity_mode, arrival_time_ms=arrival_time_ms)
+        return normalise(raw, identity_mode=settings.identity_mode, arrival_time_ms=arrival_time_ms,
+                         trusted=trusted)
     except Exception:  # a bug must cost one record, not the whole batch; the record keeps its data for replay
         logger.exception("normalise raised", extra={"record_id": record.record_id})
         return Rejected("internal error while normalising (a bug: see the function's log)")

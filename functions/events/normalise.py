@@ -15,6 +15,12 @@ Every source then gets the same finishing (docs/events.md, "Clocks" and "Bounds"
 - ids that become keys are bounded: an over-long user, endpoint, campaign, journey or item id is a
   `Rejected`, an over-long event id is replaced by its hash.
 
+Trust (docs/security.md, "Who may write what"): a record read from the app stream is normalised with
+`trusted=False`. It may then only be an app record or a Pinpoint app-event shape, and never carry an event type
+reserved for the trusted routes (`RESERVED_EVENT_TYPES`); an SES envelope or a reserved type is a `Rejected`
+naming the rule. Trust comes from the stream the record was read from (its consumer decides), never from the
+record's content, which any holder of the app producer policy controls.
+
 Whatever the input, `normalise` returns; it never raises.
 """
 
@@ -22,7 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from typing import Any
+from typing import Any, NamedTuple
 
 from functions.events.app import APP_SCHEMA, parse_app
 from functions.events.canonical import CanonicalEvent, EventSource, IdentityMode, ParseResult, Rejected
@@ -31,11 +37,53 @@ from functions.events.pinpoint import parse_pinpoint
 from functions.events.ses import parse_ses
 
 
-def normalise(raw: bytes | str, *, identity_mode: IdentityMode, arrival_time_ms: int | None = None) -> ParseResult:
+class ReservedEventType(NamedTuple):
+    """An event type (or a family of them) only a trusted route may put on the stream."""
+
+    name: str
+    """Lower-case; compared case-insensitively with the record's event type."""
+    prefix: bool
+    """Whether `name` is a prefix (`_email.`) or the whole type (`_custom.recommender`)."""
+    senders: str
+    """Who may send it, for the rejection reason."""
+
+    def matches(self, event_type: str) -> bool:
+        folded = event_type.casefold()
+        return folded.startswith(self.name) if self.prefix else folded == self.name
+
+
+RESERVED_EVENT_TYPES: tuple[ReservedEventType, ...] = (
+    # Message engagement: the rules engine and the interactions dataset credit it as the user's reaction to
+    # a message, so only the services that sent the message may report it. Pinpoint names SMS events `_SMS.*`.
+    ReservedEventType("_email.", prefix=True, senders="the SES/Pinpoint routes"),
+    ReservedEventType("_sms.", prefix=True, senders="the SES/Pinpoint routes"),
+    # Exposures are the join key of the interactions dataset: a forged one credits any item to any user.
+    ReservedEventType("_custom.recommender", prefix=False, senders="the exposures function"),
+    # The engine's own events (functions/rules/model.py ENGINE_EVENT_PREFIX), fired through its sinks.
+    ReservedEventType("trk_", prefix=True, senders="the rules engine"),
+)
+"""Event types the app stream may not carry (docs/security.md): the one list every consumer applies."""
+
+_APPS_WRITE_HERE = "apps write to the app stream"
+
+
+def reserved_type_reason(event_type: str) -> str | None:
+    """Why an untrusted record may not have `event_type`, or None when it may."""
+    for reserved in RESERVED_EVENT_TYPES:
+        if reserved.matches(event_type):
+            family = f"{reserved.name}*" if reserved.prefix else reserved.name
+            return (f"event type {show(event_type)} is reserved ({family}): only {reserved.senders} may send it "
+                    f"on the trusted stream; {_APPS_WRITE_HERE}, which may not carry it")
+    return None
+
+
+def normalise(raw: bytes | str, *, identity_mode: IdentityMode, arrival_time_ms: int | None = None,
+              trusted: bool = True) -> ParseResult:
     """Decode, parse and map one record.
 
     `arrival_time_ms` is when the record reached the stream (Kinesis' approximate arrival time, in Unix
-    milliseconds); without it the record's own arrival stamp is used.
+    milliseconds); without it the record's own arrival stamp is used. `trusted` is False for a record read
+    from the app stream (see the module docstring); local tools reading files keep the default True.
     """
     if isinstance(raw, (bytes, bytearray, memoryview)):
         try:
@@ -53,6 +101,10 @@ def normalise(raw: bytes | str, *, identity_mode: IdentityMode, arrival_time_ms:
     source = _recognise(document)
     if isinstance(source, Rejected):
         return source
+    if not trusted and source is EventSource.SES:
+        # Rejected before parsing: SES's shape is never valid from an app, however well formed.
+        return Rejected(f"SES event on the app stream: only the SES/Pinpoint routes may send SES events, on the "
+                        f"trusted stream; {_APPS_WRITE_HERE} (app events need \"schema\": {json.dumps(APP_SCHEMA)})")
     record = Fields(document)
     try:
         if source is EventSource.APP:
@@ -61,6 +113,8 @@ def normalise(raw: bytes | str, *, identity_mode: IdentityMode, arrival_time_ms:
             event = parse_ses(record, identity_mode=identity_mode)
         else:
             event = parse_pinpoint(record, identity_mode=identity_mode)
+        if not trusted and (reason := reserved_type_reason(event.event_type)) is not None:
+            return Rejected(f"{_LABELS[source]} on the app stream: {reason}")
         return _finish(event, arrival_time_ms)
     except FieldError as error:
         return Rejected(f"{_LABELS[source]}: {error}")

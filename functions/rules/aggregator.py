@@ -15,7 +15,11 @@ Per batch:
    and one conditional write (`CounterStore.apply`), whose outcome equals applying them one by one. Each
    delivery carries its record's shard, sequence number and partition key (`kinesis.partitionKey` in the
    Lambda event, https://docs.aws.amazon.com/lambda/latest/dg/with-kinesis.html): the redelivery mark.
-4. A group the store cannot write whatever the retry (`Unwritable`: an item over DynamoDB's 400 KB, a key
+4. Trust comes from the stream, never the content (docs/security.md): a record of the app stream (its
+   `eventSourceARN` is APP_STREAM_ARN) is normalised untrusted, so a forged SES click, exposure or `trk_` event
+   is rejected to the failures queue and never counted. Its redelivery mark uses the shard id `app/<shardId>`
+   (`APP_SHARD_PREFIX`): shard ids repeat across streams, and the trusted stream's marks keep their plain ids.
+5. A group the store cannot write whatever the retry (`Unwritable`: an item over DynamoDB's 400 KB, a key
    too long) is a poison group: each of its records goes to the failures queue with the reason and counts as
    processed (`GroupsUnwritable`), so it never blocks the shard; the record's other groups are unaffected.
 
@@ -32,7 +36,8 @@ the whole batch is retried. Retry cap, bisect-on-error, the on-failure destinati
 
 Environment (read once, by `AggregatorSettings.from_env`): COUNTERS_TABLE, OUTBOX_TABLE, RULES_BUCKET,
 RULES_KEY, FAILURES_QUEUE_URL (required); RULES_MAX_AGE_SECONDS (default 60), COUNTER_TTL_DAYS (400),
-DEDUPE_HORIZON_HOURS (24), IDENTITY_MODE (`user_or_endpoint`), POWERTOOLS_METRICS_NAMESPACE (`EngagementLoop`).
+DEDUPE_HORIZON_HOURS (24), IDENTITY_MODE (`user_or_endpoint`), APP_STREAM_ARN (empty: no app stream),
+POWERTOOLS_METRICS_NAMESPACE (`EngagementLoop`).
 Semantics: docs/rules.md.
 """
 
@@ -56,7 +61,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.config import Config
 
 from functions.events.canonical import CanonicalEvent, IdentityMode, Rejected
-from functions.events.consumer_settings import DEFAULT_METRICS_NAMESPACE, ConsumerSettings
+from functions.events.consumer_settings import DEFAULT_METRICS_NAMESPACE, ConsumerSettings, is_trusted_source
 from functions.events.normalise import normalise
 from functions.rules.activation import ActivationCache
 from functions.rules.evaluate import matches
@@ -73,6 +78,9 @@ ACTIVATION_MARGIN_MS = 10_000
 MAX_MESSAGE_BYTES = 256 * 1024
 """SQS message size limit (the lowest of the limits SQS has had)."""
 _KEPT_DATA_BYTES = 180_000  # base64 makes this 240,000 characters, leaving room for the other fields
+APP_SHARD_PREFIX = "app/"
+"""Namespaces the app stream's shard ids in the redelivery marks (`shardId-000000000000` exists in both streams);
+no Kinesis shard id contains "/", so a namespaced id never equals a trusted one."""
 
 GroupKey = tuple[str, str]
 """(rule_id, user_id)"""
@@ -110,6 +118,8 @@ class AggregatorSettings:
     """IDENTITY_MODE, default `user_or_endpoint`, as for the stream's other consumers."""
     metrics_namespace: str = DEFAULT_METRICS_NAMESPACE
     """POWERTOOLS_METRICS_NAMESPACE, default `EngagementLoop`."""
+    app_stream_arn: str = ""
+    """APP_STREAM_ARN, default empty (no app stream): records read from it are untrusted."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AggregatorSettings:
@@ -124,7 +134,7 @@ class AggregatorSettings:
             transform = ConsumerSettings()
         env.check("rules aggregator")
         return cls(store=store, rules=rules, failures_queue_url=queue_url, identity_mode=transform.identity_mode,
-                   metrics_namespace=transform.metrics_namespace)
+                   metrics_namespace=transform.metrics_namespace, app_stream_arn=transform.app_stream_arn)
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,16 +308,20 @@ class KinesisBatch:
     (`flush`)."""
 
     def __init__(self, aggregator: Aggregator, rules: RuleSet, identity_mode: IdentityMode,
-                 failures: FailureQueue) -> None:
+                 failures: FailureQueue, *, app_stream_arn: str = "") -> None:
         self._aggregator, self._rules, self._identity_mode, self._failures = aggregator, rules, identity_mode, failures
+        self._app_stream_arn = app_stream_arn
         self.deliveries: list[Delivery] = []
         self.counts: Counter[Count] = Counter()
-        self._raw: dict[str, tuple[bytes, str, int]] = {}
-        """sequence number → (data, stream ARN, arrival ms) of each delivery, for a poison group's records."""
+        self._raw: dict[str, tuple[bytes, str, str, int]] = {}
+        """sequence number → (data, stream ARN, Kinesis shard id, arrival ms) of each delivery, for a poison
+        group's records."""
 
     def read(self, record: KinesisStreamRecord) -> None:
         kinesis = record.kinesis
         shard_id = record.event_id.partition(":")[0]
+        trusted = is_trusted_source(record.event_source_arn, self._app_stream_arn)
+        mark_shard_id = shard_id if trusted else APP_SHARD_PREFIX + shard_id
         arrival_ms = round(kinesis.approximate_arrival_timestamp * 1000)
         self.counts[Count.RECORDS] += 1
         result: CanonicalEvent | Rejected
@@ -317,7 +331,8 @@ class KinesisBatch:
             data, result = kinesis.data.encode("utf-8", "replace"), Rejected("record data is not base64")
         else:
             try:
-                result = normalise(data, identity_mode=self._identity_mode, arrival_time_ms=arrival_ms)
+                result = normalise(data, identity_mode=self._identity_mode, arrival_time_ms=arrival_ms,
+                                   trusted=trusted)
             except Exception:  # noqa: BLE001 - a bug must cost one record, and that record is kept for replay
                 logger.exception("normalise raised", extra={"sequence_number": kinesis.sequence_number})
                 result = Rejected("internal error while normalising (a bug: see the function's log)")
@@ -332,8 +347,8 @@ class KinesisBatch:
         elif result.event_type.startswith(ENGINE_EVENT_PREFIX):
             self.counts[Count.ENGINE_EVENTS] += 1
         else:
-            self.deliveries.append(Delivery(result, shard_id, kinesis.sequence_number, kinesis.partition_key))
-            self._raw[kinesis.sequence_number] = (data, record.event_source_arn, arrival_ms)
+            self.deliveries.append(Delivery(result, mark_shard_id, kinesis.sequence_number, kinesis.partition_key))
+            self._raw[kinesis.sequence_number] = (data, record.event_source_arn, shard_id, arrival_ms)
 
     def flush(self) -> dict[str, Exception]:
         outcome = self._aggregator.process(self._rules, self.deliveries, self.counts)
@@ -341,10 +356,10 @@ class KinesisBatch:
         for key, reason in outcome.unwritable.items():
             rule_id = key[0]
             for delivery in outcome.groups[key]:
-                data, stream_arn, arrival_ms = self._raw[delivery.sequence_number]
+                data, stream_arn, shard_id, arrival_ms = self._raw[delivery.sequence_number]
                 try:
                     self._failures.send(RejectedRecord(f"rule {rule_id}: {reason}", data, stream_arn,
-                                                       delivery.shard_id, delivery.sequence_number, arrival_ms))
+                                                       shard_id, delivery.sequence_number, arrival_ms))
                 except Exception as error:  # noqa: BLE001 - not set aside: Lambda must deliver it again
                     logger.exception("could not send a poison record to the failures queue")
                     failed.setdefault(delivery.sequence_number, error)
@@ -388,7 +403,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     """Lambda entry point (`functions.rules.aggregator.lambda_handler`)."""
     settings = _settings()
     rules = _rules_source().current()  # no rules at all: raise, and the whole batch is retried
-    batch = KinesisBatch(_aggregator(), rules, settings.identity_mode, _failure_queue())
+    batch = KinesisBatch(_aggregator(), rules, settings.identity_mode, _failure_queue(),
+                         app_stream_arn=settings.app_stream_arn)
     try:
         return process_partial_response(event=event, record_handler=batch.read,
                                         processor=CoalescingBatchProcessor(batch.flush), context=context)

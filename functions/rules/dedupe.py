@@ -45,7 +45,9 @@ then stopped by `dedupe`, within the horizon."""
 @dataclass(frozen=True, slots=True)
 class Delivery:
     """An event and where the stream delivered it: its shard, sequence number and the record's partition key
-    (the Lambda event's `kinesis.partitionKey`: together, the redelivery mark)."""
+    (the Lambda event's `kinesis.partitionKey`: together, the redelivery mark). For the app stream the shard id
+    is namespaced (`app/shardId-…`, functions/rules/aggregator.py `APP_SHARD_PREFIX`): both streams have a
+    `shardId-000000000000`, and one stream's mark must never hide the other's records."""
 
     event: CanonicalEvent
     shard_id: str

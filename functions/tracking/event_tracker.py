@@ -23,6 +23,8 @@ Environment (read once, by `TrackerSettings.from_env`):
 - `TRACKING_ID` (required): the event tracker's tracking id;
 - `SCORING` (required): the scoring model as JSON, e.g. `{"_email.open": 50, "_email.click": 100}`;
 - `IDENTITY_MODE`: `user` or `user_or_endpoint` (default `user_or_endpoint`), as for the other consumers;
+- `APP_STREAM_ARN`: the app stream's ARN (default empty): its records are normalised untrusted, so a forged
+  SES or Pinpoint email/SMS engagement is skipped as rejected (docs/security.md);
 - `POWERTOOLS_METRICS_NAMESPACE`: CloudWatch namespace of the counts (default `EngagementLoop`).
 """
 
@@ -46,7 +48,7 @@ from aws_lambda_powertools.utilities.typing import LambdaContext
 from botocore.exceptions import ClientError
 
 from functions.events.canonical import CanonicalEvent, IdentityMode, Rejected
-from functions.events.consumer_settings import DEFAULT_METRICS_NAMESPACE, ConsumerSettings
+from functions.events.consumer_settings import DEFAULT_METRICS_NAMESPACE, ConsumerSettings, is_trusted_source
 from functions.events.normalise import normalise
 from functions.retraining.scoring import ScoringError, ScoringModel
 
@@ -68,6 +70,8 @@ class TrackerSettings:
     """How records without a user are attributed. Default `user_or_endpoint`."""
     metrics_namespace: str = DEFAULT_METRICS_NAMESPACE
     """CloudWatch namespace of the counts. Default `EngagementLoop`."""
+    app_stream_arn: str = ""
+    """APP_STREAM_ARN, default empty (no app stream): records read from it are untrusted."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TrackerSettings:
@@ -96,7 +100,7 @@ class TrackerSettings:
         if problems or scoring is None:
             raise ValueError("event tracker function environment: " + "; ".join(problems))
         return cls(tracking_id=tracking_id, scoring=scoring, identity_mode=transform.identity_mode,
-                   metrics_namespace=transform.metrics_namespace)
+                   metrics_namespace=transform.metrics_namespace, app_stream_arn=transform.app_stream_arn)
 
 
 class Skip(str, enum.Enum):
@@ -214,6 +218,8 @@ class RawRecord:
     """Unique in the batch: the Kinesis sequence number."""
     data: bytes
     arrival_time_ms: int
+    trusted: bool = True
+    """False for a record of the app stream (by its `eventSourceARN`, never its content)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +237,8 @@ def forward(records: Sequence[RawRecord], settings: TrackerSettings, tracker: Ev
     tracked: list[TrackedEvent] = []
     seen: set[str] = set()
     for record in records:
-        event = normalise(record.data, identity_mode=settings.identity_mode, arrival_time_ms=record.arrival_time_ms)
+        event = normalise(record.data, identity_mode=settings.identity_mode, arrival_time_ms=record.arrival_time_ms,
+                          trusted=record.trusted)
         if isinstance(event, Rejected):
             logger.warning("record rejected", extra={"record_id": record.record_id, "reason": event.reason})
             skipped[Skip.UNPARSEABLE] += 1
@@ -277,10 +284,11 @@ class TrackerUnavailable(Exception):
     """Marks a record whose events could not be sent this time (the batch processor reports it as failed)."""
 
 
-def _raw(record: KinesisStreamRecord) -> RawRecord:
+def _raw(record: KinesisStreamRecord, settings: TrackerSettings) -> RawRecord:
     payload = record.kinesis
     return RawRecord(payload.sequence_number, payload.data_as_bytes(),
-                     round(payload.approximate_arrival_timestamp * 1000))
+                     round(payload.approximate_arrival_timestamp * 1000),
+                     is_trusted_source(record.event_source_arn, settings.app_stream_arn))
 
 
 @functools.cache
@@ -296,7 +304,8 @@ def _tracker() -> EventTracker:
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings = _settings()
-    outcome = forward([_raw(KinesisStreamRecord(r)) for r in event.get("Records", [])], settings, _tracker())
+    outcome = forward([_raw(KinesisStreamRecord(r), settings) for r in event.get("Records", [])], settings,
+                      _tracker())
     _publish_counts(outcome, settings.metrics_namespace)
 
     def mark_failed(record: KinesisStreamRecord) -> None:

@@ -253,3 +253,83 @@ class TestSettingsFromEnv:
         assert str(error.value) == (
             "environment variable IDENTITY_MODE='endpoint' is invalid: expected one of user, user_or_endpoint"
         )
+
+
+# --- trust: decided by the delivery stream's source stream, never by the record ---------------------------
+
+APP_STREAM_ARN = "arn:aws:kinesis:us-east-1:123456789012:stream/engagement-loop-dev-app-events"
+EXPOSURE = json.loads((FIXTURES / "interactions" / "events.jsonl").read_text().splitlines()[0])
+FORGED = [
+    fixture_bytes("ses", "click"),
+    json.dumps(EXPOSURE).encode(),
+    json.dumps({**APP_RECORD, "event_type": "trk_x"}).encode(),
+    json.dumps({**APP_RECORD, "event_type": "_EMAIL.open"}).encode(),
+    fixture_bytes("pinpoint", "email_click"),
+    fixture_bytes("pinpoint", "sms_success"),
+]
+
+
+def batch_from(source_stream_arn: str, payloads: list[bytes]) -> KinesisFirehoseEvent:
+    return KinesisFirehoseEvent({
+        "invocationId": "0b7c1f5e-3a2d-4e6f-8a9b-1c2d3e4f5a6b",
+        "deliveryStreamArn": "arn:aws:firehose:us-east-1:123456789012:deliverystream/engagement-loop-dev-app-lake",
+        "sourceKinesisStreamArn": source_stream_arn, "region": "us-east-1",
+        "records": [firehose_record(n, data, KINESIS_ARRIVAL) for n, data in enumerate(payloads)],
+    })
+
+
+def test_forged_trusted_events_from_the_app_stream_are_processing_failed_with_the_reason():
+    settings = ConsumerSettings(app_stream_arn=APP_STREAM_ARN)
+    response = transform_records(batch_from(APP_STREAM_ARN, FORGED), settings)
+
+    assert [r.result for r in response.records] == ["ProcessingFailed"] * len(FORGED)
+    failed = [json.loads(r.data_as_text) for r in response.records]
+    assert failed[0]["reason"].startswith("SES event on the app stream: only the SES/Pinpoint routes may send")
+    assert "'_custom.recommender' is reserved" in failed[1]["reason"]
+    assert "'trk_x' is reserved" in failed[2]["reason"]
+    assert "'_EMAIL.open' is reserved (_email.*)" in failed[3]["reason"]
+    assert "'_email.click' is reserved" in failed[4]["reason"]
+    assert "'_SMS.SUCCESS' is reserved (_sms.*)" in failed[5]["reason"]
+    assert all("apps write to the app stream" in f["reason"] for f in failed)
+    # The original bytes stay with the reason, under errors/, for inspection.
+    assert base64.b64decode(failed[1]["raw_base64"]) == FORGED[1]
+
+
+def test_the_same_records_from_the_trusted_stream_reach_the_lake():
+    settings = ConsumerSettings(app_stream_arn=APP_STREAM_ARN)
+    response = transform_records(batch_from(STREAM_ARN, FORGED), settings)
+
+    assert [r.result for r in response.records] == ["Ok"] * len(FORGED)
+
+
+def test_app_events_and_pinpoint_app_events_from_the_app_stream_reach_the_lake():
+    settings = ConsumerSettings(app_stream_arn=APP_STREAM_ARN)
+    payloads = [json.dumps(APP_RECORD).encode(), fixture_bytes("pinpoint", "app_session_stop")]
+    response = transform_records(batch_from(APP_STREAM_ARN, payloads), settings)
+
+    assert [r.result for r in response.records] == ["Ok", "Ok"]
+
+
+def test_with_an_app_stream_a_batch_that_names_no_source_stream_is_untrusted():
+    settings = ConsumerSettings(app_stream_arn=APP_STREAM_ARN)
+    event = batch_from(STREAM_ARN, [fixture_bytes("ses", "click")])
+    del event._data["sourceKinesisStreamArn"]
+    response = transform_records(event, settings)
+
+    assert [r.result for r in response.records] == ["ProcessingFailed"]
+
+
+def test_the_handler_reads_the_app_stream_arn_from_its_environment(monkeypatch):
+    monkeypatch.setenv("APP_STREAM_ARN", APP_STREAM_ARN)
+    firehose_transform._settings.cache_clear()
+    try:
+        output = handler(dict(batch_from(APP_STREAM_ARN, FORGED[:1])._data), LambdaContextStub())
+    finally:
+        firehose_transform._settings.cache_clear()
+
+    assert [r["result"] for r in output["records"]] == ["ProcessingFailed"]
+
+
+def test_an_app_stream_arn_that_is_no_arn_is_named():
+    with pytest.raises(ValueError, match="APP_STREAM_ARN='my-stream' is invalid"):
+        ConsumerSettings.from_env({"APP_STREAM_ARN": "my-stream"})

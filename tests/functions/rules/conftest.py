@@ -33,6 +33,7 @@ FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 SETTINGS = StoreSettings(counters_table="rule-counters", outbox_table="rule-outbox")
 RULES_BUCKET, RULES_KEY = "engagement-rules", "rules/current.json"
 STREAM_ARN = f"arn:aws:kinesis:{REGION}:123456789012:stream/engagement-events"
+APP_STREAM_ARN = f"arn:aws:kinesis:{REGION}:123456789012:stream/engagement-app-events"
 # No botocore retries: one stubbed or injected answer is one request.
 NO_RETRIES = Config(retries={"total_max_attempts": 1})
 
@@ -115,6 +116,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
                         "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION,
                         "COUNTERS_TABLE": SETTINGS.counters_table, "OUTBOX_TABLE": SETTINGS.outbox_table,
                         "RULES_BUCKET": RULES_BUCKET, "RULES_KEY": RULES_KEY, "IDENTITY_MODE": "user",
+                        "APP_STREAM_ARN": APP_STREAM_ARN,
                         "ATHENA_WORKGROUP": "engagement"}.items():
         monkeypatch.setenv(name, value)
     caches = [aggregator._settings, aggregator._rules_source, aggregator._aggregator, aggregator._failure_queue,
@@ -195,10 +197,11 @@ def _user_of(payload: bytes) -> str | None:
 
 def kinesis_event(payloads: list[bytes], *, arrival: str = "2026-11-20T12:00:00",
                   shard: str = "shardId-000000000000", first: int = 49_000_000_000_000_000_000,
-                  sequences: list[int] | None = None, partition_keys: list[str] | None = None) -> dict[str, Any]:
-    """A Lambda Kinesis event as the event source mapping delivers it; record i has sequence `first + 10·i`
-    (or `sequences[i]`), arrives i ms after `arrival` and has partition key `partition_keys[i]`, else its
-    app record's user id (as the stack's producers key), else `pk-<i>`."""
+                  sequences: list[int] | None = None, partition_keys: list[str] | None = None,
+                  stream_arn: str = STREAM_ARN) -> dict[str, Any]:
+    """A Lambda Kinesis event as the event source mapping of `stream_arn` delivers it; record i has sequence
+    `first + 10·i` (or `sequences[i]`), arrives i ms after `arrival` and has partition key `partition_keys[i]`,
+    else its app record's user id (as the stack's producers key), else `pk-<i>`."""
     arrival_seconds = ms(arrival) / 1000
     records = []
     for index, payload in enumerate(payloads):
@@ -209,7 +212,7 @@ def kinesis_event(payloads: list[bytes], *, arrival: str = "2026-11-20T12:00:00"
                         "data": base64.b64encode(payload).decode("ascii"),
                         "approximateArrivalTimestamp": arrival_seconds + index / 1000},
             "eventSource": "aws:kinesis", "eventVersion": "1.0", "eventID": f"{shard}:{sequence}",
-            "eventName": "aws:kinesis:record", "awsRegion": REGION, "eventSourceARN": STREAM_ARN,
+            "eventName": "aws:kinesis:record", "awsRegion": REGION, "eventSourceARN": stream_arn,
             "invokeIdentityArn": "arn:aws:iam::123456789012:role/engagement-loop-rules",
         })
     return {"Records": records}
