@@ -37,6 +37,7 @@ rule_engine = RuleEngine(
         identity_mode=config.identity_mode,
         rules=config.rules,
         stream_arn=pipeline.stream.arn,
+        app_stream_arn=pipeline.app_stream.arn if pipeline.app_stream else None,
         lake=pipeline.lake_access(config.region),
         pinpoint_project_id=config.sources.pinpoint_project_id,
     ),
@@ -59,6 +60,7 @@ tracking = RecommendationTracking(
         account_id=config.retraining.solution.account,
         log_retention_days=config.log_retention_days,
         stream_arn=pipeline.stream.arn,
+        app_stream_arn=pipeline.app_stream.arn if pipeline.app_stream else None,
         stream_key_arn=pipeline.key.arn,
         identity_mode=config.identity_mode,
         scoring=config.retraining.scoring,
@@ -74,7 +76,9 @@ pulumi.export("glueDatabase", pipeline.database.name)
 pulumi.export("eventsTable", pipeline.table.name)
 pulumi.export("athenaWorkgroup", pipeline.workgroup.name)
 pulumi.export("dataKeyArn", pipeline.key.arn)
-if pipeline.producer_policy is not None:
+if pipeline.app_stream is not None and pipeline.producer_policy is not None:  # apps write here, and only here
+    pulumi.export("appStreamArn", pipeline.app_stream.arn)
+    pulumi.export("appStreamName", pipeline.app_stream.name)
     pulumi.export("producerPolicyArn", pipeline.producer_policy.arn)
 pulumi.export("rulesVersion", config.rules.rules.version)
 pulumi.export("countersTable", rule_engine.counters.name)

@@ -1,8 +1,15 @@
 """EventStreamPipeline: the event bus (Kinesis) and the queryable lake (S3 + Glue + Athena) behind it.
 
-Sources write raw records to the stream, partitioned by user. Firehose reads the stream, a Lambda
-normalises each record into the canonical event, and Firehose writes Parquet under `events/dt=YYYY-MM-DD/`
-(arrival date, UTC); records that fail normalisation land under `errors/` with their reason.
+Two streams, so that trust is decided by where a record came from (docs/security.md, "Who may write what"):
+
+- the *trusted* stream, written only by the trusted routes: the Pinpoint event stream, the SES EventBridge
+  routes and the exposures function (RecommendationTracking);
+- with `appProducerPolicy`, the *app* stream, the only one the app producer policy may write. Its consumers
+  read it untrusted: no SES shapes, no reserved event types (`functions/events/normalise.py`).
+
+Sources write raw records partitioned by user. One Firehose delivery stream per stream reads it through the
+same normalising Lambda and writes Parquet under `events/dt=YYYY-MM-DD/` (Kinesis arrival date, UTC) of the same
+table; records that fail normalisation land under `errors/` with their reason.
 """
 
 from __future__ import annotations
@@ -44,6 +51,9 @@ KEY_SERVICE_GRANTS: dict[str, tuple[tuple[str, ...], str | None]] = {
     # CloudWatch alarms publishing to an SSE-KMS SNS topic (same SNS page); source conditions are supported.
     "cloudwatch.amazonaws.com": (("kms:Decrypt", "kms:GenerateDataKey*"), "aws:SourceAccount"),
 }
+
+STREAM_RETENTION_HOURS = 24
+"""Both streams' retention (functions/rules/dedupe.py MARK_KEEP_MS must exceed it)."""
 
 SES_EVENT_TYPES = ["SEND", "REJECT", "BOUNCE", "COMPLAINT", "DELIVERY", "OPEN", "CLICK", "RENDERING_FAILURE",
                    "DELIVERY_DELAY", "SUBSCRIPTION"]
@@ -99,7 +109,8 @@ class EventStreamPipelineArgs:
     identity_mode: IdentityMode
     """How the normaliser finds a user for a record; see IdentityMode."""
     sources: SourcesConfig
-    """Optional sources: Pinpoint project, SES configuration set, app producer policy."""
+    """Optional sources: Pinpoint project, SES configuration set, app producer policy (which also creates the
+    app stream)."""
     lake: LakeConfig
     """Athena scan limit and the lake's retention periods."""
     log_retention_days: int
@@ -132,12 +143,8 @@ class EventStreamPipeline(pulumi.ComponentResource):
             f"{name}-key", description="engagement-loop: event stream, lake and query results",
             enable_key_rotation=True, deletion_window_in_days=30,
             policy=self._key_policy(args.key_service_principals), opts=self._child)
-        self.stream = aws.kinesis.Stream(
-            f"{name}-stream",
-            stream_mode_details={"stream_mode": "ON_DEMAND"},
-            encryption_type="KMS", kms_key_id=self.key.arn,
-            retention_period=24,
-            opts=self._child)
+        self.stream = self._new_stream(f"{name}-stream")
+        self.app_stream = self._new_stream(f"{name}-app-stream") if args.sources.app_producer_policy else None
         self._write_to_stream = [
             Statement(actions=["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"],
                       resources=[self.stream.arn]),
@@ -149,11 +156,11 @@ class EventStreamPipeline(pulumi.ComponentResource):
         self._build_firehose(args)
 
         self.producer_policy = None
-        if args.sources.app_producer_policy:
+        if self.app_stream is not None:
             self.producer_policy = aws.iam.Policy(
                 f"{name}-producer-policy",
-                description="Attach to applications that write canonical events to the engagement stream",
-                policy=policy_json(self._write_to_stream), opts=self._child)
+                description="Attach to applications that write canonical events to the engagement app stream",
+                policy=policy_json(self._write_to_app_stream(args.region)), opts=self._child)
         self.pinpoint_event_stream = None
         if args.sources.pinpoint_project_id:
             self._build_pinpoint_source(args.region, args.sources.pinpoint_project_id)
@@ -164,11 +171,39 @@ class EventStreamPipeline(pulumi.ComponentResource):
             self._build_ses_source(args.region, args.sources.ses_configuration_set)
 
         self.register_outputs({
-            "stream_arn": self.stream.arn, "stream_name": self.stream.name, "bucket": self.bucket.bucket,
+            "stream_arn": self.stream.arn, "stream_name": self.stream.name,
+            "app_stream_arn": self.app_stream.arn if self.app_stream else None, "bucket": self.bucket.bucket,
             "database": self.database.name, "table": self.table.name, "workgroup": self.workgroup.name,
             "producer_policy_arn": self.producer_policy.arn if self.producer_policy else None,
             "ses_dead_letter_queue_url": self.ses_dead_letters.url if self.ses_dead_letters else None,
         })
+
+    def _new_stream(self, child_name: str) -> aws.kinesis.Stream:
+        return aws.kinesis.Stream(
+            child_name,
+            stream_mode_details={"stream_mode": "ON_DEMAND"},
+            encryption_type="KMS", kms_key_id=self.key.arn,
+            retention_period=STREAM_RETENTION_HOURS,
+            opts=self._child)
+
+    def _write_to_app_stream(self, region: str) -> list[Statement]:
+        """What an app needs to put records on the app stream, and nothing on the trusted one.
+
+        PutRecord, PutRecords and DescribeStreamSummary on the stream; an SSE-KMS stream's producer also needs
+        kms:GenerateDataKey on its key (Kinesis developer guide, "Permissions to use user-generated KMS keys",
+        https://docs.aws.amazon.com/streams/latest/dev/permissions-user-key-KMS.html), granted only through
+        Kinesis (`kms:ViaService`, https://docs.aws.amazon.com/kms/latest/developerguide/conditions-kms.html) and
+        for the app stream only (Kinesis passes the stream ARN as encryption context `aws:kinesis:arn`, same
+        Kinesis page): the app cannot use the stack's data key for anything else, the trusted stream included.
+        """
+        assert self.app_stream is not None
+        return [
+            Statement(actions=["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"],
+                      resources=[self.app_stream.arn]),
+            Statement(actions=["kms:GenerateDataKey"], resources=[self.key.arn],
+                      conditions={"StringEquals": {"kms:ViaService": f"kinesis.{region}.amazonaws.com",
+                                                   "kms:EncryptionContext:aws:kinesis:arn": self.app_stream.arn}}),
+        ]
 
     def lake_access(self, region: str) -> LakeAccess:
         return LakeAccess(region=region, account_id=self._account_id, bucket=self.bucket.bucket,
@@ -304,18 +339,32 @@ class EventStreamPipeline(pulumi.ComponentResource):
                 handler="functions.events.firehose_transform.handler",
                 description="engagement-loop: normalise raw records into canonical events for the lake",
                 region=args.region, log_retention_days=args.log_retention_days,
-                environment={"IDENTITY_MODE": args.identity_mode.value},
+                # The function tells the app stream's batches from the trusted one's by the event's
+                # sourceKinesisStreamArn (functions/events/firehose_transform.py).
+                environment={"IDENTITY_MODE": args.identity_mode.value,
+                             "APP_STREAM_ARN": self.app_stream.arn if self.app_stream else ""},
                 timeout_seconds=120, memory_mb=512),
             opts=child)
+        self.firehose = self._delivery_stream("firehose", self.stream, args)
+        self.app_firehose = None
+        if self.app_stream is not None:
+            self.app_firehose = self._delivery_stream("app-firehose", self.app_stream, args)
+
+    def _delivery_stream(self, role: str, source: aws.kinesis.Stream,
+                         args: EventStreamPipelineArgs) -> aws.kinesis.FirehoseDeliveryStream:
+        """One stream into the lake: the same processor, prefixes, table and settings for every stream; a role,
+        policy and log group of its own, reading only `source`. Children are named `{name}-{role}…`."""
+        name, child = self._name, self._child
+        prefix = f"{name}-{role}"
         # One ARN on both sides: Firehose invokes exactly the LambdaArn processor parameter, and the Firehose
         # developer guide ("Controlling access", Lambda data transformation) grants lambda:InvokeFunction and
         # lambda:GetFunctionConfiguration on that qualified `function:NAME:VERSION` ARN; a grant on the
         # unqualified ARN does not cover a qualified invocation.
         processor_arn = self.transform.function.arn.apply(lambda arn: f"{arn}:$LATEST")
         firehose_logs = aws.cloudwatch.LogGroup(
-            f"{name}-firehose-logs", retention_in_days=args.log_retention_days, opts=child)
+            f"{prefix}-logs", retention_in_days=args.log_retention_days, opts=child)
         firehose_log_stream = aws.cloudwatch.LogStream(
-            f"{name}-firehose-log-stream", log_group_name=firehose_logs.name, name="S3Delivery", opts=child)
+            f"{prefix}-log-stream", log_group_name=firehose_logs.name, name="S3Delivery", opts=child)
 
         region, account = args.region, self._account_id
         glue_resources = [
@@ -325,16 +374,16 @@ class EventStreamPipeline(pulumi.ComponentResource):
             pulumi.Output.all(account, self.database.name, self.table.name).apply(
                 lambda v: f"arn:aws:glue:{region}:{v[0]}:table/{v[1]}/{v[2]}"),
         ]
-        self.firehose_role = aws.iam.Role(
-            f"{name}-firehose-role",
+        firehose_role = aws.iam.Role(
+            f"{prefix}-role",
             assume_role_policy=assume_role_json("firehose.amazonaws.com", source_account=account),
             opts=child)
         firehose_policy = aws.iam.RolePolicy(
-            f"{name}-firehose-policy", role=self.firehose_role.id,
+            f"{prefix}-policy", role=firehose_role.id,
             policy=policy_json([
                 Statement(actions=["kinesis:DescribeStream", "kinesis:DescribeStreamSummary",
                                    "kinesis:GetShardIterator", "kinesis:GetRecords", "kinesis:ListShards"],
-                          resources=[self.stream.arn]),
+                          resources=[source.arn]),
                 Statement(actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[self.key.arn]),
                 Statement(actions=["s3:AbortMultipartUpload", "s3:GetBucketLocation", "s3:GetObject",
                                    "s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:PutObject"],
@@ -348,15 +397,17 @@ class EventStreamPipeline(pulumi.ComponentResource):
             ]),
             opts=child)
 
-        self.firehose = aws.kinesis.FirehoseDeliveryStream(
-            f"{name}-firehose",
+        return aws.kinesis.FirehoseDeliveryStream(
+            prefix,
             destination="extended_s3",
-            kinesis_source_configuration={"kinesis_stream_arn": self.stream.arn,
-                                          "role_arn": self.firehose_role.arn},
+            kinesis_source_configuration={"kinesis_stream_arn": source.arn, "role_arn": firehose_role.arn},
             extended_s3_configuration={
-                "role_arn": self.firehose_role.arn,
+                "role_arn": firehose_role.arn,
                 "bucket_arn": self.bucket.arn,
                 "kms_key_arn": self.key.arn,
+                # Both delivery streams write the same prefixes: Firehose names each object after its delivery
+                # stream (https://docs.aws.amazon.com/firehose/latest/dev/s3-object-name.html), so they never
+                # overwrite each other's files.
                 "prefix": f"{EVENTS_PREFIX}{LAKE_PARTITION_KEY}=!{{partitionKeyFromLambda:{LAKE_PARTITION_KEY}}}/",
                 "error_output_prefix": f"{ERRORS_PREFIX}!{{firehose:error-output-type}}/"
                                        f"{LAKE_PARTITION_KEY}=!{{timestamp:yyyy-MM-dd}}/",
@@ -382,7 +433,7 @@ class EventStreamPipeline(pulumi.ComponentResource):
                     "input_format_configuration": {"deserializer": {"open_x_json_ser_de": {}}},
                     "output_format_configuration": {"serializer": {"parquet_ser_de": {"compression": "SNAPPY"}}},
                     "schema_configuration": {"database_name": self.database.name, "table_name": self.table.name,
-                                             "role_arn": self.firehose_role.arn, "region": region},
+                                             "role_arn": firehose_role.arn, "region": region},
                 },
                 "cloudwatch_logging_options": {"enabled": True, "log_group_name": firehose_logs.name,
                                                "log_stream_name": firehose_log_stream.name},

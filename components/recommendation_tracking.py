@@ -1,6 +1,7 @@
 """RecommendationTracking: what was recommended to whom, and (optionally) engagement streamed to Personalize.
 
-- The exposures function records `_custom.recommender` events on the stream. Any sender invokes it directly;
+- The exposures function records `_custom.recommender` events on the trusted stream (the app stream may not
+  carry them, docs/security.md). Any sender invokes it directly;
   with a Pinpoint project configured, Pinpoint may also call it as a recommender model's processing function.
 - With real-time events on, a stream consumer sends scored engagement to a Personalize event tracker, so
   recommendations react between retrains.
@@ -31,7 +32,7 @@ class RecommendationTrackingArgs:
     """The stack's account (scopes Pinpoint's permission to invoke)."""
     log_retention_days: int
     stream_arn: pulumi.Input[str]
-    """The engagement stream (EventStreamPipeline)."""
+    """The trusted engagement stream (EventStreamPipeline.stream): exposures go there."""
     stream_key_arn: pulumi.Input[str]
     """Its KMS key."""
     identity_mode: IdentityMode
@@ -41,6 +42,8 @@ class RecommendationTrackingArgs:
     """Let this project's recommender models invoke the exposures function. Default: none."""
     tracking_id: str | None = None
     """Personalize event tracker's tracking id; None (default) turns the real-time path off."""
+    app_stream_arn: pulumi.Input[str] | None = None
+    """The app stream, also streamed to the event tracker, untrusted (docs/security.md). Default: none."""
 
 
 class RecommendationTracking(pulumi.ComponentResource):
@@ -77,13 +80,16 @@ class RecommendationTracking(pulumi.ComponentResource):
                 f"{name}-event-tracker",
                 StreamConsumerArgs(
                     source_kind=SourceKind.KINESIS, source_arn=args.stream_arn, source_key_arn=args.stream_key_arn,
+                    other_sources={"app": args.app_stream_arn} if args.app_stream_arn is not None else {},
                     function=PythonFunctionArgs(
                         handler="functions.tracking.event_tracker.lambda_handler",
                         description="engagement-loop: stream scored engagement to a Personalize event tracker",
                         region=args.region, log_retention_days=args.log_retention_days,
                         environment={"TRACKING_ID": args.tracking_id,
                                      "SCORING": json.dumps(dict(args.scoring.values)),
-                                     "IDENTITY_MODE": args.identity_mode.value},
+                                     "IDENTITY_MODE": args.identity_mode.value,
+                                     "APP_STREAM_ARN": args.app_stream_arn if args.app_stream_arn is not None
+                                     else ""},
                         # PutEvents supports no resource type in the Service Authorization Reference (Amazon
                         # Personalize), and the PutEvents API reference gives a Lambda caller the action on "*":
                         # scoped to event-tracker ARNs it is denied at run time.

@@ -1,7 +1,7 @@
 """RuleEngine: real-time per-user counters for the rules sheet, and the actions they trigger.
 
 ```
-stream ─► aggregator (counters + outbox, one DynamoDB transaction per (rule, user) and batch)
+stream (+ app stream) ─► aggregator (counters + outbox, one DynamoDB transaction per (rule, user) and batch)
 outbox stream ─► dispatcher ─► EventBridge (always) / Pinpoint / Customer Profiles ─► dead letters
 schedules: sweeper (window-rule exits), backfill (new date/window rules, from the lake),
            reconciler (outbox entries still pending after RECONCILE_AFTER_SECONDS, via the pending index)
@@ -59,11 +59,14 @@ class RuleEngineArgs:
     rules: RulesConfig
     """Parsed rules sheet, Customer Profiles domain and counter TTL, from stack config."""
     stream_arn: pulumi.Input[str]
-    """The engagement stream (EventStreamPipeline)."""
+    """The trusted engagement stream (EventStreamPipeline.stream)."""
     lake: LakeAccess
     """Where the rules are published and what the backfill queries; its key encrypts the tables."""
     pinpoint_project_id: str | None = None
     """Also set attributes / put `trk_` events in this Pinpoint project. Default: no."""
+    app_stream_arn: pulumi.Input[str] | None = None
+    """The app stream (EventStreamPipeline.app_stream), counted too but untrusted (docs/security.md). Default:
+    none."""
 
 
 class RuleEngine(pulumi.ComponentResource):
@@ -119,6 +122,7 @@ class RuleEngine(pulumi.ComponentResource):
             f"{name}-aggregator",
             StreamConsumerArgs(
                 source_kind=SourceKind.KINESIS, source_arn=args.stream_arn, source_key_arn=lake.key_arn,
+                other_sources={"app": args.app_stream_arn} if args.app_stream_arn is not None else {},
                 # Concurrent batches of one shard keep order per partition key only. Apps and SES partition by
                 # user; Pinpoint's event stream does not promise to, and the counters' redelivery mark needs a
                 # user's records applied in order.
@@ -129,6 +133,8 @@ class RuleEngine(pulumi.ComponentResource):
                     region=region, log_retention_days=args.log_retention_days, timeout_seconds=120,
                     memory_mb=512,
                     environment={**rules_env, "IDENTITY_MODE": args.identity_mode.value,
+                                 # The aggregator tells the app stream's records by their eventSourceARN.
+                                 "APP_STREAM_ARN": args.app_stream_arn if args.app_stream_arn is not None else "",
                                  "COUNTER_TTL_DAYS": str(args.rules.counter_ttl_days),
                                  "DEDUPE_HORIZON_HOURS": str(args.rules.dedupe_horizon_hours)},
                     statements=[counters_rw, outbox_create, read_rules, use_key]),

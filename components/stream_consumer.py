@@ -1,4 +1,5 @@
-"""StreamConsumer: a PythonFunction subscribed to a Kinesis or DynamoDB stream, the way every consumer here is.
+"""StreamConsumer: a PythonFunction subscribed to a Kinesis or DynamoDB stream (or several streams of one kind,
+each with a mapping of the same settings), the way every consumer here is.
 
 Partial-batch responses, bisect on error, bounded retries, an on-failure queue (also handed to the function
 as `FAILURES_QUEUE_URL`, for records it rejects itself), per-key ordering with parallelisation, and alarms on
@@ -32,6 +33,9 @@ class StreamConsumerArgs:
     """Kinesis data stream or DynamoDB stream."""
     source_arn: pulumi.Input[str]
     """The stream's ARN (for DynamoDB, the table's stream ARN)."""
+    other_sources: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
+    """More streams of the same kind and key, by role (e.g. `{"app": <app stream ARN>}`): each gets a mapping
+    `{name}-{role}-mapping` with the same settings and failure queue, and the read grants cover it. Default none."""
     function: PythonFunctionArgs
     """The consuming function; read permissions and FAILURES_QUEUE_URL are added here."""
     source_key_arn: pulumi.Input[str] | None = None
@@ -78,21 +82,9 @@ class StreamConsumer(pulumi.ComponentResource):
                          "FAILURES_QUEUE_URL": self.failure_queue.url})
         self.function = PythonFunction(f"{name}-handler", function_args, opts=child)
 
-        self.mapping = aws.lambda_.EventSourceMapping(
-            f"{name}-mapping",
-            event_source_arn=args.source_arn,
-            function_name=self.function.function.arn,
-            starting_position="LATEST",
-            batch_size=args.batch_size,
-            maximum_batching_window_in_seconds=args.batching_window_seconds,
-            parallelization_factor=args.parallelization_factor,
-            bisect_batch_on_function_error=True,
-            maximum_retry_attempts=args.maximum_retry_attempts,
-            function_response_types=["ReportBatchItemFailures"],
-            destination_config={"on_failure": {"destination_arn": self.failure_queue.arn}},
-            filter_criteria={"filters": [{"pattern": p} for p in args.filter_patterns]}
-            if args.filter_patterns else None,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.function]))
+        self.mapping = self._mapping(f"{name}-mapping", args.source_arn, args)
+        self.other_mappings = {role: self._mapping(f"{name}-{role}-mapping", arn, args)
+                               for role, arn in args.other_sources.items()}
 
         self.iterator_age_alarm = aws.cloudwatch.MetricAlarm(
             f"{name}-iterator-age",
@@ -107,6 +99,24 @@ class StreamConsumer(pulumi.ComponentResource):
         self.register_outputs({"function_arn": self.function.function.arn,
                                "failure_queue_url": self.failure_queue.url})
 
+    def _mapping(self, child_name: str, source_arn: pulumi.Input[str],
+                 args: StreamConsumerArgs) -> aws.lambda_.EventSourceMapping:
+        return aws.lambda_.EventSourceMapping(
+            child_name,
+            event_source_arn=source_arn,
+            function_name=self.function.function.arn,
+            starting_position="LATEST",
+            batch_size=args.batch_size,
+            maximum_batching_window_in_seconds=args.batching_window_seconds,
+            parallelization_factor=args.parallelization_factor,
+            bisect_batch_on_function_error=True,
+            maximum_retry_attempts=args.maximum_retry_attempts,
+            function_response_types=["ReportBatchItemFailures"],
+            destination_config={"on_failure": {"destination_arn": self.failure_queue.arn}},
+            filter_criteria={"filters": [{"pattern": p} for p in args.filter_patterns]}
+            if args.filter_patterns else None,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[self.function]))
+
 
 def queue_depth_alarm(name: str, queue: aws.sqs.Queue, description: str,
                       opts: pulumi.ResourceOptions) -> aws.cloudwatch.MetricAlarm:
@@ -119,15 +129,16 @@ def queue_depth_alarm(name: str, queue: aws.sqs.Queue, description: str,
 
 
 def _read_statements(args: StreamConsumerArgs) -> list[Statement]:
+    sources = [args.source_arn, *args.other_sources.values()]
     if args.source_kind is SourceKind.KINESIS:
         statements = [Statement(actions=["kinesis:DescribeStream", "kinesis:DescribeStreamSummary",
                                          "kinesis:GetRecords", "kinesis:GetShardIterator", "kinesis:ListShards"],
-                                resources=[args.source_arn])]
+                                resources=sources)]
     else:
         # dynamodb:ListStreams supports no resource type, so only "*" grants it (Service Authorization Reference,
         # Amazon DynamoDB, actions defined); the stream ARN alone would leave it denied.
         statements = [Statement(actions=["dynamodb:DescribeStream", "dynamodb:GetRecords",
-                                         "dynamodb:GetShardIterator"], resources=[args.source_arn]),
+                                         "dynamodb:GetShardIterator"], resources=sources),
                       Statement(actions=["dynamodb:ListStreams"], resources=["*"])]
     if args.source_key_arn is not None:
         statements.append(Statement(actions=["kms:Decrypt"], resources=[args.source_key_arn]))

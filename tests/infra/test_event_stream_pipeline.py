@@ -22,20 +22,22 @@ TABLE = "aws:glue/catalogTable:CatalogTable"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
-def test_stream_is_on_demand_and_kms_encrypted(dev_graph):
-    stream = dev_graph.one(STREAM)
+@pytest.mark.parametrize("name", ["events-stream", "events-app-stream"])
+def test_stream_is_on_demand_and_kms_encrypted(dev_graph, name):
+    stream = dev_graph.one(STREAM, name)
     key = dev_graph.one("aws:kms/key:Key")
     assert stream.inputs["streamModeDetails"] == {"streamMode": "ON_DEMAND"}
     assert stream.inputs["encryptionType"] == "KMS"
     assert stream.inputs["kmsKeyId"] == dev_graph.arn_of(key)
+    assert stream.inputs["retentionPeriod"] == 24
     assert key.inputs["enableKeyRotation"] is True
 
 
 def test_firehose_reads_the_stream_through_the_normaliser_into_partitioned_parquet(dev_graph):
-    firehose = dev_graph.one(FIREHOSE)
+    firehose = dev_graph.one(FIREHOSE, "events-firehose")
     normaliser = dev_graph.one(FUNCTION, NORMALISER)
     s3 = firehose.inputs["extendedS3Configuration"]
-    assert firehose.inputs["kinesisSourceConfiguration"]["kinesisStreamArn"] == dev_graph.arn_of(dev_graph.one(STREAM))
+    assert firehose.inputs["kinesisSourceConfiguration"]["kinesisStreamArn"] == dev_graph.arn_of(dev_graph.one(STREAM, "events-stream"))
     assert normaliser.inputs["handler"] == "functions.events.firehose_transform.handler"
     assert normaliser.inputs["environment"]["variables"]["IDENTITY_MODE"] == "user_or_endpoint"
     [processor] = s3["processingConfiguration"]["processors"]
@@ -84,7 +86,7 @@ def test_every_store_is_encrypted(dev_graph):
     [rule] = dev_graph.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration"
                            ).inputs["rules"]
     assert rule["applyServerSideEncryptionByDefault"] == {"sseAlgorithm": "aws:kms", "kmsMasterKeyId": key_arn}
-    assert dev_graph.one(FIREHOSE).inputs["extendedS3Configuration"]["kmsKeyArn"] == key_arn
+    assert dev_graph.one(FIREHOSE, "events-firehose").inputs["extendedS3Configuration"]["kmsKeyArn"] == key_arn
     for queue in dev_graph.of_type("aws:sqs/queue:Queue"):
         assert queue.inputs["sqsManagedSseEnabled"] is True, queue.name
 
@@ -131,9 +133,9 @@ def test_no_wildcard_actions_and_wildcard_resources_only_for_actions_without_res
 def test_firehose_role_is_scoped_to_its_stream_bucket_function_and_table(dev_graph):
     document = dev_graph.one("aws:iam/rolePolicy:RolePolicy", "events-firehose-policy").input_json("policy")
     by_action = {a: s["Resource"] for s in document["Statement"] for a in s["Action"]}
-    assert by_action["kinesis:GetRecords"] == [dev_graph.arn_of(dev_graph.one(STREAM))]
+    assert by_action["kinesis:GetRecords"] == [dev_graph.arn_of(dev_graph.one(STREAM, "events-stream"))]
     # The role grants the very ARN Firehose invokes (the processor's LambdaArn, qualified with $LATEST).
-    processor = dev_graph.one("aws:kinesis/firehoseDeliveryStream:FirehoseDeliveryStream").inputs[
+    processor = dev_graph.one("aws:kinesis/firehoseDeliveryStream:FirehoseDeliveryStream", "events-firehose").inputs[
         "extendedS3Configuration"]["processingConfiguration"]["processors"][0]["parameters"]
     [lambda_arn] = [p["parameterValue"] for p in processor if p["parameterName"] == "LambdaArn"]
     assert lambda_arn == dev_graph.arn_of(dev_graph.one(FUNCTION, NORMALISER)) + ":$LATEST"
@@ -166,7 +168,7 @@ def test_lambda_helper_gives_logs_with_retention_an_alarm_and_only_its_own_log_g
 
 
 def test_pinpoint_event_stream_writes_into_the_stream_with_a_scoped_role(dev_graph):
-    stream_arn = dev_graph.arn_of(dev_graph.one(STREAM))
+    stream_arn = dev_graph.arn_of(dev_graph.one(STREAM, "events-stream"))
     event_stream = dev_graph.one("aws:pinpoint/eventStream:EventStream")
     assert event_stream.inputs["applicationId"] == "a1b2c3d4e5f60718293a4b5c6d7e8f90"
     assert event_stream.inputs["destinationStreamArn"] == stream_arn
@@ -207,7 +209,7 @@ def test_each_ses_rule_sends_only_events_that_have_its_partition_key(dev_graph, 
         "detail": {"mail": {"tags": {"ses:configuration-set": ["engagement-events"], **tag_conditions}}}}
     target = dev_graph.one("aws:cloudwatch/eventTarget:EventTarget", f"{name}-target")
     assert target.inputs["rule"] == f"{name}-rule"  # the mocks name a resource by its logical name
-    assert target.inputs["arn"] == dev_graph.arn_of(dev_graph.one(STREAM))
+    assert target.inputs["arn"] == dev_graph.arn_of(dev_graph.one(STREAM, "events-stream"))
     assert target.inputs["kinesisTarget"] == {"partitionKeyPath": key_path}
     assert target.inputs["deadLetterConfig"]["arn"] == dev_graph.arn_of(
         dev_graph.one("aws:sqs/queue:Queue", "events-ses-dlq"))
@@ -244,11 +246,18 @@ def test_only_the_ses_rules_may_use_the_ses_role_and_dead_letter_queue(dev_graph
     assert sorted(queue_policy["Statement"][0]["Condition"]["ArnEquals"]["aws:SourceArn"]) == arns
 
 
-def test_producer_policy_allows_writing_to_the_stream_only(dev_graph):
+def test_producer_policy_allows_writing_to_the_app_stream_only(dev_graph):
     document = dev_graph.one("aws:iam/policy:Policy").input_json("policy")
-    actions = {a for s in document["Statement"] for a in s["Action"]}
-    assert actions == {"kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary",
-                       "kms:GenerateDataKey"}
+    app_stream = dev_graph.arn_of(dev_graph.one(STREAM, "events-app-stream"))
+    key = dev_graph.arn_of(dev_graph.one("aws:kms/key:Key"))
+    assert [(s["Action"], s["Resource"], s.get("Condition")) for s in document["Statement"]] == [
+        (["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"], [app_stream], None),
+        # The data key only through Kinesis, and only for the app stream (its ARN is the encryption context).
+        (["kms:GenerateDataKey"], [key], {"StringEquals": {"kms:ViaService": "kinesis.eu-west-1.amazonaws.com",
+                                                           "kms:EncryptionContext:aws:kinesis:arn": app_stream}}),
+    ]
+    trusted = dev_graph.arn_of(dev_graph.one(STREAM, "events-stream"))
+    assert trusted not in json.dumps(document)
 
 
 def test_every_resource_hangs_under_a_component(dev_graph):

@@ -26,7 +26,7 @@ def statements_by_action(document):
 def test_stack_outputs(dev_graph):
     arn = lambda type_token, name=None: dev_graph.arn_of(dev_graph.one(type_token, name))  # noqa: E731
     assert dev_graph.outputs == {
-        "streamArn": arn("aws:kinesis/stream:Stream"),
+        "streamArn": arn("aws:kinesis/stream:Stream", "events-stream"),
         "streamName": "events-stream",
         "lakeBucket": "events-lake",
         "glueDatabase": "engagement_loop_dev",
@@ -34,6 +34,8 @@ def test_stack_outputs(dev_graph):
         "athenaWorkgroup": "engagement-loop-dev",
         "dataKeyArn": arn("aws:kms/key:Key"),
         "producerPolicyArn": arn("aws:iam/policy:Policy"),
+        "appStreamArn": arn("aws:kinesis/stream:Stream", "events-app-stream"),
+        "appStreamName": "events-app-stream",
         "retrainingStateMachineArn": arn("aws:sfn/stateMachine:StateMachine"),
         "retrainingTopicArn": arn("aws:sns/topic:Topic"),
         "exposuresFunctionArn": arn("aws:lambda/function:Function", "tracking-exposures-function"),
@@ -150,6 +152,7 @@ def test_auto_training_deploys_what_auto_training_made_and_never_trains(monitor,
     assert [a for a, s in by_action.items() if a.startswith("personalize:") and "*" in s["Resource"]] == [
         "personalize:ListSolutionVersions"]
     assert by_action["personalize:UpdateSolution"]["Resource"] == [SOLUTION]
+    assert by_action["personalize:DescribeSolution"]["Resource"] == [SOLUTION]
     assert "personalize:CreateSolutionVersion" not in by_action
     assert "personalize:DescribeSolutionVersion" not in by_action
 
@@ -188,7 +191,7 @@ def test_failed_stale_and_badly_ended_runs_are_reported(dev_graph):
 
 
 def test_exposures_function_writes_to_the_stream_and_pinpoint_may_invoke_it(dev_graph):
-    stream_arn = dev_graph.arn_of(dev_graph.one("aws:kinesis/stream:Stream"))
+    stream_arn = dev_graph.arn_of(dev_graph.one("aws:kinesis/stream:Stream", "events-stream"))
     exposures = dev_graph.one("aws:lambda/function:Function", "tracking-exposures-function")
     assert exposures.inputs["environment"]["variables"]["STREAM_ARN"] == stream_arn
     assert exposures.inputs["timeout"] <= 15
@@ -204,7 +207,7 @@ def test_real_time_path_consumes_the_stream_with_partial_batches_and_a_failure_q
     mapping = dev_graph.one("aws:lambda/eventSourceMapping:EventSourceMapping", "tracking-event-tracker-mapping")
     function = dev_graph.one("aws:lambda/function:Function", "tracking-event-tracker-handler-function")
     queue = dev_graph.one("aws:sqs/queue:Queue", "tracking-event-tracker-failures")
-    assert mapping.inputs["eventSourceArn"] == dev_graph.arn_of(dev_graph.one("aws:kinesis/stream:Stream"))
+    assert mapping.inputs["eventSourceArn"] == dev_graph.arn_of(dev_graph.one("aws:kinesis/stream:Stream", "events-stream"))
     assert mapping.inputs["functionName"] == dev_graph.arn_of(function)
     assert mapping.inputs["functionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping.inputs["bisectBatchOnFunctionError"] is True
@@ -218,6 +221,9 @@ def test_real_time_path_consumes_the_stream_with_partial_batches_and_a_failure_q
     # PutEvents supports no resource type (Service Authorization Reference): only "*" grants it.
     assert by_action["personalize:PutEvents"]["Resource"] == ["*"]
     assert by_action["sqs:SendMessage"]["Resource"] == [dev_graph.arn_of(queue)]
-    assert by_action["kinesis:GetRecords"]["Resource"] == [mapping.inputs["eventSourceArn"]]
+    app_mapping = dev_graph.one("aws:lambda/eventSourceMapping:EventSourceMapping",
+                                "tracking-event-tracker-app-mapping")
+    assert by_action["kinesis:GetRecords"]["Resource"] == [mapping.inputs["eventSourceArn"],
+                                                           app_mapping.inputs["eventSourceArn"]]
     for alarm in ("tracking-event-tracker-iterator-age", "tracking-event-tracker-failures-depth"):
         dev_graph.one("aws:cloudwatch/metricAlarm:MetricAlarm", alarm)

@@ -47,7 +47,7 @@ def test_the_parsed_sheet_is_published_so_a_changed_rule_changes_the_diff(dev_gr
 def test_aggregator_reads_the_stream_with_partial_batches_retries_and_a_failure_queue(dev_graph):
     mapping = dev_graph.one(MAPPING, "rules-aggregator-mapping")
     function = dev_graph.one("aws:lambda/function:Function", "rules-aggregator-handler-function")
-    assert mapping.inputs["eventSourceArn"] == dev_graph.arn_of(dev_graph.one("aws:kinesis/stream:Stream"))
+    assert mapping.inputs["eventSourceArn"] == dev_graph.arn_of(dev_graph.one("aws:kinesis/stream:Stream", "events-stream"))
     assert mapping.inputs["functionResponseTypes"] == ["ReportBatchItemFailures"]
     assert mapping.inputs["bisectBatchOnFunctionError"] is True
     # The sample stack has a Pinpoint source, whose partition keys are not per user: one batch per shard.
