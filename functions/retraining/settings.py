@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
+from functions.lake_names import InvalidName, check_glue_name, check_workgroup_name
 from functions.retraining.scoring import ScoringError, ScoringModel
 from functions.retraining.sql import DEFAULT_DATABASE, DEFAULT_TABLE
 
@@ -155,6 +156,15 @@ class RetrainingSettings:
             solution_events_config=convert("SOLUTION_EVENTS_CONFIG", False, boolean, "true or false"),
             exclude_streamed=convert("EXCLUDE_STREAMED", False, boolean, "true or false"),
         )
+        # The one name check of every SQL builder (functions/lake_names.py), here when the handler starts.
+        for variable, field_name, check in (("GLUE_DATABASE", "database", check_glue_name),
+                                            ("EVENTS_TABLE", "table", check_glue_name),
+                                            ("ATHENA_WORKGROUP", "workgroup", check_workgroup_name)):
+            try:
+                if settings[field_name]:
+                    check(settings[field_name], variable)
+            except InvalidName as problem:
+                problems.append(str(problem))
         if problems:
             raise ValueError("retraining handler environment is invalid:\n"
                              + "\n".join(f"  - {p}" for p in problems))

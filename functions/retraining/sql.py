@@ -18,19 +18,17 @@ Semantics (`docs/interactions.md`):
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
 from functions.events.canonical import LAKE_PARTITION_KEY
+from functions.lake_names import EVENTS_TABLE, check_glue_name, check_query_size
 from functions.retraining.scoring import EXPOSURE_EVENT_TYPE, ScoringModel
 
 INTERACTIONS_COLUMNS = ("USER_ID", "ITEM_ID", "EVENT_TYPE", "EVENT_VALUE", "TIMESTAMP")
 DEFAULT_DATABASE = "engagement_loop"
-DEFAULT_TABLE = "events"
+DEFAULT_TABLE = EVENTS_TABLE
 _MS_PER_DAY = 86_400_000
-# Glue/Athena names: letters, digits, `_` and `-`; with no quote character they are safe to quote.
-_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -67,9 +65,9 @@ class InteractionsQuery:
                              f"got {self.history_days!r}")
         if not isinstance(self.exclude_streamed, bool):
             raise TypeError(f"exclude_streamed: expected a bool, got {self.exclude_streamed!r}")
-        for name in ("database", "table"):
-            if not _NAME.match(str(getattr(self, name))):
-                raise ValueError(f"{name}: expected a Glue name (letters, digits, _ or -), got {getattr(self, name)!r}")
+        # The one name check of every SQL builder and of the stack config (functions/lake_names.py).
+        check_glue_name(self.database, "database")
+        check_glue_name(self.table, "table")
 
     @property
     def engagements_from(self) -> date | None:
@@ -109,7 +107,7 @@ def build_interactions_sql(query: InteractionsQuery) -> str:
         upper = f"{alias}.{dt} < {until}"
         return upper if first is None else f"{alias}.{dt} >= {sql_string(first.isoformat())} AND {upper}"
 
-    return f"""\
+    return check_query_size(f"""\
 WITH scoring (event_type, event_value) AS (
     VALUES
         {scoring_rows}
@@ -145,7 +143,7 @@ SELECT DISTINCT
 FROM interactions AS i
 -- `<> ''` also drops NULLs: Personalize rejects rows without a user or an item.
 WHERE i.user_id <> '' AND i.item_id <> ''
-"""
+""", "the interactions query")
 
 
 def sql_string(value: str) -> str:

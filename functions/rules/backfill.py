@@ -61,6 +61,7 @@ from botocore.exceptions import ClientError
 
 from functions.events.consumer_settings import DEFAULT_METRICS_NAMESPACE
 from functions.events.canonical import LAKE_PARTITION_KEY
+from functions.lake_names import InvalidName, check_glue_name, check_query_size, check_workgroup_name
 from functions.retraining.sql import DEFAULT_DATABASE, DEFAULT_TABLE
 from functions.retraining.sql import sql_identifier, sql_string  # one quoting rule for every generated query
 from functions.rules.aggregator import ACTIVATION_MARGIN_MS, publish_counts
@@ -151,6 +152,15 @@ class BackfillSettings:
             lateness_minutes=env.positive_int("BACKFILL_LATENESS_MINUTES", DEFAULT_LATENESS_MINUTES),
             metrics_namespace=env.text("POWERTOOLS_METRICS_NAMESPACE", DEFAULT_METRICS_NAMESPACE),
         )
+        # The one name check of every SQL builder (functions/lake_names.py), here when the function starts.
+        for variable, value, check in (("GLUE_DATABASE", settings.database, check_glue_name),
+                                       ("EVENTS_TABLE", settings.table, check_glue_name),
+                                       ("ATHENA_WORKGROUP", settings.workgroup, check_workgroup_name)):
+            try:
+                if value:
+                    check(value, variable)
+            except InvalidName as problem:
+                env.problems.append(str(problem))
         if settings.lateness_minutes <= settings.settle_minutes:
             env.problems.append(f"BACKFILL_LATENESS_MINUTES={settings.lateness_minutes} is invalid: expected more "
                                 f"than BACKFILL_SETTLE_MINUTES ({settings.settle_minutes})")
@@ -240,6 +250,9 @@ def build_backfill_sql(rule: Rule, activation_ms: int, *, database: str, table: 
     day totals): the rule's events that arrived before `activation_ms`, per user and event day (days since
     1970-01-01, UTC) or one by one, ordered by user."""
     query = query or PassQuery(rule=rule, to_ms=activation_ms)
+    # The one name check of every SQL builder (functions/lake_names.py).
+    table_name = (f"{sql_identifier(check_glue_name(database, 'database'))}."
+                  f"{sql_identifier(check_glue_name(table, 'table'))}")
     days = query.days()
     if days is None:
         raise ValueError(f"rule {rule.rule_id!r}: nothing to backfill before {activation_ms}")
@@ -281,13 +294,15 @@ def build_backfill_sql(rule: Rule, activation_ms: int, *, database: str, table: 
     listed = " OR ".join(listed_parts) or "FALSE"
     kept = "m.delivery = 1" + (f" AND m.arrival_time_ms >= {query.from_ms}" if query.from_ms is not None else "")
     where = "\n        AND ".join(conditions)
-    return f"""\
+    # One rule per query; the sheet's cell limits keep the longest rule's query far below Athena's limit
+    # (docs/rules.md, "Sheet limits"), and this says so if a rule built in code does not.
+    return check_query_size(f"""\
 WITH matching AS (
     SELECT e.user_id, e.event_id, e.arrival_time_ms,
         CAST(floor({moment} / {DAY_MS}.0) AS BIGINT) AS event_day,
         coalesce({value}, CAST(0 AS DECIMAL(38, 17))) AS metric_value,
         row_number() OVER (PARTITION BY e.user_id, e.event_id ORDER BY e.arrival_time_ms) AS delivery
-    FROM {sql_identifier(database)}.{sql_identifier(table)} AS e
+    FROM {table_name} AS e
     WHERE {where}
 ), counted AS (
     SELECT m.user_id, m.event_day, m.metric_value,
@@ -302,7 +317,7 @@ SELECT c.user_id, c.event_day, c.event_id, max(c.arrival_time_ms) AS arrival_tim
 FROM counted AS c
 GROUP BY c.user_id, c.event_day, c.event_id
 ORDER BY 1, 2, 3
-"""
+""", f"rule {rule.rule_id!r}: the backfill query")
 
 
 @dataclass(frozen=True, slots=True)

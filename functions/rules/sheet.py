@@ -8,6 +8,10 @@ means "no date". Extensions: `RuleId`, `MetricName`, `Window` (`7d`) and `Action
 A sheet is accepted whole or rejected whole: `parse_rules_sheet` either returns a `RuleSet` or raises
 `RulesSheetError` listing every problem as `row N, column X: what is wrong (how to fix it)`, with rows
 numbered as a spreadsheet shows them (the header is row 1).
+
+Every cell is bounded (`CELL_LIMITS`, docs/rules.md "Sheet limits"), as are the sheet's size and its number
+of rules, and a message quotes at most a short excerpt of a cell (`_shown`): a file that is not a rules
+sheet (an environment dump, say) is reported without its contents.
 """
 
 from __future__ import annotations
@@ -18,8 +22,10 @@ import re
 from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal, InvalidOperation
+from types import MappingProxyType
 from typing import Any, Callable
 
+from functions.events.parsing import MAX_NAME_CHARS, MAX_VALUE_CHARS
 from functions.rules.keys import RESERVED_RULE_IDS
 from functions.rules.model import (
     ENGINE_EVENT_PREFIX,
@@ -83,8 +89,46 @@ _NO_TARGET = frozenset({"", "na"})  # after a real operator, 999 is a real targe
 _NO_DATE = frozenset({"", "na", "9999-99-99"})
 _YES, _NO = frozenset({"yes", "true"}), frozenset({"no", "false"})
 
-_RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
-_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,127}")
+MAX_RULE_ID_CHARS = 64
+MAX_ACTION_NAME_CHARS = 128
+_RULE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,%d}" % (MAX_RULE_ID_CHARS - 1))
+_SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.:-]{0,%d}" % (MAX_ACTION_NAME_CHARS - 1))
+
+# --- limits (docs/rules.md, "Sheet limits") -------------------------------------------------------------
+# Names and values as long as the normaliser keeps them (functions/events/parsing.py): a longer filter or
+# metric could never match an event, and every cell that reaches the backfill's SQL is bounded, so one
+# rule's query stays far below Athena's 262,144-byte query string limit (functions/lake_names.py).
+CELL_LIMITS = MappingProxyType({
+    EVENT_NAME: MAX_NAME_CHARS,
+    ATTRIBUTE_NAME: MAX_NAME_CHARS,
+    ATTRIBUTE_VALUE: MAX_VALUE_CHARS,
+    METRIC_NAME: MAX_NAME_CHARS,
+    ACTION_NAME: MAX_ACTION_NAME_CHARS,
+    RULE_ID: MAX_RULE_ID_CHARS,
+})
+MAX_OTHER_CELL_CHARS = 100
+"""Every other cell (rule type, operators, targets, reset, dates, window, the ignored Key): far more than any
+valid value needs."""
+MAX_RULES = 500
+"""Rules (non-blank data rows) in one sheet: each is a counter per user, a backfill query per generation and
+an entry of the rules document every aggregator reads."""
+MAX_SHEET_BYTES = 1_000_000
+"""A sheet's size in UTF-8 bytes: several times the largest sheet of MAX_RULES rules of typical length."""
+EXCERPT_CHARS = 40
+"""The most of a cell a message quotes."""
+
+
+def _shown(cell: str, *, quoted: bool = True) -> str:
+    """A cell as a message quotes it: in full when short, else its start, an ellipsis and its length."""
+    text = repr if quoted else str
+    if len(cell) <= EXCERPT_CHARS:
+        return text(cell)
+    return f"{text(cell[:EXCERPT_CHARS])}… ({len(cell):,} characters)"
+
+
+def cell_limit(column: str) -> int:
+    """The most characters a cell of `column` may hold."""
+    return CELL_LIMITS.get(column, MAX_OTHER_CELL_CHARS)
 _ISO_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _WINDOW = re.compile(r"(\d+)\s*d", re.IGNORECASE)
 _WINDOW_FIX = f"write a number of days from 1d to {MAX_WINDOW_DAYS}d, e.g. 7d"
@@ -122,6 +166,11 @@ def parse_rules_sheet(text: str, *, source_name: str) -> RuleSet:
     Raises `RulesSheetError` with every problem found, or returns all the rules.
     """
     problems: list[Problem] = []
+    size = len(text.encode("utf-8", errors="replace"))
+    if size > MAX_SHEET_BYTES:
+        raise RulesSheetError([Problem(1, None, f"the sheet is {size:,} bytes, more than the {MAX_SHEET_BYTES:,} a "
+                                                "rules sheet may have", "split the sheet or remove rows")],
+                              source_name=source_name)
     try:
         records = list(csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline="")))
     except csv.Error as error:
@@ -133,6 +182,11 @@ def parse_rules_sheet(text: str, *, source_name: str) -> RuleSet:
         raise RulesSheetError(problems, source_name=source_name)
 
     positions, labels, fatal = _read_header(records[0], problems)
+    data_rows = sum(1 for record in records[1:] if any(cell.strip() for cell in record))
+    if not fatal and data_rows > MAX_RULES:
+        problems.append(Problem(1, None, f"the sheet has {data_rows:,} rules, more than the {MAX_RULES:,} one sheet "
+                                         "may hold", "remove rules that are no longer needed"))
+        fatal = True
     rules: list[Rule] = []
     ids: list[tuple[int, str, bool]] = []  # (row, rule id, given in the sheet), for the duplicate check
     if not fatal:
@@ -140,13 +194,26 @@ def parse_rules_sheet(text: str, *, source_name: str) -> RuleSet:
             if not any(cell.strip() for cell in record):
                 continue  # spreadsheets export blank rows; they are not rules
             row = _Row(number, {}, labels, problems)
+            too_long = False
             for index, cell in enumerate(record):
-                if index in positions:
+                column = positions.get(index)
+                limit = cell_limit(column or KEY)
+                if len(cell.strip()) > limit:
+                    # Checked before anything else reads the cell; the row is not parsed further.
+                    written = records[0][index].strip() if index < len(records[0]) else ""
+                    row.problem(column or (written if index in positions and len(written) <= EXCERPT_CHARS
+                                           else _column_letter(index)),
+                                f"{_shown(cell.strip())} is longer than the {limit:,} characters this column's "
+                                "cells may have", f"shorten it to at most {limit:,} characters")
+                    too_long = True
+                elif index in positions:
                     if positions[index] is not None:
                         row.cells[positions[index]] = cell.strip()
                 elif cell.strip():
-                    row.problem(_column_letter(index), f"value {cell.strip()!r} in a column without a header",
+                    row.problem(_column_letter(index), f"value {_shown(cell.strip())} in a column without a header",
                                 "name the column in row 1 or clear the cell")
+            if too_long:
+                continue
             rule = _parse_row(row)
             if not _is_none(row[RULE_ID]):
                 ids.append((number, row[RULE_ID], True))
@@ -170,13 +237,23 @@ def _read_header(header: list[str], problems: list[Problem]) -> tuple[dict[int, 
     labels: dict[str, str] = {}
     first_seen: dict[str, int] = {}
     fatal = False
+    labelled = [raw.strip() for raw in header if raw.strip()]
+    if labelled and not any(label.lower() in by_lower for label in labelled):
+        # Not a rules sheet at all (another CSV, an environment dump…): say so once, quoting none of it.
+        problems.append(Problem(1, None, f"none of the {len(labelled):,} header cells names a rules sheet column, so "
+                                         "this does not look like a rules sheet",
+                                f"point at the rules CSV; its first row names columns such as "
+                                f"{', '.join(REQUIRED_COLUMNS)}"))
+        return {}, {}, True
     for index, raw in enumerate(header):
         label = raw.strip()
         if not label:
             continue  # a value under it is reported per row
         column = by_lower.get(label.lower())
         if column is None:
-            problems.append(Problem(1, label, "unknown column",
+            # The label names the column when it is short; a long one is quoted as an excerpt only.
+            shown = label if len(label) <= EXCERPT_CHARS else f"{_column_letter(index)} ({_shown(label)})"
+            problems.append(Problem(1, shown, "unknown column",
                                     f"remove it, or rename it to one of {', '.join(COLUMNS)}"))
             positions[index] = None
         elif column in first_seen:
@@ -211,7 +288,7 @@ def _parse_row(row: _Row) -> Rule | None:
     count_condition = CountCondition(*count_parts) if count_parts else None
     sum_condition = SumCondition(*sum_parts, metric_name) if sum_parts else None
     if metric_name is not None and _is_none(row[OPERATOR_V]):
-        row.problem(METRIC_NAME, f"{metric_name!r} is set but the rule has no sum condition",
+        row.problem(METRIC_NAME, f"{_shown(metric_name)} is set but the rule has no sum condition",
                     f"set {row.labels[OPERATOR_V]}/{row.labels[TARGET_V]}, or clear {row.labels[METRIC_NAME]}")
     if all(_is_none(row[column]) for column in (OPERATOR_C, TARGET_C, OPERATOR_V, TARGET_V)):
         row.problem(OPERATOR_C, "both conditions are na, so the rule can never be met",
@@ -222,11 +299,11 @@ def _parse_row(row: _Row) -> Rule | None:
     window_days = _parse_window(row, rule_type)
     rule_id = "" if _is_none(row[RULE_ID]) else row[RULE_ID]
     if rule_id and not _RULE_ID.fullmatch(rule_id):
-        row.problem(RULE_ID, f"{rule_id!r} is not a usable rule id",
+        row.problem(RULE_ID, f"{_shown(rule_id)} is not a usable rule id",
                     "use up to 64 letters, digits, _ . or -, starting with a letter or digit")
     elif rule_id in RESERVED_RULE_IDS:
         # Its counter keys `meta#<user>` would be other rules' activation records (`meta#<rule_id>`).
-        row.problem(RULE_ID, f"{rule_id!r} is reserved for the engine's own records",
+        row.problem(RULE_ID, f"{_shown(rule_id)} is reserved for the engine's own records",
                     "choose another rule id")
     if len(row.problems) > before:
         return None
@@ -254,7 +331,7 @@ def _parse_rule_type(row: _Row) -> RuleType | None:
     try:
         return RuleType(cell.lower())
     except ValueError:
-        what = "rule type is missing" if _is_none(cell) else f"{cell!r} is not a rule type"
+        what = "rule type is missing" if _is_none(cell) else f"{_shown(cell)} is not a rule type"
         row.problem(RULE_TYPE, what, "use aggregator, date or window")
         return None
 
@@ -265,7 +342,7 @@ def _parse_event_name(row: _Row) -> str | None:
         row.problem(EVENT_NAME, "event name is missing", "name the event to count, e.g. _email.open")
         return None
     if cell.lower().startswith(ENGINE_EVENT_PREFIX):
-        row.problem(EVENT_NAME, f"{cell!r} is an event the engine emits itself, which is never counted",
+        row.problem(EVENT_NAME, f"{_shown(cell)} is an event the engine emits itself, which is never counted",
                     "count the event that leads to it instead")
         return None
     return cell
@@ -276,11 +353,11 @@ def _parse_filter(row: _Row) -> AttributeFilter | None:
     if _is_none(name) and _is_none(value):
         return None
     if _is_none(value):
-        row.problem(ATTRIBUTE_VALUE, f"is missing while {row.labels[ATTRIBUTE_NAME]} is {name!r}",
+        row.problem(ATTRIBUTE_VALUE, f"is missing while {row.labels[ATTRIBUTE_NAME]} is {_shown(name)}",
                     "give both, or na in both")
         return None
     if _is_none(name):
-        row.problem(ATTRIBUTE_NAME, f"is missing while {row.labels[ATTRIBUTE_VALUE]} is {value!r}",
+        row.problem(ATTRIBUTE_NAME, f"is missing while {row.labels[ATTRIBUTE_VALUE]} is {_shown(value)}",
                     "give both, or na in both")
         return None
     return AttributeFilter(name, value)
@@ -292,13 +369,13 @@ def _parse_condition(
     operator_cell, target_cell = row[operator_column], row[target_column]
     if _is_none(operator_cell):
         if not _is_none(target_cell):
-            row.problem(target_column, f"target {target_cell} has no operator",
+            row.problem(target_column, f"target {_shown(target_cell, quoted=False)} has no operator",
                         f"set {row.labels[operator_column]} to equal, greater or at_least, or write na here")
         return None
     try:
         operator = Operator(re.sub(r"[\s-]+", "_", operator_cell.lower()))
     except ValueError:
-        row.problem(operator_column, f"{operator_cell!r} is not an operator", "use equal, greater, at_least or na")
+        row.problem(operator_column, f"{_shown(operator_cell)} is not an operator", "use equal, greater, at_least or na")
         if not _is_none(target_cell, _NO_TARGET):
             parse_target(row, target_column, target_cell)  # report a bad target in the same pass
         return None
@@ -327,10 +404,10 @@ def _parse_number(cell: str) -> Decimal | None:
 def _parse_count_target(row: _Row, column: str, cell: str) -> int | None:
     number = _parse_number(cell)
     if number is None or number != number.to_integral_value():
-        row.problem(column, f"{cell!r} is not a whole number", "write a count, e.g. 3")
+        row.problem(column, f"{_shown(cell)} is not a whole number", "write a count, e.g. 3")
         return None
     if number < 0:
-        row.problem(column, f"count target {cell} is negative", "use 0 or more")
+        row.problem(column, f"count target {_shown(cell, quoted=False)} is negative", "use 0 or more")
         return None
     return int(number)
 
@@ -338,7 +415,7 @@ def _parse_count_target(row: _Row, column: str, cell: str) -> int | None:
 def _parse_sum_target(row: _Row, column: str, cell: str) -> Decimal | None:
     number = _parse_number(cell)
     if number is None:
-        row.problem(column, f"{cell!r} is not a number", "write a number, e.g. 25.50")
+        row.problem(column, f"{_shown(cell)} is not a number", "write a number, e.g. 25.50")
     return number
 
 
@@ -352,7 +429,7 @@ def _parse_reset(row: _Row, rule_type: RuleType | None) -> bool:
         return rule_type is RuleType.AGGREGATOR
     if cell in _NO or _is_none(cell):
         return False
-    row.problem(RESET, f"{row[RESET]!r} is not yes or no", "write yes or no")
+    row.problem(RESET, f"{_shown(row[RESET])} is not yes or no", "write yes or no")
     return False
 
 
@@ -371,7 +448,7 @@ def _parse_dates(row: _Row, rule_type: RuleType | None) -> tuple[date | None, da
                 raise ValueError
             dates[column] = date.fromisoformat(cell)
         except ValueError:
-            row.problem(column, f"{cell!r} is not a date", "write YYYY-MM-DD, or 9999-99-99 for none")
+            row.problem(column, f"{_shown(cell)} is not a date", "write YYYY-MM-DD, or 9999-99-99 for none")
             dates[column] = None
             continue
         if rule_type is not None and rule_type is not RuleType.DATE:
@@ -396,7 +473,7 @@ def _parse_window(row: _Row, rule_type: RuleType | None) -> int | None:
         return None
     match = _WINDOW.fullmatch(cell)
     if not match or not 1 <= int(match.group(1)) <= MAX_WINDOW_DAYS:
-        row.problem(WINDOW, f"{cell!r} is not a window", _WINDOW_FIX)
+        row.problem(WINDOW, f"{_shown(cell)} is not a window", _WINDOW_FIX)
         return None
     return int(match.group(1))
 
@@ -405,13 +482,13 @@ def _check_action_name(row: _Row, rule: Rule) -> bool:
     given = not _is_none(row[ACTION_NAME])
     name = rule.action_name
     if not _SAFE_NAME.fullmatch(name):
-        what = f"{name!r}" if given else f"the derived action name {name!r}"
+        what = _shown(name) if given else f"the derived action name {_shown(name)}"
         row.problem(ACTION_NAME, f"{what} is not a safe name",
                     "use up to 128 letters, digits, _ . : or -" + ("" if given else f" in {ACTION_NAME}"))
         return False
     if given and rule.action_kind is ActionKind.EVENT and not name.startswith(ENGINE_EVENT_PREFIX):
         # The engine skips only trk_ events; any other name would be counted again and could loop.
-        row.problem(ACTION_NAME, f"{name!r} is an event this resetting rule emits, so it must start with "
+        row.problem(ACTION_NAME, f"{_shown(name)} is an event this resetting rule emits, so it must start with "
                                  f"{ENGINE_EVENT_PREFIX}", f"rename it to {ENGINE_EVENT_PREFIX}{name}")
         return False
     return True
@@ -428,5 +505,5 @@ def _check_unique_ids(ids: list[tuple[int, str, bool]], labels: dict[str, str], 
             problems.append(Problem(number, label, f"same rule as row {first_row[rule_id]}",
                                     "remove the duplicate row, or give it its own RuleId"))
         else:
-            problems.append(Problem(number, label, f"rule id {rule_id!r} is already used on row {first_row[rule_id]}",
+            problems.append(Problem(number, label, f"rule id {_shown(rule_id)} is already used on row {first_row[rule_id]}",
                                     "give each rule its own id"))
