@@ -58,7 +58,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 from pulumi import automation as auto
 
-from components.config import KEYS, PROJECT, PROJECT_DIR, ConfigError, StackConfig, parse_stack_config
+from components.config import KEYS, PROJECT, PROJECT_DIR, ConfigError, SecretKeys, StackConfig, parse_stack_config
 from functions.retraining.settings import ImportMode, TrainingMode
 
 REGION_KEY = "aws:region"
@@ -119,8 +119,9 @@ class StackSettings:
                 problems.append(f"{PROJECT}:{name} is not a setting of this program "
                                 f"(known: {', '.join(sorted(KEYS))}); remove it or fix its spelling")
             elif not isinstance(value, (str, int, bool)):
-                problems.append(f"StackSettings.extra[{key!r}] = {value!r}: expected text, a whole number "
-                                "or true/false")
+                # The value is not shown: it may be the new value of a key the stack keeps secret.
+                problems.append(f"StackSettings.extra[{key!r}] is a {type(value).__name__}: expected text, a "
+                                "whole number or true/false")
             else:
                 extra[name] = value
         if problems:
@@ -288,15 +289,23 @@ def _validated(values: Mapping[str, auto.ConfigValue], current: Mapping[str, aut
     prefix = f"{PROJECT}:"
     raw = {key[len(prefix):]: value for key, value in merged.items() if key.startswith(prefix)}
     region = merged.get(REGION_KEY)
+    # `get_all_config` reads with --show-secrets, so values are plain text here: the keys the stack keeps
+    # secret (and `apply` keeps secret when it writes them) go to the parser, which never shows their values.
+    secrets = _secret_keys(current, values)
     if sheet is None or not sheet.needs_copy:
-        return parse_stack_config(raw, region=region, project_dir=project_dir)
+        return parse_stack_config(raw, region=region, project_dir=project_dir, secret_keys=secrets)
     # Parse the outside sheet where the program will read it, under its project path, so the messages
     # name that path as `pulumi preview` would — without writing into the project before it is valid.
     with tempfile.TemporaryDirectory() as staging:
         staged = Path(staging) / sheet.config_path
         staged.parent.mkdir(parents=True)
         shutil.copyfile(sheet.source, staged)
-        return parse_stack_config(raw, region=region, project_dir=Path(staging))
+        return parse_stack_config(raw, region=region, project_dir=Path(staging), secret_keys=secrets)
+
+
+def _secret_keys(*configs: Mapping[str, auto.ConfigValue | str]) -> SecretKeys:
+    return SecretKeys.of(key for config in configs for key, value in config.items()
+                         if isinstance(value, auto.ConfigValue) and value.secret)
 
 
 def _locate_sheet(rules_sheet: str | Path, project_dir: Path) -> _Sheet:

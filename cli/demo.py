@@ -249,10 +249,11 @@ def _load_rules(path: Path):
 
 
 def _load_scoring(path: Path):
-    from functions.retraining.scoring import ScoringError, ScoringModel
+    from components.config import load_scoring_file
+    from functions.retraining.scoring import ScoringError
 
     try:
-        return ScoringModel.load(path)
+        return load_scoring_file(path)  # a secret `secure:` scoring is never echoed
     except ScoringError as error:
         raise DemoInputError([f"error: {problem}" for problem in error.problems]) from None
     except (OSError, UnicodeDecodeError) as error:

@@ -51,11 +51,12 @@ def preview_command(args: argparse.Namespace) -> int:
     from functions.events.normalise import normalise
     from functions.retraining.interactions_csv import InteractionsWriter
     from functions.retraining.lake import run_interactions, write_lake
-    from functions.retraining.scoring import ScoringError, ScoringModel
+    from components.config import load_scoring_file
+    from functions.retraining.scoring import ScoringError
     from functions.retraining.sql import INTERACTIONS_COLUMNS, InteractionsQuery
 
     try:
-        scoring = ScoringModel.load(args.scoring)
+        scoring = load_scoring_file(args.scoring)  # a secret `secure:` scoring is never echoed
     except ScoringError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

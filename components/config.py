@@ -2,7 +2,9 @@
 
 Every key lives in the `engagement-loop` namespace and is declared in Pulumi.yaml. Parsing collects every
 problem before failing, so a user fixes a stack file in one pass; each problem names the key, the value
-and what to write instead. `__main__.py` turns a `ConfigError` into a `pulumi.RunError`, which Pulumi
+and what to write instead — except the value of a secret key (`pulumi config set --secret`, a `secure:`
+value in the stack file), which no message shows: `SecretKeys` is the one place that knows which keys are
+secret and renders values for messages ("the secret value of engagement-loop:X …"). `__main__.py` turns a `ConfigError` into a `pulumi.RunError`, which Pulumi
 prints without a stack trace.
 """
 
@@ -14,13 +16,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Callable, Mapping, TypeVar
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from functions.events.canonical import IdentityMode
+from functions.lake_names import InvalidName, LakeNames, derived_lake_names
 from functions.retraining.scoring import ScoringError, ScoringModel
 from functions.retraining.settings import ImportMode, TrainingMode
 from functions.rules.model import RuleSet
-from functions.rules.sheet import RulesSheetError, parse_rules_sheet
+from functions.rules.sheet import MAX_SHEET_BYTES, RulesSheetError, parse_rules_sheet
 
 PROJECT = "engagement-loop"
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -53,7 +56,68 @@ class ConfigError(ValueError):
 
 
 class _Invalid(ValueError):
-    """Internal: one key's problem, collected by `_Reader`."""
+    """Internal: one key's problem, collected by `_Reader`. `withheld` is what to say instead when the key is
+    secret and the message would show (part of) its value."""
+
+    def __init__(self, message: str, *, withheld: str | None = None):
+        super().__init__(message)
+        self.withheld = withheld
+
+
+SECRET_SHOWN = "[secret]"
+
+
+@dataclass(frozen=True, slots=True)
+class SecretKeys:
+    """Which stack config keys hold secrets, and the one renderer of config values in messages: a secret
+    key's value is never shown ("the secret value of engagement-loop:X"), and any text about it has the value
+    (and each element of a list value) replaced by `[secret]`."""
+
+    keys: frozenset[str] = frozenset()
+    """Full key names (`engagement-loop:scoring`, `aws:region`)."""
+
+    @classmethod
+    def of(cls, names: Iterable[str]) -> SecretKeys:
+        """From key names, with or without the `engagement-loop:` prefix (`aws:` keys keep theirs)."""
+        return cls(frozenset(_full_key(name) for name in names))
+
+    def is_secret(self, key: str) -> bool:
+        return _full_key(key) in self.keys
+
+    def subject(self, key: str, value: Any) -> str:
+        """How a problem names the key and its value: `engagement-loop:X = 'value'`, or for a secret key
+        `the secret value of engagement-loop:X`."""
+        key = _full_key(key)
+        if key in self.keys:
+            return f"the secret value of {key}"
+        shown = value if isinstance(value, str) else json.dumps(value)
+        return f"{key} = {shown!r}"
+
+    def redact(self, key: str, value: Any, text: str) -> str:
+        """`text` with a secret key's value, and each part of a list value, replaced by `[secret]`."""
+        if not self.is_secret(key) or value is None:
+            return text
+        parts = [value if isinstance(value, str) else json.dumps(value)]
+        if isinstance(value, (list, tuple)):
+            parts += [str(part) for part in value]
+        elif isinstance(value, str) and value.lstrip().startswith("["):
+            try:
+                parts += [str(part) for part in json.loads(value)]
+            except (json.JSONDecodeError, TypeError):
+                pass
+        for part in sorted({p.strip() for p in parts if p and p.strip()}, key=len, reverse=True):
+            text = text.replace(part, SECRET_SHOWN)
+        return text
+
+
+def _full_key(name: str) -> str:
+    return name if ":" in name else f"{PROJECT}:{name}"
+
+
+def stack_file_secret_keys(config: Mapping[str, Any]) -> SecretKeys:
+    """The keys a stack file's `config:` mapping holds as `secure:` (encrypted) values."""
+    return SecretKeys.of(key for key, value in config.items()
+                         if isinstance(value, Mapping) and "secure" in value)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +160,10 @@ class LakeConfig:
     athena_scan_limit_gb: int
     query_results_retention_days: int
     errors_retention_days: int
+    names: LakeNames | None = None
+    """The lake's Glue database, table and Athena workgroup, derived from the project and stack name and
+    checked with the SQL builders' one name check (functions/lake_names.py); None when parsed without a
+    stack name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,13 +260,17 @@ KEYS: Mapping[str, tuple[str, Any]] = MappingProxyType({
 class _Reader:
     """Reads raw config values (strings, as the Pulumi engine hands them over) and collects problems."""
 
-    def __init__(self, raw: Mapping[str, Any]):
+    def __init__(self, raw: Mapping[str, Any], secrets: SecretKeys = SecretKeys()):
         self._raw = raw
+        self.secrets = secrets
         self.problems: list[str] = []
 
-    def _fail(self, key: str, value: Any, message: str) -> None:
-        shown = value if isinstance(value, str) else json.dumps(value)
-        self.problems.append(f"{PROJECT}:{key} = {shown!r}: {message}")
+    def fail(self, key: str, value: Any, message: str, *, withheld: str | None = None) -> None:
+        """Record a problem with `key`'s value; for a secret key, `withheld` (if given) replaces a message
+        that would show the value, and whatever is said has the value redacted."""
+        if self.secrets.is_secret(key):
+            message = self.secrets.redact(key, value, withheld or message)
+        self.problems.append(f"{self.secrets.subject(key, value)}: {message}")
 
     def read(self, key: str, convert: Callable[[Any], _T]) -> _T | None:
         kind, default = KEYS[key]
@@ -212,7 +284,7 @@ class _Reader:
         try:
             return convert(_coerce(kind, value))
         except _Invalid as problem:
-            self._fail(key, value, str(problem))
+            self.fail(key, value, str(problem), withheld=problem.withheld)
             return None
 
 
@@ -289,7 +361,9 @@ def _scoring(entries: list[Any]) -> ScoringModel:
     try:
         return ScoringModel.from_entries(entries, source="scoring")
     except ScoringError as error:
-        raise _Invalid("; ".join(error.problems)) from None
+        raise _Invalid("; ".join(error.problems), withheld=(
+            f"{len(error.problems)} problem(s), not shown as they would show the value: expected a list of "
+            "EVENT_TYPE=VALUE entries, each event type once, finite numbers, at most 10 event types")) from None
 
 
 def _history_days(value: int) -> int:
@@ -312,7 +386,9 @@ def _personalize_arn(kind: str, region: str | None, example_name: str) -> Callab
             raise _Invalid(f"expected a Personalize {kind} ARN like {example}")
         if region and match["region"] != region:
             raise _Invalid(f"is in {match['region']} but the stack deploys to {region} (aws:region); "
-                           "Personalize resources must be in the stack's region")
+                           "Personalize resources must be in the stack's region",
+                           withheld=f"is in another region than the stack's ({region}, aws:region); "
+                                    "Personalize resources must be in the stack's region")
         return PersonalizeArn(value, match["region"], match["account"], match["kind"], match["name"])
     return check
 
@@ -329,17 +405,21 @@ def _interactions_dataset(region: str | None) -> Callable[[str], PersonalizeArn]
 
 
 def parse_stack_config(raw: Mapping[str, Any], *, region: str | None,
-                       project_dir: Path = PROJECT_DIR) -> StackConfig:
+                       project_dir: Path = PROJECT_DIR, stack_name: str | None = None,
+                       secret_keys: Iterable[str] | SecretKeys = ()) -> StackConfig:
     """Parse this project's config keys (without the `engagement-loop:` prefix) into a `StackConfig`.
 
-    Relative paths (the rules sheet) are read from `project_dir`. Raises `ConfigError` listing every
-    problem, including keys this program does not know and every problem of the rules sheet.
+    The rules sheet is read from `project_dir` and must lie inside it. `stack_name` derives the lake's names
+    (`LakeConfig.names`). `secret_keys` names the keys whose values are secret (with or without the
+    `engagement-loop:` prefix): no message shows them. Raises `ConfigError` listing every problem,
+    including keys this program does not know and every problem of the rules sheet.
     """
-    reader = _Reader(raw)
+    secrets = secret_keys if isinstance(secret_keys, SecretKeys) else SecretKeys.of(secret_keys)
+    reader = _Reader(raw, secrets)
     if not region:
         reader.problems.append("aws:region is required: `pulumi config set aws:region eu-west-1`")
     elif not _REGION.match(region):
-        reader.problems.append(f"aws:region = {region!r}: expected a region name such as eu-west-1")
+        reader.fail("aws:region", region, "expected a region name such as eu-west-1")
         region = None
     for key in sorted(set(raw) - set(KEYS)):
         reader.problems.append(f"{PROJECT}:{key} is not a setting of this program "
@@ -356,6 +436,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, region: str | None,
         athena_scan_limit_gb=reader.read("athenaScanLimitGb", _at_least(1)),
         query_results_retention_days=reader.read("queryResultsRetentionDays", _at_least(1)),
         errors_retention_days=reader.read("errorsRetentionDays", _at_least(1)),
+        names=_lake_names(reader, stack_name),
     )
     retraining = RetrainingConfig(
         campaign=reader.read("personalizeCampaignArn", _personalize_arn("campaign", region, "my-campaign")),
@@ -407,20 +488,48 @@ def _nonempty(expected: str) -> Callable[[str], str]:
     return check
 
 
-def _rules_sheet(reader: _Reader, project_dir: Path, sheet_path: str) -> RuleSet:
-    path = project_dir / sheet_path
+def _lake_names(reader: _Reader, stack_name: str | None) -> LakeNames | None:
+    """Derived names are sanitised (the user did not choose them), then checked with the SQL builders' check."""
+    if stack_name is None:
+        return None
     try:
+        return derived_lake_names(PROJECT, stack_name)
+    except InvalidName as problem:
+        reader.problems.append(f"the stack name {stack_name[:60]!r} gives the lake an unusable name: {problem}; "
+                               "use a stack name of letters, digits, -, _ or . (at most 100 characters)")
+        return None
+
+
+def _rules_sheet(reader: _Reader, project_dir: Path, sheet_path: str) -> RuleSet:
+    key = "rulesSheet"
+    project = project_dir.resolve()
+    # Resolved with symlinks, so neither `../` nor a link leads a stack file to read (and a bad sheet's
+    # messages to excerpt) a file outside the project.
+    path = (project / sheet_path).resolve()
+    if not path.is_relative_to(project):
+        reader.fail(key, sheet_path, "the sheet lies outside the project directory (symlinks followed), so it is "
+                                     "not read; copy it into the project (e.g. rules/) and set rulesSheet to its "
+                                     "path relative to the project (automation.StackSettings.rules_sheet copies "
+                                     "an outside sheet for you)")
+        return RuleSet(())
+    shown_path = path.relative_to(project).as_posix()
+    try:
+        size = path.stat().st_size
+        if size > MAX_SHEET_BYTES:
+            reader.fail(key, sheet_path, f"the sheet is {size:,} bytes, more than the {MAX_SHEET_BYTES:,} a rules "
+                                         "sheet may have (docs/rules.md, \"Sheet limits\"); split or trim it")
+            return RuleSet(())
         text = path.read_text(encoding="utf-8-sig")
     except OSError as error:
-        reader.problems.append(f"{PROJECT}:rulesSheet = {sheet_path!r}: cannot read {path}: {error.strerror}; "
-                               "point it at the rules CSV (relative to the project directory)")
+        reader.fail(key, sheet_path, f"cannot read {shown_path}: {error.strerror}; "
+                                     "point it at the rules CSV (relative to the project directory)")
         return RuleSet(())
     except UnicodeDecodeError:
-        reader.problems.append(f"{PROJECT}:rulesSheet = {sheet_path!r}: {path} is not UTF-8 text; "
-                               "export the sheet as CSV UTF-8")
+        reader.fail(key, sheet_path, f"{shown_path} is not UTF-8 text; export the sheet as CSV UTF-8")
         return RuleSet(())
     try:
-        return parse_rules_sheet(text, source_name=sheet_path)
+        return parse_rules_sheet(text, source_name="the rules sheet" if reader.secrets.is_secret(key)
+                                 else sheet_path)
     except RulesSheetError as error:
         # The sheet is rejected whole: every problem is listed and nothing deploys.
         reader.problems.extend(f"{PROJECT}:rulesSheet: {line}" for line in error.lines())
@@ -444,4 +553,34 @@ def load_stack_config() -> StackConfig:
     everything = {**runtime_config.get_config_env(), **runtime_config.CONFIG.get()}
     prefix = f"{PROJECT}:"
     raw = {key[len(prefix):]: value for key, value in everything.items() if key.startswith(prefix)}
-    return parse_stack_config(raw, region=everything.get("aws:region"))
+    # The engine lists secret keys in PULUMI_CONFIG_SECRET_KEYS; mocks (set_all_config) in the runtime.
+    secret_keys = {*runtime_config.get_config_secret_keys_env(),
+                   *(key for key in everything if runtime_config.is_config_secret(key))}
+    import pulumi
+
+    return parse_stack_config(raw, region=everything.get("aws:region"), stack_name=pulumi.get_stack(),
+                              secret_keys=secret_keys)
+
+
+def load_scoring_file(path: str | Path) -> ScoringModel:
+    """`ScoringModel.load` for the local tools (`cli demo --scoring`, `cli interactions preview`), except that
+    a stack file is read here first so that a secret (`secure:`) scoring value, or YAML that does not parse,
+    is reported without echoing any of the file."""
+    import yaml  # local tools only
+
+    path = Path(path)
+    if path.suffix.lower() in (".yaml", ".yml") and path.is_file():
+        try:
+            document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark is not None else ""
+            raise ScoringError([f"{path}: not valid YAML{where}; fix the stack file"]) from None
+        except (OSError, UnicodeDecodeError) as error:
+            raise ScoringError([f"{path}: cannot read the stack file: {getattr(error, 'strerror', None) or 'not UTF-8'}"]) from None
+        config = document.get("config") if isinstance(document, dict) else None
+        key = f"{PROJECT}:scoring"
+        if isinstance(config, dict) and stack_file_secret_keys(config).is_secret(key):
+            raise ScoringError([f"{path}: the secret value of {key} is encrypted in the stack file, so this tool "
+                                "cannot read it; pass the scoring model as a CSV with header EVENT_TYPE,EVENT_VALUE"])
+    return ScoringModel.load(path)

@@ -176,7 +176,7 @@ def test_extra_may_not_set_a_key_that_has_its_own_field():
     assert error.value.problems == [
         "StackSettings.extra['scoring']: scoring has its own field; use StackSettings.scoring",
         "StackSettings.extra['aws:region']: aws:region has its own field; use StackSettings.region",
-        "StackSettings.extra['gateMetric'] = 1.5: expected text, a whole number or true/false",
+        "StackSettings.extra['gateMetric'] is a float: expected text, a whole number or true/false",
     ]
 
 
