@@ -30,6 +30,8 @@ LOG_DELIVERY_ACTIONS = (
     "logs:ListLogDeliveries", "logs:PutResourcePolicy", "logs:DescribeResourcePolicies", "logs:DescribeLogGroups",
 )
 
+VENDED_LOGS_PREFIX = "/aws/vendedlogs/states/"
+
 # Dataset import jobs the handler creates are named `retrain-<run id>` (functions/retraining/steps.py).
 IMPORT_JOB_PREFIX = "retrain-"
 NOTIFICATION_SOURCE = "engagement-loop.retraining"
@@ -145,8 +147,12 @@ class RetrainingLoop(pulumi.ComponentResource):
         ]), opts=child)
         # Execution history goes to this group at the stack's retention; like the stack's other log groups it
         # is encrypted with CloudWatch Logs' own key (no customer key).
+        # Under /aws/vendedlogs/: Step Functions adds each log group it delivers to to one CloudWatch Logs
+        # resource policy of at most 5,120 characters, unless the group's name has this prefix (Step Functions
+        # best practices, https://docs.aws.amazon.com/step-functions/latest/dg/bp-cwl.html).
         self.log_group = aws.cloudwatch.LogGroup(
-            f"{name}-workflow-logs", retention_in_days=args.log_retention_days, opts=child)
+            f"{name}-workflow-logs", retention_in_days=args.log_retention_days,
+            name_prefix=f"{VENDED_LOGS_PREFIX}{pulumi.get_project()}-{pulumi.get_stack()}-{name}-", opts=child)
         logging = aws.iam.RolePolicy(f"{name}-workflow-logging-policy", role=self.state_machine_role.id,
                                      policy=policy_json([Statement(actions=list(LOG_DELIVERY_ACTIONS),
                                                                    resources=["*"])]), opts=child)
@@ -176,6 +182,8 @@ class RetrainingLoop(pulumi.ComponentResource):
             # The Service Authorization Reference (Amazon Personalize) lists no resource type for
             # ListSolutionVersions, so only "*" grants it; scoped to the solution's ARN it is denied at run time.
             statements.append(Statement(actions=["personalize:ListSolutionVersions"], resources=["*"]))
+            # Whether auto-training is on and how often it runs: a stalled solution fails the run.
+            statements.append(Statement(actions=["personalize:DescribeSolution"], resources=[config.solution.arn]))
         else:
             statements += [
                 Statement(actions=["personalize:CreateSolutionVersion"], resources=[config.solution.arn]),

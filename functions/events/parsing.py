@@ -341,10 +341,18 @@ def utf8_length(value: str) -> int:
     return len(value.encode("utf-8"))
 
 
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+"""C0 and C1 control characters (line breaks included): never part of an id."""
+
+
 def check_id(name: str, value: str | None) -> str | None:
-    """`value` if it is within `MAX_ID_BYTES`, else a FieldError naming the field and the limit."""
+    """`value` if it is within `MAX_ID_BYTES` and holds no control character, else a FieldError naming the
+    field: an id with a line break would split its row of the interactions file, whose records Personalize
+    wants each on one line (docs/interactions.md)."""
     if value is not None and (size := utf8_length(value)) > MAX_ID_BYTES:
         raise FieldError(f"{name} {show(value, 40)} is {size} bytes of UTF-8, more than the limit of {MAX_ID_BYTES}")
+    if value is not None and CONTROL_CHARACTERS.search(value):
+        raise FieldError(f"{name} {show(value, 40)} contains a line break or another control character")
     return value
 
 

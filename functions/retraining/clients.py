@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -88,6 +89,16 @@ class JobStatus:
 
 
 @dataclass(frozen=True, slots=True)
+class SolutionSettings:
+    """What DescribeSolution says about the solution's own auto-training."""
+
+    perform_auto_training: bool
+    schedule_days: int
+    """The auto-training interval: `rate(N days)` of its AutoTrainingConfig, 7 when unset (the default)."""
+    created: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class SolutionVersionSummary:
     """One entry of ListSolutionVersions."""
 
@@ -156,7 +167,9 @@ class Personalize(Protocol):
                                   import_mode: str) -> str: ...
     def describe_dataset_import_job(self, arn: str) -> JobStatus: ...
     def create_solution_version(self, *, name: str, solution_arn: str, training_mode: str) -> str: ...
-    def set_event_weights(self, *, solution_arn: str, weights: Mapping[str, float]) -> None: ...
+    def set_event_weights(self, *, solution_arn: str, weights: Mapping[str, float],
+                          keep_auto_training: bool = False) -> None: ...
+    def describe_solution(self, arn: str) -> SolutionSettings: ...
     def describe_solution_version(self, arn: str) -> JobStatus: ...
     def list_solution_versions(self, solution_arn: str) -> list[SolutionVersionSummary]: ...
     def get_solution_metrics(self, solution_version_arn: str) -> dict[str, float]: ...
@@ -222,9 +235,23 @@ class Boto3Personalize:
             name=name, solutionArn=solution_arn, trainingMode=training_mode)["solutionVersionArn"]
 
     @translate_errors
-    def set_event_weights(self, *, solution_arn: str, weights: Mapping[str, float]) -> None:
-        self._client.update_solution(solutionArn=solution_arn, solutionUpdateConfig={"eventsConfig": {
-            "eventParametersList": [{"eventType": t, "weight": w} for t, w in sorted(weights.items())]}})
+    def set_event_weights(self, *, solution_arn: str, weights: Mapping[str, float],
+                          keep_auto_training: bool = False) -> None:
+        request: dict[str, Any] = {"solutionArn": solution_arn, "solutionUpdateConfig": {"eventsConfig": {
+            "eventParametersList": [{"eventType": t, "weight": w} for t, w in sorted(weights.items())]}}}
+        if keep_auto_training:
+            # Said explicitly: the API reference does not say what an update without it does to auto-training.
+            request["performAutoTraining"] = True
+        self._client.update_solution(**request)
+
+    @translate_errors
+    def describe_solution(self, arn: str) -> SolutionSettings:
+        solution = self._client.describe_solution(solutionArn=arn)["solution"]
+        expression = (solution.get("solutionConfig", {}).get("autoTrainingConfig", {})
+                      .get("schedulingExpression") or "")
+        found = re.fullmatch(r"rate\((\d+) days?\)", expression)
+        return SolutionSettings(bool(solution.get("performAutoTraining")), int(found.group(1)) if found else 7,
+                                solution["creationDateTime"])
 
     @translate_errors
     def describe_solution_version(self, arn: str) -> JobStatus:

@@ -4,14 +4,18 @@
 Personalize's bulk-data format wants a plain header (not quoted), so an Athena result — where every field,
 header included, is quoted — is never imported as is: its rows are parsed (`parse_row`) and re-written here.
 Numbers are written unquoted (EVENT_VALUE as a float, TIMESTAMP as whole epoch seconds); a field is quoted
-only when it needs it (a comma, a quote or a line break inside an id), with inner quotes doubled (RFC 4180).
-Lines end with LF.
+only when it needs it (a comma or a quote inside an id), with inner quotes doubled (RFC 4180). Lines end with
+LF. Personalize wants each record on a single line (data format guidelines,
+https://docs.aws.amazon.com/personalize/latest/dg/data-prep-formatting.html), so a row whose id or event type
+holds a line break or another control character is never written (`unwritable`): the normaliser rejects such
+ids, and the import step skips and counts any the lake still holds.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import re
 from typing import Iterable, NamedTuple, Sequence, TextIO
 
 from functions.retraining.sql import INTERACTIONS_COLUMNS
@@ -45,6 +49,17 @@ def parse_row(row: Sequence[str]) -> Interaction:
     return Interaction(user_id, item_id, event_type, value, seconds)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def unwritable(row: Interaction) -> str | None:
+    """Why `row` cannot be a record of the file, or None."""
+    for column, value in (("USER_ID", row.user_id), ("ITEM_ID", row.item_id), ("EVENT_TYPE", row.event_type)):
+        if _CONTROL.search(value):
+            return f"{column} {value[:40]!r} holds a line break or another control character"
+    return None
+
+
 class InteractionsWriter:
     """Writes the header on creation, then one line per `write`."""
 
@@ -53,6 +68,9 @@ class InteractionsWriter:
         self._writer.writerow(INTERACTIONS_COLUMNS)
 
     def write(self, row: Interaction) -> None:
+        problem = unwritable(row)
+        if problem:
+            raise ValueError(problem)
         value = float(row.event_value)
         if not math.isfinite(value):
             raise ValueError(f"EVENT_VALUE {row.event_value!r} is not a finite number")

@@ -23,7 +23,7 @@ def notification(state: RunState, settings: RetrainingSettings) -> Notification:
         "importMode": (data.import_mode or settings.import_mode).value, "trainingMode": settings.training_mode.value,
         "interactions": {"rows": data.rows, "users": data.users, "usersWithAtLeast2": data.active_users,
                          "items": data.items, "newRows": data.new_rows, "cutoff": data.cutoff,
-                         "previousCutoff": data.previous_cutoff},
+                         "previousCutoff": data.previous_cutoff, "skippedRows": data.skipped_rows},
         "query": {"id": state.query.execution_id, "status": state.query.status,
                   "scannedBytes": state.query.scanned_bytes},
         "datasetImportJob": {"arn": state.import_job.arn, "status": state.import_job.status,

@@ -41,6 +41,8 @@ class DataFigures:
     import_mode: ImportMode | None = None
     """The mode used: INCREMENTAL falls back to FULL while nothing was imported yet."""
     import_uri: str | None = None
+    skipped_rows: int = 0
+    """Rows left out because an id or event type holds a line break or control character."""
 
     def __post_init__(self) -> None:
         if self.import_mode is not None:

@@ -18,13 +18,14 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass, replace
-from datetime import datetime, timezone
-from typing import Any, Callable, Mapping, TextIO
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable, Mapping, Sequence, TextIO
 
 from functions.retraining.clients import (
-    Athena, LastImport, Notifier, ObjectStore, Personalize, RunStore, utc_now,
+    Athena, LastImport, Notifier, ObjectStore, Personalize, ResourceInUse, RunStore, SolutionVersionSummary,
+    utc_now,
 )
-from functions.retraining.interactions_csv import InteractionsWriter, parse_row
+from functions.retraining.interactions_csv import InteractionsWriter, parse_row, unwritable
 from functions.retraining.minimums import MIN_INTERACTIONS_PER_ACTIVE_USER, shortfalls
 from functions.retraining.notification import DETAIL_TYPES, notification
 from functions.retraining.run_state import (
@@ -54,6 +55,10 @@ class CampaignConflict(RuntimeError):
 
 class GateError(ValueError):
     """The gate's metric cannot be compared."""
+
+
+class AutoTrainingStalled(RuntimeError):
+    """AUTO training, but the solution makes no new versions."""
 
 
 @dataclass(frozen=True)
@@ -169,13 +174,17 @@ def _count_interactions(text: TextIO, uri: str, last: LastImport | None, staged:
         raise DataError(f"{uri}: header is {','.join(header) or '(empty)'}, expected {','.join(INTERACTIONS_COLUMNS)}")
     rows_per_user: dict[str, int] = {}
     items: set[str] = set()
-    rows = new = 0
+    rows = new = skipped = 0
     cutoff: int | None = None
     for row in reader:
         try:
             interaction = parse_row(row)
         except ValueError as error:
             raise DataError(f"{uri}, line {reader.line_num}: {error}") from None
+        if unwritable(interaction):
+            # Written to the lake before the normaliser refused such ids; one would fail every import.
+            skipped += 1
+            continue
         timestamp = interaction.timestamp
         rows += 1
         rows_per_user[interaction.user_id] = rows_per_user.get(interaction.user_id, 0) + 1
@@ -189,7 +198,8 @@ def _count_interactions(text: TextIO, uri: str, last: LastImport | None, staged:
     return DataFigures(
         rows=rows, users=len(rows_per_user), items=len(items),
         active_users=sum(count >= MIN_INTERACTIONS_PER_ACTIVE_USER for count in rows_per_user.values()),
-        new_rows=None if last is None else new, previous_cutoff=None if last is None else last.cutoff, cutoff=cutoff)
+        new_rows=None if last is None else new, previous_cutoff=None if last is None else last.cutoff, cutoff=cutoff,
+        skipped_rows=skipped)
 
 
 def start_import(state: RunState, settings: RetrainingSettings, services: Services) -> RunState:
@@ -237,24 +247,54 @@ def pick_deployable_version(state: RunState, settings: RetrainingSettings, servi
     """AUTO training: the solution's newest ACTIVE version, if it is newer than the one the campaign serves (or
     is being rolled onto); else the run ends as `nothing_to_deploy`. Never waits: auto-training runs on the
     solution's own schedule (every 7 days by default), so a version trained on this import is deployed by a
-    later run. A campaign serving a version of another solution is rolled onto the newest one."""
+    later run. A campaign serving a version of another solution is rolled onto the newest one.
+
+    Fails (so the failed-run alarm fires) when nothing will ever come: auto-training switched off on the
+    solution, or no ACTIVE version made for two of its intervals and a day."""
     _require_training_mode(settings, auto=True)
-    if settings.solution_events_config:
-        # Read by the solution's next auto-training.
-        services.personalize.set_event_weights(solution_arn=settings.solution_arn,
-                                               weights=settings.scoring.event_weights())
     state = replace(state, attempts=0)
+    solution = services.personalize.describe_solution(settings.solution_arn)
+    if not solution.perform_auto_training:
+        raise AutoTrainingStalled(
+            f"TRAINING_MODE is AUTO, but solution {settings.solution_arn} has performAutoTraining off, so no new "
+            f"version will come: turn it on (UpdateSolution), or set trainingMode to FULL or UPDATE")
     versions = services.personalize.list_solution_versions(settings.solution_arn)
     active = [v for v in versions if v.status == TRAINING_STATUSES.success]
-    if not active:
+    newest = max(active, key=lambda v: v.created) if active else None
+    _stop_if_stalled(newest.created if newest else solution.created, solution.schedule_days, versions, services)
+    state = _deployable(state, settings, services, newest, {v.arn: v.created for v in versions})
+    if settings.solution_events_config:
+        try:
+            services.personalize.set_event_weights(solution_arn=settings.solution_arn,
+                                                   weights=settings.scoring.event_weights(), keep_auto_training=True)
+        except ResourceInUse:
+            # The solution is training or updating; its next auto-training reads the weights the next run sets.
+            pass
+    return state
+
+
+def _stop_if_stalled(last: datetime, schedule_days: int, versions: Sequence[SolutionVersionSummary],
+                     services: Services) -> None:
+    allowed = timedelta(days=2 * schedule_days + 1)
+    if services.clock() - last <= allowed:
+        return
+    failed = sorted((v for v in versions if v.status in TRAINING_STATUSES.failed), key=lambda v: v.created)
+    why = f"; the newest failed one says: {failed[-1].failure_reason}" if failed and failed[-1].failure_reason \
+        else ""
+    raise AutoTrainingStalled(
+        f"no ACTIVE solution version made since {iso(last)}, although auto-training runs every {schedule_days} "
+        f"days{why}")
+
+
+def _deployable(state: RunState, settings: RetrainingSettings, services: Services,
+                newest: SolutionVersionSummary | None, created: Mapping[str, datetime]) -> RunState:
+    if newest is None:
         return replace(state, outcome=Outcome.NOTHING_TO_DEPLOY,
                        reason=f"nothing new to deploy: solution {settings.solution_arn} has no ACTIVE version yet")
-    newest = max(active, key=lambda v: v.created)
     campaign = services.personalize.describe_campaign(settings.campaign_arn)
     update = campaign.latest_update
     rolling = update is not None and update.status in CAMPAIGN_STATUSES.pending
     deployed = update.solution_version_arn if rolling else campaign.solution_version_arn
-    created = {v.arn: v.created for v in versions}
     if deployed is not None and deployed in created and created[deployed] >= newest.created:
         serves = "is being rolled onto" if rolling else "serves"
         return replace(state, outcome=Outcome.NOTHING_TO_DEPLOY,

@@ -18,6 +18,8 @@ GUIDE_ACTIONS = ["logs:CreateLogDelivery", "logs:GetLogDelivery", "logs:UpdateLo
 def test_the_state_machine_logs_errors_without_execution_data_to_its_own_log_group(dev_graph):
     group = dev_graph.one("aws:cloudwatch/logGroup:LogGroup", "retraining-workflow-logs")
     assert group.inputs["retentionInDays"] == 30  # logRetentionDays (default)
+    # The vended-logs prefix keeps the group out of the 5,120-character CloudWatch Logs resource policy.
+    assert group.inputs["namePrefix"].startswith("/aws/vendedlogs/states/engagement-loop-")
     # Encrypted like the stack's other log groups: none of them sets a customer key.
     assert all("kmsKeyId" not in g.inputs for g in dev_graph.of_type("aws:cloudwatch/logGroup:LogGroup"))
     machine = dev_graph.one("aws:sfn/stateMachine:StateMachine")

@@ -47,7 +47,8 @@ def test_a_full_run_imports_trains_and_rolls_the_campaign(world: World):
     run_date = execution.started.astimezone(timezone.utc).date()
     assert detail["outcome"] == "succeeded" and detail["runId"] == RUN_ID and detail["asOf"] == run_date.isoformat()
     assert detail["interactions"] == {"rows": 1200, "users": 30, "usersWithAtLeast2": 30, "items": 17,
-                                      "newRows": None, "cutoff": rows[-1][4], "previousCutoff": None}
+                                      "newRows": None, "cutoff": rows[-1][4], "previousCutoff": None,
+                                      "skippedRows": 0}
     assert detail["datasetImportJob"]["arn"] == IMPORT_JOB_ARN
     assert detail["solutionVersion"] == {"arn": NEW_VERSION, "status": "ACTIVE", "failureReason": None}
     assert detail["campaign"]["previousSolutionVersionArn"] == OLD_VERSION
@@ -324,11 +325,33 @@ def test_incremental_without_any_import_yet_imports_in_full(world: World):
     assert the_event(world, "RetrainingSucceeded")["importMode"] == "FULL"
 
 
-def list_versions(world: World, *versions: tuple[str, str, timedelta]) -> None:
-    """ListSolutionVersions answers (arn, status, created relative to NOW), in the order given."""
-    world.personalize.add_response("list_solution_versions", {"solutionVersions": [
-        {"solutionVersionArn": arn, "status": status, "creationDateTime": NOW + created,
-         "trainingType": "AUTOMATIC"} for arn, status, created in versions]}, {"solutionArn": SOLUTION_ARN})
+def describe_solution(world: World, *, auto: bool = True, schedule: str | None = None,
+                      created: timedelta = -timedelta(days=60)) -> None:
+    solution: dict = {"solutionArn": SOLUTION_ARN, "name": "shop-recs", "performAutoTraining": auto,
+                      "creationDateTime": NOW + created, "status": "ACTIVE"}
+    if schedule:
+        solution["solutionConfig"] = {"autoTrainingConfig": {"schedulingExpression": schedule}}
+    world.personalize.add_response("describe_solution", {"solution": solution}, {"solutionArn": SOLUTION_ARN})
+
+
+def list_versions(world: World, *versions: tuple[str, str, timedelta], pages: int = 1, **solution) -> None:
+    """DescribeSolution (auto-training on), then ListSolutionVersions answering (arn, status, created relative to
+    NOW) in the order given, over `pages` pages."""
+    describe_solution(world, **solution)
+    entries = [{"solutionVersionArn": arn, "status": status, "creationDateTime": NOW + created,
+                "trainingType": "AUTOMATIC", **({"failureReason": "training data too sparse"}
+                                                if status == "CREATE FAILED" else {})}
+               for arn, status, created in versions]
+    size = -(-len(entries) // pages) if entries else 0
+    for page in range(pages):
+        chunk = entries[page * size:(page + 1) * size] if size else []
+        answer: dict = {"solutionVersions": chunk}
+        request: dict = {"solutionArn": SOLUTION_ARN}
+        if page < pages - 1:
+            answer["nextToken"] = f"page-{page + 1}"
+        if page:
+            request["nextToken"] = f"page-{page}"
+        world.personalize.add_response("list_solution_versions", answer, request)
 
 
 TRAINING_NOW = f"{SOLUTION_ARN}/training-now"
@@ -367,12 +390,13 @@ def test_auto_training_imports_then_deploys_the_newest_active_version_without_wa
       (TRAINING_NOW, "CREATE FAILED", -timedelta(hours=2))],
      {"deployed": OLD_VERSION}, f"the campaign serves {OLD_VERSION}"),
     # Auto-training has not made any version yet.
-    ([(NEW_VERSION, "CREATE PENDING", -timedelta(minutes=1))], None, "has no ACTIVE version yet"),
+    ([(NEW_VERSION, "CREATE PENDING", -timedelta(minutes=1))], None, "has no ACTIVE version yet"),  # new solution
 ])
 def test_auto_training_with_nothing_newer_ends_as_nothing_to_deploy(world: World, versions, campaign, why):
     world.query(rows=interactions())
     world.import_job()
-    list_versions(world, *versions)
+    # A solution created two days ago may not have trained yet; an older one would count as stalled.
+    list_versions(world, *versions, **({} if campaign is not None else {"created": -timedelta(days=2)}))
     if campaign is not None:
         world.describe_campaign(**campaign)
 
@@ -385,6 +409,81 @@ def test_auto_training_with_nothing_newer_ends_as_nothing_to_deploy(world: World
     assert detail["reason"].startswith("nothing new to deploy") and why in detail["reason"]
     assert world.item(LOCK) is None
     assert world.item(LAST_IMPORT) is not None  # the import landed all the same
+
+
+@pytest.mark.parametrize("solution, versions, message", [
+    ({"auto": False}, [(OLD_VERSION, "ACTIVE", -timedelta(days=3))], "has performAutoTraining off"),
+    # Default schedule, 7 days: nothing ACTIVE for 20 days (> 2 × 7 + 1) while trainings fail.
+    ({}, [(OLD_VERSION, "ACTIVE", -timedelta(days=20)), (NEW_VERSION, "CREATE FAILED", -timedelta(days=6))],
+     "runs every 7 days; the newest failed one says: training data too sparse"),
+    ({"schedule": "rate(2 days)", "created": -timedelta(days=6)}, [], "runs every 2 days"),
+])
+def test_auto_training_that_makes_nothing_fails_the_run_so_the_alarm_fires(world: World, solution, versions, message):
+    """`nothing_to_deploy` is a success; a solution that will never train again must not be one every day."""
+    world.query(rows=interactions())
+    world.import_job()
+    if solution.get("auto") is False:
+        describe_solution(world, auto=False)  # nothing is listed once auto-training is known to be off
+    else:
+        list_versions(world, *versions, **solution)
+
+    execution = world.run(TRAINING_MODE="AUTO", auto_training=True)
+
+    assert execution.end_state == "Failed"
+    error = the_event(world, "RetrainingFailed")["error"]
+    assert error["error"] == "AutoTrainingStalled" and message in error["message"]
+
+
+def test_auto_training_within_a_longer_schedule_is_not_stalled(world: World):
+    world.query(rows=interactions())
+    world.import_job()
+    list_versions(world, (NEW_VERSION, "ACTIVE", -timedelta(days=40)), schedule="rate(30 days)")
+    world.describe_campaign(deployed=NEW_VERSION)
+
+    assert world.run(TRAINING_MODE="AUTO", auto_training=True).end_state == "NothingToDeploy"
+
+
+def test_auto_training_reads_every_page_of_versions(world: World):
+    world.query(rows=interactions())
+    world.import_job()
+    list_versions(world, (OLD_VERSION, "ACTIVE", -timedelta(days=14)), (TRAINING_NOW, "CREATE FAILED",
+                  -timedelta(days=3)), (NEW_VERSION, "ACTIVE", -timedelta(days=1)), pages=3)
+    world.describe_campaign(deployed=OLD_VERSION)
+    world.campaign_update()
+
+    execution = world.run(TRAINING_MODE="AUTO", auto_training=True)
+
+    assert execution.end_state == "Succeeded"
+    assert the_event(world, "RetrainingSucceeded")["solutionVersion"]["arn"] == NEW_VERSION
+
+
+def test_auto_training_sets_event_weights_keeping_auto_training_and_a_busy_solution_does_not_fail_the_run(
+        world: World):
+    world.query(rows=interactions())
+    world.import_job()
+    list_versions(world, (OLD_VERSION, "ACTIVE", -timedelta(days=14)), (NEW_VERSION, "ACTIVE", -timedelta(days=1)))
+    world.describe_campaign(deployed=OLD_VERSION)
+    # Training or updating: ResourceInUse. The weights wait for the next run; the deployment goes on.
+    world.personalize.add_client_error("update_solution", "ResourceInUseException", "solution is being updated",
+                                       expected_params={"solutionArn": SOLUTION_ARN, "performAutoTraining": True,
+                                                        "solutionUpdateConfig": ANY})
+    world.campaign_update()
+
+    execution = world.run(TRAINING_MODE="AUTO", SOLUTION_EVENTS_CONFIG="true", auto_training=True)
+
+    assert execution.end_state == "Succeeded" and execution.retried == []
+
+
+def test_auto_training_retries_a_rollout_that_failed_onto_the_newest_version(world: World):
+    """A failed update does not count as deployed: the next run tries again (and fails loudly if it fails)."""
+    world.query(rows=interactions())
+    world.import_job()
+    list_versions(world, (OLD_VERSION, "ACTIVE", -timedelta(days=14)), (NEW_VERSION, "ACTIVE", -timedelta(days=1)))
+    world.describe_campaign(deployed=OLD_VERSION, update={"solutionVersionArn": NEW_VERSION, "status": "CREATE FAILED",
+                                                          "failureReason": "capacity"})
+    world.campaign_update()
+
+    assert world.run(TRAINING_MODE="AUTO", auto_training=True).end_state == "Succeeded"
 
 
 def test_auto_training_rolls_a_campaign_serving_another_solutions_version_onto_this_one(world: World):
@@ -556,3 +655,20 @@ def test_the_staged_file_is_rewritten_with_a_plain_header_unquoted_numbers_and_q
     assert lines[0] == "USER_ID,ITEM_ID,EVENT_TYPE,EVENT_VALUE,TIMESTAMP"
     assert lines[1] == first_line
     assert lines[-2:] == [AWKWARD_LINE, ""]
+
+
+def test_a_lake_row_with_a_line_break_in_an_id_is_skipped_and_counted_never_staged(world: World):
+    """Personalize wants each record on one line; one such row in the lake would fail every FULL import."""
+    rows = [*interactions(), ("user\n1", "item-1", "purchase", 20.0, 1_763_000_000), ("user-2", "it\rem", "purchase",
+                                                                                         20.0, 1_763_000_001)]
+    world.query(rows=rows)
+    world.import_job()
+    world.training()
+    world.campaign_update()
+
+    assert world.run().end_state == "Succeeded"
+
+    staged = world.read(f"interactions/run={RUN_ID}/interactions.csv")
+    assert staged.count("\n") == 1 + 1200 and "\r" not in staged
+    figures = the_event(world, "RetrainingSucceeded")["interactions"]
+    assert (figures["rows"], figures["skippedRows"]) == (1200, 2)

@@ -57,3 +57,15 @@ def test_an_exposure_join_key_that_looks_like_an_address_is_kept(address):
 def test_an_identifier_attribute_is_held_to_the_id_limit():
     result = normalised(attributes={"personalize_user_id": "p" * 257})
     assert isinstance(result, Rejected) and "personalize_user_id" in result.reason and "limit of 256" in result.reason
+
+
+@pytest.mark.parametrize("field, value", [("user_id", "u\n1"), ("item_id", "sku\r1"), ("campaign_id", "c\x00"),
+                                          ("endpoint_id", "e\x85")])
+def test_an_id_with_a_line_break_or_control_character_rejects_the_record(field, value):
+    result = normalised(**{field: value})
+    assert isinstance(result, Rejected) and field in result.reason and "control character" in result.reason
+
+
+def test_an_identifier_attribute_with_a_line_break_rejects_the_record():
+    result = normalised(attributes={"personalize_user_id": "p\n1"})
+    assert isinstance(result, Rejected) and "personalize_user_id" in result.reason

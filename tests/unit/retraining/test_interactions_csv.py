@@ -54,3 +54,15 @@ def test_the_preview_writes_through_the_same_writer(tmp_path, capsys):
     assert preview("--scoring", str(FIXTURES / "scoring.csv"), str(events), "--out", str(out)) == 0
     assert out.read_bytes() == (b"USER_ID,ITEM_ID,EVENT_TYPE,EVENT_VALUE,TIMESTAMP\n"
                                 b'"doe, jane","sku ""7"", blue",purchase,10.0,1762000000\n')
+
+
+def test_the_writer_refuses_a_row_that_would_span_two_lines():
+    import io
+
+    import pytest
+
+    from functions.retraining.interactions_csv import Interaction, InteractionsWriter
+    out = io.StringIO()
+    with pytest.raises(ValueError, match="USER_ID .* line break"):
+        InteractionsWriter(out).write(Interaction("u\n1", "i", "purchase", 1.0, 1))
+    assert out.getvalue() == "USER_ID,ITEM_ID,EVENT_TYPE,EVENT_VALUE,TIMESTAMP\n"
