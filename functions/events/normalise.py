@@ -12,8 +12,10 @@ Every source then gets the same finishing (docs/events.md, "Clocks" and "Bounds"
   record's own stamp (Pinpoint `arrival_timestamp`, the EventBridge envelope's `time`, an app record's event
   time) stands in only when it is not given (local tools reading files);
 - an event time ahead of the arrival time counts as the arrival time (device clocks run fast);
-- ids that become keys are bounded: an over-long user, endpoint, campaign, journey or item id is a
-  `Rejected`, an over-long event id is replaced by its hash.
+- ids that become keys are bounded: an over-long user, endpoint, campaign, journey or item id (or one with a
+  line break or another control character) is a `Rejected`, an over-long event id is replaced by its hash; the
+  event type is held to 256 characters without control characters;
+- the id of an event read from the app stream starts with `app/` (`UNTRUSTED_ID_PREFIX`).
 
 Trust (docs/security.md, "Who may write what"): a record read from the app stream is normalised with
 `trusted=False`. It may then only be an app record or a Pinpoint app-event shape, and never carry an event type
@@ -32,7 +34,9 @@ from typing import Any, NamedTuple
 
 from functions.events.app import APP_SCHEMA, parse_app
 from functions.events.canonical import CanonicalEvent, EventSource, IdentityMode, ParseResult, Rejected
-from functions.events.parsing import FieldError, Fields, check_id, hashed_event_id, kind_of, show
+from functions.events.parsing import (
+    FieldError, Fields, check_event_type, check_id, hashed_event_id, kind_of, show,
+)
 from functions.events.pinpoint import parse_pinpoint
 from functions.events.ses import parse_ses
 
@@ -115,19 +119,27 @@ def normalise(raw: bytes | str, *, identity_mode: IdentityMode, arrival_time_ms:
             event = parse_pinpoint(record, identity_mode=identity_mode)
         if not trusted and (reason := reserved_type_reason(event.event_type)) is not None:
             return Rejected(f"{_LABELS[source]} on the app stream: {reason}")
-        return _finish(event, arrival_time_ms)
+        return _finish(event, arrival_time_ms, trusted=trusted)
     except FieldError as error:
         return Rejected(f"{_LABELS[source]}: {error}")
 
 
-def _finish(event: CanonicalEvent, kinesis_arrival_ms: int | None) -> CanonicalEvent:
+UNTRUSTED_ID_PREFIX = "app/"
+"""Put before the id of every event read from the app stream, so an app cannot send the id of a real SES,
+Pinpoint or exposure event and have that event dropped as its duplicate (the rules engine and the event
+tracker de-duplicate by id)."""
+
+
+def _finish(event: CanonicalEvent, kinesis_arrival_ms: int | None, *, trusted: bool = True) -> CanonicalEvent:
     """One clock for arrival, the clamp of fast clocks and the bounds, the same for every source."""
+    check_event_type(event.event_type)
     for name in ("user_id", "endpoint_id", "campaign_id", "journey_id", "item_id"):
         check_id(name, getattr(event, name))
     arrival_time_ms = event.arrival_time_ms if kinesis_arrival_ms is None else kinesis_arrival_ms
+    event_id = event.event_id if trusted else UNTRUSTED_ID_PREFIX + event.event_id
     return dataclasses.replace(
         event,
-        event_id=hashed_event_id(event.event_id),
+        event_id=hashed_event_id(event_id),
         arrival_time_ms=arrival_time_ms,
         event_time_ms=min(event.event_time_ms, arrival_time_ms),
     )

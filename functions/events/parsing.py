@@ -356,6 +356,17 @@ def check_id(name: str, value: str | None) -> str | None:
     return value
 
 
+def check_event_type(event_type: str) -> str:
+    """`event_type` if it is at most `MAX_NAME_CHARS` characters without control characters, else a FieldError:
+    it is a rules sheet's EventName, a Personalize EVENT_TYPE (at most 256) and a row of the interactions file."""
+    if len(event_type) > MAX_NAME_CHARS:
+        raise FieldError(f"event type {show(event_type, 40)} is {len(event_type)} characters, more than the limit "
+                         f"of {MAX_NAME_CHARS}")
+    if CONTROL_CHARACTERS.search(event_type):
+        raise FieldError(f"event type {show(event_type, 40)} contains a line break or another control character")
+    return event_type
+
+
 def hashed_event_id(event_id: str) -> str:
     """`event_id`, or for one longer than `MAX_EVENT_ID_BYTES` `"idh-"` + sha256 hex of its UTF-8 bytes:
     deterministic, so every delivery of the record still gets the same id."""

@@ -69,3 +69,15 @@ def test_an_id_with_a_line_break_or_control_character_rejects_the_record(field, 
 def test_an_identifier_attribute_with_a_line_break_rejects_the_record():
     result = normalised(attributes={"personalize_user_id": "p\n1"})
     assert isinstance(result, Rejected) and "personalize_user_id" in result.reason
+
+
+@pytest.mark.parametrize("event_type, problem", [("e" * 257, "more than the limit of 256"),
+                                                 ("purchase\n", "control character")])
+def test_the_event_type_is_bounded_like_a_name(event_type, problem):
+    """100,000-character event types were accepted: each is a rules EventName and a Personalize EVENT_TYPE."""
+    result = normalised(event_type=event_type)
+    assert isinstance(result, Rejected) and problem in result.reason and "event type" in result.reason
+
+
+def test_an_event_type_of_256_characters_is_accepted():
+    assert isinstance(normalised(event_type="e" * 256), CanonicalEvent)

@@ -91,3 +91,17 @@ def test_the_reserved_list_is_lower_case_and_each_entry_names_its_senders():
 def test_trust_is_decided_by_the_source_stream(source, app_stream, trusted):
     assert is_trusted_source(source, app_stream) is trusted
     assert ConsumerSettings(app_stream_arn=app_stream).trusts(source) is trusted
+
+
+def test_an_app_cannot_take_the_id_of_a_trusted_event():
+    """The rules engine and the event tracker drop a second event with the same id: an app sending the id of a
+    real SES click would otherwise make the real one a 'duplicate'."""
+    forged = json.dumps({"schema": "engagement-loop/v1", "event_type": "purchase", "user_id": "u1",
+                         "event_time_ms": 1_764_000_000_000, "event_id": "ses-0123abcd"})
+    from_app = normalise(forged, identity_mode=MODE, trusted=False)
+    from_route = normalise(forged, identity_mode=MODE, trusted=True)
+    assert isinstance(from_app, CanonicalEvent) and isinstance(from_route, CanonicalEvent)
+    assert from_route.event_id == "ses-0123abcd"
+    assert from_app.event_id == "app/ses-0123abcd"
+    # Still deterministic, so a producer's retry of the record is recognised as the same event.
+    assert normalise(forged, identity_mode=MODE, trusted=False).event_id == from_app.event_id
