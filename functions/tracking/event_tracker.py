@@ -15,9 +15,14 @@ stream order, each with `eventId` = the canonical event id so Personalize ignore
 `eventValue` is the scoring model's value and `sentAt` the arrival time, the TIMESTAMP the interactions
 dataset uses (`docs/interactions.md`: when the record reached the stream).
 
-A call Personalize refuses as invalid is logged and skipped; any other failure stops the batch, and that
-call's records and every record not yet sent are reported as failed (Powertools partial batch response), so
-Lambda retries from the first of them and the event source mapping's retry cap and on-failure queue apply.
+A call Personalize refuses as invalid is sent again one event at a time, so only the events it refuses alone
+are logged and skipped; any other failure stops the batch, and that call's records and every record not yet
+sent are reported as failed (Powertools partial batch response), so Lambda retries from the first of them and
+the event source mapping's retry cap and on-failure queue apply. The outcome is kept per record. Lambda
+redelivers every record after the first failed one, so events of other users' calls that were already sent
+are sent again (`EventsSentAfterAFailure` counts them) with the same `eventId`: Personalize uses the event id to
+tell events apart and does not train on a repeat ("Any subsequent events after the first with the same event ID
+are not used in model training", https://docs.aws.amazon.com/personalize/latest/dg/API_UBS_Event.html).
 
 Environment (read once, by `TrackerSettings.from_env`):
 - `TRACKING_ID` (required): the event tracker's tracking id;
@@ -224,16 +229,37 @@ class RawRecord:
 
 @dataclass(frozen=True, slots=True)
 class ForwardOutcome:
-    """What happened to a batch: events sent, skips by reason, and the records to report as failed."""
+    """What happened to a batch: per record, and the counts derived from that."""
 
-    sent: int
-    skipped: Counter[Skip] = field(default_factory=Counter)
-    failed: frozenset[str] = frozenset()
+    outcomes: Mapping[str, str] = field(default_factory=dict)
+    """Record id → `SENT`, `FAILED` or the `Skip` value saying why it was not sent; every record of the batch."""
+    sent_after_failure: int = 0
+    """Records sent although a record before them in the batch failed: Lambda redelivers every record from the
+    first failed one, so these are sent again with the same `eventId`, which Personalize does not train on twice."""
+
+    @property
+    def sent(self) -> int:
+        return sum(outcome == SENT for outcome in self.outcomes.values())
+
+    @property
+    def failed(self) -> frozenset[str]:
+        return frozenset(record_id for record_id, outcome in self.outcomes.items() if outcome == FAILED)
+
+    @property
+    def skipped(self) -> Counter[Skip]:
+        return Counter(Skip(outcome) for outcome in self.outcomes.values() if outcome not in (SENT, FAILED))
+
+
+SENT, FAILED = "sent", "failed"
 
 
 def forward(records: Sequence[RawRecord], settings: TrackerSettings, tracker: EventTracker) -> ForwardOutcome:
-    """Normalise, select and send one batch."""
-    skipped: Counter[Skip] = Counter()
+    """Normalise, select and send one batch.
+
+    A call Personalize refuses as invalid is sent again one event at a time, so one bad event costs only itself.
+    Any other failure (throttling, an outage) stops the batch: that call's records and every record not yet sent
+    are reported failed, and Lambda retries from the first of them."""
+    outcomes: dict[str, str] = {}
     tracked: list[TrackedEvent] = []
     seen: set[str] = set()
     for record in records:
@@ -241,33 +267,48 @@ def forward(records: Sequence[RawRecord], settings: TrackerSettings, tracker: Ev
                           trusted=record.trusted)
         if isinstance(event, Rejected):
             logger.warning("record rejected", extra={"record_id": record.record_id, "reason": event.reason})
-            skipped[Skip.UNPARSEABLE] += 1
+            outcomes[record.record_id] = Skip.UNPARSEABLE.value
             continue
         if event.event_id in seen:
-            skipped[Skip.DUPLICATE] += 1
+            outcomes[record.record_id] = Skip.DUPLICATE.value
             continue
         seen.add(event.event_id)
         result = to_tracked(record.record_id, event, settings.scoring)
         if isinstance(result, Skip):
-            skipped[result] += 1
+            outcomes[record.record_id] = result.value
         else:
             tracked.append(result)
 
-    sent = 0
     calls = plan_calls(tracked)
     for index, call in enumerate(calls):
         try:
-            tracker.put_events(call)
-        except EventsRefused as error:
-            logger.error("Personalize refused events", extra={"record_ids": call.record_ids, "error": str(error)})
-            skipped[Skip.REFUSED] += len(call.events)
-            continue
+            _send(call, tracker, outcomes)
         except Exception:
             logger.exception("PutEvents failed; the rest of the batch is reported as failed")
-            failed = frozenset(record_id for later in calls[index:] for record_id in later.record_ids)
-            return ForwardOutcome(sent, skipped, failed)
-        sent += len(call.events)
-    return ForwardOutcome(sent, skipped)
+            for later in calls[index:]:
+                # What this call already settled (sent, or refused alone) stays as it is.
+                outcomes.update((record_id, FAILED) for record_id in later.record_ids if record_id not in outcomes)
+            break
+    position = {record.record_id: n for n, record in enumerate(records)}
+    failed_at = min((position[r] for r, outcome in outcomes.items() if outcome == FAILED), default=len(records))
+    sent_after = sum(outcome == SENT and position[r] > failed_at for r, outcome in outcomes.items())
+    return ForwardOutcome({r.record_id: outcomes[r.record_id] for r in records if r.record_id in outcomes},
+                          sent_after)
+
+
+def _send(call: PutEventsCall, tracker: EventTracker, outcomes: dict[str, str]) -> None:
+    """One call; refused as invalid, each of its events alone (the failure of any other kind propagates)."""
+    try:
+        tracker.put_events(call)
+    except EventsRefused as error:
+        if len(call.events) == 1:
+            logger.error("Personalize refused an event", extra={"record_ids": call.record_ids, "error": str(error)})
+            outcomes[call.record_ids[0]] = Skip.REFUSED.value
+            return
+        for event, record_id in zip(call.events, call.record_ids):
+            _send(PutEventsCall(call.user_id, call.session_id, (event,), (record_id,)), tracker, outcomes)
+        return
+    outcomes.update((record_id, SENT) for record_id in call.record_ids)
 
 
 def _fit_event_id(event_id: str) -> str:
@@ -319,6 +360,7 @@ def _publish_counts(outcome: ForwardOutcome, namespace: str) -> None:
     metrics = Metrics(namespace=namespace)
     metrics.add_metric(name="EventsSent", unit=MetricUnit.Count, value=outcome.sent)
     metrics.add_metric(name="RecordsFailed", unit=MetricUnit.Count, value=len(outcome.failed))
+    metrics.add_metric(name="EventsSentAfterAFailure", unit=MetricUnit.Count, value=outcome.sent_after_failure)
     for reason in Skip:
         metrics.add_metric(name=reason.value, unit=MetricUnit.Count, value=outcome.skipped[reason])
     metrics.flush_metrics()

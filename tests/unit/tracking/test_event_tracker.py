@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections import Counter
 
@@ -104,7 +105,9 @@ def raw(n: int, user: str, item: str | None = "sku", event_type: str = "purchase
 
 
 def test_forward_counts_every_skip_and_sends_the_rest():
-    records = [raw(0, "u1"), raw(1, "u1", item=None), raw(2, "u2", event_type="page_view"), raw(0, "u1"),
+    # A producer's duplicate arrives as another record (its own sequence number) with the same event id.
+    duplicate = dataclasses.replace(raw(0, "u1"), record_id="seq-0-again")
+    records = [raw(0, "u1"), raw(1, "u1", item=None), raw(2, "u2", event_type="page_view"), duplicate,
                RawRecord("seq-x", b"[]", 1_764_000_000_000), raw(3, "u2")]
     tracker = FakeTracker()
 
@@ -131,6 +134,52 @@ def test_forward_skips_calls_personalize_refuses():
     outcome = forward([raw(0, "u1"), raw(1, "u2")], SETTINGS, tracker)
     assert outcome.sent == 1 and outcome.failed == frozenset()
     assert outcome.skipped[Skip.REFUSED] == 1
+    assert outcome.outcomes == {"seq-0": Skip.REFUSED.value, "seq-1": "sent"}
+
+
+class RefusingTracker:
+    """Refuses, as Personalize does, every call holding one of `bad` record ids."""
+
+    def __init__(self, *bad: str):
+        self.bad, self.calls = set(bad), []
+
+    def put_events(self, call):
+        self.calls.append(call.record_ids)
+        if self.bad & set(call.record_ids):
+            raise EventsRefused("InvalidInputException")
+
+
+def test_one_refused_event_costs_only_itself_not_its_whole_call():
+    records = [raw(n, "u1") for n in range(10)]
+    tracker = RefusingTracker("seq-4")
+
+    outcome = forward(records, SETTINGS, tracker)
+
+    assert outcome.sent == 9 and outcome.skipped == Counter({Skip.REFUSED: 1})
+    assert outcome.outcomes["seq-4"] == Skip.REFUSED.value
+    assert tracker.calls[0] == tuple(f"seq-{n}" for n in range(10)) and len(tracker.calls) == 1 + 10
+
+
+def test_a_failure_while_resending_singly_stops_the_batch_keeping_what_was_sent():
+    class RefuseThenFail(RefusingTracker):
+        def put_events(self, call):
+            if call.record_ids == ("seq-2",):
+                raise RuntimeError("throttled")
+            super().put_events(call)
+
+    outcome = forward([raw(n, "u1") for n in range(4)], SETTINGS, RefuseThenFail("seq-0"))
+
+    assert outcome.outcomes == {"seq-0": Skip.REFUSED.value, "seq-1": "sent", "seq-2": "failed", "seq-3": "failed"}
+
+
+def test_events_sent_after_the_first_failed_record_are_counted_as_resent_on_retry():
+    """Calls go in order of their first record: u1 (seq-0, seq-3) is sent, then u2 (seq-1, seq-2) fails, so
+    Lambda redelivers from seq-1 and seq-3, already sent, is sent again (and not trained on twice)."""
+    records = [raw(0, "u1"), raw(1, "u2"), raw(2, "u2"), raw(3, "u1")]
+    outcome = forward(records, SETTINGS, FakeTracker(None, RuntimeError("throttled")))
+
+    assert outcome.failed == frozenset({"seq-1", "seq-2"})
+    assert outcome.sent_after_failure == 1  # seq-3
 
 
 def test_settings_from_env():
