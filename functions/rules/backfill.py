@@ -570,9 +570,19 @@ class Backfill:
         if query.days() is None:
             return self._finish(meta, backfill_pass, counts)
         if backfill_pass.query_id is None:
-            sql = build_backfill_sql(rule, backfill_pass.to_ms, database=self._database, table=self._table,
-                                     query=query)
-            query_id = self._lake.start(sql, token=_query_token(meta, backfill_pass))
+            try:
+                sql = build_backfill_sql(rule, backfill_pass.to_ms, database=self._database, table=self._table,
+                                         query=query)
+                query_id = self._lake.start(sql, token=_query_token(meta, backfill_pass))
+            except (ValueError, ClientError) as error:
+                # This rule's query cannot start (too long, refused, throttled): the rule waits and is tried
+                # again by the next run; the other rules of this run go on (the alarm watches the count).
+                logger.error("backfill query could not start; the next run tries again",
+                             extra={"rule_id": rule.rule_id, "pass": backfill_pass.key, "reason": str(error)[:500]})
+                counts[BackfillCount.QUERIES_FAILED] += 1
+                self._store.activations.save(meta.with_pass(replace(backfill_pass, error=f"not started: "
+                                                                                         f"{str(error)[:300]}")))
+                return None
             backfill_pass = replace(backfill_pass, query_id=query_id, error=None)
             saved = self._store.activations.save(meta.with_pass(backfill_pass))
             if saved is None:

@@ -226,6 +226,34 @@ def test_a_failed_query_is_started_again_by_the_next_run(aws, lake, clock):
     assert len(lake.sql) == 4
 
 
+def test_a_query_athena_refuses_to_start_waits_without_starving_the_other_rules(aws, lake, clock, monkeypatch):
+    """One rule whose query cannot start (refused as too long, throttled) used to abort the whole run."""
+    from botocore.exceptions import ClientError
+
+    started = lake.start
+    calls = []
+
+    def refuse_the_first_rules_query(sql: str, *, token: str) -> str:
+        calls.append(token)
+        if len(calls) == 1:  # the date rule's, the first of the sheet
+            raise ClientError({"Error": {"Code": "InvalidRequestException", "Message": "query string too long"}},
+                              "StartQueryExecution")
+        return started(sql, token=token)
+
+    monkeypatch.setattr(lake, "start", refuse_the_first_rules_query)
+    job, counts = stream_and_backfill(aws, lake, history(), clock)
+
+    assert counts[BackfillCount.QUERIES_FAILED] == 1
+    week = job._store.activations.read("week")
+    assert week.passes[0].status is BackfillStatus.DONE and week.events > 0  # the next rule went on
+    nov = job._store.activations.read("nov").passes[0]
+    assert nov.status is BackfillStatus.PENDING and nov.query_id is None and "too long" in nov.error
+
+    monkeypatch.setattr(lake, "start", started)
+    job.run(RULES, time_left_ms=lambda: 900_000)
+    assert job._store.activations.read("nov").passes[0].status is BackfillStatus.DONE
+
+
 def test_a_date_rule_activated_before_it_starts_has_nothing_to_backfill(aws, lake, clock):
     december = Rule(rule_id="dec", rule_type=RuleType.DATE, event_name="purchase", start_date=date(2026, 12, 5),
                     finish_date=date(2026, 12, 24), count_condition=CountCondition(AT_LEAST, 1))
