@@ -4,6 +4,7 @@ import pulumi
 
 from components.config import ConfigError, load_stack_config
 from components.event_stream_pipeline import INTERACTIONS_PREFIX, EventStreamPipeline, EventStreamPipelineArgs
+from components.notifications import Notifications, NotificationsArgs
 from components.recommendation_tracking import RecommendationTracking, RecommendationTrackingArgs
 from components.retraining_loop import RetrainingLoop, RetrainingLoopArgs
 from components.rule_engine import RuleEngine, RuleEngineArgs
@@ -14,6 +15,11 @@ except ConfigError as error:
     # RunError prints the message alone: the user needs the list of problems, not a traceback.
     raise pulumi.RunError(str(error)) from None
 
+# The alarm topic comes first, since every component's alarms notify it; it is encrypted with the data key, which the
+# pipeline creates next (the deferred output resolves to that key's ARN).
+data_key_arn, resolve_data_key_arn = pulumi.deferred_output()
+alarms = Notifications("alarms", NotificationsArgs(key_arn=data_key_arn, existing_topic_arn=config.alarm_topic_arn))
+
 pipeline = EventStreamPipeline(
     "events",
     EventStreamPipelineArgs(
@@ -22,12 +28,15 @@ pipeline = EventStreamPipeline(
         sources=config.sources,
         lake=config.lake,
         log_retention_days=config.log_retention_days,
-        # Personalize reads import files from the lake; EventBridge and CloudWatch alarms publish run alerts to the
-        # encrypted topic.
+        alarm_topic_arn=alarms.topic_arn,
+        # Personalize reads import files from the lake; EventBridge publishes run alerts to the encrypted retraining
+        # topic (and sends undeliverable SES events to the encrypted dead-letter queue); CloudWatch alarms publish to
+        # the encrypted alarm topic.
         key_service_principals=("personalize.amazonaws.com", "events.amazonaws.com", "cloudwatch.amazonaws.com"),
         personalize_read_prefix=INTERACTIONS_PREFIX,
     ),
 )
+resolve_data_key_arn(pipeline.key.arn)
 
 rule_engine = RuleEngine(
     "rules",
@@ -39,6 +48,7 @@ rule_engine = RuleEngine(
         stream_arn=pipeline.stream.arn,
         app_stream_arn=pipeline.app_stream.arn if pipeline.app_stream else None,
         lake=pipeline.lake_access(config.region),
+        alarm_topic_arn=alarms.topic_arn,
         pinpoint_project_id=config.sources.pinpoint_project_id,
     ),
 )
@@ -50,6 +60,7 @@ retraining = RetrainingLoop(
         log_retention_days=config.log_retention_days,
         retraining=config.retraining,
         lake=pipeline.lake_access(config.region),
+        alarm_topic_arn=alarms.topic_arn,
     ),
 )
 
@@ -62,6 +73,7 @@ tracking = RecommendationTracking(
         stream_arn=pipeline.stream.arn,
         app_stream_arn=pipeline.app_stream.arn if pipeline.app_stream else None,
         stream_key_arn=pipeline.key.arn,
+        alarm_topic_arn=alarms.topic_arn,
         identity_mode=config.identity_mode,
         scoring=config.retraining.scoring,
         pinpoint_project_id=config.sources.pinpoint_project_id,
@@ -87,5 +99,6 @@ pulumi.export("actionDeadLetterQueueUrl", rule_engine.dead_letters.url)
 if pipeline.ses_dead_letters is not None:  # SES events EventBridge could not put on the stream: `cli ses replay`
     pulumi.export("sesDeadLetterQueueUrl", pipeline.ses_dead_letters.url)
 pulumi.export("retrainingStateMachineArn", retraining.state_machine.arn)
-pulumi.export("retrainingTopicArn", retraining.topic.arn)
+pulumi.export("retrainingTopicArn", retraining.topic.arn)  # run notifications; alarms go to alarmTopicArn
+pulumi.export("alarmTopicArn", alarms.topic_arn)  # subscribe here: every alarm of the stack notifies this topic
 pulumi.export("exposuresFunctionArn", tracking.exposures.function.arn)

@@ -142,6 +142,10 @@ _GATE_METRIC = re.compile(r"^[a-z][a-z0-9_]{2,127}$")
 _TRACKING_ID = re.compile(r"^[A-Za-z0-9-]{1,256}$")
 _CONNECT_DOMAIN = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 _REGION = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
+# A standard SNS topic's ARN (topic names: letters, digits, - and _, 1-256 characters; CloudWatch alarm actions take
+# a standard topic).
+_SNS_TOPIC_ARN = re.compile(
+    r"^arn:(?P<partition>aws[a-z-]*):sns:(?P<region>[a-z]{2}(-[a-z]+)+-\d):(?P<account>\d{12}):[A-Za-z0-9_-]{1,256}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,6 +224,8 @@ class StackConfig:
     lake: LakeConfig
     retraining: RetrainingConfig
     rules: RulesConfig
+    alarm_topic_arn: str | None = None
+    """`alarmTopicArn`: the SNS topic every alarm notifies instead of the stack's own; None: create one."""
 
 
 # key -> (kind, default). The single list of keys this program reads; tests check Pulumi.yaml declares
@@ -254,6 +260,7 @@ KEYS: Mapping[str, tuple[str, Any]] = MappingProxyType({
     "counterTtlDays": ("integer", 400),
     "dedupeHorizonHours": ("integer", 24),
     "rulesReservedConcurrency": ("boolean", False),
+    "alarmTopicArn": ("string", ""),
 })
 
 
@@ -466,6 +473,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, region: str | None,
         dedupe_horizon_hours=reader.read("dedupeHorizonHours", _between(24, 720)),
         reserve_concurrency=reader.read("rulesReservedConcurrency", bool),
     )
+    alarm_topic_arn = reader.read("alarmTopicArn", _alarm_topic(region, retraining.solution))
     config = StackConfig(
         region=region or "",
         identity_mode=reader.read("identityMode", _member(IdentityMode)),
@@ -474,10 +482,38 @@ def parse_stack_config(raw: Mapping[str, Any], *, region: str | None,
         lake=lake,
         retraining=retraining,
         rules=rules_config,
+        alarm_topic_arn=alarm_topic_arn,
     )
     if reader.problems:
         raise ConfigError(reader.problems)
     return config
+
+
+def _alarm_topic(region: str | None, solution: PersonalizeArn | None) -> Callable[[str], str | None]:
+    """An SNS topic of the stack's region and account (the account of the Personalize resources, as everywhere the
+    program names the stack's account), or empty for the stack's own topic."""
+    account = solution.account if solution else None
+
+    def check(value: str) -> str | None:
+        if not value:
+            return None
+        example = f"arn:aws:sns:{region or '<region>'}:{account or '123456789012'}:my-alarms"
+        match = _SNS_TOPIC_ARN.match(value)
+        if not match:
+            raise _Invalid(f"expected the ARN of a standard SNS topic, like {example}, or empty to have the stack "
+                           "create its alarm topic")
+        if region and match["region"] != region:
+            raise _Invalid(f"is in {match['region']} but the stack deploys to {region} (aws:region); CloudWatch "
+                           "alarms notify a topic of their own region",
+                           withheld=f"is in another region than the stack's ({region}, aws:region); CloudWatch "
+                                    "alarms notify a topic of their own region")
+        if account and match["account"] != account:
+            raise _Invalid(f"belongs to account {match['account']} but the stack's account is {account} (the "
+                           "account of personalizeSolutionArn); give a topic of the stack's account",
+                           withheld="belongs to another account than the stack's (the account of "
+                                    "personalizeSolutionArn); give a topic of the stack's account")
+        return value
+    return check
 
 
 def _nonempty(expected: str) -> Callable[[str], str]:

@@ -14,8 +14,9 @@ table; records that fail normalisation land under `errors/` with their reason.
 
 from __future__ import annotations
 
+import hashlib
 import json
-
+import re
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -23,10 +24,12 @@ import pulumi
 import pulumi_aws as aws
 
 from components.config import LakeConfig, SourcesConfig
-from components.iam import Statement, assume_role_json, policy_json
+from components.iam import Statement, assume_role_json, deny_insecure_transport, policy_json, resource_policy_json
 from components.python_function import PythonFunction, PythonFunctionArgs
+from components.stream_consumer import queue_depth_alarm, tls_only_queue_policy
 from functions.events.canonical import LAKE_COLUMN_TYPES, LAKE_PARTITION_KEY, IdentityMode
 from functions.events.ses import SES_ROUTES
+from functions.lake_names import LakeNames
 
 EVENTS_PREFIX = "events/"
 ERRORS_PREFIX = "errors/"
@@ -35,7 +38,6 @@ INTERACTIONS_PREFIX = "interactions/"
 INTERACTIONS_RUNS_PREFIX = "interactions/run="
 INTERACTIONS_RUNS_RETENTION_DAYS = 30
 QUERY_RESULTS_PREFIX = "athena-results/"
-EVENTS_TABLE = "events"
 # The first day partition projection will look for; earlier `dt=` folders are never read.
 LAKE_START_DATE = "2019-01-01"
 # SES v2 event types, all published so the lake sees the full email lifecycle.
@@ -47,6 +49,9 @@ KEY_SERVICE_GRANTS: dict[str, tuple[tuple[str, ...], str | None]] = {
     # EventBridge publishing to an SSE-KMS SNS topic: the SNS developer guide ("Encryption at rest", event
     # sources from AWS services) lists kms:Decrypt and kms:GenerateDataKey* and says aws:SourceAccount,
     # aws:SourceArn and aws:SourceOrgID are not supported in the key policy for EventBridge, so no condition.
+    # The same two actions let EventBridge send to an SSE-KMS dead-letter queue (SQS developer guide, "Configure
+    # KMS permissions for AWS services": GenerateDataKey and Decrypt for the sending service,
+    # https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-key-management.html).
     "events.amazonaws.com": (("kms:Decrypt", "kms:GenerateDataKey*"), None),
     # CloudWatch alarms publishing to an SSE-KMS SNS topic (same SNS page); source conditions are supported.
     "cloudwatch.amazonaws.com": (("kms:Decrypt", "kms:GenerateDataKey*"), "aws:SourceAccount"),
@@ -54,6 +59,11 @@ KEY_SERVICE_GRANTS: dict[str, tuple[tuple[str, ...], str | None]] = {
 
 STREAM_RETENTION_HOURS = 24
 """Both streams' retention (functions/rules/dedupe.py MARK_KEEP_MS must exceed it)."""
+
+# SES event destination names: ASCII letters, digits, _ and -, at most 64 characters (SES API reference,
+# EventDestination `Name`, https://docs.aws.amazon.com/ses/latest/APIReference/API_EventDestination.html).
+_NOT_SES_NAME = re.compile(r"[^A-Za-z0-9_-]")
+MAX_SES_DESTINATION_CHARS = 64
 
 SES_EVENT_TYPES = ["SEND", "REJECT", "BOUNCE", "COMPLAINT", "DELIVERY", "OPEN", "CLICK", "RENDERING_FAILURE",
                    "DELIVERY_DELAY", "SUBSCRIPTION"]
@@ -112,9 +122,13 @@ class EventStreamPipelineArgs:
     """Optional sources: Pinpoint project, SES configuration set, app producer policy (which also creates the
     app stream)."""
     lake: LakeConfig
-    """Athena scan limit and the lake's retention periods."""
+    """Athena scan limit, the lake's retention periods and its names (`LakeConfig.names`, required here: the
+    Glue database, table and Athena workgroup, derived and checked when config is parsed)."""
     log_retention_days: int
     """Retention of every log group this component creates."""
+    alarm_topic_arn: pulumi.Input[str]
+    """The stack's alarm topic (Notifications.topic_arn): the normaliser's and the SES dead-letter queue's alarms
+    notify it. Required."""
     key_service_principals: Sequence[str] = ()
     """AWS services (e.g. `personalize.amazonaws.com`) that may use the data key on this account's behalf.
     Default: none."""
@@ -124,6 +138,9 @@ class EventStreamPipelineArgs:
     def __post_init__(self) -> None:
         if not self.region:
             raise ValueError("EventStreamPipelineArgs.region: expected the stack's AWS region, got ''")
+        if self.lake.names is None:
+            raise ValueError("EventStreamPipelineArgs.lake.names: expected the lake's names (LakeConfig.names, from "
+                             "parse_stack_config with the stack name), got None")
         unknown = sorted(set(self.key_service_principals) - KEY_SERVICE_GRANTS.keys())
         if unknown:
             raise ValueError(f"EventStreamPipelineArgs.key_service_principals: expected some of "
@@ -136,13 +153,18 @@ class EventStreamPipeline(pulumi.ComponentResource):
     def __init__(self, name: str, args: EventStreamPipelineArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("engagement-loop:event_stream_pipeline:EventStreamPipeline", name, None, opts)
         self._name = name
+        self._region = args.region
         self._child = pulumi.ResourceOptions(parent=self)
         self._account_id = aws.get_caller_identity_output(opts=pulumi.InvokeOutputOptions(parent=self)).account_id
 
+        key_services = set(args.key_service_principals)
+        if args.sources.ses_configuration_set:
+            # EventBridge sends undeliverable SES events to the dead-letter queue, which is encrypted with this key.
+            key_services.add("events.amazonaws.com")
         self.key = aws.kms.Key(
             f"{name}-key", description="engagement-loop: event stream, lake and query results",
             enable_key_rotation=True, deletion_window_in_days=30,
-            policy=self._key_policy(args.key_service_principals), opts=self._child)
+            policy=self._key_policy(sorted(key_services)), opts=self._child)
         self.stream = self._new_stream(f"{name}-stream")
         self.app_stream = self._new_stream(f"{name}-app-stream") if args.sources.app_producer_policy else None
         self._write_to_stream = [
@@ -152,7 +174,8 @@ class EventStreamPipeline(pulumi.ComponentResource):
         ]
 
         self._build_bucket(args.lake, args.personalize_read_prefix)
-        self._build_catalog(args.lake)
+        assert args.lake.names is not None  # checked by the Args
+        self._build_catalog(args.lake, args.lake.names)
         self._build_firehose(args)
 
         self.producer_policy = None
@@ -168,7 +191,7 @@ class EventStreamPipeline(pulumi.ComponentResource):
         self.ses_rules = {}
         self.ses_dead_letters = None
         if args.sources.ses_configuration_set:
-            self._build_ses_source(args.region, args.sources.ses_configuration_set)
+            self._build_ses_source(args.sources.ses_configuration_set, args.lake.names, args.alarm_topic_arn)
 
         self.register_outputs({
             "stream_arn": self.stream.arn, "stream_name": self.stream.name,
@@ -259,10 +282,7 @@ class EventStreamPipeline(pulumi.ComponentResource):
                  "abort_incomplete_multipart_upload": {"days_after_initiation": 7}},
             ], opts=child)
         objects = self.bucket.arn.apply(lambda arn: f"{arn}/*")
-        statements: list[dict[str, Any]] = [{
-            "Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
-            "Resource": [self.bucket.arn, objects], "Condition": {"Bool": {"aws:SecureTransport": "false"}},
-        }]
+        statements: list[dict[str, Any]] = [deny_insecure_transport("s3:*", [self.bucket.arn, objects])]
         if personalize_read_prefix:
             # Dataset imports read with Personalize's own principal besides the role passed to them.
             personalize = {"Service": "personalize.amazonaws.com"}
@@ -277,18 +297,15 @@ class EventStreamPipeline(pulumi.ComponentResource):
                  "Condition": only_ours},
             ]
         aws.s3.BucketPolicy(f"{name}-lake-policy", bucket=self.bucket.id,
-                            policy=pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": statements}),
-                            opts=child)
+                            policy=resource_policy_json(statements), opts=child)
 
-    def _build_catalog(self, lake: LakeConfig) -> None:
+    def _build_catalog(self, lake: LakeConfig, names: LakeNames) -> None:
         name, child = self._name, self._child
-        self.database = aws.glue.CatalogDatabase(
-            f"{name}-database", name=f"{pulumi.get_project()}_{pulumi.get_stack()}".replace("-", "_").lower(),
-            opts=child)
+        self.database = aws.glue.CatalogDatabase(f"{name}-database", name=names.database, opts=child)
         events_location = self.bucket.bucket.apply(lambda bucket: f"s3://{bucket}/{EVENTS_PREFIX}")
         self.table = aws.glue.CatalogTable(
             f"{name}-events-table",
-            name=EVENTS_TABLE, database_name=self.database.name, table_type="EXTERNAL_TABLE",
+            name=names.table, database_name=self.database.name, table_type="EXTERNAL_TABLE",
             parameters={
                 "classification": "parquet",
                 "EXTERNAL": "TRUE",
@@ -316,7 +333,7 @@ class EventStreamPipeline(pulumi.ComponentResource):
             opts=child)
         self.workgroup = aws.athena.Workgroup(
             f"{name}-workgroup",
-            name=f"{pulumi.get_project()}-{pulumi.get_stack()}",
+            name=names.workgroup,
             configuration={
                 "enforce_workgroup_configuration": True,
                 "publish_cloudwatch_metrics_enabled": True,
@@ -339,6 +356,7 @@ class EventStreamPipeline(pulumi.ComponentResource):
                 handler="functions.events.firehose_transform.handler",
                 description="engagement-loop: normalise raw records into canonical events for the lake",
                 region=args.region, log_retention_days=args.log_retention_days,
+                alarm_topic_arn=args.alarm_topic_arn,
                 # The function tells the app stream's batches from the trusted one's by the event's
                 # sourceKinesisStreamArn (functions/events/firehose_transform.py).
                 environment={"IDENTITY_MODE": args.identity_mode.value,
@@ -385,9 +403,14 @@ class EventStreamPipeline(pulumi.ComponentResource):
                                    "kinesis:GetShardIterator", "kinesis:GetRecords", "kinesis:ListShards"],
                           resources=[source.arn]),
                 Statement(actions=["kms:Decrypt", "kms:GenerateDataKey"], resources=[self.key.arn]),
-                Statement(actions=["s3:AbortMultipartUpload", "s3:GetBucketLocation", "s3:GetObject",
-                                   "s3:ListBucket", "s3:ListBucketMultipartUploads", "s3:PutObject"],
-                          resources=[self.bucket.arn, self.bucket.arn.apply(lambda arn: f"{arn}/*")]),
+                # The S3 actions the Firehose developer guide grants a delivery role ("Grant Firehose access to an
+                # Amazon S3 destination", https://docs.aws.amazon.com/firehose/latest/dev/controlling-access.html),
+                # the bucket's on the bucket and the objects' only under the two prefixes this stream writes.
+                Statement(actions=["s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"],
+                          resources=[self.bucket.arn]),
+                Statement(actions=["s3:AbortMultipartUpload", "s3:GetObject", "s3:PutObject"],
+                          resources=[self.bucket.arn.apply(lambda arn: f"{arn}/{EVENTS_PREFIX}*"),
+                                     self.bucket.arn.apply(lambda arn: f"{arn}/{ERRORS_PREFIX}*")]),
                 Statement(actions=["lambda:InvokeFunction", "lambda:GetFunctionConfiguration"],
                           resources=[processor_arn]),
                 Statement(actions=["glue:GetTable", "glue:GetTableVersion", "glue:GetTableVersions"],
@@ -430,7 +453,15 @@ class EventStreamPipeline(pulumi.ComponentResource):
                 },
                 "data_format_conversion_configuration": {
                     "enabled": True,
-                    "input_format_configuration": {"deserializer": {"open_x_json_ser_de": {}}},
+                    # Case-sensitive keys: by default the OpenX SerDe lower-cases every JSON key before
+                    # deserializing (OpenXJsonSerDe `CaseInsensitive`, default true,
+                    # https://docs.aws.amazon.com/firehose/latest/APIReference/API_OpenXJsonSerDe.html), which would
+                    # turn the attribute `productCategory` into `productcategory` in the lake (rules match attribute
+                    # names exactly) and fail a record whose map holds two keys differing only by case. The column
+                    # names need no folding: Glue's are lower case and so are the normaliser's keys
+                    # (LAKE_COLUMN_TYPES). Dots in attribute keys are kept as they are.
+                    "input_format_configuration": {"deserializer": {"open_x_json_ser_de": {
+                        "case_insensitive": False, "convert_dots_in_json_keys_to_underscores": False}}},
                     "output_format_configuration": {"serializer": {"parquet_ser_de": {"compression": "SNAPPY"}}},
                     "schema_configuration": {"database_name": self.database.name, "table_name": self.table.name,
                                              "role_arn": firehose_role.arn, "region": region},
@@ -462,12 +493,14 @@ class EventStreamPipeline(pulumi.ComponentResource):
             f"{name}-pinpoint-events", application_id=project_id, destination_stream_arn=self.stream.arn,
             role_arn=role.arn, opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]))
 
-    def _build_ses_source(self, region: str, configuration_set: str) -> None:
+    def _build_ses_source(self, configuration_set: str, names: LakeNames,
+                          alarm_topic_arn: pulumi.Input[str]) -> None:
         name, child = self._name, self._child
+        region = self._region
         default_bus_arn = self._account_id.apply(lambda a: f"arn:aws:events:{region}:{a}:event-bus/default")
         aws.sesv2.ConfigurationSetEventDestination(
             f"{name}-ses-events", configuration_set_name=configuration_set,
-            event_destination_name=f"{pulumi.get_project()}-{pulumi.get_stack()}",
+            event_destination_name=ses_event_destination_name(names),
             event_destination={"enabled": True, "matching_event_types": SES_EVENT_TYPES,
                                "event_bridge_destination": {"event_bus_arn": default_bus_arn}},
             opts=child)
@@ -488,16 +521,20 @@ class EventStreamPipeline(pulumi.ComponentResource):
         self.ses_rule = self.ses_rules["user"]
         rule_arns = pulumi.Output.all(*(rule.arn for rule in self.ses_rules.values()))
         # Events EventBridge cannot deliver (throttling, a missing key) wait here for `python -m cli ses replay`.
+        # They are whole SES events (addresses, headers), so they are kept under the stack's data key, which lets
+        # EventBridge encrypt them (KEY_SERVICE_GRANTS); whoever replays them needs kms:Decrypt on it.
         self.ses_dead_letters = aws.sqs.Queue(
-            f"{name}-ses-dlq", sqs_managed_sse_enabled=True, message_retention_seconds=14 * 24 * 3600, opts=child)
-        aws.sqs.QueuePolicy(
-            f"{name}-ses-dlq-policy", queue_url=self.ses_dead_letters.url,
-            policy=pulumi.Output.json_dumps({
-                "Version": "2012-10-17",
-                "Statement": [{"Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
-                               "Action": "sqs:SendMessage", "Resource": self.ses_dead_letters.arn,
-                               "Condition": {"ArnEquals": {"aws:SourceArn": rule_arns}}}],
-            }), opts=child)
+            f"{name}-ses-dlq", kms_master_key_id=self.key.arn, message_retention_seconds=14 * 24 * 3600,
+            opts=child)
+        # Only the SES rules may send here (the permissions of the EventBridge guide's "Granting permissions to
+        # the dead-letter queue", https://docs.aws.amazon.com/eventbridge/latest/userguide/eb-rule-dlq.html).
+        tls_only_queue_policy(f"{name}-ses-dlq-policy", self.ses_dead_letters, child, statements=[
+            {"Sid": "SesRulesDeadLetters", "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
+             "Action": "sqs:SendMessage", "Resource": self.ses_dead_letters.arn,
+             "Condition": {"ArnEquals": {"aws:SourceArn": rule_arns}}}])
+        queue_depth_alarm(f"{name}-ses-dlq-depth", self.ses_dead_letters,
+                          "SES events EventBridge could not put on the stream: replay them with "
+                          "`python -m cli ses replay`", alarm_topic_arn, child)
         role = aws.iam.Role(
             f"{name}-ses-role",
             assume_role_policy=assume_role_json("events.amazonaws.com", source_account=self._account_id,
@@ -513,6 +550,17 @@ class EventStreamPipeline(pulumi.ComponentResource):
                 retry_policy={"maximum_retry_attempts": 185, "maximum_event_age_in_seconds": 24 * 3600},
                 dead_letter_config={"arn": self.ses_dead_letters.arn},
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[policy]))
+
+
+def ses_event_destination_name(names: LakeNames) -> str:
+    """The SES event destination's name: the lake's workgroup name (project and stack, already sanitised for
+    Athena) with every character SES refuses (the `.` a stack name may hold) turned into `-`, at most 64
+    characters (a longer one keeps its first 55 and 8 hex of a hash of the whole, like functions/lake_names.py)."""
+    name = _NOT_SES_NAME.sub("-", names.workgroup)
+    if len(name) <= MAX_SES_DESTINATION_CHARS:
+        return name
+    digest = hashlib.sha256(name.encode("utf-8")).hexdigest()[:8]
+    return f"{name[:MAX_SES_DESTINATION_CHARS - 9]}-{digest}"
 
 
 def _route_suffix(route_name: str) -> str:

@@ -49,3 +49,16 @@ def assume_role_json(service: str, *, source_account: pulumi.Input[str] | None =
     if condition:
         statement["Condition"] = condition
     return pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": [statement]})
+
+
+def deny_insecure_transport(actions: str | Sequence[str], resources: Sequence[pulumi.Input[str]]) -> dict[str, Any]:
+    """The resource-policy statement AWS documents for TLS-only access (S3, SQS and SNS security best practices):
+    deny everyone any of `actions` on `resources` over a request without TLS (`aws:SecureTransport` false)."""
+    return {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*",
+            "Action": actions if isinstance(actions, str) else list(actions), "Resource": list(resources),
+            "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
+
+
+def resource_policy_json(statements: Sequence[dict[str, Any]]) -> pulumi.Output[str]:
+    """A resource policy (bucket, queue, topic) from statements whose values may still be unresolved outputs."""
+    return pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": list(statements)})

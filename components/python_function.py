@@ -16,6 +16,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.iam import Statement, assume_role_json, policy_json
+from components.notifications import notify
 
 FUNCTIONS_DIR = Path(__file__).resolve().parent.parent / "functions"
 RUNTIME = "python3.12"
@@ -52,6 +53,9 @@ class PythonFunctionArgs:
     """The stack's region (selects the Powertools layer)."""
     log_retention_days: int
     """Retention of the function's log group."""
+    alarm_topic_arn: pulumi.Input[str]
+    """The stack's alarm topic (Notifications.topic_arn): the errors alarm, and a consumer's alarms, notify it.
+    Required."""
     statements: Sequence[Statement] = ()
     """What the function may do besides writing its own logs. Default: nothing."""
     environment: Mapping[str, pulumi.Input[str]] = field(default_factory=dict)
@@ -118,6 +122,6 @@ class PythonFunction(pulumi.ComponentResource):
             namespace="AWS/Lambda", metric_name="Errors", statistic="Sum",
             dimensions={"FunctionName": self.function.name},
             period=300, evaluation_periods=1, threshold=1, comparison_operator="GreaterThanOrEqualToThreshold",
-            treat_missing_data="notBreaching", opts=child)
+            treat_missing_data="notBreaching", **notify(args.alarm_topic_arn), opts=child)
 
         self.register_outputs({"function_arn": self.function.arn, "role_arn": self.role.arn})

@@ -35,6 +35,8 @@ class RecommendationTrackingArgs:
     """The trusted engagement stream (EventStreamPipeline.stream): exposures go there."""
     stream_key_arn: pulumi.Input[str]
     """Its KMS key."""
+    alarm_topic_arn: pulumi.Input[str]
+    """The stack's alarm topic (Notifications.topic_arn): the functions' alarms notify it. Required."""
     identity_mode: IdentityMode
     scoring: ScoringModel
     """Scored event types are the ones streamed to the event tracker."""
@@ -59,6 +61,7 @@ class RecommendationTracking(pulumi.ComponentResource):
                 handler="functions.tracking.exposures.lambda_handler",
                 description="engagement-loop: record recommendation exposures on the engagement stream",
                 region=args.region, log_retention_days=args.log_retention_days,
+                alarm_topic_arn=args.alarm_topic_arn,
                 # Pinpoint waits at most 15 seconds for a recommender's processing function.
                 timeout_seconds=10,
                 environment={"STREAM_ARN": args.stream_arn},
@@ -85,6 +88,7 @@ class RecommendationTracking(pulumi.ComponentResource):
                         handler="functions.tracking.event_tracker.lambda_handler",
                         description="engagement-loop: stream scored engagement to a Personalize event tracker",
                         region=args.region, log_retention_days=args.log_retention_days,
+                        alarm_topic_arn=args.alarm_topic_arn,
                         environment={"TRACKING_ID": args.tracking_id,
                                      "SCORING": json.dumps(dict(args.scoring.values)),
                                      "IDENTITY_MODE": args.identity_mode.value,

@@ -16,7 +16,8 @@ import pulumi_aws as aws
 
 from components.config import RetrainingConfig
 from components.event_stream_pipeline import INTERACTIONS_PREFIX, LakeAccess
-from components.iam import Statement, assume_role_json, policy_json
+from components.iam import Statement, assume_role_json, deny_insecure_transport, policy_json, resource_policy_json
+from components.notifications import notify
 from components.python_function import PythonFunction, PythonFunctionArgs
 from functions.retraining.settings import TrainingMode
 from functions.retraining.workflow import WorkflowSpec, build_definition
@@ -49,6 +50,9 @@ class RetrainingLoopArgs:
     """Personalize ARNs, scoring model, modes, schedule and gate, from stack config."""
     lake: LakeAccess
     """The lake the interactions are built from; its key also encrypts this loop's table and topic."""
+    alarm_topic_arn: pulumi.Input[str]
+    """The stack's alarm topic (Notifications.topic_arn): the failed-run and stale alarms and the steps function's
+    errors alarm notify it; the loop's own topic carries run notifications only. Required."""
     stale_after_days: int = 2
     """Alarm when no run has succeeded (or been cleanly skipped) for this many days. Default 2."""
 
@@ -115,7 +119,8 @@ class RetrainingLoop(pulumi.ComponentResource):
             PythonFunctionArgs(
                 handler="functions.retraining.handler.lambda_handler",
                 description="engagement-loop: steps of the Personalize retraining run",
-                region=region, log_retention_days=args.log_retention_days, statements=statements,
+                region=region, log_retention_days=args.log_retention_days, alarm_topic_arn=args.alarm_topic_arn,
+                statements=statements,
                 timeout_seconds=900, memory_mb=1024,
                 environment={
                     "LAKE_BUCKET": lake.bucket, "GLUE_DATABASE": lake.database, "EVENTS_TABLE": lake.table,
@@ -170,7 +175,7 @@ class RetrainingLoop(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[invoke, logging]))
 
         self._schedule(name, config.schedule, account, child)
-        self._alarms_and_status_notifications(name, args, account, child)
+        self._alarms_and_status_notifications(name, args, child)
         self.register_outputs({"state_machine_arn": self.state_machine.arn, "topic_arn": self.topic.arn})
 
     @staticmethod
@@ -209,14 +214,14 @@ class RetrainingLoop(pulumi.ComponentResource):
             f"{name}-schedule-target", rule=self.schedule.name, arn=self.state_machine.arn, role_arn=role.arn,
             input="{}", opts=pulumi.ResourceOptions(parent=self, depends_on=[start]))
 
-    def _alarms_and_status_notifications(self, name: str, args: RetrainingLoopArgs, account: str,
+    def _alarms_and_status_notifications(self, name: str, args: RetrainingLoopArgs,
                                          child: pulumi.ResourceOptions) -> None:
         dimensions = {"StateMachineArn": self.state_machine.arn}
         self.failed_alarm = aws.cloudwatch.MetricAlarm(
             f"{name}-failed", alarm_description="A retraining run failed, timed out or was aborted",
             namespace="AWS/States", metric_name="ExecutionsFailed", statistic="Sum", dimensions=dimensions,
             period=3600, evaluation_periods=1, threshold=1, comparison_operator="GreaterThanOrEqualToThreshold",
-            treat_missing_data="notBreaching", alarm_actions=[self.topic.arn], opts=child)
+            treat_missing_data="notBreaching", **notify(args.alarm_topic_arn), opts=child)
         self.stale_alarm = aws.cloudwatch.MetricAlarm(
             f"{name}-stale",
             alarm_description=f"No retraining run has succeeded for {args.stale_after_days} days",
@@ -224,7 +229,7 @@ class RetrainingLoop(pulumi.ComponentResource):
             period=86400, evaluation_periods=args.stale_after_days, threshold=1,
             comparison_operator="LessThanThreshold",
             # No data means no run at all, which is exactly what this alarm is for.
-            treat_missing_data="breaching", alarm_actions=[self.topic.arn], opts=child)
+            treat_missing_data="breaching", **notify(args.alarm_topic_arn), opts=child)
 
         # Catch states never see a timed-out or aborted execution; EventBridge does.
         status_rule = aws.cloudwatch.EventRule(
@@ -234,17 +239,13 @@ class RetrainingLoop(pulumi.ComponentResource):
                 "detail": {"status": ["FAILED", "TIMED_OUT", "ABORTED"],
                            "stateMachineArn": [self.state_machine.arn]},
             }), opts=child)
-        publishers = pulumi.Output.json_dumps({
-            "Version": "2012-10-17",
-            "Statement": [
-                {"Sid": "RunEndedBadly", "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
-                 "Action": "sns:Publish", "Resource": self.topic.arn,
-                 "Condition": {"ArnEquals": {"aws:SourceArn": status_rule.arn}}},
-                {"Sid": "Alarms", "Effect": "Allow", "Principal": {"Service": "cloudwatch.amazonaws.com"},
-                 "Action": "sns:Publish", "Resource": self.topic.arn,
-                 "Condition": {"StringEquals": {"aws:SourceAccount": account}}},
-            ],
-        })
+        # Alarms go to the stack's alarm topic, so only the run-ended rule (and the steps' role) publish here.
+        publishers = resource_policy_json([
+            {"Sid": "RunEndedBadly", "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
+             "Action": "sns:Publish", "Resource": self.topic.arn,
+             "Condition": {"ArnEquals": {"aws:SourceArn": status_rule.arn}}},
+            deny_insecure_transport("sns:Publish", [self.topic.arn]),
+        ])
         policy = aws.sns.TopicPolicy(f"{name}-notifications-policy", arn=self.topic.arn, policy=publishers,
                                      opts=child)
         aws.cloudwatch.EventTarget(f"{name}-run-ended-badly-target", rule=status_rule.name, arn=self.topic.arn,

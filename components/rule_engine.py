@@ -21,11 +21,19 @@ import pulumi_aws as aws
 from components.config import RulesConfig
 from components.event_stream_pipeline import LakeAccess
 from components.iam import Statement
+from components.notifications import notify
 from components.python_function import PythonFunctionArgs
 from components.scheduled_function import ScheduledFunction, ScheduledFunctionArgs
-from components.stream_consumer import SourceKind, StreamConsumer, StreamConsumerArgs, queue_depth_alarm
+from components.stream_consumer import (
+    SourceKind,
+    StreamConsumer,
+    StreamConsumerArgs,
+    queue_depth_alarm,
+    tls_only_queue_policy,
+)
 from functions.events.canonical import IdentityMode
 from functions.events.consumer_settings import DEFAULT_METRICS_NAMESPACE
+from functions.rules.backfill import BackfillCount
 from functions.rules.outbox import (
     CREATED_MS,
     PARTITION_KEY,
@@ -40,6 +48,9 @@ from functions.rules.reconcile import DEFAULT_PENDING_AFTER_SECONDS
 RULES_KEY = "rules/rules.json"
 SWEEP_SCHEDULE = "rate(15 minutes)"  # window-rule exits must happen within an hour
 BACKFILL_SCHEDULE = "rate(15 minutes)"
+BACKFILL_FAILING_HOURS = 2
+"""Alarm when backfill queries failed in each of this many hours in a row (8 runs at BACKFILL_SCHEDULE): a query
+that fails on every run, not one transient failure that the next run retries."""
 RECONCILE_EVERY_MINUTES = 5
 RECONCILE_SCHEDULE = f"rate({RECONCILE_EVERY_MINUTES} minutes)"
 RECONCILE_AFTER_SECONDS = DEFAULT_PENDING_AFTER_SECONDS
@@ -62,6 +73,8 @@ class RuleEngineArgs:
     """The trusted engagement stream (EventStreamPipeline.stream)."""
     lake: LakeAccess
     """Where the rules are published and what the backfill queries; its key encrypts the tables."""
+    alarm_topic_arn: pulumi.Input[str]
+    """The stack's alarm topic (Notifications.topic_arn): every alarm of the engine notifies it. Required."""
     pinpoint_project_id: str | None = None
     """Also set attributes / put `trk_` events in this Pinpoint project. Default: no."""
     app_stream_arn: pulumi.Input[str] | None = None
@@ -130,7 +143,7 @@ class RuleEngine(pulumi.ComponentResource):
                 function=PythonFunctionArgs(
                     handler="functions.rules.aggregator.lambda_handler",
                     description="engagement-loop: count events per rule and user, exactly once",
-                    region=region, log_retention_days=args.log_retention_days, timeout_seconds=120,
+                    region=region, log_retention_days=args.log_retention_days, alarm_topic_arn=args.alarm_topic_arn, timeout_seconds=120,
                     memory_mb=512,
                     environment={**rules_env, "IDENTITY_MODE": args.identity_mode.value,
                                  # The aggregator tells the app stream's records by their eventSourceARN.
@@ -144,9 +157,10 @@ class RuleEngine(pulumi.ComponentResource):
         self.dead_letters = aws.sqs.Queue(
             f"{name}-action-dead-letters", sqs_managed_sse_enabled=True,
             message_retention_seconds=14 * 24 * 3600, opts=child)
+        tls_only_queue_policy(f"{name}-action-dead-letters-policy", self.dead_letters, child)
         queue_depth_alarm(f"{name}-action-dead-letters-depth", self.dead_letters,
                           "Rule actions no sink retry could deliver: redeliver with `python -m cli actions replay`",
-                          child)
+                          args.alarm_topic_arn, child)
         sink_statements = [
             Statement(actions=["events:PutEvents"],
                       resources=[account.apply(lambda a: f"arn:aws:events:{region}:{a}:event-bus/{EVENT_BUS}")]),
@@ -186,7 +200,7 @@ class RuleEngine(pulumi.ComponentResource):
                 function=PythonFunctionArgs(
                     handler="functions.rules.dispatcher.lambda_handler",
                     description="engagement-loop: deliver rule actions to their sinks, once each",
-                    region=region, log_retention_days=args.log_retention_days, timeout_seconds=120,
+                    region=region, log_retention_days=args.log_retention_days, alarm_topic_arn=args.alarm_topic_arn, timeout_seconds=120,
                     environment=delivery_env, statements=delivery_statements),
             ),
             opts=child)
@@ -201,7 +215,7 @@ class RuleEngine(pulumi.ComponentResource):
                 function=PythonFunctionArgs(
                     handler="functions.rules.reconcile.lambda_handler",
                     description="engagement-loop: deliver rule actions still pending after the threshold",
-                    region=region, log_retention_days=args.log_retention_days, timeout_seconds=300,
+                    region=region, log_retention_days=args.log_retention_days, alarm_topic_arn=args.alarm_topic_arn, timeout_seconds=300,
                     reserved_concurrency=single_run,
                     environment={**delivery_env, "RECONCILE_AFTER_SECONDS": str(RECONCILE_AFTER_SECONDS),
                                  "POWERTOOLS_SERVICE_NAME": reconciler_service,
@@ -223,7 +237,8 @@ class RuleEngine(pulumi.ComponentResource):
             namespace=DEFAULT_METRICS_NAMESPACE, metric_name="OldestPendingEntryAgeSeconds", statistic="Maximum",
             dimensions={"service": reconciler_service}, period=2 * RECONCILE_EVERY_MINUTES * 60,
             evaluation_periods=1, threshold=RECONCILE_AFTER_SECONDS + 2 * RECONCILE_EVERY_MINUTES * 60,
-            comparison_operator="GreaterThanThreshold", treat_missing_data="breaching", opts=child)
+            comparison_operator="GreaterThanThreshold", treat_missing_data="breaching",
+            **notify(args.alarm_topic_arn), opts=child)
 
         self.sweeper = ScheduledFunction(
             f"{name}-sweeper",
@@ -232,7 +247,7 @@ class RuleEngine(pulumi.ComponentResource):
                 function=PythonFunctionArgs(
                     handler="functions.rules.sweeper.lambda_handler",
                     description="engagement-loop: window-rule users who dropped below their rule exit",
-                    region=region, log_retention_days=args.log_retention_days, timeout_seconds=300,
+                    region=region, log_retention_days=args.log_retention_days, alarm_topic_arn=args.alarm_topic_arn, timeout_seconds=300,
                     reserved_concurrency=single_run, environment=rules_env,
                     statements=[
                         Statement(actions=["dynamodb:Query"],
@@ -241,6 +256,8 @@ class RuleEngine(pulumi.ComponentResource):
                     ])),
             opts=child)
 
+        # Named here so that the alarm's `service` dimension is the one Powertools publishes the counts with.
+        backfill_service = f"{name}-backfill"
         self.backfill = ScheduledFunction(
             f"{name}-backfill",
             ScheduledFunctionArgs(
@@ -248,14 +265,27 @@ class RuleEngine(pulumi.ComponentResource):
                 function=PythonFunctionArgs(
                     handler="functions.rules.backfill.lambda_handler",
                     description="engagement-loop: count a new date or window rule's history from the lake",
-                    region=region, log_retention_days=args.log_retention_days, timeout_seconds=900,
+                    region=region, log_retention_days=args.log_retention_days, alarm_topic_arn=args.alarm_topic_arn, timeout_seconds=900,
                     memory_mb=1024, reserved_concurrency=single_run,
                     environment={**rules_env, "ATHENA_WORKGROUP": lake.workgroup, "GLUE_DATABASE": lake.database,
                                  "EVENTS_TABLE": lake.table,
                                  "COUNTER_TTL_DAYS": str(args.rules.counter_ttl_days),
-                                 "DEDUPE_HORIZON_HOURS": str(args.rules.dedupe_horizon_hours)},
+                                 "DEDUPE_HORIZON_HOURS": str(args.rules.dedupe_horizon_hours),
+                                 "POWERTOOLS_SERVICE_NAME": backfill_service,
+                                 "POWERTOOLS_METRICS_NAMESPACE": DEFAULT_METRICS_NAMESPACE},
                     statements=[counters_rw, outbox_create, read_rules, *lake.query_statements()])),
             opts=child)
+        # A failed query is only logged and retried by the next run (functions/rules/backfill.py); one that fails
+        # on every run (a value the query cannot sum, a dropped table) would leave its rule unbackfilled forever.
+        self.backfill_failing_alarm = aws.cloudwatch.MetricAlarm(
+            f"{name}-backfill-queries-failing",
+            alarm_description=(f"Backfill queries failed in each of the last {BACKFILL_FAILING_HOURS} hours: a rule's "
+                               "history is not being counted; see the backfill function's log and docs/backfill.md"),
+            namespace=DEFAULT_METRICS_NAMESPACE, metric_name=BackfillCount.QUERIES_FAILED.value, statistic="Sum",
+            dimensions={"service": backfill_service}, period=3600, evaluation_periods=BACKFILL_FAILING_HOURS,
+            datapoints_to_alarm=BACKFILL_FAILING_HOURS, threshold=1,
+            comparison_operator="GreaterThanOrEqualToThreshold", treat_missing_data="notBreaching",
+            **notify(args.alarm_topic_arn), opts=child)
 
         self.register_outputs({"counters_table": self.counters.name, "outbox_table": self.outbox.name,
                                "dead_letter_queue_url": self.dead_letters.url})

@@ -16,7 +16,8 @@ from typing import Mapping, Sequence
 import pulumi
 import pulumi_aws as aws
 
-from components.iam import Statement
+from components.iam import Statement, deny_insecure_transport, resource_policy_json
+from components.notifications import notify
 from components.python_function import PythonFunction, PythonFunctionArgs
 
 
@@ -74,6 +75,7 @@ class StreamConsumer(pulumi.ComponentResource):
 
         self.failure_queue = aws.sqs.Queue(
             f"{name}-failures", sqs_managed_sse_enabled=True, message_retention_seconds=14 * 24 * 3600, opts=child)
+        tls_only_queue_policy(f"{name}-failures-policy", self.failure_queue, child)
         statements = [*args.function.statements, *_read_statements(args),
                       Statement(actions=["sqs:SendMessage"], resources=[self.failure_queue.arn])]
         function_args = dataclasses.replace(
@@ -92,9 +94,11 @@ class StreamConsumer(pulumi.ComponentResource):
             namespace="AWS/Lambda", metric_name="IteratorAge", statistic="Maximum",
             dimensions={"FunctionName": self.function.function.name},
             period=300, evaluation_periods=1, threshold=args.iterator_age_alarm_ms,
-            comparison_operator="GreaterThanThreshold", treat_missing_data="notBreaching", opts=child)
+            comparison_operator="GreaterThanThreshold", treat_missing_data="notBreaching",
+            **notify(args.function.alarm_topic_arn), opts=child)
         self.failures_alarm = queue_depth_alarm(f"{name}-failures-depth", self.failure_queue,
-                                                f"{name}: records reached the failure queue", child)
+                                                f"{name}: records reached the failure queue",
+                                                args.function.alarm_topic_arn, child)
 
         self.register_outputs({"function_arn": self.function.function.arn,
                                "failure_queue_url": self.failure_queue.url})
@@ -118,14 +122,25 @@ class StreamConsumer(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.function]))
 
 
-def queue_depth_alarm(name: str, queue: aws.sqs.Queue, description: str,
+def queue_depth_alarm(name: str, queue: aws.sqs.Queue, description: str, topic_arn: pulumi.Input[str],
                       opts: pulumi.ResourceOptions) -> aws.cloudwatch.MetricAlarm:
-    """Alarm as soon as any message waits in `queue` (failure and dead-letter queues)."""
+    """Alarm `topic_arn` as soon as any message waits in `queue` (failure and dead-letter queues)."""
     return aws.cloudwatch.MetricAlarm(
         name, alarm_description=description,
         namespace="AWS/SQS", metric_name="ApproximateNumberOfMessagesVisible", statistic="Maximum",
         dimensions={"QueueName": queue.name}, period=300, evaluation_periods=1, threshold=1,
-        comparison_operator="GreaterThanOrEqualToThreshold", treat_missing_data="notBreaching", opts=opts)
+        comparison_operator="GreaterThanOrEqualToThreshold", treat_missing_data="notBreaching",
+        **notify(topic_arn), opts=opts)
+
+
+def tls_only_queue_policy(name: str, queue: aws.sqs.Queue, opts: pulumi.ResourceOptions,
+                          statements: Sequence[dict] = ()) -> aws.sqs.QueuePolicy:
+    """`queue`'s policy: `statements`, and no access without TLS (the example of the SQS developer guide,
+    "Enforce encryption of data in transit",
+    https://docs.aws.amazon.com/AWSSimpleQueueService/latest/SQSDeveloperGuide/sqs-security-best-practices.html).
+    Senders in this account are allowed by their IAM roles; only other principals need an Allow here."""
+    return aws.sqs.QueuePolicy(name, queue_url=queue.url, policy=resource_policy_json([
+        *statements, deny_insecure_transport("sqs:*", [queue.arn])]), opts=opts)
 
 
 def _read_statements(args: StreamConsumerArgs) -> list[Statement]:

@@ -13,6 +13,7 @@ from components.config import LakeConfig, SourcesConfig
 from components.event_stream_pipeline import EventStreamPipeline, EventStreamPipelineArgs
 from components.retraining_loop import LOG_DELIVERY_ACTIONS
 from functions.events.canonical import CanonicalEvent, IdentityMode
+from functions.lake_names import derived_lake_names
 
 STREAM = "aws:kinesis/stream:Stream"
 FIREHOSE = "aws:kinesis/firehoseDeliveryStream:FirehoseDeliveryStream"
@@ -88,7 +89,10 @@ def test_every_store_is_encrypted(dev_graph):
     assert rule["applyServerSideEncryptionByDefault"] == {"sseAlgorithm": "aws:kms", "kmsMasterKeyId": key_arn}
     assert dev_graph.one(FIREHOSE, "events-firehose").inputs["extendedS3Configuration"]["kmsKeyArn"] == key_arn
     for queue in dev_graph.of_type("aws:sqs/queue:Queue"):
-        assert queue.inputs["sqsManagedSseEnabled"] is True, queue.name
+        if queue.name == "events-ses-dlq":  # whole SES events (addresses, headers): under the stack's key
+            assert queue.inputs["kmsMasterKeyId"] == key_arn and "sqsManagedSseEnabled" not in queue.inputs
+        else:
+            assert queue.inputs["sqsManagedSseEnabled"] is True, queue.name
 
 
 def test_lake_bucket_is_private_tls_only_and_expires_results_and_errors(dev_graph):
@@ -141,8 +145,11 @@ def test_firehose_role_is_scoped_to_its_stream_bucket_function_and_table(dev_gra
     assert lambda_arn == dev_graph.arn_of(dev_graph.one(FUNCTION, NORMALISER)) + ":$LATEST"
     assert by_action["lambda:InvokeFunction"] == [lambda_arn]
     assert by_action["lambda:GetFunctionConfiguration"] == [lambda_arn]
-    assert by_action["s3:PutObject"] == ["arn:aws:s3:::events-lake",
-                                         "arn:aws:s3:::events-lake/*"]
+    # Objects only under the prefixes the delivery stream writes; the bucket's own actions on the bucket.
+    for action in ("s3:PutObject", "s3:GetObject", "s3:AbortMultipartUpload"):
+        assert by_action[action] == ["arn:aws:s3:::events-lake/events/*", "arn:aws:s3:::events-lake/errors/*"]
+    for action in ("s3:GetBucketLocation", "s3:ListBucket", "s3:ListBucketMultipartUploads"):
+        assert by_action[action] == ["arn:aws:s3:::events-lake"]
     assert "arn:aws:glue:eu-west-1:123456789012:table/engagement_loop_dev/events" in by_action["glue:GetTable"]
     trust = dev_graph.one("aws:iam/role:Role", "events-firehose-role").input_json("assumeRolePolicy")
     assert trust["Statement"][0]["Condition"]["StringEquals"]["aws:SourceAccount"] == "123456789012"
@@ -276,7 +283,9 @@ def test_optional_sources_are_absent_when_not_configured(monitor):
         EventStreamPipeline("bare", EventStreamPipelineArgs(
             region="eu-west-1", identity_mode=IdentityMode.USER, log_retention_days=7,
             sources=SourcesConfig(pinpoint_project_id=None, ses_configuration_set=None, app_producer_policy=False),
-            lake=LakeConfig(athena_scan_limit_gb=1, query_results_retention_days=1, errors_retention_days=1)))
+            lake=LakeConfig(athena_scan_limit_gb=1, query_results_retention_days=1, errors_retention_days=1,
+                            names=derived_lake_names("engagement-loop", "bare")),
+            alarm_topic_arn="arn:aws:sns:eu-west-1:123456789012:alarms"))
 
     build()
     types = {r.type for r in monitor.registered[before:]}
@@ -289,4 +298,13 @@ def test_optional_sources_are_absent_when_not_configured(monitor):
 def test_args_reject_an_empty_region():
     with pytest.raises(ValueError, match="EventStreamPipelineArgs.region"):
         EventStreamPipelineArgs(region="", identity_mode=IdentityMode.USER, log_retention_days=7,
-                                sources=SourcesConfig(None, None, False), lake=LakeConfig(1, 1, 1))
+                                sources=SourcesConfig(None, None, False),
+                                lake=LakeConfig(1, 1, 1, names=derived_lake_names("engagement-loop", "dev")),
+                                alarm_topic_arn="arn:aws:sns:eu-west-1:123456789012:alarms")
+
+
+def test_args_reject_a_lake_without_names():
+    with pytest.raises(ValueError, match="EventStreamPipelineArgs.lake.names"):
+        EventStreamPipelineArgs(region="eu-west-1", identity_mode=IdentityMode.USER, log_retention_days=7,
+                                sources=SourcesConfig(None, None, False), lake=LakeConfig(1, 1, 1),
+                                alarm_topic_arn="arn:aws:sns:eu-west-1:123456789012:alarms")

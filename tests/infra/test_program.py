@@ -10,6 +10,7 @@ import pytest
 from components.config import LakeConfig, SourcesConfig
 from components.event_stream_pipeline import EventStreamPipelineArgs
 from functions.events.canonical import IdentityMode
+from functions.lake_names import derived_lake_names
 from functions.retraining.workflow import build_definition, WorkflowSpec
 from tests.infra.conftest import Graph
 
@@ -37,7 +38,8 @@ def test_stack_outputs(dev_graph):
         "appStreamArn": arn("aws:kinesis/stream:Stream", "events-app-stream"),
         "appStreamName": "events-app-stream",
         "retrainingStateMachineArn": arn("aws:sfn/stateMachine:StateMachine"),
-        "retrainingTopicArn": arn("aws:sns/topic:Topic"),
+        "retrainingTopicArn": arn("aws:sns/topic:Topic", "retraining-notifications"),
+        "alarmTopicArn": arn("aws:sns/topic:Topic", "alarms-topic"),
         "exposuresFunctionArn": arn("aws:lambda/function:Function", "tracking-exposures-function"),
         "rulesVersion": "d2c06a659830",
         "countersTable": "rules-counters",
@@ -56,7 +58,7 @@ def test_data_key_lets_only_named_services_use_it_each_with_its_documented_condi
     personalize = by_service["personalize.amazonaws.com"]
     assert personalize["Action"] == ["kms:Decrypt", "kms:GenerateDataKey", "kms:DescribeKey"]
     assert personalize["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT}}
-    # CloudWatch alarms publish to the SSE-KMS retraining topic (SNS docs, encryption at rest).
+    # CloudWatch alarms publish to the SSE-KMS alarm topic (SNS docs, encryption at rest).
     alarms = by_service["cloudwatch.amazonaws.com"]
     assert alarms["Action"] == ["kms:Decrypt", "kms:GenerateDataKey*"]
     assert alarms["Condition"] == {"StringEquals": {"aws:SourceAccount": ACCOUNT}}
@@ -64,8 +66,8 @@ def test_data_key_lets_only_named_services_use_it_each_with_its_documented_condi
     eventbridge = by_service["events.amazonaws.com"]
     assert eventbridge["Action"] == ["kms:Decrypt", "kms:GenerateDataKey*"]
     assert "Condition" not in eventbridge
-    topic = dev_graph.one("aws:sns/topic:Topic")
-    assert topic.inputs["kmsMasterKeyId"] == dev_graph.arn_of(dev_graph.one("aws:kms/key:Key"))
+    for topic in dev_graph.of_type("aws:sns/topic:Topic"):
+        assert topic.inputs["kmsMasterKeyId"] == dev_graph.arn_of(dev_graph.one("aws:kms/key:Key"))
 
 
 def test_data_key_rejects_a_service_without_a_documented_grant():
@@ -73,8 +75,10 @@ def test_data_key_rejects_a_service_without_a_documented_grant():
         EventStreamPipelineArgs(
             region="eu-west-1", identity_mode=IdentityMode.USER,
             sources=SourcesConfig(pinpoint_project_id=None, ses_configuration_set=None, app_producer_policy=False),
-            lake=LakeConfig(athena_scan_limit_gb=10, query_results_retention_days=7, errors_retention_days=90),
-            log_retention_days=30, key_service_principals=("sqs.amazonaws.com",))
+            lake=LakeConfig(athena_scan_limit_gb=10, query_results_retention_days=7, errors_retention_days=90,
+                            names=derived_lake_names("engagement-loop", "dev")),
+            log_retention_days=30, alarm_topic_arn="arn:aws:sns:eu-west-1:123456789012:alarms",
+            key_service_principals=("sqs.amazonaws.com",))
 
 
 def test_state_machine_runs_the_generated_definition_on_the_steps_function(dev_graph):
@@ -172,14 +176,17 @@ def test_run_lock_table_and_topic_are_encrypted_with_the_data_key(dev_graph):
     assert table.inputs["serverSideEncryption"] == {"enabled": True, "kmsKeyArn": key_arn}
     assert table.inputs["pointInTimeRecovery"] == {"enabled": True}
     assert table.inputs["ttl"] == {"attributeName": "expires_at", "enabled": True}
-    assert dev_graph.one("aws:sns/topic:Topic").inputs["kmsMasterKeyId"] == key_arn
+    assert dev_graph.one("aws:sns/topic:Topic", "retraining-notifications").inputs["kmsMasterKeyId"] == key_arn
 
 
 def test_failed_stale_and_badly_ended_runs_are_reported(dev_graph):
-    topic_arn = dev_graph.arn_of(dev_graph.one("aws:sns/topic:Topic"))
+    topic_arn = dev_graph.arn_of(dev_graph.one("aws:sns/topic:Topic", "retraining-notifications"))
+    alarm_topic_arn = dev_graph.arn_of(dev_graph.one("aws:sns/topic:Topic", "alarms-topic"))
     failed = dev_graph.one("aws:cloudwatch/metricAlarm:MetricAlarm", "retraining-failed")
     stale = dev_graph.one("aws:cloudwatch/metricAlarm:MetricAlarm", "retraining-stale")
-    assert failed.inputs["metricName"] == "ExecutionsFailed" and failed.inputs["alarmActions"] == [topic_arn]
+    # Alarms go to the stack's alarm topic; the loop's own topic carries run notifications.
+    assert failed.inputs["metricName"] == "ExecutionsFailed" and failed.inputs["alarmActions"] == [alarm_topic_arn]
+    assert stale.inputs["alarmActions"] == [alarm_topic_arn]
     assert stale.inputs["metricName"] == "ExecutionsSucceeded"
     assert stale.inputs["comparisonOperator"] == "LessThanThreshold"
     assert stale.inputs["treatMissingData"] == "breaching"

@@ -190,3 +190,30 @@ def test_the_retraining_log_level_defaults_to_error_and_is_read_once():
     for level in StateMachineLogLevel:
         config = parse_stack_config(valid(retrainingLogLevel=level.value), region="eu-west-1")
         assert config.retraining.log_level is level
+
+
+def test_the_alarm_topic_defaults_to_the_stacks_own_and_takes_a_topic_of_the_stacks_region_and_account():
+    assert parse_stack_config(valid(), region="eu-west-1").alarm_topic_arn is None
+    topic = "arn:aws:sns:eu-west-1:123456789012:ops-alarms"
+    assert parse_stack_config(valid(alarmTopicArn=topic), region="eu-west-1").alarm_topic_arn == topic
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("ops-alarms", "expected the ARN of a standard SNS topic, like arn:aws:sns:eu-west-1:123456789012:my-alarms"),
+    ("arn:aws:sqs:eu-west-1:123456789012:ops-alarms", "expected the ARN of a standard SNS topic"),
+    ("arn:aws:sns:eu-west-1:123456789012:ops.fifo", "expected the ARN of a standard SNS topic"),
+    ("arn:aws:sns:us-east-1:123456789012:ops-alarms", "is in us-east-1 but the stack deploys to eu-west-1"),
+    ("arn:aws:sns:eu-west-1:210987654321:ops-alarms", "belongs to account 210987654321 but the stack's account is "
+                                                      "123456789012"),
+])
+def test_an_alarm_topic_that_is_no_sns_topic_of_the_stack_is_named_with_its_key(value, expected):
+    [problem] = problems(valid(alarmTopicArn=value))
+    assert problem.startswith(f"engagement-loop:alarmTopicArn = {value!r}: ") and expected in problem
+
+
+def test_a_secret_alarm_topic_is_never_shown():
+    value = "arn:aws:sns:us-east-1:123456789012:ops-alarms"
+    with pytest.raises(ConfigError) as error:
+        parse_stack_config(valid(alarmTopicArn=value), region="eu-west-1", secret_keys=["alarmTopicArn"])
+    [problem] = error.value.problems
+    assert problem.startswith("the secret value of engagement-loop:alarmTopicArn") and "us-east-1" not in problem
