@@ -27,6 +27,9 @@ class ConsumerSettings:
     """CloudWatch namespace for the RecordsTransformed / RecordsRejected counts. Default `EngagementLoop`."""
     app_stream_arn: str = ""
     """APP_STREAM_ARN: the stream any holder of the app producer policy writes. Default empty: no app stream."""
+    app_may_report: frozenset[str] = frozenset()
+    """APP_MAY_REPORT: comma-separated push event types (of `_campaign.*`, `_journey.*`) the app stream may carry
+    although reserved. Default empty: none."""
 
     def trusts(self, source_stream_arn: str | None) -> bool:
         """Whether records read from `source_stream_arn` are trusted (`is_trusted_source`)."""
@@ -49,7 +52,30 @@ class ConsumerSettings:
         if app_stream_arn and not app_stream_arn.startswith("arn:"):
             raise ValueError(f"environment variable APP_STREAM_ARN={app_stream_arn!r} is invalid: expected the app "
                              "stream's ARN (arn:aws:kinesis:REGION:ACCOUNT:stream/NAME), or empty for none")
-        return cls(identity_mode=identity_mode, metrics_namespace=namespace, app_stream_arn=app_stream_arn)
+        app_may_report = parse_app_may_report(environ.get("APP_MAY_REPORT", ""), source="environment variable "
+                                                                                        "APP_MAY_REPORT")
+        return cls(identity_mode=identity_mode, metrics_namespace=namespace, app_stream_arn=app_stream_arn,
+                   app_may_report=app_may_report)
+
+
+MAX_APP_MAY_REPORT = 20
+
+
+def parse_app_may_report(raw: str | list[str], *, source: str) -> frozenset[str]:
+    """The event types of `appMayReport` (a list, or comma-separated text): each an exact `_campaign.*` or
+    `_journey.*` type (`APP_MAY_REPORT_FAMILIES`); raises ValueError naming `source`, the value and the fix."""
+    from functions.events.normalise import APP_MAY_REPORT_FAMILIES
+
+    names = [n.strip() for n in (raw.split(",") if isinstance(raw, str) else raw) if n.strip()]
+    if len(names) > MAX_APP_MAY_REPORT:
+        raise ValueError(f"{source}: {len(names)} event types, more than {MAX_APP_MAY_REPORT}")
+    for name in names:
+        if len(name) > 256 or not name.startswith(APP_MAY_REPORT_FAMILIES) or "*" in name:
+            raise ValueError(f"{source}: {name[:60]!r} is not an event type apps may be allowed to report: name "
+                             f"exact types of {', '.join(f + '*' for f in APP_MAY_REPORT_FAMILIES)} (e.g. "
+                             f"_campaign.opened_notification); _email.*, _sms.*, _custom.recommender and trk_* are "
+                             f"never the app's")
+    return frozenset(names)
 
 
 def is_trusted_source(source_stream_arn: str | None, app_stream_arn: str) -> bool:

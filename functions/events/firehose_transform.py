@@ -87,7 +87,7 @@ def _normalise_record(record: KinesisFirehoseRecord, settings: ConsumerSettings,
     arrival_time_ms = _kinesis_arrival_ms(record)
     try:
         return normalise(raw, identity_mode=settings.identity_mode, arrival_time_ms=arrival_time_ms,
-                         trusted=trusted)
+                         trusted=trusted, app_may_report=settings.app_may_report)
     except Exception:  # a bug must cost one record, not the whole batch; the record keeps its data for replay
         logger.exception("normalise raised", extra={"record_id": record.record_id})
         return Rejected("internal error while normalising (a bug: see the function's log)")

@@ -65,14 +65,25 @@ RESERVED_EVENT_TYPES: tuple[ReservedEventType, ...] = (
     ReservedEventType("_custom.recommender", prefix=False, senders="the exposures function"),
     # The engine's own events (functions/rules/model.py ENGINE_EVENT_PREFIX), fired through its sinks.
     ReservedEventType("trk_", prefix=True, senders="the rules engine"),
+    # Pinpoint campaign and journey events: sends and deliveries only Pinpoint knows; push opens the mobile SDK
+    # recorded in the app, which a stack may let apps report by name (APP_MAY_REPORT, `appMayReport`).
+    ReservedEventType("_campaign.", prefix=True, senders="the Pinpoint route"),
+    ReservedEventType("_journey.", prefix=True, senders="the Pinpoint route"),
 )
 """Event types the app stream may not carry (docs/security.md): the one list every consumer applies."""
+
+APP_MAY_REPORT_FAMILIES = ("_campaign.", "_journey.")
+"""The reserved families of which a stack may let apps report single event types (`appMayReport`); the
+others (message engagement, exposures, engine events) are never the app's to report."""
 
 _APPS_WRITE_HERE = "apps write to the app stream"
 
 
-def reserved_type_reason(event_type: str) -> str | None:
-    """Why an untrusted record may not have `event_type`, or None when it may."""
+def reserved_type_reason(event_type: str, app_may_report: frozenset[str] = frozenset()) -> str | None:
+    """Why an untrusted record may not have `event_type`, or None when it may (`app_may_report`: exact event
+    types of `APP_MAY_REPORT_FAMILIES` the stack lets apps report)."""
+    if event_type in app_may_report:
+        return None
     for reserved in RESERVED_EVENT_TYPES:
         if reserved.matches(event_type):
             family = f"{reserved.name}*" if reserved.prefix else reserved.name
@@ -82,12 +93,13 @@ def reserved_type_reason(event_type: str) -> str | None:
 
 
 def normalise(raw: bytes | str, *, identity_mode: IdentityMode, arrival_time_ms: int | None = None,
-              trusted: bool = True) -> ParseResult:
+              trusted: bool = True, app_may_report: frozenset[str] = frozenset()) -> ParseResult:
     """Decode, parse and map one record.
 
     `arrival_time_ms` is when the record reached the stream (Kinesis' approximate arrival time, in Unix
     milliseconds); without it the record's own arrival stamp is used. `trusted` is False for a record read
     from the app stream (see the module docstring); local tools reading files keep the default True.
+    `app_may_report` lists the reserved push event types an untrusted record may still have.
     """
     if isinstance(raw, (bytes, bytearray, memoryview)):
         try:
@@ -117,7 +129,7 @@ def normalise(raw: bytes | str, *, identity_mode: IdentityMode, arrival_time_ms:
             event = parse_ses(record, identity_mode=identity_mode)
         else:
             event = parse_pinpoint(record, identity_mode=identity_mode)
-        if not trusted and (reason := reserved_type_reason(event.event_type)) is not None:
+        if not trusted and (reason := reserved_type_reason(event.event_type, app_may_report)) is not None:
             return Rejected(f"{_LABELS[source]} on the app stream: {reason}")
         return _finish(event, arrival_time_ms, trusted=trusted)
     except FieldError as error:

@@ -120,6 +120,8 @@ class AggregatorSettings:
     """POWERTOOLS_METRICS_NAMESPACE, default `EngagementLoop`."""
     app_stream_arn: str = ""
     """APP_STREAM_ARN, default empty (no app stream): records read from it are untrusted."""
+    app_may_report: frozenset[str] = frozenset()
+    """APP_MAY_REPORT, default empty: reserved push event types the app stream may still carry."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AggregatorSettings:
@@ -134,7 +136,8 @@ class AggregatorSettings:
             transform = ConsumerSettings()
         env.check("rules aggregator")
         return cls(store=store, rules=rules, failures_queue_url=queue_url, identity_mode=transform.identity_mode,
-                   metrics_namespace=transform.metrics_namespace, app_stream_arn=transform.app_stream_arn)
+                   metrics_namespace=transform.metrics_namespace, app_stream_arn=transform.app_stream_arn,
+                   app_may_report=transform.app_may_report)
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,9 +311,10 @@ class KinesisBatch:
     (`flush`)."""
 
     def __init__(self, aggregator: Aggregator, rules: RuleSet, identity_mode: IdentityMode,
-                 failures: FailureQueue, *, app_stream_arn: str = "") -> None:
+                 failures: FailureQueue, *, app_stream_arn: str = "",
+                 app_may_report: frozenset[str] = frozenset()) -> None:
         self._aggregator, self._rules, self._identity_mode, self._failures = aggregator, rules, identity_mode, failures
-        self._app_stream_arn = app_stream_arn
+        self._app_stream_arn, self._app_may_report = app_stream_arn, app_may_report
         self.deliveries: list[Delivery] = []
         self.counts: Counter[Count] = Counter()
         self._raw: dict[str, tuple[bytes, str, str, int]] = {}
@@ -332,7 +336,7 @@ class KinesisBatch:
         else:
             try:
                 result = normalise(data, identity_mode=self._identity_mode, arrival_time_ms=arrival_ms,
-                                   trusted=trusted)
+                                   trusted=trusted, app_may_report=self._app_may_report)
             except Exception:  # noqa: BLE001 - a bug must cost one record, and that record is kept for replay
                 logger.exception("normalise raised", extra={"sequence_number": kinesis.sequence_number})
                 result = Rejected("internal error while normalising (a bug: see the function's log)")
@@ -404,7 +408,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     settings = _settings()
     rules = _rules_source().current()  # no rules at all: raise, and the whole batch is retried
     batch = KinesisBatch(_aggregator(), rules, settings.identity_mode, _failure_queue(),
-                         app_stream_arn=settings.app_stream_arn)
+                         app_stream_arn=settings.app_stream_arn, app_may_report=settings.app_may_report)
     try:
         return process_partial_response(event=event, record_handler=batch.read,
                                         processor=CoalescingBatchProcessor(batch.flush), context=context)

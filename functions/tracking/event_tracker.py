@@ -77,6 +77,8 @@ class TrackerSettings:
     """CloudWatch namespace of the counts. Default `EngagementLoop`."""
     app_stream_arn: str = ""
     """APP_STREAM_ARN, default empty (no app stream): records read from it are untrusted."""
+    app_may_report: frozenset[str] = frozenset()
+    """APP_MAY_REPORT, default empty: reserved push event types the app stream may still carry."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> TrackerSettings:
@@ -105,7 +107,8 @@ class TrackerSettings:
         if problems or scoring is None:
             raise ValueError("event tracker function environment: " + "; ".join(problems))
         return cls(tracking_id=tracking_id, scoring=scoring, identity_mode=transform.identity_mode,
-                   metrics_namespace=transform.metrics_namespace, app_stream_arn=transform.app_stream_arn)
+                   metrics_namespace=transform.metrics_namespace, app_stream_arn=transform.app_stream_arn,
+                   app_may_report=transform.app_may_report)
 
 
 class Skip(str, enum.Enum):
@@ -264,7 +267,7 @@ def forward(records: Sequence[RawRecord], settings: TrackerSettings, tracker: Ev
     seen: set[str] = set()
     for record in records:
         event = normalise(record.data, identity_mode=settings.identity_mode, arrival_time_ms=record.arrival_time_ms,
-                          trusted=record.trusted)
+                          trusted=record.trusted, app_may_report=settings.app_may_report)
         if isinstance(event, Rejected):
             logger.warning("record rejected", extra={"record_id": record.record_id, "reason": event.reason})
             outcomes[record.record_id] = Skip.UNPARSEABLE.value

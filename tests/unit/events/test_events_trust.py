@@ -57,7 +57,9 @@ def test_every_ses_event_is_rejected_from_the_app_stream(name):
 
 
 @pytest.mark.parametrize("name, accepted", [
-    ("app_session_stop", True), ("campaign_send", True), ("journey_send", True),
+    ("app_session_stop", True),
+    # Pinpoint's own campaign and journey events: only Pinpoint knows a send happened.
+    ("campaign_send", False), ("journey_send", False),
     ("email_click", False), ("email_open", False), ("email_send", False), ("sms_success", False),
 ])
 def test_pinpoint_shapes_from_the_app_stream_are_accepted_only_for_app_event_types(name, accepted):
@@ -74,7 +76,8 @@ def test_a_forged_pinpoint_exposure_is_rejected_naming_the_exposures_function():
 
 
 def test_the_reserved_list_is_lower_case_and_each_entry_names_its_senders():
-    assert {r.name for r in RESERVED_EVENT_TYPES} == {"_email.", "_sms.", "_custom.recommender", "trk_"}
+    assert {r.name for r in RESERVED_EVENT_TYPES} == {"_email.", "_sms.", "_custom.recommender", "trk_",
+                                                      "_campaign.", "_journey."}
     assert all(r.name == r.name.lower() and r.senders for r in RESERVED_EVENT_TYPES)
     assert reserved_type_reason("purchase") is None
 
@@ -105,3 +108,24 @@ def test_an_app_cannot_take_the_id_of_a_trusted_event():
     assert from_app.event_id == "app/ses-0123abcd"
     # Still deterministic, so a producer's retry of the record is recognised as the same event.
     assert normalise(forged, identity_mode=MODE, trusted=False).event_id == from_app.event_id
+
+
+@pytest.mark.parametrize("event_type", ["_campaign.opened_notification", "_campaign.send", "_journey.delivered"])
+def test_push_engagement_is_reserved_unless_the_stack_lets_apps_report_that_exact_type(event_type):
+    """A forged push open naming someone else's endpoint and campaign credits their exposed item in training."""
+    assert isinstance(normalise(app(event_type), identity_mode=MODE, trusted=False), Rejected)
+    allowed = frozenset({"_campaign.opened_notification"})
+    result = normalise(app(event_type), identity_mode=MODE, trusted=False, app_may_report=allowed)
+    assert isinstance(result, CanonicalEvent) is (event_type in allowed)
+
+
+@pytest.mark.parametrize("value, problem", [
+    ("_email.open", "never the app's"), ("_custom.recommender", "never the app's"), ("trk_x", "never the app's"),
+    ("_campaign.*", "exact types"), ("purchase", "exact types"),
+])
+def test_only_exact_push_types_may_be_let_through(value, problem):
+    with pytest.raises(ValueError, match="APP_MAY_REPORT") as raised:
+        ConsumerSettings.from_env({"APP_MAY_REPORT": f"_campaign.opened_notification,{value}"})
+    assert problem in str(raised.value)
+    assert ConsumerSettings.from_env({"APP_MAY_REPORT": " _campaign.opened_notification , _journey.opened_notification"}
+                                     ).app_may_report == {"_campaign.opened_notification", "_journey.opened_notification"}
