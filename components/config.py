@@ -19,6 +19,7 @@ from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from functions.events.canonical import IdentityMode
+from functions.events.consumer_settings import parse_app_may_report
 from functions.lake_names import InvalidName, LakeNames, derived_lake_names
 from functions.retraining.scoring import ScoringError, ScoringModel
 from functions.retraining.settings import ImportMode, TrainingMode
@@ -29,6 +30,9 @@ PROJECT = "engagement-loop"
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 
 DEFAULT_RETRAIN_SCHEDULE = "cron(0 2 * * ? *)"
+MAX_APP_STREAM_SHARDS = 500
+"""The most `appStreamShards` may ask for: the shards are the bound on what the app stream's writers can cost
+(500 shards: 500 MB/s in, 500 concurrent batches per consumer), so a larger one is a deliberate code change."""
 # CloudWatch Logs accepts only these retention periods (days).
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
                       2557, 2922, 3288, 3653)
@@ -155,6 +159,12 @@ class SourcesConfig:
     pinpoint_project_id: str | None
     ses_configuration_set: str | None
     app_producer_policy: bool
+    app_stream_shards: int = 2
+    """`appStreamShards`: the app stream's provisioned shards (1–500), which bound what its writers can cost the
+    consumers (docs/security.md, "What a hostile producer can cost")."""
+    app_may_report: frozenset[str] = frozenset()
+    """`appMayReport`: exact `_campaign.*`/`_journey.*` push event types the app stream may carry although
+    reserved (`parse_app_may_report`, the consumers' own rules); empty by default."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,6 +246,8 @@ KEYS: Mapping[str, tuple[str, Any]] = MappingProxyType({
     "pinpointProjectId": ("string", ""),
     "sesConfigurationSet": ("string", ""),
     "appProducerPolicy": ("boolean", True),
+    "appStreamShards": ("integer", 2),
+    "appMayReport": ("array", []),
     "athenaScanLimitGb": ("integer", 10),
     "queryResultsRetentionDays": ("integer", 7),
     "errorsRetentionDays": ("integer", 90),
@@ -373,6 +385,17 @@ def _scoring(entries: list[Any]) -> ScoringModel:
             "EVENT_TYPE=VALUE entries, each event type once, finite numbers, at most 10 event types")) from None
 
 
+def _app_may_report(entries: list[Any]) -> frozenset[str]:
+    if not all(isinstance(entry, str) for entry in entries):
+        raise _Invalid("expected a list of event types (strings)")
+    try:
+        # The consumers' own parser (they read the same list as APP_MAY_REPORT), so the rules are one.
+        return parse_app_may_report(entries, source=f"{PROJECT}:appMayReport")
+    except ValueError as error:
+        # The parser's message starts with the key already named by the reader.
+        raise _Invalid(str(error).removeprefix(f"{PROJECT}:appMayReport: ")) from None
+
+
 def _history_days(value: int) -> int:
     if value != -1 and value < 1:
         raise _Invalid("use -1 for all history or a number of days ≥ 1")
@@ -438,6 +461,8 @@ def parse_stack_config(raw: Mapping[str, Any], *, region: str | None,
         ses_configuration_set=reader.read(
             "sesConfigurationSet", _optional(_SES_CONFIGURATION_SET, "an SES configuration set name or empty")),
         app_producer_policy=reader.read("appProducerPolicy", bool),
+        app_stream_shards=reader.read("appStreamShards", _between(1, MAX_APP_STREAM_SHARDS)),
+        app_may_report=reader.read("appMayReport", _app_may_report),
     )
     lake = LakeConfig(
         athena_scan_limit_gb=reader.read("athenaScanLimitGb", _at_least(1)),

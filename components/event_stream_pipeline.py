@@ -26,7 +26,7 @@ import pulumi_aws as aws
 from components.config import LakeConfig, SourcesConfig
 from components.iam import Statement, assume_role_json, deny_insecure_transport, policy_json, resource_policy_json
 from components.python_function import PythonFunction, PythonFunctionArgs
-from components.stream_consumer import queue_depth_alarm, tls_only_queue_policy
+from components.stream_consumer import app_stream_environment, queue_depth_alarm, tls_only_queue_policy
 from functions.events.canonical import LAKE_COLUMN_TYPES, LAKE_PARTITION_KEY, IdentityMode
 from functions.events.ses import SES_ROUTES
 from functions.lake_names import LakeNames
@@ -166,7 +166,11 @@ class EventStreamPipeline(pulumi.ComponentResource):
             enable_key_rotation=True, deletion_window_in_days=30,
             policy=self._key_policy(sorted(key_services)), opts=self._child)
         self.stream = self._new_stream(f"{name}-stream")
-        self.app_stream = self._new_stream(f"{name}-app-stream") if args.sources.app_producer_policy else None
+        # Provisioned, not on demand: an on-demand stream grows its shards with its writers' traffic, and each
+        # shard is another concurrent batch of every consumer, so the app stream's writers could take the Lambda
+        # concurrency the trusted stream's consumers need (docs/security.md, "What a hostile producer can cost").
+        self.app_stream = (self._new_stream(f"{name}-app-stream", shards=args.sources.app_stream_shards)
+                           if args.sources.app_producer_policy else None)
         self._write_to_stream = [
             Statement(actions=["kinesis:PutRecord", "kinesis:PutRecords", "kinesis:DescribeStreamSummary"],
                       resources=[self.stream.arn]),
@@ -201,10 +205,12 @@ class EventStreamPipeline(pulumi.ComponentResource):
             "ses_dead_letter_queue_url": self.ses_dead_letters.url if self.ses_dead_letters else None,
         })
 
-    def _new_stream(self, child_name: str) -> aws.kinesis.Stream:
+    def _new_stream(self, child_name: str, *, shards: int | None = None) -> aws.kinesis.Stream:
+        """An encrypted stream: on demand, or with `shards` provisioned shards."""
         return aws.kinesis.Stream(
             child_name,
-            stream_mode_details={"stream_mode": "ON_DEMAND"},
+            stream_mode_details={"stream_mode": "ON_DEMAND" if shards is None else "PROVISIONED"},
+            shard_count=shards,
             encryption_type="KMS", kms_key_id=self.key.arn,
             retention_period=STREAM_RETENTION_HOURS,
             opts=self._child)
@@ -360,7 +366,8 @@ class EventStreamPipeline(pulumi.ComponentResource):
                 # The function tells the app stream's batches from the trusted one's by the event's
                 # sourceKinesisStreamArn (functions/events/firehose_transform.py).
                 environment={"IDENTITY_MODE": args.identity_mode.value,
-                             "APP_STREAM_ARN": self.app_stream.arn if self.app_stream else ""},
+                             **app_stream_environment(self.app_stream.arn if self.app_stream else None,
+                                                      args.sources.app_may_report)},
                 timeout_seconds=120, memory_mb=512),
             opts=child)
         self.firehose = self._delivery_stream("firehose", self.stream, args)

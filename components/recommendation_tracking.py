@@ -17,7 +17,7 @@ import pulumi_aws as aws
 
 from components.iam import Statement
 from components.python_function import PythonFunction, PythonFunctionArgs
-from components.stream_consumer import SourceKind, StreamConsumer, StreamConsumerArgs
+from components.stream_consumer import SourceKind, StreamConsumer, StreamConsumerArgs, app_stream_environment
 from functions.events.canonical import IdentityMode
 from functions.retraining.scoring import ScoringModel
 
@@ -34,7 +34,7 @@ class RecommendationTrackingArgs:
     stream_arn: pulumi.Input[str]
     """The trusted engagement stream (EventStreamPipeline.stream): exposures go there."""
     stream_key_arn: pulumi.Input[str]
-    """Its KMS key."""
+    """Its KMS key (the stack's data key), which also encrypts the event tracker's failure queues."""
     alarm_topic_arn: pulumi.Input[str]
     """The stack's alarm topic (Notifications.topic_arn): the functions' alarms notify it. Required."""
     identity_mode: IdentityMode
@@ -46,6 +46,8 @@ class RecommendationTrackingArgs:
     """Personalize event tracker's tracking id; None (default) turns the real-time path off."""
     app_stream_arn: pulumi.Input[str] | None = None
     """The app stream, also streamed to the event tracker, untrusted (docs/security.md). Default: none."""
+    app_may_report: frozenset[str] = frozenset()
+    """`appMayReport`: reserved push event types the app stream may still carry. Default none."""
 
 
 class RecommendationTracking(pulumi.ComponentResource):
@@ -83,6 +85,7 @@ class RecommendationTracking(pulumi.ComponentResource):
                 f"{name}-event-tracker",
                 StreamConsumerArgs(
                     source_kind=SourceKind.KINESIS, source_arn=args.stream_arn, source_key_arn=args.stream_key_arn,
+                    failure_key_arn=args.stream_key_arn,
                     other_sources={"app": args.app_stream_arn} if args.app_stream_arn is not None else {},
                     function=PythonFunctionArgs(
                         handler="functions.tracking.event_tracker.lambda_handler",
@@ -92,8 +95,7 @@ class RecommendationTracking(pulumi.ComponentResource):
                         environment={"TRACKING_ID": args.tracking_id,
                                      "SCORING": json.dumps(dict(args.scoring.values)),
                                      "IDENTITY_MODE": args.identity_mode.value,
-                                     "APP_STREAM_ARN": args.app_stream_arn if args.app_stream_arn is not None
-                                     else ""},
+                                     **app_stream_environment(args.app_stream_arn, args.app_may_report)},
                         # PutEvents supports no resource type in the Service Authorization Reference (Amazon
                         # Personalize), and the PutEvents API reference gives a Lambda caller the action on "*":
                         # scoped to event-tracker ARNs it is denied at run time.

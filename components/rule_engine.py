@@ -28,6 +28,7 @@ from components.stream_consumer import (
     SourceKind,
     StreamConsumer,
     StreamConsumerArgs,
+    app_stream_environment,
     queue_depth_alarm,
     tls_only_queue_policy,
 )
@@ -80,6 +81,8 @@ class RuleEngineArgs:
     app_stream_arn: pulumi.Input[str] | None = None
     """The app stream (EventStreamPipeline.app_stream), counted too but untrusted (docs/security.md). Default:
     none."""
+    app_may_report: frozenset[str] = frozenset()
+    """`appMayReport`: reserved push event types the app stream may still carry. Default none."""
 
 
 class RuleEngine(pulumi.ComponentResource):
@@ -135,6 +138,9 @@ class RuleEngine(pulumi.ComponentResource):
             f"{name}-aggregator",
             StreamConsumerArgs(
                 source_kind=SourceKind.KINESIS, source_arn=args.stream_arn, source_key_arn=lake.key_arn,
+                failure_key_arn=lake.key_arn,
+                # The app stream's mapping gets its own failure queue, to the function as APP_FAILURES_QUEUE_URL:
+                # the aggregator sends the app stream's rejects there, away from the trusted queue's alarm.
                 other_sources={"app": args.app_stream_arn} if args.app_stream_arn is not None else {},
                 # Concurrent batches of one shard keep order per partition key only. Apps and SES partition by
                 # user; Pinpoint's event stream does not promise to, and the counters' redelivery mark needs a
@@ -147,7 +153,8 @@ class RuleEngine(pulumi.ComponentResource):
                     memory_mb=512,
                     environment={**rules_env, "IDENTITY_MODE": args.identity_mode.value,
                                  # The aggregator tells the app stream's records by their eventSourceARN.
-                                 "APP_STREAM_ARN": args.app_stream_arn if args.app_stream_arn is not None else "",
+                                 **app_stream_environment(args.app_stream_arn, args.app_may_report),
+                                 **({} if args.app_stream_arn is not None else {"APP_FAILURES_QUEUE_URL": ""}),
                                  "COUNTER_TTL_DAYS": str(args.rules.counter_ttl_days),
                                  "DEDUPE_HORIZON_HOURS": str(args.rules.dedupe_horizon_hours)},
                     statements=[counters_rw, outbox_create, read_rules, use_key]),
@@ -195,7 +202,7 @@ class RuleEngine(pulumi.ComponentResource):
         self.dispatcher = StreamConsumer(
             f"{name}-dispatcher",
             StreamConsumerArgs(
-                source_kind=SourceKind.DYNAMODB, source_arn=self.outbox.stream_arn,
+                source_kind=SourceKind.DYNAMODB, source_arn=self.outbox.stream_arn, failure_key_arn=lake.key_arn,
                 filter_patterns=['{"eventName": ["INSERT"]}'], batch_size=25,
                 function=PythonFunctionArgs(
                     handler="functions.rules.dispatcher.lambda_handler",

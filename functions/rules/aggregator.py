@@ -37,7 +37,9 @@ the whole batch is retried. Retry cap, bisect-on-error, the on-failure destinati
 Environment (read once, by `AggregatorSettings.from_env`): COUNTERS_TABLE, OUTBOX_TABLE, RULES_BUCKET,
 RULES_KEY, FAILURES_QUEUE_URL (required); RULES_MAX_AGE_SECONDS (default 60), COUNTER_TTL_DAYS (400),
 DEDUPE_HORIZON_HOURS (24), IDENTITY_MODE (`user_or_endpoint`), APP_STREAM_ARN (empty: no app stream),
-POWERTOOLS_METRICS_NAMESPACE (`EngagementLoop`).
+APP_FAILURES_QUEUE_URL (required with APP_STREAM_ARN: the app stream's rejects go there, so that forged records
+cannot keep the trusted failures alarm firing), APP_MAY_REPORT (empty), POWERTOOLS_METRICS_NAMESPACE
+(`EngagementLoop`).
 Semantics: docs/rules.md.
 """
 
@@ -122,6 +124,8 @@ class AggregatorSettings:
     """APP_STREAM_ARN, default empty (no app stream): records read from it are untrusted."""
     app_may_report: frozenset[str] = frozenset()
     """APP_MAY_REPORT, default empty: reserved push event types the app stream may still carry."""
+    app_failures_queue_url: str = ""
+    """APP_FAILURES_QUEUE_URL, required when APP_STREAM_ARN is set: where the app stream's rejects go."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AggregatorSettings:
@@ -134,10 +138,13 @@ class AggregatorSettings:
         except ValueError as error:
             env.problems.append(str(error))
             transform = ConsumerSettings()
+        app_queue_url = (env.text("APP_FAILURES_QUEUE_URL", what="SQS queue for the app stream's rejects, "
+                                  "required with APP_STREAM_ARN") if transform.app_stream_arn
+                         else (env.environ.get("APP_FAILURES_QUEUE_URL") or "").strip())
         env.check("rules aggregator")
         return cls(store=store, rules=rules, failures_queue_url=queue_url, identity_mode=transform.identity_mode,
                    metrics_namespace=transform.metrics_namespace, app_stream_arn=transform.app_stream_arn,
-                   app_may_report=transform.app_may_report)
+                   app_may_report=transform.app_may_report, app_failures_queue_url=app_queue_url)
 
 
 @dataclass(frozen=True, slots=True)
@@ -312,9 +319,12 @@ class KinesisBatch:
 
     def __init__(self, aggregator: Aggregator, rules: RuleSet, identity_mode: IdentityMode,
                  failures: FailureQueue, *, app_stream_arn: str = "",
-                 app_may_report: frozenset[str] = frozenset()) -> None:
+                 app_may_report: frozenset[str] = frozenset(), app_failures: FailureQueue | None = None) -> None:
         self._aggregator, self._rules, self._identity_mode, self._failures = aggregator, rules, identity_mode, failures
         self._app_stream_arn, self._app_may_report = app_stream_arn, app_may_report
+        # The app stream's rejects go to a queue of their own: anyone with the producer policy can send records
+        # that are rejected, and they must not keep the trusted failures alarm firing (docs/security.md).
+        self._app_failures = app_failures or failures
         self.deliveries: list[Delivery] = []
         self.counts: Counter[Count] = Counter()
         self._raw: dict[str, tuple[bytes, str, str, int]] = {}
@@ -343,8 +353,8 @@ class KinesisBatch:
         if isinstance(result, Rejected):
             logger.warning("record rejected",
                            extra={"sequence_number": kinesis.sequence_number, "reason": result.reason})
-            self._failures.send(RejectedRecord(result.reason, data, record.event_source_arn, shard_id,
-                                               kinesis.sequence_number, arrival_ms))
+            self._failures_for(trusted).send(RejectedRecord(result.reason, data, record.event_source_arn, shard_id,
+                                                            kinesis.sequence_number, arrival_ms))
             self.counts[Count.REJECTED] += 1
         elif result.user_id is None:
             self.counts[Count.NO_USER] += 1
@@ -354,6 +364,9 @@ class KinesisBatch:
             self.deliveries.append(Delivery(result, mark_shard_id, kinesis.sequence_number, kinesis.partition_key))
             self._raw[kinesis.sequence_number] = (data, record.event_source_arn, shard_id, arrival_ms)
 
+    def _failures_for(self, trusted: bool) -> FailureQueue:
+        return self._failures if trusted else self._app_failures
+
     def flush(self) -> dict[str, Exception]:
         outcome = self._aggregator.process(self._rules, self.deliveries, self.counts)
         failed = outcome.failed_sequence_numbers()
@@ -361,9 +374,10 @@ class KinesisBatch:
             rule_id = key[0]
             for delivery in outcome.groups[key]:
                 data, stream_arn, shard_id, arrival_ms = self._raw[delivery.sequence_number]
+                trusted = is_trusted_source(stream_arn, self._app_stream_arn)
                 try:
-                    self._failures.send(RejectedRecord(f"rule {rule_id}: {reason}", data, stream_arn,
-                                                       shard_id, delivery.sequence_number, arrival_ms))
+                    self._failures_for(trusted).send(RejectedRecord(f"rule {rule_id}: {reason}", data, stream_arn,
+                                                                    shard_id, delivery.sequence_number, arrival_ms))
                 except Exception as error:  # noqa: BLE001 - not set aside: Lambda must deliver it again
                     logger.exception("could not send a poison record to the failures queue")
                     failed.setdefault(delivery.sequence_number, error)
@@ -402,13 +416,20 @@ def _failure_queue() -> FailureQueue:
     return SqsFailureQueue(boto3.client("sqs", config=_CLIENT_CONFIG), _settings().failures_queue_url)
 
 
+@functools.cache
+def _app_failure_queue() -> FailureQueue | None:
+    url = _settings().app_failures_queue_url
+    return SqsFailureQueue(boto3.client("sqs", config=_CLIENT_CONFIG), url) if url else None
+
+
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     """Lambda entry point (`functions.rules.aggregator.lambda_handler`)."""
     settings = _settings()
     rules = _rules_source().current()  # no rules at all: raise, and the whole batch is retried
     batch = KinesisBatch(_aggregator(), rules, settings.identity_mode, _failure_queue(),
-                         app_stream_arn=settings.app_stream_arn, app_may_report=settings.app_may_report)
+                         app_stream_arn=settings.app_stream_arn, app_may_report=settings.app_may_report,
+                         app_failures=_app_failure_queue())
     try:
         return process_partial_response(event=event, record_handler=batch.read,
                                         processor=CoalescingBatchProcessor(batch.flush), context=context)

@@ -23,11 +23,12 @@ TABLE = "aws:glue/catalogTable:CatalogTable"
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 
 
-@pytest.mark.parametrize("name", ["events-stream", "events-app-stream"])
-def test_stream_is_on_demand_and_kms_encrypted(dev_graph, name):
+@pytest.mark.parametrize("name, mode", [("events-stream", {"streamMode": "ON_DEMAND"}),
+                                        ("events-app-stream", {"streamMode": "PROVISIONED"})])
+def test_streams_are_kms_encrypted_and_only_the_trusted_one_is_on_demand(dev_graph, name, mode):
     stream = dev_graph.one(STREAM, name)
     key = dev_graph.one("aws:kms/key:Key")
-    assert stream.inputs["streamModeDetails"] == {"streamMode": "ON_DEMAND"}
+    assert stream.inputs["streamModeDetails"] == mode
     assert stream.inputs["encryptionType"] == "KMS"
     assert stream.inputs["kmsKeyId"] == dev_graph.arn_of(key)
     assert stream.inputs["retentionPeriod"] == 24
@@ -89,7 +90,9 @@ def test_every_store_is_encrypted(dev_graph):
     assert rule["applyServerSideEncryptionByDefault"] == {"sseAlgorithm": "aws:kms", "kmsMasterKeyId": key_arn}
     assert dev_graph.one(FIREHOSE, "events-firehose").inputs["extendedS3Configuration"]["kmsKeyArn"] == key_arn
     for queue in dev_graph.of_type("aws:sqs/queue:Queue"):
-        if queue.name == "events-ses-dlq":  # whole SES events (addresses, headers): under the stack's key
+        # Whole SES events (addresses, headers), and the consumers' rejects (raw records, SES envelopes
+        # included): under the stack's key.
+        if queue.name == "events-ses-dlq" or queue.name.endswith("-failures"):
             assert queue.inputs["kmsMasterKeyId"] == key_arn and "sqsManagedSseEnabled" not in queue.inputs
         else:
             assert queue.inputs["sqsManagedSseEnabled"] is True, queue.name

@@ -227,7 +227,8 @@ def test_real_time_path_consumes_the_stream_with_partial_batches_and_a_failure_q
         "aws:iam/rolePolicy:RolePolicy", "tracking-event-tracker-handler-policy").input_json("policy"))
     # PutEvents supports no resource type (Service Authorization Reference): only "*" grants it.
     assert by_action["personalize:PutEvents"]["Resource"] == ["*"]
-    assert by_action["sqs:SendMessage"]["Resource"] == [dev_graph.arn_of(queue)]
+    app_queue = dev_graph.one("aws:sqs/queue:Queue", "tracking-event-tracker-app-failures")
+    assert by_action["sqs:SendMessage"]["Resource"] == [dev_graph.arn_of(queue), dev_graph.arn_of(app_queue)]
     app_mapping = dev_graph.one("aws:lambda/eventSourceMapping:EventSourceMapping",
                                 "tracking-event-tracker-app-mapping")
     assert by_action["kinesis:GetRecords"]["Resource"] == [mapping.inputs["eventSourceArn"],

@@ -80,10 +80,15 @@ def test_each_consumer_has_a_second_mapping_on_the_app_stream_with_the_same_sett
     assert app.inputs["eventSourceArn"] == arn(dev_graph, STREAM, "events-app-stream")
 
     def settings(mapping) -> dict:
-        return {key: value for key, value in mapping.inputs.items() if key != "eventSourceArn"}
+        return {key: value for key, value in mapping.inputs.items()
+                if key not in ("eventSourceArn", "parallelizationFactor", "destinationConfig")}
 
-    # Same function, batching, retries, bisect, partial batch responses and on-failure queue.
+    # Same function, batching, retries, bisect and partial batch responses; one batch per app shard and a
+    # failure queue of its own (tests/infra/test_hostile_producer.py).
     assert settings(app) == settings(trusted)
+    assert app.inputs["parallelizationFactor"] == 1
+    assert app.inputs["destinationConfig"]["onFailure"]["destinationArn"] == arn(
+        dev_graph, "aws:sqs/queue:Queue", f"{consumer}-app-failures")
     assert app.inputs["bisectBatchOnFunctionError"] is True
     assert app.inputs["functionResponseTypes"] == ["ReportBatchItemFailures"]
     document = dev_graph.one(ROLE_POLICY, f"{CONSUMERS[consumer].removesuffix('-function')}-policy").input_json(

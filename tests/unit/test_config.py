@@ -90,6 +90,12 @@ def test_pulumi_yaml_declares_exactly_the_keys_read_with_the_same_defaults():
     ("pinpointProjectId", "my-project", "32 hex digits"),
     ("appProducerPolicy", "yes", "expected true or false"),
     ("athenaScanLimitGb", "0", "must be at least 1"),
+    ("appStreamShards", "0", "expected 1–500"),
+    ("appStreamShards", "501", "expected 1–500"),
+    ("appStreamShards", "two", "expected a whole number"),
+    ("appMayReport", json.dumps(["_email.open"]), "is not an event type apps may be allowed to report"),
+    ("appMayReport", json.dumps(["_campaign.*"]), "is not an event type apps may be allowed to report"),
+    ("appMayReport", "_campaign.opened_notification", "expected a list"),
 ])
 def test_each_invalid_value_names_key_value_and_fix(key, value, expected):
     [problem] = problems(valid(**{key: value}))
@@ -217,3 +223,18 @@ def test_a_secret_alarm_topic_is_never_shown():
         parse_stack_config(valid(alarmTopicArn=value), region="eu-west-1", secret_keys=["alarmTopicArn"])
     [problem] = error.value.problems
     assert problem.startswith("the secret value of engagement-loop:alarmTopicArn") and "us-east-1" not in problem
+
+
+def test_app_stream_shards_and_app_may_report_default_and_parse():
+    sources = parse_stack_config(valid(), region="eu-west-1").sources
+    assert sources.app_stream_shards == 2 and sources.app_may_report == frozenset()
+    sources = parse_stack_config(valid(appStreamShards="12", appMayReport=json.dumps(
+        ["_campaign.opened_notification", " _journey.opened_notification "])), region="eu-west-1").sources
+    assert sources.app_stream_shards == 12
+    assert sources.app_may_report == {"_campaign.opened_notification", "_journey.opened_notification"}
+
+
+def test_a_bad_app_may_report_names_the_key_once_with_the_consumers_rule():
+    [problem] = problems(valid(appMayReport=json.dumps([f"_campaign.t{i}" for i in range(21)])))
+    assert problem.startswith("engagement-loop:appMayReport = ") and "more than 20" in problem
+    assert problem.count("engagement-loop:appMayReport") == 1

@@ -70,6 +70,8 @@ class Aws:
     s3: Any
     sqs: Any
     queue_url: str
+    app_queue_url: str = ""
+    """The app stream's failures queue (APP_FAILURES_QUEUE_URL)."""
     calls: Counter[str] = field(default_factory=Counter)
 
     def store(self, clock: Callable[[], float], client: Any = None, **options: Any) -> CounterStore:
@@ -99,9 +101,14 @@ class Aws:
                 entries[entry.key] = entry
         return entries
 
-    def failures(self) -> list[dict[str, Any]]:
-        messages = self.sqs.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10).get("Messages", [])
+    def failures(self, queue_url: str | None = None) -> list[dict[str, Any]]:
+        """The messages of the (trusted) failures queue, or of `queue_url`."""
+        messages = self.sqs.receive_message(QueueUrl=queue_url or self.queue_url,
+                                            MaxNumberOfMessages=10).get("Messages", [])
         return [json.loads(message["Body"]) for message in messages]
+
+    def app_failures(self) -> list[dict[str, Any]]:
+        return self.failures(self.app_queue_url)
 
 
 def _plain(value: Any) -> Any:
@@ -120,6 +127,7 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
                         "ATHENA_WORKGROUP": "engagement"}.items():
         monkeypatch.setenv(name, value)
     caches = [aggregator._settings, aggregator._rules_source, aggregator._aggregator, aggregator._failure_queue,
+              aggregator._app_failure_queue,
               sweeper._settings, sweeper._rules_source, sweeper._store,
               backfill._settings, backfill._rules_source, backfill._backfill]
     for cache in caches:
@@ -135,6 +143,8 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
         world.s3.create_bucket(Bucket=RULES_BUCKET)
         world.queue_url = world.sqs.create_queue(QueueName="rules-failures")["QueueUrl"]
         monkeypatch.setenv("FAILURES_QUEUE_URL", world.queue_url)
+        world.app_queue_url = world.sqs.create_queue(QueueName="rules-app-failures")["QueueUrl"]
+        monkeypatch.setenv("APP_FAILURES_QUEUE_URL", world.app_queue_url)
         yield world
     for cache in caches:
         cache.cache_clear()

@@ -48,7 +48,7 @@ def test_a_forged_ses_click_and_a_forged_exposure_on_the_app_stream_never_reach_
     assert response == {"batchItemFailures": []}  # rejected, never retried: they would fail the same way
     assert metrics["RecordsRejected"] == 4 and metrics["MatchedPairs"] == 0
     assert aws.counters() == {} and aws.outbox() == {}
-    messages = aws.failures()
+    messages = aws.app_failures()
     assert len(messages) == 4
     assert {m["stream_arn"] for m in messages} == {APP_STREAM_ARN}
     # The real Kinesis shard id, as the failures queue's replay needs it (the `app/` namespace is the marks').
@@ -124,3 +124,45 @@ def test_without_an_app_stream_every_record_is_trusted(function, aws, monkeypatc
     response, _ = function.invoke(make_kinesis_event([ses_click()], stream_arn=APP_STREAM_ARN), context)
     assert response == {"batchItemFailures": []}
     assert aws.counter("clickers", "user-42").state.qualified
+
+
+def test_a_forged_record_from_the_app_stream_lands_in_the_app_failures_queue_and_the_trusted_one_stays_empty(
+        function, aws, app, make_kinesis_event, context):
+    response, _ = function.invoke(make_kinesis_event([ses_click(), app("a1")], stream_arn=APP_STREAM_ARN), context)
+    assert response == {"batchItemFailures": []}
+    (message,) = aws.app_failures()
+    assert message["stream_arn"] == APP_STREAM_ARN and message["reason"].startswith("SES event on the app stream")
+    assert aws.failures() == []  # the trusted failures queue (and its ≥ 1 message alarm) sees nothing
+
+
+def test_a_record_the_trusted_stream_rejects_still_goes_to_the_trusted_failures_queue(
+        function, aws, make_kinesis_event, context):
+    broken = b'{"schema": "engagement-loop/v1"'
+    function.invoke(make_kinesis_event([broken], stream_arn=STREAM_ARN), context)
+    (message,) = aws.failures()
+    assert message["stream_arn"] == STREAM_ARN
+    assert aws.app_failures() == []
+
+
+def test_a_poison_group_of_the_app_stream_goes_to_the_app_failures_queue(
+        function, aws, app, make_kinesis_event, context, monkeypatch):
+    from functions.rules.limits import Unwritable
+
+    def unwritable(rule, user_id, deliveries):
+        raise Unwritable("item over 400 KB")
+
+    monkeypatch.setattr(function.store, "apply", unwritable)
+    response, _ = function.invoke(make_kinesis_event([app("a1")], stream_arn=APP_STREAM_ARN), context)
+    assert response == {"batchItemFailures": []}
+    (message,) = aws.app_failures()
+    assert message["reason"] == "rule buyers: item over 400 KB" and aws.failures() == []
+
+
+def test_with_an_app_stream_the_app_failures_queue_is_required(aws, monkeypatch):
+    from functions.rules.aggregator import AggregatorSettings
+
+    monkeypatch.delenv("APP_FAILURES_QUEUE_URL")
+    with pytest.raises(ValueError, match="APP_FAILURES_QUEUE_URL is missing"):
+        AggregatorSettings.from_env()
+    monkeypatch.setenv("APP_STREAM_ARN", "")
+    assert AggregatorSettings.from_env().app_failures_queue_url == ""
