@@ -29,6 +29,7 @@ pipeline = EventStreamPipeline(
         lake=config.lake,
         log_retention_days=config.log_retention_days,
         alarm_topic_arn=alarms.topic_arn,
+        secret_environment=config.holds_secrets,
         # Personalize reads import files from the lake; EventBridge publishes run alerts to the encrypted retraining
         # topic (and sends undeliverable SES events to the encrypted dead-letter queue); CloudWatch alarms publish to
         # the encrypted alarm topic.
@@ -50,6 +51,7 @@ rule_engine = RuleEngine(
         app_may_report=config.sources.app_may_report,
         lake=pipeline.lake_access(config.region),
         alarm_topic_arn=alarms.topic_arn,
+        secret_environment=config.holds_secrets,
         pinpoint_project_id=config.sources.pinpoint_project_id,
     ),
 )
@@ -62,6 +64,7 @@ retraining = RetrainingLoop(
         retraining=config.retraining,
         lake=pipeline.lake_access(config.region),
         alarm_topic_arn=alarms.topic_arn,
+        secret_environment=config.holds_secrets,
     ),
 )
 
@@ -76,6 +79,7 @@ tracking = RecommendationTracking(
         app_may_report=config.sources.app_may_report,
         stream_key_arn=pipeline.key.arn,
         alarm_topic_arn=alarms.topic_arn,
+        secret_environment=config.holds_secrets,
         identity_mode=config.identity_mode,
         scoring=config.retraining.scoring,
         pinpoint_project_id=config.sources.pinpoint_project_id,

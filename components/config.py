@@ -236,6 +236,9 @@ class StackConfig:
     rules: RulesConfig
     alarm_topic_arn: str | None = None
     """`alarmTopicArn`: the SNS topic every alarm notifies instead of the stack's own; None: create one."""
+    holds_secrets: bool = False
+    """Whether any of this program's keys has a secret value: then every function's environment, which may carry
+    it, is kept secret in the state."""
 
 
 # key -> (kind, default). The single list of keys this program reads; tests check Pulumi.yaml declares
@@ -508,6 +511,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, region: str | None,
         retraining=retraining,
         rules=rules_config,
         alarm_topic_arn=alarm_topic_arn,
+        holds_secrets=any(secrets.is_secret(key) for key in raw),
     )
     if reader.problems:
         raise ConfigError(reader.problems)

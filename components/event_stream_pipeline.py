@@ -129,6 +129,9 @@ class EventStreamPipelineArgs:
     alarm_topic_arn: pulumi.Input[str]
     """The stack's alarm topic (Notifications.topic_arn): the normaliser's and the SES dead-letter queue's alarms
     notify it. Required."""
+    secret_environment: bool = False
+    """True when the stack config holds secret values: every function's environment is kept as a Pulumi
+    secret (encrypted in the state, hidden in previews). Default False."""
     key_service_principals: Sequence[str] = ()
     """AWS services (e.g. `personalize.amazonaws.com`) that may use the data key on this account's behalf.
     Default: none."""
@@ -363,6 +366,7 @@ class EventStreamPipeline(pulumi.ComponentResource):
                 description="engagement-loop: normalise raw records into canonical events for the lake",
                 region=args.region, log_retention_days=args.log_retention_days,
                 alarm_topic_arn=args.alarm_topic_arn,
+                secret_environment=args.secret_environment,
                 # The function tells the app stream's batches from the trusted one's by the event's
                 # sourceKinesisStreamArn (functions/events/firehose_transform.py).
                 environment={"IDENTITY_MODE": args.identity_mode.value,

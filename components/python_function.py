@@ -66,6 +66,9 @@ class PythonFunctionArgs:
     """Default 256."""
     reserved_concurrency: int | None = None
     """Cap on concurrent executions (1 = never overlapping runs). Default: no cap."""
+    secret_environment: bool = False
+    """Keep the environment a Pulumi secret: its values may come from secret stack config, which must not land
+    in the state or a preview's diff as plain text. Default False."""
 
     def __post_init__(self) -> None:
         if self.handler.count(".") < 2 or not self.handler.startswith("functions."):
@@ -79,6 +82,13 @@ class PythonFunctionArgs:
 
 class PythonFunction(pulumi.ComponentResource):
     """A Lambda function with its role, policy, log group and errors alarm."""
+
+    @staticmethod
+    def _variables(name: str, args: PythonFunctionArgs) -> pulumi.Input[Mapping[str, pulumi.Input[str]]]:
+        variables = {"POWERTOOLS_SERVICE_NAME": name, **args.environment}
+        # A plain value passed to a resource is stored in the state as it is; a secret Output is encrypted
+        # (Pulumi, "Secrets": https://www.pulumi.com/docs/iac/concepts/secrets/).
+        return pulumi.Output.secret(variables) if args.secret_environment else variables
 
     function: aws.lambda_.Function
     role: aws.iam.Role
@@ -111,7 +121,7 @@ class PythonFunction(pulumi.ComponentResource):
             memory_size=args.memory_mb,
             reserved_concurrent_executions=args.reserved_concurrency,
             layers=[powertools_layer_arn(args.region)],
-            environment={"variables": {"POWERTOOLS_SERVICE_NAME": name, **args.environment}},
+            environment={"variables": self._variables(name, args)},
             logging_config={"log_format": "JSON", "log_group": self.log_group.name},
             # The policy must exist before the first invocation can log or touch anything.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[self.policy]),

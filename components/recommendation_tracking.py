@@ -37,6 +37,9 @@ class RecommendationTrackingArgs:
     """Its KMS key (the stack's data key), which also encrypts the event tracker's failure queues."""
     alarm_topic_arn: pulumi.Input[str]
     """The stack's alarm topic (Notifications.topic_arn): the functions' alarms notify it. Required."""
+    secret_environment: bool = False
+    """True when the stack config holds secret values: every function's environment is kept as a Pulumi
+    secret (encrypted in the state, hidden in previews). Default False."""
     identity_mode: IdentityMode
     scoring: ScoringModel
     """Scored event types are the ones streamed to the event tracker."""
@@ -64,6 +67,7 @@ class RecommendationTracking(pulumi.ComponentResource):
                 description="engagement-loop: record recommendation exposures on the engagement stream",
                 region=args.region, log_retention_days=args.log_retention_days,
                 alarm_topic_arn=args.alarm_topic_arn,
+                secret_environment=args.secret_environment,
                 # Pinpoint waits at most 15 seconds for a recommender's processing function.
                 timeout_seconds=10,
                 environment={"STREAM_ARN": args.stream_arn},
@@ -92,6 +96,7 @@ class RecommendationTracking(pulumi.ComponentResource):
                         description="engagement-loop: stream scored engagement to a Personalize event tracker",
                         region=args.region, log_retention_days=args.log_retention_days,
                         alarm_topic_arn=args.alarm_topic_arn,
+                        secret_environment=args.secret_environment,
                         environment={"TRACKING_ID": args.tracking_id,
                                      "SCORING": json.dumps(dict(args.scoring.values)),
                                      "IDENTITY_MODE": args.identity_mode.value,

@@ -53,6 +53,9 @@ class RetrainingLoopArgs:
     alarm_topic_arn: pulumi.Input[str]
     """The stack's alarm topic (Notifications.topic_arn): the failed-run and stale alarms and the steps function's
     errors alarm notify it; the loop's own topic carries run notifications only. Required."""
+    secret_environment: bool = False
+    """True when the stack config holds secret values: every function's environment is kept as a Pulumi
+    secret (encrypted in the state, hidden in previews). Default False."""
     stale_after_days: int = 2
     """Alarm when no run has succeeded (or been cleanly skipped) for this many days. Default 2."""
 
@@ -120,6 +123,7 @@ class RetrainingLoop(pulumi.ComponentResource):
                 handler="functions.retraining.handler.lambda_handler",
                 description="engagement-loop: steps of the Personalize retraining run",
                 region=region, log_retention_days=args.log_retention_days, alarm_topic_arn=args.alarm_topic_arn,
+                secret_environment=args.secret_environment,
                 statements=statements,
                 timeout_seconds=900, memory_mb=1024,
                 environment={

@@ -76,6 +76,9 @@ class RuleEngineArgs:
     """Where the rules are published and what the backfill queries; its key encrypts the tables."""
     alarm_topic_arn: pulumi.Input[str]
     """The stack's alarm topic (Notifications.topic_arn): every alarm of the engine notifies it. Required."""
+    secret_environment: bool = False
+    """True when the stack config holds secret values: every function's environment is kept as a Pulumi
+    secret (encrypted in the state, hidden in previews). Default False."""
     pinpoint_project_id: str | None = None
     """Also set attributes / put `trk_` events in this Pinpoint project. Default: no."""
     app_stream_arn: pulumi.Input[str] | None = None
@@ -149,7 +152,8 @@ class RuleEngine(pulumi.ComponentResource):
                 function=PythonFunctionArgs(
                     handler="functions.rules.aggregator.lambda_handler",
                     description="engagement-loop: count events per rule and user, exactly once",
-                    region=region, log_retention_days=args.log_retention_days, alarm_topic_arn=args.alarm_topic_arn, timeout_seconds=120,
+                    region=region, log_retention_days=args.log_retention_days, alarm_topic_arn=args.alarm_topic_arn,
+                    secret_environment=args.secret_environment, timeout_seconds=120,
                     memory_mb=512,
                     environment={**rules_env, "IDENTITY_MODE": args.identity_mode.value,
                                  # The aggregator tells the app stream's records by their eventSourceARN.
@@ -207,7 +211,8 @@ class RuleEngine(pulumi.ComponentResource):
                 function=PythonFunctionArgs(
                     handler="functions.rules.dispatcher.lambda_handler",
                     description="engagement-loop: deliver rule actions to their sinks, once each",
-                    region=region, log_retention_days=args.log_retention_days, alarm_topic_arn=args.alarm_topic_arn, timeout_seconds=120,
+                    region=region, log_retention_days=args.log_retention_days, alarm_topic_arn=args.alarm_topic_arn,
+                    secret_environment=args.secret_environment, timeout_seconds=120,
                     environment=delivery_env, statements=delivery_statements),
             ),
             opts=child)
@@ -222,7 +227,8 @@ class RuleEngine(pulumi.ComponentResource):
                 function=PythonFunctionArgs(
                     handler="functions.rules.reconcile.lambda_handler",
                     description="engagement-loop: deliver rule actions still pending after the threshold",
-                    region=region, log_retention_days=args.log_retention_days, alarm_topic_arn=args.alarm_topic_arn, timeout_seconds=300,
+                    region=region, log_retention_days=args.log_retention_days, alarm_topic_arn=args.alarm_topic_arn,
+                    secret_environment=args.secret_environment, timeout_seconds=300,
                     reserved_concurrency=single_run,
                     environment={**delivery_env, "RECONCILE_AFTER_SECONDS": str(RECONCILE_AFTER_SECONDS),
                                  "POWERTOOLS_SERVICE_NAME": reconciler_service,
@@ -254,7 +260,8 @@ class RuleEngine(pulumi.ComponentResource):
                 function=PythonFunctionArgs(
                     handler="functions.rules.sweeper.lambda_handler",
                     description="engagement-loop: window-rule users who dropped below their rule exit",
-                    region=region, log_retention_days=args.log_retention_days, alarm_topic_arn=args.alarm_topic_arn, timeout_seconds=300,
+                    region=region, log_retention_days=args.log_retention_days, alarm_topic_arn=args.alarm_topic_arn,
+                    secret_environment=args.secret_environment, timeout_seconds=300,
                     reserved_concurrency=single_run, environment=rules_env,
                     statements=[
                         Statement(actions=["dynamodb:Query"],
@@ -272,7 +279,8 @@ class RuleEngine(pulumi.ComponentResource):
                 function=PythonFunctionArgs(
                     handler="functions.rules.backfill.lambda_handler",
                     description="engagement-loop: count a new date or window rule's history from the lake",
-                    region=region, log_retention_days=args.log_retention_days, alarm_topic_arn=args.alarm_topic_arn, timeout_seconds=900,
+                    region=region, log_retention_days=args.log_retention_days, alarm_topic_arn=args.alarm_topic_arn,
+                    secret_environment=args.secret_environment, timeout_seconds=900,
                     memory_mb=1024, reserved_concurrency=single_run,
                     environment={**rules_env, "ATHENA_WORKGROUP": lake.workgroup, "GLUE_DATABASE": lake.database,
                                  "EVENTS_TABLE": lake.table,

@@ -7,7 +7,7 @@ import runpy
 from unittest import mock
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import pulumi
 import pytest
@@ -146,12 +146,14 @@ class Graph:
         return documents
 
 
-def run_program(config: dict[str, str]) -> dict[str, Any]:
-    """Run __main__.py with `config` and return its resolved stack outputs.
+def run_program(config: dict[str, str], secret_keys: Sequence[str] = ()) -> dict[str, Any]:
+    """Run __main__.py with `config` (`secret_keys` marked secret, as `pulumi config set --secret` does) and return
+    its resolved stack outputs.
 
     Resources are recorded by the monitor; `pulumi.runtime.test` waits for every registration.
     """
-    pulumi.runtime.set_all_config(config)
+    # An explicit list, also when empty: a run must not inherit the previous run's secret keys.
+    pulumi.runtime.set_all_config(config, secret_keys=list(secret_keys))
     exported: dict[str, Any] = {}
     resolved: dict[str, Any] = {}
 
