@@ -41,17 +41,12 @@ RULES_MAX_AGE_SECONDS (60), COUNTER_TTL_DAYS (400), DEDUPE_HORIZON_HOURS (24), P
 
 from __future__ import annotations
 
-import decimal
 import enum
 import functools
 import hashlib
-import time
-from collections import Counter, defaultdict
-from dataclasses import dataclass, field, replace
-from datetime import date, timedelta
-from decimal import Decimal
-from itertools import groupby
-from typing import Any, Callable, Iterable, Iterator, Mapping, Protocol, Sequence
+from collections import Counter
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterator, Mapping
 
 import boto3
 from aws_lambda_powertools import Logger
@@ -60,19 +55,20 @@ from botocore.config import Config
 from botocore.exceptions import ClientError
 
 from functions.events.consumer_settings import DEFAULT_METRICS_NAMESPACE
-from functions.events.canonical import LAKE_PARTITION_KEY
-from functions.lake_names import InvalidName, check_glue_name, check_query_size, check_workgroup_name
+from functions.lake_names import InvalidName, check_glue_name, check_workgroup_name
 from functions.retraining.sql import DEFAULT_DATABASE, DEFAULT_TABLE
-from functions.retraining.sql import sql_identifier, sql_string  # one quoting rule for every generated query
 from functions.rules.aggregator import ACTIVATION_MARGIN_MS, publish_counts
-from functions.rules.evaluate import DAY_MS, DayBucket, apply_backfill, event_day
+from functions.rules.evaluate import apply_backfill
 from functions.rules.outbox import OutboxEntry
 from functions.rules.rules_source import Env, RulesSettings, RulesSource, S3RulesSource
 from functions.rules.model import Rule, RuleSet, RuleType
-from functions.rules.dynamo import error_code
 from functions.rules.activation import BackfillPass, BackfillStatus, PassKind, RuleMeta
+from functions.rules.backfill_query import (
+    ListedEvent, UserRows, anti_join, build_backfill_sql, each_user, merged_buckets, pass_query, user_rows,
+)
+from functions.rules.lake_queries import AthenaLakeQueries, LakeQueries, ResultsGone
 from functions.rules.dedupe import DEDUPE_HORIZON_HOURS, remember
-from functions.rules.store import CounterItem, CounterStore, StoreSettings, Write, counting_closes_ms
+from functions.rules.store import CounterItem, CounterStore, StoreSettings, Write
 
 logger = Logger()
 
@@ -86,10 +82,7 @@ one, with the rest of the hour for the transform's retries and a read backlog.""
 STOP_MARGIN_MS = 60_000
 """Stop merging this long before the function's time is up."""
 SAVE_EVERY_USERS = 200
-BACKFILL_COLUMNS = ("user_id", "event_day", "event_id", "arrival_time_ms", "events", "metric_sum")
 """A row is a user's day total (`event_id` and `arrival_time_ms` NULL) or one event."""
-_EPOCH = date(1970, 1, 1)
-_SUMS = decimal.Context(prec=38)  # as the counters add (DynamoDB numbers carry 38 digits)
 
 
 class BackfillCount(str, enum.Enum):
@@ -168,258 +161,6 @@ class BackfillSettings:
         return settings
 
 
-# --- the query ---------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class PassQuery:
-    """What one pass reads: the rule's events that arrived in [`from_ms`, `to_ms`) (`from_ms` None: as far
-    back as the rule's days reach), one row per event for those that arrived at or after `listed_from_ms`
-    or before `ambiguous_until_ms`, day totals for the others. A copy counts once when its original arrived
-    up to `lookback_ms` earlier, even before `from_ms` (the dedupe horizon)."""
-
-    rule: Rule
-    to_ms: int
-    from_ms: int | None = None
-    listed_from_ms: int | None = None
-    ambiguous_until_ms: int | None = None
-    lookback_ms: int = 0
-
-    @property
-    def before_ms(self) -> int:
-        """Arrivals before this are read: the activation, or earlier when a date rule's counting closed."""
-        closes = counting_closes_ms(self.rule)
-        return self.to_ms if closes is None else min(self.to_ms, closes)
-
-    @property
-    def read_from_ms(self) -> int | None:
-        return None if self.from_ms is None else self.from_ms - self.lookback_ms
-
-    def days(self) -> tuple[date, date] | None:
-        """The first and last `dt` partition (arrival day) to read; None if none can hold an event it counts.
-        The one clock makes this exact: an event arrives on or after the day it happened (event time is
-        clamped to arrival), and before the activation's day ends."""
-        rule = self.rule
-        if rule.rule_type is RuleType.WINDOW:
-            assert rule.window_days is not None
-            first = event_day(self.to_ms) - timedelta(days=rule.window_days)
-        elif rule.rule_type is RuleType.DATE:
-            assert rule.start_date is not None
-            first = rule.start_date
-        else:
-            raise ValueError(f"rule {rule.rule_id!r}: only date and window rules are backfilled")
-        if self.from_ms is not None:
-            if self.from_ms >= self.before_ms:
-                return None
-            first = max(first, event_day(self.read_from_ms))  # type: ignore[arg-type]
-        last = event_day(self.before_ms - 1)
-        return (first, last) if first <= last else None
-
-
-def pass_query(rule: Rule, backfill_pass: BackfillPass, *, horizon_ms: int, lateness_ms: int) -> PassQuery:
-    """The query of a pass. The first lists events one by one from max(horizon, lateness) before the
-    activation: within the horizon a producer's copy may arrive live later (and must find the id), within the
-    lateness the late pass must know what the first merged. The late pass reads only the lateness before the
-    activation, all one by one."""
-    to_ms = backfill_pass.to_ms
-    # A gap pass (a returning rule's) looks back one horizon only when its gap is longer than a horizon: for a
-    # shorter one the originals before the gap were counted live or merged within the horizon before the
-    # merge, and the counter's `seen` still has their ids — the look-back would add a day's partitions to the
-    # scan of every returning generation (docs/backfill.md, "Cost").
-    gap = backfill_pass.from_ms is not None
-    lookback_ms = horizon_ms if not gap or to_ms - backfill_pass.from_ms > horizon_ms else 0  # type: ignore[operator]
-    if backfill_pass.kind is PassKind.FIRST:
-        return PassQuery(rule=rule, to_ms=to_ms, from_ms=backfill_pass.from_ms,
-                         listed_from_ms=to_ms - max(horizon_ms, lateness_ms),
-                         ambiguous_until_ms=backfill_pass.ambiguous_until_ms, lookback_ms=lookback_ms)
-    late_from = to_ms - lateness_ms
-    from_ms = late_from if backfill_pass.from_ms is None else max(backfill_pass.from_ms, late_from)
-    return PassQuery(rule=rule, to_ms=to_ms, from_ms=from_ms, listed_from_ms=from_ms,
-                     ambiguous_until_ms=backfill_pass.ambiguous_until_ms, lookback_ms=lookback_ms)
-
-
-def backfill_days(rule: Rule, activation_ms: int) -> tuple[date, date] | None:
-    """The first and last `dt` partition (arrival day) a new rule's first pass reads; None if none can hold
-    an event it counts."""
-    return PassQuery(rule=rule, to_ms=activation_ms).days()
-
-
-def build_backfill_sql(rule: Rule, activation_ms: int, *, database: str, table: str,
-                       query: PassQuery | None = None) -> str:
-    """The Athena (Trino) SELECT of `BACKFILL_COLUMNS` for `query` (default: a new rule's whole history as
-    day totals): the rule's events that arrived before `activation_ms`, per user and event day (days since
-    1970-01-01, UTC) or one by one, ordered by user."""
-    query = query or PassQuery(rule=rule, to_ms=activation_ms)
-    # The one name check of every SQL builder (functions/lake_names.py).
-    table_name = (f"{sql_identifier(check_glue_name(database, 'database'))}."
-                  f"{sql_identifier(check_glue_name(table, 'table'))}")
-    days = query.days()
-    if days is None:
-        raise ValueError(f"rule {rule.rule_id!r}: nothing to backfill before {activation_ms}")
-    dt = sql_identifier(LAKE_PARTITION_KEY)
-    # The engine's time of an event: its event time, never after its arrival (the normaliser clamps it too).
-    moment = "least(e.event_time_ms, e.arrival_time_ms)"
-    conditions = [
-        # Plain string comparisons on the partition column (the arrival day), so Athena reads only these days.
-        f"e.{dt} >= {sql_string(days[0].isoformat())}",
-        f"e.{dt} <= {sql_string(days[1].isoformat())}",
-        # A rule never names a `trk_` event, so this also leaves the engine's own events out.
-        f"e.event_type = {sql_string(rule.event_name)}",
-        "e.user_id IS NOT NULL",
-        # The split with the aggregator, on the one clock: Kinesis arrival.
-        f"e.arrival_time_ms < {query.before_ms}",
-    ]
-    if query.read_from_ms is not None:
-        conditions.append(f"e.arrival_time_ms >= {query.read_from_ms}")
-    if rule.attribute_filter is not None:
-        name, value = rule.attribute_filter.name, rule.attribute_filter.value
-        conditions.append(f"element_at(e.attributes, {sql_string(name)}) = {sql_string(value)}")
-    if rule.rule_type is RuleType.DATE:
-        assert rule.start_date is not None and rule.finish_date is not None
-        first_ms = (rule.start_date - _EPOCH).days * DAY_MS
-        last_ms = ((rule.finish_date - _EPOCH).days + 1) * DAY_MS - 1
-        conditions.append(f"{moment} BETWEEN {first_ms} AND {last_ms}")
-    metric_name = rule.sum_condition.metric_name if rule.sum_condition else None
-    # The rule's metric, else the record's first one: map_values keeps the order the record gave them in.
-    metric = (f"element_at(e.metrics, {sql_string(metric_name)})" if metric_name
-              else "element_at(map_values(e.metrics), 1)")
-    # Through the double's shortest text, as the aggregator adds a metric (Decimal(str(value))), so the sums
-    # are exact decimals that match the stream's to the last digit.
-    value = f"CAST(CAST({metric} AS VARCHAR) AS DECIMAL(38, 17))"
-    listed_parts = []
-    if query.listed_from_ms is not None:
-        listed_parts.append(f"m.arrival_time_ms >= {query.listed_from_ms}")
-    if query.ambiguous_until_ms is not None:
-        listed_parts.append(f"m.arrival_time_ms < {query.ambiguous_until_ms}")
-    listed = " OR ".join(listed_parts) or "FALSE"
-    kept = "m.delivery = 1" + (f" AND m.arrival_time_ms >= {query.from_ms}" if query.from_ms is not None else "")
-    where = "\n        AND ".join(conditions)
-    # One rule per query; the sheet's cell limits keep the longest rule's query far below Athena's limit
-    # (docs/rules.md, "Sheet limits"), and this says so if a rule built in code does not.
-    return check_query_size(f"""\
-WITH matching AS (
-    SELECT e.user_id, e.event_id, e.arrival_time_ms,
-        CAST(floor({moment} / {DAY_MS}.0) AS BIGINT) AS event_day,
-        coalesce({value}, CAST(0 AS DECIMAL(38, 17))) AS metric_value,
-        row_number() OVER (PARTITION BY e.user_id, e.event_id ORDER BY e.arrival_time_ms) AS delivery
-    FROM {table_name} AS e
-    WHERE {where}
-), counted AS (
-    SELECT m.user_id, m.event_day, m.metric_value,
-        CASE WHEN {listed} THEN m.event_id END AS event_id,
-        CASE WHEN {listed} THEN m.arrival_time_ms END AS arrival_time_ms
-    FROM matching AS m
-    WHERE {kept}
-)
-SELECT c.user_id, c.event_day, c.event_id, max(c.arrival_time_ms) AS arrival_time_ms,
-    count(*) AS events,
-    sum(c.metric_value) AS metric_sum
-FROM counted AS c
-GROUP BY c.user_id, c.event_day, c.event_id
-ORDER BY 1, 2, 3
-""", f"rule {rule.rule_id!r}: the backfill query")
-
-
-@dataclass(frozen=True, slots=True)
-class ListedEvent:
-    """One event of a pass's result."""
-
-    event_id: str
-    day: date
-    arrival_ms: int
-    value: Decimal
-
-
-@dataclass(frozen=True, slots=True)
-class UserRows:
-    """One user's rows of a pass's result: day totals and events listed one by one."""
-
-    user_id: str
-    totals: list[DayBucket] = field(default_factory=list)
-    listed: list[ListedEvent] = field(default_factory=list)
-
-
-def user_rows(rows: Iterable[Sequence[str | None]]) -> Iterator[UserRows]:
-    """Result rows (strings, as Athena returns them, ordered by user) → each user's totals and events."""
-    for user_id, rows_of_user in groupby(rows, key=lambda row: row[0]):
-        assert user_id is not None
-        user = UserRows(user_id)
-        for _, day_text, event_id, arrival, count, total in rows_of_user:
-            day = _EPOCH + timedelta(days=int(day_text or 0))
-            if event_id is None:
-                user.totals.append(DayBucket(day, int(count or 0), _decimal(total)))
-            else:
-                user.listed.append(ListedEvent(event_id, day, int(arrival or 0), _decimal(total)))
-        yield user
-
-
-def _each(users: Iterable[UserRows]) -> Iterator[tuple[UserRows, frozenset[str]]]:
-    for user in users:
-        yield user, frozenset()
-
-
-def _anti_join(late: Iterable[UserRows], first: Iterable[UserRows]) -> Iterator[tuple[UserRows, frozenset[str]]]:
-    """Each user of the late pass with the event ids its first pass listed for that user: a merge-join of two
-    results both ordered by user (Athena's ORDER BY on varchar compares code points, as Python's `<` does),
-    holding one user of each in memory."""
-    first_users = iter(first)
-    current: UserRows | None = next(first_users, None)
-    previous: str | None = None
-    for user in late:
-        while current is not None and current.user_id < user.user_id:
-            previous = current.user_id
-            current = next(first_users, None)
-            if current is not None and previous is not None and current.user_id <= previous:
-                raise ValueError(f"first pass results out of order: {current.user_id!r} after {previous!r}")
-        listed = (frozenset(event.event_id for event in current.listed)
-                  if current is not None and current.user_id == user.user_id else frozenset())
-        yield user, listed
-
-
-def user_days(rows: Iterable[Sequence[str | None]]) -> Iterator[tuple[str, list[DayBucket]]]:
-    """Result rows → (user, that user's day totals, events listed one by one folded in)."""
-    for user in user_rows(rows):
-        yield user.user_id, _buckets(user.totals, user.listed)
-
-
-def _buckets(totals: Iterable[DayBucket], events: Iterable[ListedEvent]) -> list[DayBucket]:
-    days: dict[date, tuple[int, Decimal]] = defaultdict(lambda: (0, Decimal(0)))
-    for bucket in totals:
-        count, total = days[bucket.day]
-        days[bucket.day] = (count + bucket.count, _SUMS.add(total, bucket.sum))
-    for event in events:
-        count, total = days[event.day]
-        days[event.day] = (count + 1, _SUMS.add(total, event.value))
-    return [DayBucket(day, count, total) for day, (count, total) in sorted(days.items())]
-
-
-def _decimal(text: str | None) -> Decimal:
-    if not text:
-        return Decimal(0)
-    if "." in text and "e" not in text.lower():
-        text = text.rstrip("0").rstrip(".")  # DECIMAL(38, 17) pads; keep the stored sums readable
-    return Decimal(text)
-
-
-# --- running queries ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class QueryState:
-    """Where a query stands: QUEUED / RUNNING (still going when the wait ended), SUCCEEDED, FAILED, CANCELLED."""
-
-    state: str
-    reason: str | None = None
-
-    @property
-    def finished(self) -> bool:
-        return self.state in ("SUCCEEDED", "FAILED", "CANCELLED")
-
-
-class ResultsGone(Exception):
-    """A finished query's results can no longer be read (the result objects expired, or Athena forgot it)."""
-
-
 class _PassResultsGone(Exception):
     """`ResultsGone` while merging a pass, saying whose results: the pass's own query's (`own`: re-run it) or
     its first pass's (a late pass's anti-join: unrecoverable)."""
@@ -427,65 +168,6 @@ class _PassResultsGone(Exception):
     def __init__(self, query_id: str | None, *, own: bool, reason: str) -> None:
         super().__init__(f"{'own' if own else 'first pass'} query {query_id}: {reason}")
         self.query_id, self.own, self.reason = query_id, own, reason
-
-
-class LakeQueries(Protocol):
-    """Running a query over the lake."""
-
-    def start(self, sql: str, *, token: str) -> str:
-        """Start `sql`; the same `token` again returns the same query instead of starting another."""
-
-    def wait(self, query_id: str, *, timeout_seconds: float) -> QueryState: ...
-
-    def rows(self, query_id: str) -> Iterator[tuple[str | None, ...]]:
-        """The result rows (header excluded, in the query's ORDER BY), every value as text or None; raises
-        `ResultsGone` when a finished query's results cannot be read any more."""
-
-
-class AthenaLakeQueries:
-    """Amazon Athena, through a boto3 `athena` client."""
-
-    def __init__(self, client: Any, *, database: str, workgroup: str, output_location: str | None = None,
-                 poll_seconds: float = 2.0, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self._client, self._database, self._workgroup = client, database, workgroup
-        self._output_location, self._poll_seconds = output_location, poll_seconds
-        self._sleep, self._clock = sleep, clock
-
-    def start(self, sql: str, *, token: str) -> str:
-        request: dict[str, Any] = {"QueryString": sql, "ClientRequestToken": token, "WorkGroup": self._workgroup,
-                                   "QueryExecutionContext": {"Database": self._database}}
-        if self._output_location:
-            request["ResultConfiguration"] = {"OutputLocation": self._output_location}
-        return self._client.start_query_execution(**request)["QueryExecutionId"]
-
-    def wait(self, query_id: str, *, timeout_seconds: float) -> QueryState:
-        deadline = self._clock() + timeout_seconds
-        while True:
-            status = self._client.get_query_execution(QueryExecutionId=query_id)["QueryExecution"]["Status"]
-            state = QueryState(status["State"], status.get("StateChangeReason"))
-            left = deadline - self._clock()
-            if state.finished or left <= 0:
-                return state
-            self._sleep(min(self._poll_seconds, left))
-
-    def rows(self, query_id: str) -> Iterator[tuple[str | None, ...]]:
-        # GetQueryResults pages (NextToken, up to 1,000 rows each) through the result file Athena wrote to the
-        # workgroup's result location, in the query's ORDER BY; once that object expired (the lake bucket's
-        # lifecycle, queryResultsRetentionDays) or the query left Athena's history (45 days), it is refused.
-        header = True
-        pages = self._client.get_paginator("get_query_results").paginate(QueryExecutionId=query_id)
-        try:
-            for page in pages:
-                for row in page["ResultSet"]["Rows"]:
-                    if header:  # the first row of the first page holds the column names
-                        header = False
-                        continue
-                    yield tuple(cell.get("VarCharValue") for cell in row["Data"])
-        except ClientError as error:
-            if error_code(error) in ("InvalidRequestException", "ResourceNotFoundException"):
-                raise ResultsGone(f"query {query_id}: {error}") from error
-            raise
 
 
 # --- the backfill ------------------------------------------------------------------------------------
@@ -606,14 +288,14 @@ class Backfill:
 
         merged = 0
         try:
-            users = _each(user_rows(self._rows(backfill_pass.query_id, own=True)))
+            users = each_user(user_rows(self._rows(backfill_pass.query_id, own=True)))
             if backfill_pass.kind is PassKind.LATE:
                 # What the first pass read, not the counter's `seen` (which forgets past the dedupe horizon and
                 # the id cap): the late pass merges only the events its first pass did not list.
                 first = self._first_of(meta, backfill_pass)
                 if first is None or first.query_id is None:
                     raise _PassResultsGone(None, own=False, reason="the first pass recorded no query")
-                users = _anti_join(user_rows(self._rows(backfill_pass.query_id, own=True)),
+                users = anti_join(user_rows(self._rows(backfill_pass.query_id, own=True)),
                                    user_rows(self._rows(first.query_id, own=False)))
             for user, first_listed in users:
                 if backfill_pass.resume_after is not None and user.user_id <= backfill_pass.resume_after:
@@ -711,7 +393,7 @@ class Backfill:
                     fresh.append(event)
             if not totals and not fresh:
                 return None
-            days = _buckets(totals, fresh)
+            days = merged_buckets(totals, fresh)
             state, qualifications = apply_backfill(rule, item.state, days, backfill_pass.to_ms, user_id=user.user_id)
             # The mark carries the merge's clock: it must outlive the pass (a resume is minutes away), not more.
             entries = [*((event.event_id, event.arrival_ms) for event in fresh), (mark, now_ms)]

@@ -20,7 +20,7 @@ from moto import mock_aws
 from functions.events.canonical import CanonicalEvent, EventSource
 from functions.retraining.lake import duckdb_sql
 from functions.rules import aggregator, backfill, sweeper
-from functions.rules.backfill import QueryState
+from functions.rules.lake_queries import QueryState
 from functions.rules.outbox import OutboxEntry
 from functions.rules.model import RuleSet
 from functions.rules.store import CounterItem, CounterStore, StoreSettings

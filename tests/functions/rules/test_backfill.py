@@ -19,15 +19,9 @@ from botocore.stub import Stubber
 from functions.retraining.lake import write_lake
 from functions.rules import backfill as backfill_module
 from functions.rules.aggregator import Aggregator
-from functions.rules.backfill import (
-    AthenaLakeQueries,
-    Backfill,
-    BackfillCount,
-    BackfillSettings,
-    backfill_days,
-    build_backfill_sql,
-    lambda_handler,
-)
+from functions.rules.backfill import Backfill, BackfillCount, BackfillSettings, lambda_handler
+from functions.rules.backfill_query import backfill_days, build_backfill_sql
+from functions.rules.lake_queries import AthenaLakeQueries
 from functions.rules.evaluate import window_totals
 from functions.rules.model import AttributeFilter, CountCondition, Operator, Rule, RuleSet, RuleType, SumCondition
 from functions.rules.activation import BackfillStatus
