@@ -17,9 +17,14 @@ them, and runs `pulumi preview` / `pulumi up` on the local program in this direc
     done = up("dev", settings)
     print(done.outputs["rulesVersion"])
 
-Import it with the project directory on `sys.path` (it sits next to `__main__.py`). Without a CLI,
-`to_config_values` and `validate(settings, current_config)` still tell you whether settings are good, with
-the messages `pulumi preview` would print.
+Import it with the project directory on `sys.path` (it sits next to `__main__.py`).
+
+Checks come before the CLI: `preview` and `up` first validate the settings over the stack file on disk
+(`Pulumi.<stack>.yaml`, read by `components.stack_file`, the reader `python -m cli stack check` uses) and
+raise `ConfigError` listing every problem; only then do they need the Pulumi CLI, and without one they raise
+`PulumiCliMissing`, which says how to install it (https://www.pulumi.com/docs/install/). Without a CLI,
+`to_config_values`, `validate(settings, current_config)` and `validate_stack_file(stack_name, settings)`
+still tell you whether settings are good, with the messages `pulumi preview` would print.
 
 Choices worth knowing:
 
@@ -58,7 +63,10 @@ from typing import Any, Callable, Mapping, Protocol
 
 from pulumi import automation as auto
 
-from components.config import KEYS, PROJECT, PROJECT_DIR, ConfigError, SecretKeys, StackConfig, parse_stack_config
+from components.config import (
+    KEYS, PROJECT, PROJECT_DIR, ConfigError, SecretKeys, StackConfig, parse_stack_config, unknown_key_problem,
+)
+from components.stack_file import StackFile, read_stack_file, stack_config_of
 from functions.retraining.settings import ImportMode, TrainingMode
 
 REGION_KEY = "aws:region"
@@ -116,8 +124,7 @@ class StackSettings:
                 problems.append(f"StackSettings.extra[{key!r}]: {key} has its own field; "
                                 f"use StackSettings.{_FIELD_OF_KEY[name]}")
             elif name not in KEYS:
-                problems.append(f"{PROJECT}:{name} is not a setting of this program "
-                                f"(known: {', '.join(sorted(KEYS))}); remove it or fix its spelling")
+                problems.append(unknown_key_problem(name))
             elif not isinstance(value, (str, int, bool)):
                 # The value is not shown: it may be the new value of a key the stack keeps secret.
                 problems.append(f"StackSettings.extra[{key!r}] is a {type(value).__name__}: expected text, a "
@@ -127,6 +134,22 @@ class StackSettings:
         if problems:
             raise ConfigError(problems)
         object.__setattr__(self, "extra", MappingProxyType(extra))
+
+
+PULUMI_INSTALL_URL = "https://www.pulumi.com/docs/install/"
+
+
+class PulumiCliMissing(RuntimeError):
+    """The Pulumi CLI, which `select_stack`, `preview` and `up` drive, is not installed (not on `PATH`).
+    Raised after the settings and the stack file were validated, before any stack is touched."""
+
+    def __init__(self, detail: str = "no `pulumi` on PATH"):
+        super().__init__(
+            f"the Pulumi CLI is not installed ({detail}): the Automation API runs it for select_stack, preview "
+            f"and up. Install it ({PULUMI_INSTALL_URL}, e.g. `curl -fsSL https://get.pulumi.com | sh`) and put "
+            "it on PATH, or pass LocalWorkspaceOptions(pulumi_command=...). Without it, "
+            "`python -m cli stack check Pulumi.<stack>.yaml`, `validate` and `to_config_values` still check "
+            "settings offline.")
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,13 +205,44 @@ def to_config_values(settings: StackSettings, *, project_dir: str | Path = PROJE
     return _translate(settings, Path(project_dir))[0]
 
 
-def validate(settings: StackSettings, current_config: Mapping[str, auto.ConfigValue | str], *,
+def validate(settings: StackSettings, current_config: Mapping[str, auto.ConfigValue | Any], *,
              project_dir: str | Path = PROJECT_DIR) -> StackConfig:
-    """Parse the stack config as it would be after applying `settings` over `current_config` (e.g.
-    `stack.get_all_config()`), with the program's own parser: raises `ConfigError` with the problems
-    `pulumi preview` would report, including every problem of the rules sheet. Writes nothing."""
+    """Parse the stack config as it would be after applying `settings` over `current_config`, with the
+    program's own parser: raises `ConfigError` with the problems `pulumi preview` would report, including
+    every problem of the rules sheet. Writes nothing; needs no CLI.
+
+    `current_config` is `stack.get_all_config()` (`ConfigValue`s), plain strings, or a stack file's `config:`
+    mapping as YAML reads it (lists, numbers, booleans, `{secure: …}`), which is read as
+    `components.stack_file` reads stack files: a secure value counts as present and secret, and is not
+    checked. To check a stack file on disk, `validate_stack_file` reads it for you."""
     values, sheet = _translate(settings, Path(project_dir))
     return _validated(values, current_config, sheet, Path(project_dir))
+
+
+def stack_file_path(stack_name: str, *, project_dir: str | Path = PROJECT_DIR) -> Path:
+    """Where the CLI keeps the stack's config: `Pulumi.<stack>.yaml` in the project directory (or in
+    Pulumi.yaml's `stackConfigDir`); an `org/project/stack` name uses its last part."""
+    project = Path(project_dir)
+    config_dir = project
+    try:
+        import yaml
+
+        project_file = yaml.safe_load((project / "Pulumi.yaml").read_text(encoding="utf-8")) or {}
+        if isinstance(project_file, dict) and isinstance(project_file.get("stackConfigDir"), str):
+            config_dir = project / project_file["stackConfigDir"]
+    except (OSError, ValueError):  # no or unreadable Pulumi.yaml: the CLI will say so
+        pass
+    return config_dir / f"Pulumi.{stack_name.rsplit('/', 1)[-1]}.yaml"
+
+
+def validate_stack_file(stack_name: str, settings: StackSettings = StackSettings(), *,
+                        project_dir: str | Path = PROJECT_DIR) -> StackConfig:
+    """`validate` over the stack file on disk (`stack_file_path`; a missing file is an empty config, as for
+    the CLI), read with the one stack-file reader. Raises `ConfigError`; writes nothing; needs no CLI."""
+    path = stack_file_path(stack_name, project_dir=project_dir)
+    current = read_stack_file(path) if path.is_file() else StackFile(path, stack_name, {}, frozenset())
+    values, sheet = _translate(settings, Path(project_dir))
+    return _validated(values, current, sheet, Path(project_dir))
 
 
 def apply(stack: ConfigurableStack, settings: StackSettings, *,
@@ -229,16 +283,27 @@ def select_stack(stack_name: str, *, project_dir: str | Path = PROJECT_DIR, crea
     stack files), created first when `create` is true. `opts` passes e.g. environment variables
     (`AWS_PROFILE`, `PULUMI_CONFIG_PASSPHRASE`) to every CLI command. Needs the Pulumi CLI."""
     work_dir = str(Path(project_dir).resolve())
-    if create:
-        return auto.create_or_select_stack(stack_name, work_dir=work_dir, opts=opts)
-    return auto.select_stack(stack_name, work_dir=work_dir, opts=opts)
+    if not _cli_found(opts):
+        raise PulumiCliMissing()
+    try:
+        if create:
+            return auto.create_or_select_stack(stack_name, work_dir=work_dir, opts=opts)
+        return auto.select_stack(stack_name, work_dir=work_dir, opts=opts)
+    except FileNotFoundError as error:
+        # The Automation API starts the CLI as a subprocess; a `pulumi` that vanished or an env_vars PATH without it
+        # ends here.
+        if Path(str(error.filename or "")).name.startswith("pulumi"):
+            raise PulumiCliMissing(f"cannot run {error.filename!r}") from None
+        raise
 
 
 def preview(stack_name: str, settings: StackSettings, *, project_dir: str | Path = PROJECT_DIR,
             create: bool = False, opts: auto.LocalWorkspaceOptions | None = None,
             on_output: Callable[[str], Any] | None = print) -> PreviewOutcome:
-    """Apply `settings` to the stack's config, then run `pulumi preview`. Needs the Pulumi CLI and AWS
-    credentials."""
+    """Validate `settings` over the stack file on disk (`validate_stack_file`: `ConfigError`, before the CLI is
+    needed), then apply them to the stack's config and run `pulumi preview`. Needs the Pulumi CLI
+    (`PulumiCliMissing` when it is not installed) and AWS credentials."""
+    validate_stack_file(stack_name, settings, project_dir=project_dir)
     stack = select_stack(stack_name, project_dir=project_dir, create=create, opts=opts)
     changes = apply(stack, settings, project_dir=project_dir)
     result = stack.preview(on_output=on_output)
@@ -248,8 +313,10 @@ def preview(stack_name: str, settings: StackSettings, *, project_dir: str | Path
 def up(stack_name: str, settings: StackSettings, *, project_dir: str | Path = PROJECT_DIR,
        create: bool = False, opts: auto.LocalWorkspaceOptions | None = None,
        on_output: Callable[[str], Any] | None = print) -> UpOutcome:
-    """Apply `settings` to the stack's config, then run `pulumi up`; returns the outputs as plain values.
-    Needs the Pulumi CLI and AWS credentials."""
+    """Validate `settings` over the stack file on disk (`validate_stack_file`: `ConfigError`, before the CLI is
+    needed), then apply them to the stack's config and run `pulumi up`; returns the outputs as plain values.
+    Needs the Pulumi CLI (`PulumiCliMissing` when it is not installed) and AWS credentials."""
+    validate_stack_file(stack_name, settings, project_dir=project_dir)
     stack = select_stack(stack_name, project_dir=project_dir, create=create, opts=opts)
     changes = apply(stack, settings, project_dir=project_dir)
     result = stack.up(on_output=on_output)
@@ -282,25 +349,47 @@ def _translate(settings: StackSettings, project_dir: Path) -> tuple[dict[str, au
     return values, sheet
 
 
-def _validated(values: Mapping[str, auto.ConfigValue], current: Mapping[str, auto.ConfigValue | str],
+def _validated(values: Mapping[str, auto.ConfigValue], current: Mapping[str, auto.ConfigValue | Any] | StackFile,
                sheet: _Sheet | None, project_dir: Path) -> StackConfig:
-    merged = {key: _plain(value) for key, value in current.items()}
+    if not isinstance(current, StackFile):
+        # Values read from YAML (lists, numbers, `{secure: …}`) go through the one stack-file reader; the
+        # CLI's `ConfigValue`s are already the engine's strings.
+        read = stack_config_of({key: value for key, value in current.items()
+                                if not isinstance(value, auto.ConfigValue)})
+        known = {key: value for key, value in current.items() if isinstance(value, auto.ConfigValue)}
+    else:
+        read, known = current, {}
+    merged = {**read.program_config(), **{key: value.value for key, value in known.items()}}
     merged.update((key, value.value) for key, value in values.items())
     prefix = f"{PROJECT}:"
     raw = {key[len(prefix):]: value for key, value in merged.items() if key.startswith(prefix)}
     region = merged.get(REGION_KEY)
     # `get_all_config` reads with --show-secrets, so values are plain text here: the keys the stack keeps
     # secret (and `apply` keeps secret when it writes them) go to the parser, which never shows their values.
-    secrets = _secret_keys(current, values)
-    if sheet is None or not sheet.needs_copy:
-        return parse_stack_config(raw, region=region, project_dir=project_dir, secret_keys=secrets)
-    # Parse the outside sheet where the program will read it, under its project path, so the messages
-    # name that path as `pulumi preview` would — without writing into the project before it is valid.
-    with tempfile.TemporaryDirectory() as staging:
-        staged = Path(staging) / sheet.config_path
-        staged.parent.mkdir(parents=True)
-        shutil.copyfile(sheet.source, staged)
-        return parse_stack_config(raw, region=region, project_dir=Path(staging), secret_keys=secrets)
+    secrets = SecretKeys(_secret_keys(known, values).keys | read.secure)
+    try:
+        if sheet is None or not sheet.needs_copy:
+            parsed = parse_stack_config(raw, region=region, project_dir=project_dir, secret_keys=secrets)
+        else:
+            # Parse the outside sheet where the program will read it, under its project path, so the messages
+            # name that path as `pulumi preview` would — without writing into the project before it is valid.
+            with tempfile.TemporaryDirectory() as staging:
+                staged = Path(staging) / sheet.config_path
+                staged.parent.mkdir(parents=True)
+                shutil.copyfile(sheet.source, staged)
+                parsed = parse_stack_config(raw, region=region, project_dir=Path(staging), secret_keys=secrets)
+    except ConfigError as error:
+        raise ConfigError([*read.problems, *error.problems]) from None
+    if read.problems:
+        raise ConfigError(list(read.problems))
+    return parsed
+
+
+def _cli_found(opts: auto.LocalWorkspaceOptions | None) -> bool:
+    """Whether the Automation API will find a Pulumi CLI: one passed in `opts`, else `pulumi` on PATH."""
+    if opts is not None and getattr(opts, "pulumi_command", None) is not None:
+        return True
+    return shutil.which("pulumi") is not None
 
 
 def _secret_keys(*configs: Mapping[str, auto.ConfigValue | str]) -> SecretKeys:
@@ -341,10 +430,6 @@ def _text(value: ExtraValue | enum.Enum) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
-
-
-def _plain(value: auto.ConfigValue | str) -> str:
-    return value if isinstance(value, str) else value.value
 
 
 def _kind(key: str) -> str | None:

@@ -10,6 +10,7 @@ prints without a stack trace.
 
 from __future__ import annotations
 
+import difflib
 import enum
 import json
 import re
@@ -112,6 +113,20 @@ class SecretKeys:
         for part in sorted({p.strip() for p in parts if p and p.strip()}, key=len, reverse=True):
             text = text.replace(part, SECRET_SHOWN)
         return text
+
+
+def unknown_key_problem(name: str) -> str:
+    """The problem with a key this program does not read, suggesting the nearest known key for a typo
+    (`retrainShedule` → `retrainSchedule`); the program, `automation` and `cli stack check` all say this."""
+    name = name.removeprefix(f"{PROJECT}:")
+    nearest = difflib.get_close_matches(name, list(KEYS), n=1, cutoff=0.6) or difflib.get_close_matches(
+        name.lower(), {key.lower(): key for key in KEYS}, n=1, cutoff=0.6)
+    if nearest:
+        suggestion = {key.lower(): key for key in KEYS}.get(nearest[0], nearest[0])
+        return (f"{PROJECT}:{name} is not a setting of this program; did you mean {PROJECT}:{suggestion}? "
+                "Fix its spelling, or remove it")
+    return (f"{PROJECT}:{name} is not a setting of this program (known: {', '.join(sorted(KEYS))}); "
+            "remove it or fix its spelling")
 
 
 def _full_key(name: str) -> str:
@@ -454,9 +469,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, region: str | None,
     elif not _REGION.match(region):
         reader.fail("aws:region", region, "expected a region name such as eu-west-1")
         region = None
-    for key in sorted(set(raw) - set(KEYS)):
-        reader.problems.append(f"{PROJECT}:{key} is not a setting of this program "
-                               f"(known: {', '.join(sorted(KEYS))}); remove it or fix its spelling")
+    reader.problems.extend(unknown_key_problem(key) for key in sorted(set(raw) - set(KEYS)))
 
     sources = SourcesConfig(
         pinpoint_project_id=reader.read(

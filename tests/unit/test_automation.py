@@ -45,6 +45,7 @@ def project(tmp_path) -> Path:
     root = tmp_path / "project"
     (root / "rules").mkdir(parents=True)
     shutil.copyfile(SAMPLE_SHEET, root / "rules" / "sample.csv")
+    shutil.copyfile(ROOT / "Pulumi.dev.yaml", root / "Pulumi.dev.yaml")
     return root
 
 
@@ -160,12 +161,13 @@ def test_a_missing_outside_sheet_is_named(project, tmp_path):
     assert problem.startswith(f"engagement-loop:rulesSheet = '{tmp_path / 'nope.csv'}': cannot read ")
 
 
-def test_unknown_extra_keys_are_rejected_with_the_known_keys_listed():
+def test_unknown_extra_keys_are_rejected_with_the_nearest_key_or_the_known_keys_listed():
     with pytest.raises(ConfigError) as error:
         StackSettings(extra={"gateMetrc": "x", "engagement-loop:nope": "y"})
     known = ", ".join(sorted(KEYS))
     assert error.value.problems == [
-        f"engagement-loop:gateMetrc is not a setting of this program (known: {known}); remove it or fix its spelling",
+        "engagement-loop:gateMetrc is not a setting of this program; did you mean engagement-loop:gateMetric? "
+        "Fix its spelling, or remove it",
         f"engagement-loop:nope is not a setting of this program (known: {known}); remove it or fix its spelling",
     ]
 
@@ -346,6 +348,7 @@ def test_apply_keeps_a_secret_key_secret_and_out_of_the_diff(project):
 @pytest.fixture
 def automation_calls(monkeypatch):
     calls: list[tuple] = []
+    monkeypatch.setattr(automation, "_cli_found", lambda opts: True)  # these fakes stand in for the CLI
     monkeypatch.setattr(auto, "select_stack", lambda *a, **k: calls.append(("select_stack", a, k)) or "selected")
     monkeypatch.setattr(auto, "create_or_select_stack",
                         lambda *a, **k: calls.append(("create_or_select_stack", a, k)) or "created")
@@ -397,9 +400,90 @@ def test_nothing_runs_when_settings_are_invalid(monkeypatch, project):
     monkeypatch.setattr(automation, "select_stack", lambda name, **kw: stack)
     with pytest.raises(ConfigError):
         automation.up("dev", StackSettings(retrain_schedule="every day"), project_dir=project)
-    assert stack.calls == [("get_all_config",)]
+    assert stack.calls == []  # checked against the stack file on disk: the stack is never selected
 
 
 def test_the_module_says_what_was_not_run():
     doc = automation.__doc__
     assert "Pulumi CLI" in doc and "AWS credentials" in doc and "never run" in doc
+
+
+# --- before the CLI (issue 11 item 2) -------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_pulumi_on_path(monkeypatch, tmp_path):
+    """A PATH without any `pulumi`, as on a machine where the CLI was never installed."""
+    empty = tmp_path / "empty-bin"
+    empty.mkdir()
+    monkeypatch.setenv("PATH", str(empty))
+    assert shutil.which("pulumi") is None
+
+
+@pytest.mark.parametrize("run", [automation.preview, automation.up])
+def test_bad_settings_raise_config_error_before_the_cli_is_needed(no_pulumi_on_path, project, run):
+    with pytest.raises(ConfigError) as error:
+        run("dev", StackSettings(scoring={"_email.open": "fifty"}), project_dir=project)
+    assert any("engagement-loop:scoring" in problem and "fifty" in problem for problem in error.value.problems)
+
+
+@pytest.mark.parametrize("run", [automation.preview, automation.up])
+def test_good_settings_without_the_cli_raise_one_clear_error(no_pulumi_on_path, project, run):
+    with pytest.raises(automation.PulumiCliMissing) as error:
+        run("dev", StackSettings(scoring={"_email.open": 50}), project_dir=project)
+    message = str(error.value)
+    assert "Pulumi CLI is not installed" in message and "https://www.pulumi.com/docs/install/" in message
+    assert "stack check" in message
+
+
+def test_select_stack_without_the_cli_raises_the_clear_error(no_pulumi_on_path, project):
+    with pytest.raises(automation.PulumiCliMissing):
+        automation.select_stack("dev", project_dir=project)
+
+
+def test_a_cli_that_cannot_be_started_is_the_same_clear_error(monkeypatch, project):
+    monkeypatch.setattr(automation, "_cli_found", lambda opts: True)
+
+    def missing(*args, **kwargs):
+        raise FileNotFoundError(2, "No such file or directory", "pulumi")
+
+    monkeypatch.setattr(auto, "select_stack", missing)
+    with pytest.raises(automation.PulumiCliMissing, match="cannot run 'pulumi'"):
+        automation.select_stack("dev", project_dir=project)
+
+
+def test_problems_of_the_stack_file_on_disk_are_reported_before_the_cli(no_pulumi_on_path, project):
+    stack_file = project / "Pulumi.dev.yaml"
+    stack_file.write_text(stack_file.read_text().replace("engagement-loop:retrainSchedule:",
+                                                         "engagement-loop:retrainShedule:"))
+    with pytest.raises(ConfigError) as error:
+        automation.preview("dev", StackSettings(history_days=7), project_dir=project)
+    assert error.value.problems == [
+        "engagement-loop:retrainShedule is not a setting of this program; did you mean "
+        "engagement-loop:retrainSchedule? Fix its spelling, or remove it"]
+
+
+def test_a_missing_stack_file_is_an_empty_config_as_for_the_cli(no_pulumi_on_path, project):
+    (project / "Pulumi.dev.yaml").unlink()
+    with pytest.raises(ConfigError) as error:
+        automation.up("dev", StackSettings(), project_dir=project, create=True)
+    assert "aws:region is required" in error.value.problems[0]
+
+
+def test_validate_reads_yaml_values_of_every_type(project):
+    """A stack file's `config:` as YAML reads it (lists, numbers, booleans, secure values) used to crash with
+    AttributeError; it is read as the engine hands it over."""
+    current = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
+    current["engagement-loop:appStreamShards"] = 3
+    current["engagement-loop:rulesReservedConcurrency"] = True
+    current["engagement-loop:gateMetric"] = {"secure": "v1:AAAAciphertext"}
+    config = validate(StackSettings(), current, project_dir=project)
+    assert config.sources.app_stream_shards == 3 and config.rules.reserve_concurrency is True
+    assert config.retraining.history_days == -1 and len(config.retraining.scoring.values) == 4
+    assert config.holds_secrets  # the secure key is present and secret
+
+
+def test_validate_stack_file_needs_no_cli(no_pulumi_on_path, project):
+    config = automation.validate_stack_file("dev", StackSettings(training_mode="AUTO"), project_dir=project)
+    assert config.retraining.training_mode is TrainingMode.AUTO
+    assert automation.stack_file_path("acme/engagement-loop/dev", project_dir=project) == project / "Pulumi.dev.yaml"

@@ -238,3 +238,11 @@ def test_a_bad_app_may_report_names_the_key_once_with_the_consumers_rule():
     [problem] = problems(valid(appMayReport=json.dumps([f"_campaign.t{i}" for i in range(21)])))
     assert problem.startswith("engagement-loop:appMayReport = ") and "more than 20" in problem
     assert problem.count("engagement-loop:appMayReport") == 1
+
+
+def test_a_misspelt_key_gets_the_nearest_known_key():
+    found = problems(valid(retrainShedule="rate(1 day)"))
+    assert ("engagement-loop:retrainShedule is not a setting of this program; did you mean "
+            "engagement-loop:retrainSchedule? Fix its spelling, or remove it") in found
+    found = problems(valid(RETRAINSCHEDULE="rate(1 day)"))
+    assert any("did you mean engagement-loop:retrainSchedule?" in p for p in found)
