@@ -1,7 +1,9 @@
 """`python -m cli rules …`: work with rules sheets locally.
 
 `rules check SHEET.csv` validates a sheet exactly as a deployment would: every problem is printed to stderr
-as `SHEET.csv: row N, column X: …` and the exit status is 2; a good sheet prints a summary and exits 0.
+as `SHEET.csv: row N, column X: …` and the exit status is 2; a good sheet prints a summary (what each rule
+counts and, in plain words, what its action does) and exits 0, its warnings (a row without a RuleId, a
+sheet without rules) on stderr. The columns, operators and sentinels: docs/rules.md, "Writing rules".
 
 `rules replay --rules SHEET.csv EVENTS.jsonl` runs the real aggregator and dispatcher handlers over raw stream
 records (one per line, exactly as on the stream) against moto's embedded AWS, optionally with injected
@@ -20,15 +22,21 @@ from typing import TextIO
 
 from functions.rules.model import Rule, RuleSet
 
-from functions.rules.sheet import RulesSheetError, parse_rules_sheet
+from functions.rules.sheet import RulesSheetError, check_rules_sheet
 
 EXIT_OK, EXIT_FAILED, EXIT_PROBLEMS = 0, 1, 2
+RULES_REFERENCE = "docs/rules.md (\"Writing rules\")"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     group = subparsers.add_parser("rules", help="rules sheet tools", description=__doc__.splitlines()[0])
     commands = group.add_subparsers(dest="command", required=True, metavar="{check,replay}")
-    check = commands.add_parser("check", help="validate a rules sheet and summarise its rules")
+    check = commands.add_parser(
+        "check", help="validate a rules sheet and summarise its rules",
+        description="Validate a rules sheet as a deployment would: every problem as `row N, column X: …` "
+                    "(exit 2), or a summary of the rules and what each action does (exit 0; warnings on stderr).",
+        epilog=f"How to write a rules sheet (every column, operator and sentinel, with worked examples): "
+               f"{RULES_REFERENCE}")
     check.add_argument("sheet", type=Path, metavar="SHEET.csv", help="the rules sheet (CSV)")
     check.set_defaults(func=check_command)
 
@@ -63,13 +71,15 @@ def check_command(args: argparse.Namespace, *, out: TextIO | None = None, err: T
         print(f"{path}: cannot read: {error.strerror or error}", file=err)
         return EXIT_PROBLEMS
     try:
-        rule_set = parse_rules_sheet(text, source_name=str(path))
+        checked = check_rules_sheet(text, source_name=str(path))
     except RulesSheetError as error:
         for line in error.lines():
             print(line, file=err)
-        print(f"{path}: {len(error.problems)} problem(s); the sheet was not accepted", file=err)
+        print(f"{path}: {len(error.problems):,} problem(s); the sheet was not accepted", file=err)
         return EXIT_PROBLEMS
-    print(summary(rule_set, str(path)), file=out)
+    for warning in checked.warnings:
+        print(f"{path}: warning: {warning}", file=err)
+    print(summary(checked.rules, str(path)), file=out)
     return EXIT_OK
 
 
@@ -94,7 +104,7 @@ def replay_command(args: argparse.Namespace, *, out: TextIO | None = None, err: 
     except RulesSheetError as error:
         for line in error.lines():
             print(line, file=err)
-        print(f"{args.rules}: {len(error.problems)} problem(s); the sheet was not accepted", file=err)
+        print(f"{args.rules}: {len(error.problems):,} problem(s); the sheet was not accepted", file=err)
         return EXIT_PROBLEMS
     except ReplayError as error:
         print(f"replay failed: {error}", file=err)
@@ -111,22 +121,23 @@ SUMMARY_COLUMNS = ("rule id", "type", "event", "filter", "conditions", "window/d
 
 
 def summary(rule_set: RuleSet, source_name: str) -> str:
-    """A plain-text table of the rules, one line each, under a count and the content version."""
+    """A plain-text table of the rules, one line each, under a count and the content version; the action
+    column says in plain words what the action does (`Rule.action_description`)."""
     rows = [SUMMARY_COLUMNS, *(_summary_row(rule) for rule in rule_set)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(SUMMARY_COLUMNS))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * width for width in widths))
     plural = "" if len(rule_set) == 1 else "s"
-    return "\n".join([f"{source_name}: {len(rule_set)} rule{plural}, version {rule_set.version}", *lines])
+    return "\n".join([f"{source_name}: {len(rule_set):,} rule{plural}, version {rule_set.version}", *lines])
 
 
 def _summary_row(rule: Rule) -> tuple[str, ...]:
     conditions = []
     if rule.count_condition:
-        conditions.append(f"count {rule.count_condition.operator.symbol} {rule.count_condition.target}")
+        conditions.append(f"count {rule.count_condition.operator.symbol} {rule.count_condition.target:,}")
     if rule.sum_condition:
         metric = rule.sum_condition.metric_name or "first metric"
-        conditions.append(f"sum({metric}) {rule.sum_condition.operator.symbol} {rule.sum_condition.target}")
+        conditions.append(f"sum({metric}) {rule.sum_condition.operator.symbol} {rule.sum_condition.target:,f}")
     if rule.window_days is not None:
         scope = f"last {rule.window_days}d"
     elif rule.start_date and rule.finish_date:
@@ -134,7 +145,6 @@ def _summary_row(rule: Rule) -> tuple[str, ...]:
     else:
         scope = "all time"
     flt = rule.attribute_filter
-    action = f"event {rule.action_name}, reset" if rule.reset else f"{rule.action_name} = ready"
     return (
         rule.rule_id,
         rule.rule_type.value,
@@ -142,5 +152,5 @@ def _summary_row(rule: Rule) -> tuple[str, ...]:
         f"{flt.name} = {flt.value}" if flt else "-",
         " and ".join(conditions),
         scope,
-        action,
+        rule.action_description,
     )

@@ -1,6 +1,7 @@
 """The scoring model: which event types count as engagement, and what each is worth to Personalize.
 
-It comes from stack config (`engagement-loop:scoring`) or, for local previews, a CSV `EVENT_TYPE,EVENT_VALUE`.
+It comes from stack config (`engagement-loop:scoring`, a list of `EVENT_TYPE=VALUE` entries) or, for local
+previews, a CSV `EVENT_TYPE,EVENT_VALUE` (separated by `,`, `;`, tabs or `|`, as spreadsheets save it).
 Every form goes through one validator (`_validated`, behind the constructor and every loader), so the
 stack, the CLI and the Lambda agree on what a valid model is, and every problem is reported with where it
 is and how to fix it.
@@ -12,6 +13,7 @@ import csv
 import io
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -22,6 +24,10 @@ EXPOSURE_EVENT_TYPE = "_custom.recommender"
 """Recommendation exposures: what was shown, never engagement itself."""
 MAX_SCORED_EVENT_TYPES = 10  # Amazon Personalize accepts at most 10 event types in an events configuration.
 CSV_HEADER = ("EVENT_TYPE", "EVENT_VALUE")
+CONFIG_FIX = ("`pulumi config set --path 'scoring[0]' _email.open=50`, "
+              "`pulumi config set --path 'scoring[1]' _email.click=100`")
+"""How the messages say to set the model: the list form `Pulumi.yaml` declares, one entry per event type."""
+_DECIMAL_COMMA = re.compile(r"\s*[-+]?\d+,\d+\s*")
 
 
 class ScoringError(ValueError):
@@ -91,14 +97,14 @@ class ScoringModel:
             try:
                 value = json.loads(value)
             except json.JSONDecodeError as error:
-                raise ScoringError([f"{source}: not valid JSON ({error.msg}); write an object such as "
-                                    '{"_email.open": 50, "_email.click": 100}']) from None
+                raise ScoringError([f"{source}: not valid JSON ({error.msg}); set the model as a list, one "
+                                    f"EVENT_TYPE=VALUE entry per event type: {CONFIG_FIX}"]) from None
         if isinstance(value, Mapping):
             return cls.from_mapping(value, source=source)
         if isinstance(value, list):
             return cls.from_entries(value, source=source)
-        raise ScoringError([f"{source}: expected an object of event type → value, e.g. "
-                            f'{{"_email.open": 50, "_email.click": 100}}, got {type(value).__name__}'])
+        raise ScoringError([f"{source}: expected a list of EVENT_TYPE=VALUE entries (or an object of event "
+                            f"type → value), got {type(value).__name__}; set it as a list: {CONFIG_FIX}"])
 
     @classmethod
     def from_stack_file(cls, path: str | Path) -> "ScoringModel":
@@ -112,29 +118,46 @@ class ScoringModel:
             raise ScoringError([f"{path}: not valid YAML: {error}"]) from None
         config = document.get("config") if isinstance(document, dict) else None
         if not isinstance(config, dict) or CONFIG_KEY not in config:
-            raise ScoringError([f"{path}: no `{CONFIG_KEY}` under `config:`; add it, e.g. "
-                                f'`{CONFIG_KEY}: {{"_email.open": 50, "_email.click": 100}}`'])
+            raise ScoringError([f"{path}: no `{CONFIG_KEY}` under `config:`; add it, one EVENT_TYPE=VALUE entry "
+                                f"per event type: {CONFIG_FIX}"])
         return cls.from_config_value(config[CONFIG_KEY], source=f"{path}, config {CONFIG_KEY}")
 
     @classmethod
     def from_csv(cls, path: str | Path) -> "ScoringModel":
-        """From a CSV with header `EVENT_TYPE,EVENT_VALUE` (any case), one event type per row."""
+        """From a CSV with header `EVENT_TYPE,EVENT_VALUE` (any case), one event type per row; UTF-8 with or
+        without a BOM, any line ends, separated by `,`, `;`, tabs or `|` (read from the header line, as the
+        rules sheet is). In a `;` file, the separator of locales whose decimal mark is a comma, a value such
+        as `0,5` is 0.5."""
+        from functions.rules.sheet import detect_delimiter, header_seen
+
         path = Path(path)
-        reader = csv.reader(io.StringIO(path.read_text(encoding="utf-8-sig")))
-        header = [cell.strip().upper() for cell in next(reader, [])]
-        if tuple(header) != CSV_HEADER:
-            raise ScoringError([f"{path}, row 1: header is {','.join(header) or '(empty)'}; "
-                                f"the first row must be {','.join(CSV_HEADER)}"])
+        try:
+            text = path.read_text(encoding="utf-8-sig")
+        except UnicodeDecodeError as error:
+            raise ScoringError([f"{path}: not UTF-8 text (byte {error.start:,}); save the file as CSV UTF-8"]) from None
+        delimiter = detect_delimiter(text, frozenset(column.lower() for column in CSV_HEADER))
+        reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
+        try:
+            raw_header = next(reader, [])
+        except csv.Error as error:
+            raise ScoringError([f"{path}, row 1: not a readable CSV file ({error})"]) from None
+        if tuple(cell.strip().upper() for cell in raw_header) != CSV_HEADER:
+            seen = header_seen(raw_header, delimiter) if any(c.strip() for c in raw_header) else "it is empty"
+            raise ScoringError([f"{path}, row 1: the header must be {','.join(CSV_HEADER)}, but {seen}; write "
+                                f"{' and '.join(CSV_HEADER)} in the first row"])
         items: list[tuple[str, Any, Any]] = []
         problems: list[str] = []
-        for row in reader:
+        for row in _rows(reader, path, problems):
             where = f"row {reader.line_num}"
             if not any(cell.strip() for cell in row):
                 continue
             if len(row) != 2:
-                problems.append(f"{path}, {where}: expected 2 columns (EVENT_TYPE,EVENT_VALUE), got {len(row)}")
+                problems.append(f"{path}, {where}: expected 2 columns (EVENT_TYPE,EVENT_VALUE), got {len(row):,}")
                 continue
-            items.append((where, row[0], row[1]))
+            value = row[1]
+            if delimiter == ";" and _DECIMAL_COMMA.fullmatch(value):
+                value = value.replace(",", ".")
+            items.append((where, row[0], value))
         return cls.from_items(items, source=str(path), problems=problems)
 
     @classmethod
@@ -184,13 +207,22 @@ def _validated(items: Iterable[tuple[str, Any, Any]], *, source: str, problems: 
         first_seen[event_type] = where
         values[event_type] = value
     if not problems and not values:
-        problems.append(f"{source}: no event types are scored; score at least one, e.g. _email.open: 50")
+        problems.append(f"{source}: no event types are scored; score at least one: in stack config {CONFIG_FIX}; "
+                        "in a CSV, a row such as _email.open,50")
     if len(first_seen) > MAX_SCORED_EVENT_TYPES:
-        problems.append(f"{source}: {len(first_seen)} event types are scored; Amazon Personalize accepts at "
+        problems.append(f"{source}: {len(first_seen):,} event types are scored; Amazon Personalize accepts at "
                         f"most {MAX_SCORED_EVENT_TYPES}: drop the least useful")
     if problems:
         raise ScoringError(problems)
     return values
+
+
+def _rows(reader: Any, path: Path, problems: list[str]) -> Iterable[list[str]]:
+    """The CSV rows after the header; a row the csv module cannot read ends the file with a problem."""
+    try:
+        yield from reader
+    except csv.Error as error:
+        problems.append(f"{path}, row {reader.line_num:,}: not readable as CSV ({error})")
 
 
 def _finite_number(value: Any) -> float | None:

@@ -134,6 +134,17 @@ class Rule:
     def action_kind(self) -> ActionKind:
         return ActionKind.EVENT if self.reset else ActionKind.ATTRIBUTE
 
+    @property
+    def action_description(self) -> str:
+        """What the rule's action does, in plain words, for the people who write rules (`rules check`,
+        the reports): the one place this is phrased."""
+        if self.action_kind is ActionKind.EVENT:
+            return f"fires event {self.action_name} each time the rule is met, then counts again from 0"
+        if self.rule_type is RuleType.WINDOW:
+            return (f"sets attribute {self.action_name} to {READY} while the rule holds, and clears it when "
+                    "the user drops below")
+        return f"sets attribute {self.action_name} to {READY}, once per user"
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready mapping (decimals and dates as strings, so nothing is rounded on the way)."""
         count, total = self.count_condition, self.sum_condition
@@ -184,12 +195,21 @@ class Rule:
 
 
 def default_action_name(rule: Rule) -> str:
-    """`trk_date_<event>[_<value>]` for date rules, `trk_<event>[_<value>]` for resetting rules,
-    else the attribute `<event>[_<value>]` (`docs/rules.md`)."""
+    """The seed's names: `trk_date_<event>[_<value>]` for date rules, `trk_<event>[_<value>]` for resetting
+    rules, else the attribute `<event>[_<value>]` — made readable as an attribute (`readable_attribute_name`),
+    so that `_session.start` sets `session_start`, not an attribute that reads like the event
+    (`docs/rules.md`, "Action names")."""
     base = rule.event_name + (f"_{rule.attribute_filter.value}" if rule.attribute_filter else "")
     if rule.rule_type is RuleType.DATE:
         return f"{ENGINE_EVENT_PREFIX}date_{base}"
-    return f"{ENGINE_EVENT_PREFIX}{base}" if rule.reset else base
+    return f"{ENGINE_EVENT_PREFIX}{base}" if rule.reset else readable_attribute_name(base)
+
+
+def readable_attribute_name(base: str) -> str:
+    """`<event>[_<value>]` as an attribute name: leading `_` removed and `.` written `_`
+    (`_campaign.opened_notification_summer_sale` → `campaign_opened_notification_summer_sale`); a name
+    without either (`purchase`) is the seed's name unchanged."""
+    return base.lstrip("_").replace(".", "_") or base
 
 
 def _canonical_json(value: Any) -> str:

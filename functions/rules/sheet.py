@@ -5,9 +5,13 @@ Operator-C, Target-C, Operator-V, Target-V, ResetWhenReachTarget, StartDate, Fin
 `Key`), with their sentinels: `na`, `999` or an empty cell mean "no filter / no condition", `9999-99-99`
 means "no date". Extensions: `RuleId`, `MetricName`, `Window` (`7d`) and `ActionName`.
 
+Cells are separated by `,`, `;`, tabs or `|`, as spreadsheets save CSV in different locales
+(`detect_delimiter`, from the header line); a UTF-8 BOM and CRLF line ends are accepted.
+
 A sheet is accepted whole or rejected whole: `parse_rules_sheet` either returns a `RuleSet` or raises
 `RulesSheetError` listing every problem as `row N, column X: what is wrong (how to fix it)`, with rows
-numbered as a spreadsheet shows them (the header is row 1).
+numbered as a spreadsheet shows them (the header is row 1). `check_rules_sheet` also returns the warnings
+of an accepted sheet (no rules at all; a row without a `RuleId`, whose id comes from its content).
 
 Every cell is bounded (`CELL_LIMITS`, docs/rules.md "Sheet limits"), as are the sheet's size and its number
 of rules, and a message quotes at most a short excerpt of a cell (`_shown`): a file that is not a rules
@@ -143,6 +147,11 @@ def _column_letter(index: int) -> str:
     return letters
 
 
+def _a(word: str) -> str:
+    """`word` with its indefinite article, as the column names are read aloud ("an Operator-C")."""
+    return f"{'an' if word[:1].lower() in 'aeio' else 'a'} {word}"
+
+
 def _is_none(cell: str, sentinels: frozenset[str] = _NONE) -> bool:
     return cell.lower() in sentinels
 
@@ -160,19 +169,76 @@ class _Row:
         self.problems.append(Problem(self.number, self.labels.get(column, column), message, fix))
 
 
+DELIMITERS = ",;\t|"
+"""The separators spreadsheets save CSV with: `,`, and `;` (Excel where the decimal mark is a comma), tab
+(\"Unicode text\"), `|`."""
+_DELIMITER_NAMES = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "bars"}
+
+
+def detect_delimiter(text: str, known: frozenset[str] = frozenset()) -> str:
+    """The separator of CSV `text`, read from its header line only: the candidate of `DELIMITERS` that splits
+    the header into the most `known` column names (lower case), else what `csv.Sniffer` (restricted to
+    `DELIMITERS`) makes of the line, else `,`. Quotes are honoured, so a quoted `;` in a comma sheet does
+    not count."""
+    line = text.removeprefix("\ufeff").split("\n", 1)[0].rstrip("\r")
+
+    def cells(delimiter: str) -> list[str]:
+        return next(csv.reader([line], delimiter=delimiter), [])
+
+    scores = {d: (sum(c.strip().lower() in known for c in cells(d)), len(cells(d))) for d in DELIMITERS}
+    best = max(DELIMITERS, key=lambda d: scores[d])  # max keeps the first of equals: `,` wins ties
+    if scores[best][0]:
+        return best
+    try:
+        return csv.Sniffer().sniff(line, delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        return best if scores[best][1] > 1 else ","
+
+
+def header_seen(header: list[str], delimiter: str) -> str:
+    """What a header row that could not be read holds, as a message may quote it: the start of its first
+    three cells, each cut at 40 characters and at the first character no column name has (so an
+    environment dump shows `'AWS_SECRET_ACCESS_KEY…'`, never a value), their number and the separator."""
+    labelled = [cell.strip() for cell in header if cell.strip()]
+    shown = []
+    for cell in labelled[:3]:
+        name = re.match(r"[\w .\-]*", cell).group(0)[:EXCERPT_CHARS].rstrip()
+        shown.append(repr(name + ("…" if len(name) < len(cell) else "")))
+    more = f" and {len(labelled) - 3:,} more" if len(labelled) > 3 else ""
+    plural = "" if len(labelled) == 1 else "s"
+    return (f"it reads {', '.join(shown)}{more} ({len(labelled):,} cell{plural}, separated by "
+            f"{_DELIMITER_NAMES.get(delimiter, repr(delimiter))})")
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedSheet:
+    """An accepted sheet: its rules, and what its author should still know (`warnings`)."""
+
+    rules: RuleSet
+    warnings: tuple[Problem, ...] = ()
+
+
 def parse_rules_sheet(text: str, *, source_name: str) -> RuleSet:
-    """Parse and validate a rules sheet (CSV text, UTF-8 BOM and CRLF accepted).
+    """Parse and validate a rules sheet (CSV text separated by `,`, `;`, tabs or `|`, UTF-8 BOM and CRLF
+    accepted).
 
     Raises `RulesSheetError` with every problem found, or returns all the rules.
     """
+    return check_rules_sheet(text, source_name=source_name).rules
+
+
+def check_rules_sheet(text: str, *, source_name: str) -> CheckedSheet:
+    """`parse_rules_sheet`, with the warnings of an accepted sheet: no rules at all, rows without a RuleId."""
     problems: list[Problem] = []
     size = len(text.encode("utf-8", errors="replace"))
     if size > MAX_SHEET_BYTES:
         raise RulesSheetError([Problem(1, None, f"the sheet is {size:,} bytes, more than the {MAX_SHEET_BYTES:,} a "
                                                 "rules sheet may have", "split the sheet or remove rows")],
                               source_name=source_name)
+    text = text.removeprefix("\ufeff")
+    delimiter = detect_delimiter(text, frozenset(column.lower() for column in COLUMNS))
     try:
-        records = list(csv.reader(io.StringIO(text.removeprefix("\ufeff"), newline="")))
+        records = list(csv.reader(io.StringIO(text, newline=""), delimiter=delimiter))
     except csv.Error as error:
         raise RulesSheetError([Problem(1, None, f"not a readable CSV file: {error}", "save the sheet as CSV")],
                               source_name=source_name) from None
@@ -181,13 +247,14 @@ def parse_rules_sheet(text: str, *, source_name: str) -> RuleSet:
                                 f"the first row names the columns, e.g. {', '.join(REQUIRED_COLUMNS)}"))
         raise RulesSheetError(problems, source_name=source_name)
 
-    positions, labels, fatal = _read_header(records[0], problems)
+    positions, labels, fatal = _read_header(records[0], problems, delimiter)
     data_rows = sum(1 for record in records[1:] if any(cell.strip() for cell in record))
     if not fatal and data_rows > MAX_RULES:
         problems.append(Problem(1, None, f"the sheet has {data_rows:,} rules, more than the {MAX_RULES:,} one sheet "
                                          "may hold", "remove rules that are no longer needed"))
         fatal = True
     rules: list[Rule] = []
+    warnings: list[Problem] = []
     ids: list[tuple[int, str, bool]] = []  # (row, rule id, given in the sheet), for the duplicate check
     if not fatal:
         for number, record in enumerate(records[1:], start=2):
@@ -219,6 +286,12 @@ def parse_rules_sheet(text: str, *, source_name: str) -> RuleSet:
                 ids.append((number, row[RULE_ID], True))
             elif rule is not None:
                 ids.append((number, rule.rule_id, False))
+                # The id hashes what the rule does: an edit is a new rule, whose counting starts afresh.
+                warnings.append(Problem(number, labels.get(RULE_ID, RULE_ID),
+                                        f"no RuleId: the rule is known by {rule.rule_id}, an id made from its "
+                                        "content, so editing it makes a new rule whose counts start from 0",
+                                        f"give it a RuleId, e.g. {_suggested_rule_id(rule)}"
+                                        + ("" if RULE_ID in labels else " in a new RuleId column")))
             if rule is not None:
                 rules.append(rule)
         _check_unique_ids(ids, labels, problems)
@@ -226,10 +299,20 @@ def parse_rules_sheet(text: str, *, source_name: str) -> RuleSet:
         # Stable: header problems first, then each row's in column-checking order.
         problems.sort(key=lambda problem: problem.row)
         raise RulesSheetError(problems, source_name=source_name)
-    return RuleSet(tuple(rules))
+    if not rules:
+        warnings.insert(0, Problem(1, None, "0 rules: nothing will be counted", "add a row per rule below the header"))
+    return CheckedSheet(RuleSet(tuple(rules)), tuple(warnings))
 
 
-def _read_header(header: list[str], problems: list[Problem]) -> tuple[dict[int, str | None], dict[str, str], bool]:
+def _suggested_rule_id(rule: Rule) -> str:
+    """A readable id a warning can suggest: the event (and filter value) in id characters."""
+    base = rule.event_name + (f"-{rule.attribute_filter.value}" if rule.attribute_filter else "")
+    suggested = re.sub(r"[^A-Za-z0-9_-]+", "-", base).strip("_-")[:MAX_RULE_ID_CHARS] or "my-rule"
+    return suggested if suggested not in RESERVED_RULE_IDS else f"{suggested}-1"
+
+
+def _read_header(header: list[str], problems: list[Problem],
+                 delimiter: str = ",") -> tuple[dict[int, str | None], dict[str, str], bool]:
     """Map cell positions to canonical columns (None: ignored). Returns positions, labels as written, and
     whether the problems found make reading the rows pointless."""
     by_lower = {column.lower(): column for column in COLUMNS}
@@ -239,9 +322,10 @@ def _read_header(header: list[str], problems: list[Problem]) -> tuple[dict[int, 
     fatal = False
     labelled = [raw.strip() for raw in header if raw.strip()]
     if labelled and not any(label.lower() in by_lower for label in labelled):
-        # Not a rules sheet at all (another CSV, an environment dump…): say so once, quoting none of it.
+        # Not a rules sheet at all (another CSV, an environment dump…): say so once, quoting only what
+        # `header_seen` shows of it.
         problems.append(Problem(1, None, f"none of the {len(labelled):,} header cells names a rules sheet column, so "
-                                         "this does not look like a rules sheet",
+                                         f"this does not look like a rules sheet; {header_seen(header, delimiter)}",
                                 f"point at the rules CSV; its first row names columns such as "
                                 f"{', '.join(REQUIRED_COLUMNS)}"))
         return {}, {}, True
@@ -265,13 +349,13 @@ def _read_header(header: list[str], problems: list[Problem]) -> tuple[dict[int, 
             positions[index] = None if column == KEY else column
     for column in REQUIRED_COLUMNS:
         if column not in labels:
-            problems.append(Problem(1, column, "required column is missing", f"add a {column} column"))
+            problems.append(Problem(1, column, "required column is missing", f"add {_a(column)} column"))
             fatal = True
     for first, second in PAIRED_COLUMNS:
         if (first in labels) != (second in labels):
             present, missing = (first, second) if first in labels else (second, first)
             problems.append(Problem(1, missing, f"column is missing while {present} is there",
-                                    f"add a {missing} column, or remove {present}"))
+                                    f"add {_a(missing)} column, or remove {present}"))
             fatal = True
     return positions, labels, fatal
 

@@ -140,12 +140,12 @@ FIXTURE_SPECS = (
     Spec("spend-50", "aggregator", "purchase", "trk_purchase", reset=True, total=("at_least", Decimal(50))),
     Spec("shoe-cart-pair", "aggregator", "add_to_cart", "trk_add_to_cart_shoes", reset=True,
          filter=("category", "shoes"), count=("equal", 2)),
-    Spec("summer-opener", "aggregator", "_email.open", "_email.open_summer_sale",
+    Spec("summer-opener", "aggregator", "_email.open", "email_open_summer_sale",
          filter=("campaign_id", "summer_sale"), count=("at_least", 2)),
     Spec("engaged-viewer", "aggregator", "view_item", "view_item", count=("at_least", 2),
          total=("greater", Decimal(30)), metric="duration"),
     Spec("nov-buyer", "date", "purchase", "trk_date_purchase", count=("at_least", 2),
          dates=(date(2026, 11, 5), date(2026, 11, 15))),
-    Spec("active-week", "window", "_session.start", "_session.start", count=("at_least", 3), window_days=7),
+    Spec("active-week", "window", "_session.start", "session_start", count=("at_least", 3), window_days=7),
 )
 """The rules of tests/fixtures/replay/rules.csv, written out by hand."""

@@ -79,8 +79,8 @@ def test_every_problem_is_reported_at_once(tmp_path):
 def test_csv_header_is_required(tmp_path):
     path = tmp_path / "scoring.csv"
     path.write_text("_email.open,1\n")
-    with pytest.raises(ScoringError, match=r"row 1: header is _EMAIL.OPEN,1; the first row must be "
-                                           r"EVENT_TYPE,EVENT_VALUE"):
+    with pytest.raises(ScoringError, match=r"row 1: the header must be EVENT_TYPE,EVENT_VALUE, but it reads "
+                                           r"'_email.open', '1' \(2 cells, separated by commas\)"):
         ScoringModel.load(path)
 
 
@@ -95,7 +95,7 @@ def test_entries_must_be_type_equals_value():
         ("config:\n  aws:region: eu-west-1\n", "no `engagement-loop:scoring` under `config:`; add it"),
         ("config:\n  engagement-loop:scoring:\n    _email.open: x\n",
          "Pulumi.bad.yaml, config engagement-loop:scoring, key '_email.open': value 'x'"),
-        ("config:\n  engagement-loop:scoring: 5\n", "expected an object of event type → value"),
+        ("config:\n  engagement-loop:scoring: 5\n", "expected a list of EVENT_TYPE=VALUE entries"),
         ("config: [\n", "not valid YAML"),
     ],
 )
@@ -126,3 +126,41 @@ def test_event_weights_scale_positive_values_to_the_largest_and_zero_the_rest():
                                        "_email.send": 0}, source="test")
     assert model.event_weights() == {"_email.open": 0.5, "_email.click": 1.0, "_email.unsubscribe": 0.0,
                                      "_email.send": 0.0}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("EVENT_TYPE,EVENT_VALUE\n_email.open,50\n_email.click,100\n", {"_email.open": 50.0, "_email.click": 100.0}),
+        ("EVENT_TYPE;EVENT_VALUE\n_email.open;50\n_email.click;100\n", {"_email.open": 50.0, "_email.click": 100.0}),
+        ("event_type\tevent_value\n_email.open\t50\n", {"_email.open": 50.0}),
+        ("\ufeffEVENT_TYPE;EVENT_VALUE\r\n_email.open;0,5\r\n_email.click;1\r\n", {"_email.open": 0.5, "_email.click": 1.0}),
+        ('EVENT_TYPE,EVENT_VALUE\n"odd;type",2\n', {"odd;type": 2.0}),
+        ('EVENT_TYPE;EVENT_VALUE\n"odd,type";2\n', {"odd,type": 2.0}),
+    ],
+    ids=["comma", "semicolon", "tab", "bom-crlf-decimal-comma", "quoted-semicolon", "quoted-comma"],
+)
+def test_scoring_csv_as_spreadsheets_save_it(tmp_path, text, expected):
+    path = tmp_path / "scoring.csv"
+    path.write_bytes(text.encode("utf-8"))
+    assert dict(ScoringModel.load(path).values) == expected
+
+
+def test_a_scoring_header_that_cannot_be_read_is_shown_as_an_excerpt(tmp_path):
+    path = tmp_path / "scoring.csv"
+    path.write_text("SECRET_TOKEN=" + "s" * 500 + "\n")
+    with pytest.raises(ScoringError) as raised:
+        ScoringModel.load(path)
+    (problem,) = raised.value.problems
+    assert "but it reads 'SECRET_TOKEN…' (1 cell, separated by commas)" in problem and "sss" not in problem
+
+
+def test_scoring_hints_show_the_list_form(tmp_path):
+    path = tmp_path / "Pulumi.x.yaml"
+    path.write_text("config:\n  aws:region: eu-west-1\n")
+    with pytest.raises(ScoringError) as raised:
+        ScoringModel.load(path)
+    assert "pulumi config set --path 'scoring[0]' _email.open=50" in str(raised.value)
+    with pytest.raises(ScoringError) as raised:
+        ScoringModel.from_entries([], source="scoring")
+    assert "pulumi config set --path 'scoring[0]' _email.open=50" in str(raised.value)

@@ -39,7 +39,7 @@ def test_seed_guide_sheet_parses_into_the_four_documented_rules(fixtures_dir):
     assert opened.count_condition == CountCondition(Operator.AT_LEAST, 3)
     assert opened.sum_condition is None
     assert (opened.reset, opened.action_kind) == (False, ActionKind.ATTRIBUTE)
-    assert opened.action_name == "_campaign.opened_notification_summer_sale"
+    assert opened.action_name == "campaign_opened_notification_summer_sale"
 
     assert journey.count_condition == CountCondition(Operator.EQUAL, 2)
     assert (journey.reset, journey.action_kind) == (True, ActionKind.EVENT)
@@ -55,7 +55,7 @@ def test_seed_guide_sheet_parses_into_the_four_documented_rules(fixtures_dir):
     assert active.rule_type is RuleType.WINDOW
     assert active.window_days == 7
     assert (active.start_date, active.finish_date) == (None, None)
-    assert active.action_name == "_session.start"
+    assert active.action_name == "session_start"
 
 
 def test_bad_sheet_lists_every_problem_in_sheet_order(fixtures_dir):
@@ -160,7 +160,7 @@ def test_header_problems():
         "AttributeName, AttributeValue, Operator-C, Target-C, Operator-V, Target-V, ResetWhenReachTarget, "
         "StartDate, FinishDate, RuleId, MetricName, Window, ActionName)",
         "row 1, column eventname: appears twice, in columns B and F (keep one of them)",
-        "row 1, column Operator-V: required column is missing (add a Operator-V column)",
+        "row 1, column Operator-V: required column is missing (add an Operator-V column)",
         "row 1, column Target-V: required column is missing (add a Target-V column)",
         "row 1, column ResetWhenReachTarget: required column is missing (add a ResetWhenReachTarget column)",
         "row 1, column FinishDate: column is missing while StartDate is there (add a FinishDate column, or remove "
@@ -356,7 +356,7 @@ def test_derived_ids_do_not_depend_on_row_order(sheet):
     assert {r.action_name: r.rule_id for r in forward} == {r.action_name: r.rule_id for r in backward}
     assert len({r.rule_id for r in forward}) == 3
     assert forward.version == backward.version
-    assert [r.action_name for r in backward] == ["trk_date_purchase", "_email.open", "purchase"]
+    assert [r.action_name for r in backward] == ["trk_date_purchase", "email_open", "purchase"]
 
 
 def test_a_changed_target_changes_the_version_and_the_derived_id(sheet):

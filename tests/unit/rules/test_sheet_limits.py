@@ -106,7 +106,7 @@ ENV_DUMP = ("AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY\n"
 def test_a_file_that_is_not_a_rules_sheet_is_reported_without_its_contents():
     found = problems(ENV_DUMP)
     assert found == ["row 1: none of the 1 header cells names a rules sheet column, so this does not look like a "
-                     "rules sheet (point at the rules CSV; its first row names columns such as RuleType, "
+                     "rules sheet; it reads 'AWS_SECRET_ACCESS_KEY…' (1 cell, separated by commas) (point at the rules CSV; its first row names columns such as RuleType, "
                      "EventName, Operator-C, Target-C, Operator-V, Target-V, ResetWhenReachTarget)"]
     assert not any("wJalr" in line or "hunter2" in line for line in found)
 
