@@ -30,5 +30,6 @@ test: venv validators
 demo: venv
 	$(BIN)/python -m cli demo
 
+# Also what the tools write: the demo's demo-output/ (its default --out) and out/ (git-ignored local outputs).
 clean:
-	rm -rf $(VENV) $(VALIDATORS)/node_modules .pytest_cache .hypothesis
+	rm -rf $(VENV) $(VALIDATORS)/node_modules .pytest_cache .hypothesis .ruff_cache demo-output out

@@ -22,21 +22,36 @@ Targets come from flags, else the dispatcher's environment variables: `--event-b
 `--pinpoint-app` (`PINPOINT_APPLICATION_ID`), `--connect-domain` (`CONNECT_DOMAIN_NAME`),
 `--connect-profile-key` (`CONNECT_PROFILE_KEY`), `--outbox-table` (`OUTBOX_TABLE`; required: without it
 neither progress nor later changes can be known). A message naming a sink that is not configured here stays.
+The region is the queue's, read from its URL (`https://sqs.<region>.amazonaws.com/…`); the outbox and the
+sinks are in the same stack, so in the same region. Credentials come from boto3's default chain; when there
+are none the command says so in one line and exits 2 before any call.
 Exit status: 0 when every message read was redelivered or skipped as superseded (or, dry run, could be),
-1 otherwise.
+1 otherwise, 2 without credentials or a region.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from typing import Any, Mapping, TextIO
 
 from cli.dead_letters import DeadLetterPass
 
-EXIT_OK, EXIT_LEFT = 0, 1
+EXIT_OK, EXIT_LEFT, EXIT_PROBLEMS = 0, 1, 2
+# sqs.<region>.amazonaws.com[.cn] (today's endpoints) and <region>.queue.amazonaws.com (the legacy ones).
+_QUEUE_URL_REGION = re.compile(r"https?://(?:sqs\.(?P<a>[a-z0-9-]+)|(?P<b>[a-z0-9-]+)\.queue)\.amazonaws\.com(?:\.cn)?/",
+                               re.IGNORECASE)
+NO_CREDENTIALS = ("no AWS credentials found: run `aws configure` or `aws sso login`, or set AWS_PROFILE "
+                  "(or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY), and run again")
+
+
+def region_from_queue_url(url: str) -> str | None:
+    """The region of an SQS queue URL, None when the URL does not name one."""
+    match = _QUEUE_URL_REGION.match(url.strip())
+    return (match.group("a") or match.group("b")).lower() if match else None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -78,14 +93,28 @@ class ReplaySummary:
         return self.redelivered + self.would_redeliver + len(self.superseded) + len(self.left)
 
 
-def replay_command(args: argparse.Namespace, *, session: Any = None, out: TextIO | None = None) -> int:
+def replay_command(args: argparse.Namespace, *, session: Any = None, out: TextIO | None = None,
+                   err: TextIO | None = None) -> int:
     import boto3
 
+    out, err = out or sys.stdout, err or sys.stderr
+    region = region_from_queue_url(args.queue_url)
+    session = session or boto3.session.Session(region_name=region)
+    if session.get_credentials() is None:
+        print(f"actions replay: {NO_CREDENTIALS}", file=err)
+        return EXIT_PROBLEMS
+    if not session.region_name:
+        print(f"actions replay: {args.queue_url!r} names no region (expected https://sqs.<region>.amazonaws.com/"
+              "<account>/<queue>); pass the queue's URL as the console or the stack output shows it, or set "
+              "AWS_REGION", file=err)
+        return EXIT_PROBLEMS
+    return _replay(args, session, out)
+
+
+def _replay(args: argparse.Namespace, session: Any, out: TextIO) -> int:
     from functions.rules.dispatcher import OutboxTable
     from functions.rules.sinks import CustomerProfilesSink, EventBridgeSink, PinpointSink
 
-    out = out or sys.stdout
-    session = session or boto3.session.Session()
     sinks: dict[str, Any] = {}
     if args.event_bus:
         sinks[EventBridgeSink.name] = EventBridgeSink(session.client("events"), args.event_bus)
@@ -100,12 +129,13 @@ def replay_command(args: argparse.Namespace, *, session: Any = None, out: TextIO
     for line in summary.left:
         print(f"kept: {line}", file=out)
     if args.dry_run:
-        print(f"{summary.read} message(s) read: {summary.would_redeliver} would be redelivered, "
-              f"{len(summary.left)} could not be, {len(summary.superseded)} would be skipped as superseded; "
+        print(f"{summary.read:,} message(s) read: {summary.would_redeliver:,} would be redelivered, "
+              f"{len(summary.left):,} could not be, {len(summary.superseded):,} would be skipped as superseded; "
               "nothing was changed", file=out)
     else:
-        print(f"{summary.read} message(s) read: {summary.redelivered} redelivered and deleted, "
-              f"{len(summary.left)} kept in the queue, {len(summary.superseded)} skipped as superseded and deleted",
+        print(f"{summary.read:,} message(s) read: {summary.redelivered:,} redelivered and deleted, "
+              f"{len(summary.left):,} kept in the queue, {len(summary.superseded):,} skipped as superseded and "
+              "deleted",
               file=out)
     return EXIT_OK if not summary.left else EXIT_LEFT
 

@@ -276,3 +276,42 @@ def test_a_later_change_delivered_while_the_replay_calls_the_sink_is_delivered_a
     assert summary.redelivered == 1
     assert target.calls == [later.key, qualification.key, later.key]  # the exit is what the target holds
     assert f"{later.key}, a later change that appeared meanwhile, was delivered again after it" in out.getvalue()
+
+
+@pytest.mark.parametrize(("url", "region"), [
+    ("https://sqs.eu-west-3.amazonaws.com/123456789012/dlq", "eu-west-3"),
+    ("https://sqs.cn-north-1.amazonaws.com.cn/123456789012/dlq", "cn-north-1"),
+    ("https://ap-south-1.queue.amazonaws.com/123456789012/dlq", "ap-south-1"),
+    ("http://localhost:4566/000000000000/dlq", None),
+])
+def test_the_region_comes_from_the_queue_url(url, region):
+    from cli.actions import region_from_queue_url
+
+    assert region_from_queue_url(url) == region
+
+
+def test_replay_uses_the_queue_urls_region_when_none_is_configured(aws, monkeypatch):
+    monkeypatch.delenv("AWS_DEFAULT_REGION")
+    monkeypatch.delenv("AWS_REGION", raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    dead_letter(aws, "u-1", ("eventbridge",))
+    code, output = run(aws, "--event-bus", "rules", "--dry-run")
+    assert code == 0 and "1 message(s) read: 1 would be redelivered" in output
+
+
+def test_missing_credentials_are_reported_in_one_line(monkeypatch, capsys):
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.delenv("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", raising=False)
+    monkeypatch.delenv("AWS_CONTAINER_CREDENTIALS_FULL_URI", raising=False)
+    monkeypatch.delenv("AWS_WEB_IDENTITY_TOKEN_FILE", raising=False)
+    args = build_parser({"actions": "cli.actions"}).parse_args(
+        ["actions", "replay", "--queue-url", "https://sqs.eu-west-1.amazonaws.com/123456789012/dlq",
+         "--outbox-table", "outbox"])
+    assert args.func(args) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("actions replay: no AWS credentials found: run `aws configure`")
