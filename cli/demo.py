@@ -11,15 +11,19 @@ listed (exit status 2). Then four steps, each with a progress bar (plain progres
 terminal):
 
 1. stream — generate the synthetic stream (written to OUT/events.jsonl), or read `--events` (raw stream
-   records, one per line, in stream order), and normalise every record to check it can be read;
+   records in stream order, read by `cli/event_files.py` as every tool reads them: JSON Lines, a JSON array or
+   pretty-printed records, UTF-8 with or without a BOM, bad records reported and skipped), and normalise every
+   record to check it can be read;
 2. rules — the records go through the real RuleEngine handlers: Kinesis → aggregator → DynamoDB counters and
    outbox → dispatcher → EventBridge (`cli/replay.py`); the run is written to OUT/replay.json;
 3. lake — the records go through the Firehose transformation Lambda's code, with the arrival times the
    stream gave them, into a Parquet lake on disk (OUT/lake/events/dt=…), and the generated Athena SQL builds
    the Personalize interactions dataset on DuckDB (OUT/interactions.csv) for a run date the day after the
    last arrival, all history, the default 7-day attribution window;
-4. report — printed and written to OUT/report.txt (no timings in it: the same input gives the same report),
-   with OUT/chart.png: qualifications over time per rule, interactions per day by event type.
+4. report — printed and written to OUT/report.txt (`cli/report.py`; no timings in it: the same input gives
+   the same report): who qualified, for which rule, when and what the action did first, then the interactions
+   dataset, the stream and the engine's figures; OUT/qualifications.csv lists every qualification, and
+   OUT/chart.png (`cli/charts.py`) draws qualifications over time per rule and interactions per day.
 
 Exit status: 0 done; 2 bad input (sheet, scoring model, events file or options); 1 the replay itself failed.
 """
@@ -28,10 +32,8 @@ from __future__ import annotations
 
 import argparse
 import base64
-import io
 import json
 import logging
-import re
 import sys
 import time
 from collections import Counter
@@ -53,7 +55,6 @@ FIREHOSE_BATCH = 500
 LATE_AFTER_MS = 3_600_000
 """An event that reached the stream more than this after it happened is reported as a late arrival."""
 DAY_MS = 86_400_000
-STREAM_TYPES_SHOWN = 14
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -65,8 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "RuleEngine → dispatcher → lake → interactions — and end with a report and a chart. "
                     "Without --events it generates a synthetic stream.")
     parser.add_argument("--events", type=Path, metavar="FILE.jsonl",
-                        help="your raw stream records, one JSON record per line, in stream order "
-                             "(default: a synthetic stream, written to OUT/events.jsonl)")
+                        help="your raw stream records in stream order: JSON Lines, a JSON array, or records "
+                             "pretty-printed one after another (default: a synthetic stream, written to "
+                             "OUT/events.jsonl)")
     parser.add_argument("--rules", type=Path, default=DEFAULT_RULES, metavar="SHEET.csv",
                         help="the rules sheet (default rules/demo.csv)")
     parser.add_argument("--scoring", type=Path, default=DEFAULT_SCORING, metavar="FILE",
@@ -109,6 +111,10 @@ class Outputs:
         return self.root / "interactions.csv"
 
     @property
+    def qualifications(self) -> Path:
+        return self.root / "qualifications.csv"
+
+    @property
     def report(self) -> Path:
         return self.root / "report.txt"
 
@@ -142,7 +148,10 @@ def demo_command(args: argparse.Namespace, *, out: TextIO | None = None, err: Te
 
 
 def _run(args: argparse.Namespace, out: TextIO, err: TextIO, started: float) -> int:
+    from cli.charts import draw_chart
+    from cli.progress import Progress, ReplayProgress
     from cli.replay import ReplayError, ReplayOptions, replay, write_json
+    from cli.report import demo_report, qualifications_frame, shown
     from cli.rules import summary
     from cli.synthetic import DEFAULT_DAYS, DEFAULT_SEED, DEFAULT_USERS, StreamSpec, generate
 
@@ -162,6 +171,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO, started: float) -> 
     # 1. check what is cheap to check before anything runs: the sheet and the scoring model.
     rule_set, rules_text = _load_rules(args.rules)
     scoring = _load_scoring(args.scoring)
+    records, reader = (None, None) if synthetic else _read_events(args.events, err)  # before any output folder is made
     outputs = Outputs(args.out)
     try:
         outputs.root.mkdir(parents=True, exist_ok=True)
@@ -174,15 +184,20 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO, started: float) -> 
         progress = Progress("1/4 stream", spec.users, "users", err)
         stream = generate(spec, progress=progress.update_to)
         outputs.events = stream.write(outputs.root / "events.jsonl")
-        progress.close(f"{len(stream.lines):,} records → {_shown(outputs.events)}")
+        progress.close(f"{len(stream.lines):,} records → {shown(outputs.events)}")
+        places = [(outputs.events, number) for number in range(1, len(stream.lines) + 1)]
         lines = stream.lines
     else:
-        lines = _read_events(args.events)
+        assert records is not None
+        lines, places = [record.text for record in records], [(record.path, record.line) for record in records]
         outputs.events = args.events
-        print(f"1/4 stream: {len(lines):,} lines read from {args.events}", file=err)
-    facts = _normalise(lines, args.events)
-    print(f"    check: {_shown(args.rules)}: {len(rule_set)} rules, version {rule_set.version}; scoring "
-          f"{_shown(args.scoring)}: "
+        print(f"1/4 stream: {len(lines):,} records read from {args.events}", file=err)
+    facts = _normalise(lines, places, args.events)
+    if reader is not None:  # what the reader skipped is rejected too
+        facts.records += reader.rejected_total
+        facts.rejected.update({f"skipped by the reader: {reason}": n for reason, n in reader.rejected.items()})
+    print(f"    check: {shown(args.rules)}: {len(rule_set)} rules, version {rule_set.version}; scoring "
+          f"{shown(args.scoring)}: "
           f"{len(scoring.values)} event types; {len(facts.events):,} records normalised, "
           f"{sum(facts.rejected.values()):,} rejected", file=err)
 
@@ -190,7 +205,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO, started: float) -> 
     progress = Progress("2/4 rules ", facts.records, "records", err)
     try:
         result = replay(rules_text, lines, ReplayOptions(batch_size=BATCH_SIZE, progress_every=1),
-                        rules_name=str(args.rules), progress=_ReplayProgress(progress))
+                        rules_name=str(args.rules), progress=ReplayProgress(progress))
     except ReplayError as error:
         progress.close()
         print(f"replay failed: {error}", file=err)
@@ -208,10 +223,11 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO, started: float) -> 
     print(f"    interactions: {len(interactions):,} rows (generated Athena SQL on DuckDB)", file=err)
 
     # 5. the report and the chart.
-    report = build_report(
-        spec=spec, rules_path=args.rules, rules_summary=summary(rule_set, _shown(args.rules)), rule_set=rule_set,
+    qualifications_frame(rule_set, result.qualifications).to_csv(outputs.qualifications, index=False)
+    report = demo_report(
+        spec=spec, rules_path=args.rules, rules_summary=summary(rule_set, shown(args.rules)), rule_set=rule_set,
         scoring_path=args.scoring, scoring=scoring, facts=facts, result=result, interactions=interactions,
-        query=query, outputs=outputs, partitions=partitions)
+        query=query, outputs=outputs, partitions=partitions, batch_size=BATCH_SIZE)
     draw_chart(outputs.chart, result.qualifications, [rule.rule_id for rule in rule_set], interactions,
                title=_chart_title(spec, args.events))
     outputs.report.write_text(report + "\n", encoding="utf-8")
@@ -260,14 +276,17 @@ def _load_scoring(path: Path):
         raise DemoInputError([f"{path}: cannot read the scoring model: {error}"]) from None
 
 
-def _read_events(path: Path) -> list[str]:
-    lines = [line for line in _read_text(path, "the events file").splitlines() if line.strip()]
-    if not lines:
-        raise DemoInputError([f"{path}: no records; expected raw stream records, one JSON record per line"])
-    return lines
+def _read_events(path: Path, err: TextIO):
+    """The events file, read as every tool reads one (`cli/event_files.py`); refused when nothing is usable."""
+    from cli.event_files import nothing_usable, read_events
+
+    records, reader = read_events([path], err)
+    if not records:
+        raise DemoInputError([nothing_usable(reader)])
+    return records, reader
 
 
-def _normalise(lines: Sequence[str], path: Path | None) -> StreamFacts:
+def _normalise(lines: Sequence[str], places: Sequence[tuple[Path | None, int]], path: Path | None) -> StreamFacts:
     """Normalise every line as the stream's consumers would, with the arrival time the stream gives it.
 
     Arrival times follow the replay (`cli/replay.py`): a record's own arrival time (Pinpoint and SES records
@@ -277,15 +296,13 @@ def _normalise(lines: Sequence[str], path: Path | None) -> StreamFacts:
     from functions.events.normalise import normalise
 
     facts, clock, seen = StreamFacts(), 0, set()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
+    for line, (where, number) in zip(lines, places):
         facts.records += 1
         event = normalise(line, identity_mode=IdentityMode.USER_OR_ENDPOINT)
         if not isinstance(event, CanonicalEvent):
             facts.rejected[event.reason] += 1
             if len(facts.first_rejections) < 5:
-                facts.first_rejections.append(f"{path or 'stream'}:{number}: {event.reason}")
+                facts.first_rejections.append(f"{where or 'stream'}:{number}: {event.reason}")
             continue
         clock = max(clock, event.arrival_time_ms)
         if event.event_id in seen:
@@ -299,75 +316,16 @@ def _normalise(lines: Sequence[str], path: Path | None) -> StreamFacts:
         facts.events.append((clock, event))
     if not facts.events:
         raise DemoInputError([*facts.first_rejections,
-                              f"{path}: none of the {facts.records:,} records could be read; expected raw stream "
+                              f"{path}: none of the {facts.records:,} record(s) could be read; expected raw stream "
                               "records (app JSON with \"schema\": \"engagement-loop/v1\", Pinpoint event-stream "
-                              "records or SES events in their EventBridge envelope), one per line"])
+                              "records or SES events in their EventBridge envelope)"])
     return facts
-
-
-# --- progress ------------------------------------------------------------------------------------------
-
-
-class Progress:
-    """A tqdm bar on a terminal; elsewhere (CI, a log) a plain line at every quarter."""
-
-    def __init__(self, label: str, total: int, unit: str, stream: TextIO) -> None:
-        self.label, self.total, self.unit, self.stream = label, max(total, 1), unit, stream
-        self.done, self.next_line = 0, 0.25
-        isatty = getattr(stream, "isatty", None)
-        self.bar = None
-        if isatty is not None and isatty():
-            from tqdm import tqdm
-
-            self.bar = tqdm(total=self.total, desc=label, unit=f" {unit}", file=stream,
-                            dynamic_ncols=True, leave=True)
-        else:
-            self.label = label.rstrip()
-            print(f"{self.label}: 0/{total:,} {unit}", file=stream)
-
-    def update_to(self, done: int) -> None:
-        done = min(done, self.total)
-        if self.bar is not None:
-            self.bar.update(done - self.done)
-        else:
-            if done / self.total >= self.next_line and done < self.total:
-                print(f"{self.label}: {done / self.total:.0%} ({done:,}/{self.total:,} {self.unit})", file=self.stream)
-                while self.next_line <= done / self.total:
-                    self.next_line += 0.25
-        self.done = done
-
-    def close(self, note: str = "") -> None:
-        if self.bar is not None:
-            if note:  # finished: fill the bar and say what came out
-                self.update_to(self.total)
-                self.bar.set_postfix_str(note, refresh=True)
-            self.bar.close()
-        elif note:
-            print(f"{self.label}: done — {note}", file=self.stream)
-
-
-class _ReplayProgress(io.TextIOBase):
-    """The replay's progress stream (`replay: <done>/<total> records, …` lines) → a progress bar."""
-
-    _LINE = re.compile(r"replay: (\d+)/(\d+) records")
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        match = self._LINE.search(text)
-        if match:
-            self.progress.update_to(int(match[1]))
-        return len(text)
 
 
 # --- the lake and the interactions ----------------------------------------------------------------------
 
 
-def _build_lake(lines: Sequence[str], root: Path, progress: Progress) -> tuple[list[Any], int]:
+def _build_lake(lines: Sequence[str], root: Path, progress: Any) -> tuple[list[Any], int]:
     """The records through the Firehose transformation's code, as Firehose hands them over (base64, with the
     Kinesis arrival time), into Parquet `dt=` partitions under `root`. Returns the events and partitions."""
     import shutil
@@ -437,154 +395,6 @@ def _write_interactions(rows: Sequence[Any], path: Path) -> None:
         InteractionsWriter(handle).write_all(Interaction(*row) for row in rows)
 
 
-# --- the report ----------------------------------------------------------------------------------------
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number:,} {noun}{'' if number == 1 else 's'}"
-
-
-def _day(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
-
-
-def _table(frame, *, right: Sequence[str] = ()) -> str:
-    """`frame` as an indented plain-text table: text left-aligned, the `right` columns right-aligned."""
-    columns = [str(column) for column in frame.columns]
-    cells = [[str(value) for value in row] for row in frame.itertuples(index=False)]
-    widths = [max([len(column), *(len(row[i]) for row in cells)]) for i, column in enumerate(columns)]
-
-    def line(values: Sequence[str]) -> str:
-        return "  " + "  ".join(value.rjust(width) if column in right else value.ljust(width)
-                                for value, width, column in zip(values, widths, columns)).rstrip()
-
-    return "\n".join([line(columns), line(["-" * width for width in widths]), *map(line, cells)])
-
-
-def _shown(path: Path | None) -> str:
-    """A path as the user would type it: relative to the working folder when it is inside it."""
-    if path is None:
-        return "-"
-    try:
-        return str(path.resolve().relative_to(Path.cwd().resolve()))
-    except ValueError:
-        return str(path)
-
-
-def build_report(*, spec: Any, rules_path: Path, rules_summary: str, rule_set: Any, scoring_path: Path,
-                 scoring: Any, facts: StreamFacts, result: Any, interactions: Sequence[Any], query: Any,
-                 outputs: Outputs, partitions: int) -> str:
-    """The report: stream, rules, actions, interactions, outputs (no timings: same input, same report)."""
-    import pandas as pd
-
-    from functions.retraining.minimums import (
-        MIN_ACTIVE_USERS, MIN_INTERACTIONS, MIN_INTERACTIONS_PER_ACTIVE_USER, shortfalls,
-    )
-    from functions.retraining.sql import INTERACTIONS_COLUMNS
-
-    stats = result.stats
-    lines: list[str] = ["engagement-loop demo — the whole loop on moto's embedded AWS, with the real handlers"]
-
-    # Stream
-    events = [event for _, event in facts.events]
-    if spec is not None:
-        source = (f"synthetic, {spec.users:,} users over {spec.days} days, {spec.first_day} … {spec.last_day} UTC "
-                  f"(seed {spec.seed}) → {_shown(outputs.events)}")
-    else:
-        source = _shown(outputs.events)
-    rejected = sum(facts.rejected.values())
-    lines += [
-        "", f"STREAM  {source}",
-        f"  {facts.records:,} records: event times {_day(min(e.event_time_ms for e in events))} … "
-        f"{_day(max(e.event_time_ms for e in events))}, last arrival {_day(max(a for a, _ in facts.events))}",
-        f"  {_count(facts.duplicates, 'producer duplicate')} (an event id again), "
-        f"{_count(facts.late, 'late arrival')} (> 1 h after the event), {rejected:,} rejected, "
-        f"{stats['without_user']:,} without a user",
-    ]
-    lines += [f"  rejected {count:,}×: {reason}" for reason, count in facts.rejected.most_common(5)]
-    frame = pd.DataFrame({"event type": [e.event_type for e in events], "user": [e.user_id for e in events],
-                          "source": [e.source.value for e in events]})
-    per_type = (frame.groupby("event type")
-                .agg(source=("source", lambda s: "/".join(sorted(set(s)))), records=("user", "size"),
-                     users=("user", "nunique"))
-                .reset_index().sort_values(["records", "event type"], ascending=[False, True]))
-    shown = per_type.head(STREAM_TYPES_SHOWN)
-    lines += ["", _table(shown.assign(records=shown["records"].map("{:,}".format),
-                                      users=shown["users"].map("{:,}".format)), right=("records", "users"))]
-    if len(per_type) > STREAM_TYPES_SHOWN:
-        lines.append(f"  … and {len(per_type) - STREAM_TYPES_SHOWN} more event types")
-
-    # Rules
-    lines += ["", f"RULES  {_shown(rules_path)} → Kinesis → aggregator (DynamoDB counters, outbox) → dispatcher", ""]
-    lines += ["  " + line for line in rules_summary.splitlines()[1:]]
-    rows = []
-    for rule in rule_set:
-        fired = [q for q in result.qualifications if q["rule_id"] == rule.rule_id]
-        times = [q["event_time_ms"] for q in fired]
-        rows.append({
-            "rule id": rule.rule_id,
-            "users counted": f"{sum(1 for c in result.counters if c['rule_id'] == rule.rule_id):,}",
-            "qualifications": f"{len(fired):,}",
-            "users qualified": f"{len({q['user_id'] for q in fired}):,}",
-            "first … last qualification": f"{_day(min(times))} … {_day(max(times))}" if times else "-",
-            "what it did": f"fired {rule.action_name}" if rule.reset else f"set {rule.action_name} = ready",
-        })
-    lines += ["", _table(pd.DataFrame(rows), right=("users counted", "qualifications", "users qualified")),
-              f"  {len(result.qualifications):,} qualifications; {stats['aggregator_invocations']:,} aggregator calls "
-              f"(batches of {BATCH_SIZE:,}), {stats['dynamodb_requests']['total']:,} DynamoDB requests, "
-              f"{stats['dispatcher_invocations']:,} dispatcher calls"]
-
-    # Actions
-    dispatched, engine = stats["dispatched"], stats["engine_events"]
-    sinks = pd.DataFrame([
-        {"sink": "EventBridge", "delivered": f"{dispatched.get('eventbridge', 0):,}",
-         "detail": f"bus engagement-rules: {engine['RuleQualified']:,} RuleQualified, "
-                   f"{engine['RuleExited']:,} RuleExited events"},
-        {"sink": "Amazon Pinpoint", "delivered": "-",
-         "detail": "not configured in the demo (legacy projects; stack config engagement-loop:pinpointProjectId)"},
-        {"sink": "Amazon Connect Customer Profiles", "delivered": "-",
-         "detail": "not configured in the demo (stack config engagement-loop:connectDomainName)"},
-    ])
-    lines += ["", f"ACTIONS  {stats['outbox_entries']:,} outbox entries, {stats['dead_lettered']:,} dead-lettered", "",
-              _table(sinks, right=("delivered",))]
-
-    # Interactions
-    inter = pd.DataFrame([tuple(row) for row in interactions], columns=list(INTERACTIONS_COLUMNS))
-    per_event = []
-    for event_type, value in sorted(scoring.values.items(), key=lambda pair: (-pair[1], pair[0])):
-        part = inter[inter["EVENT_TYPE"] == event_type]
-        per_event.append({"EVENT_TYPE": event_type, "EVENT_VALUE": f"{value:g}", "rows": len(part),
-                          "users": part["USER_ID"].nunique(), "items": part["ITEM_ID"].nunique()})
-    per_event.append({"EVENT_TYPE": "(all)", "EVENT_VALUE": "", "rows": len(inter),
-                      "users": inter["USER_ID"].nunique(), "items": inter["ITEM_ID"].nunique()})
-    per_event_frame = pd.DataFrame(per_event)
-    for column in ("rows", "users", "items"):
-        per_event_frame[column] = per_event_frame[column].map("{:,}".format)
-    active = int((inter.groupby("USER_ID").size() >= MIN_INTERACTIONS_PER_ACTIVE_USER).sum()) if len(inter) else 0
-    failing = shortfalls(len(inter), active)
-    readiness = (f"NOT READY — fails the minimum {' and '.join(failing)}" if failing else
-                 f"ready — {len(inter):,} interactions ≥ {MIN_INTERACTIONS:,}; {active:,} users with "
-                 f"≥ {MIN_INTERACTIONS_PER_ACTIVE_USER} interactions ≥ {MIN_ACTIVE_USERS:,}")
-    lines += ["", f"INTERACTIONS  scoring {_shown(scoring_path)}; run date {query.as_of}, all history, exposures "
-                  f"credited up to {query.attribution_days} days back", "",
-              _table(per_event_frame, right=("EVENT_VALUE", "rows", "users", "items")),
-              f"  users: {inter['USER_ID'].nunique():,} ({active:,} with ≥ {MIN_INTERACTIONS_PER_ACTIVE_USER} "
-              f"interactions)   items: {inter['ITEM_ID'].nunique():,}",
-              f"  Personalize readiness: {readiness}"]
-
-    # Outputs
-    where = [("events", outputs.events, "raw stream records, one per line"),
-             ("replay", outputs.replay, "the RuleEngine run: qualifications, counters, stats"),
-             ("lake", outputs.lake / "events", f"Parquet, {partitions} dt= partitions by arrival day"),
-             ("interactions", outputs.interactions, "the Personalize interactions dataset"),
-             ("chart", outputs.chart, "qualifications over time per rule, interactions per day"),
-             ("report", outputs.report, "this report")]
-    paths = [_shown(path) for _, path, _ in where]
-    name_width, path_width = max(len(name) for name, _, _ in where), max(map(len, paths))
-    lines += ["", "OUTPUTS"] + [f"  {name:<{name_width}}  {path:<{path_width}}  {what}"
-                                for (name, _, what), path in zip(where, paths)]
-    return "\n".join(lines)
-
 
 # --- the chart -----------------------------------------------------------------------------------------
 
@@ -594,72 +404,3 @@ def _chart_title(spec: Any, events: Path | None) -> str:
         return (f"engagement-loop demo — synthetic stream, {spec.users:,} users, {spec.days} days "
                 f"(seed {spec.seed})")
     return f"engagement-loop demo — {events.name if events else 'stream'}"
-
-
-def draw_chart(path: Path, qualifications: Sequence[dict[str, Any]], rule_ids: Sequence[str],
-               interactions: Sequence[Any], *, title: str) -> None:
-    """Two panels: cumulative qualifications per rule by the qualifying event's day; interactions per arrival
-    day, stacked by event type."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.dates as mdates
-    import pandas as pd
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(11, 8.5), dpi=110, layout="constrained")
-    top, bottom = figure.subplots(2, 1)
-    figure.suptitle(title, fontsize=13, fontweight="bold")
-
-    quals = pd.DataFrame(list(qualifications), columns=["rule_id", "user_id", "action", "name", "value",
-                                                        "event_time_ms"])
-    days = pd.to_datetime(quals["event_time_ms"], unit="ms", utc=True).dt.tz_localize(None).dt.normalize()
-    quals = quals.assign(day=days)
-    if len(quals):
-        # One day past the last, so the last day's step shows as a step.
-        full = pd.date_range(quals["day"].min(), quals["day"].max() + pd.Timedelta(days=1), freq="D")
-        handles, labels = [], []
-        for rule_id in rule_ids:
-            per_day = quals[quals["rule_id"] == rule_id].groupby("day").size().reindex(full, fill_value=0)
-            (line,) = top.step(full, per_day.cumsum(), where="post", linewidth=2)
-            handles.append(line)
-            labels.append(f"{rule_id} ({int(per_day.sum()):,})")
-        top.legend(handles, labels, title="rule (qualifications)", loc="upper left", fontsize=9, title_fontsize=9)
-    else:
-        top.text(0.5, 0.5, "no rule qualified", ha="center", va="center", transform=top.transAxes)
-    top.set_title("Rule qualifications over time (cumulative, by the qualifying event's day, UTC)")
-    top.set_ylabel("qualifications")
-    top.grid(True, alpha=0.3)
-
-    inter = pd.DataFrame([tuple(row) for row in interactions],
-                         columns=["USER_ID", "ITEM_ID", "EVENT_TYPE", "EVENT_VALUE", "TIMESTAMP"])
-    if len(inter):
-        inter["day"] = pd.to_datetime(inter["TIMESTAMP"], unit="s", utc=True).dt.tz_localize(None).dt.normalize()
-        table = inter.groupby(["day", "EVENT_TYPE"]).size().unstack(fill_value=0)
-        table = table.reindex(pd.date_range(table.index.min(), table.index.max(), freq="D"), fill_value=0)
-        table = table[table.sum().sort_values(ascending=False).index]
-        base, handles, labels = None, [], []
-        for event_type in table.columns:
-            # Each bar spans its own day, as the steps above do.
-            handles.append(bottom.bar(table.index, table[event_type], width=0.85, align="edge", bottom=base))
-            labels.append(f"{event_type} ({int(table[event_type].sum()):,})")
-            base = table[event_type] if base is None else base + table[event_type]
-        # Explicit labels: matplotlib leaves out labels starting with "_" (as Pinpoint's event types do).
-        bottom.legend(handles, labels, title="event type (rows)", loc="upper left", fontsize=9, title_fontsize=9)
-    else:
-        bottom.text(0.5, 0.5, "no interactions", ha="center", va="center", transform=bottom.transAxes)
-    bottom.set_title("Personalize interactions per day (arrival day of the engagement, UTC)")
-    bottom.set_ylabel("interactions")
-    bottom.grid(True, axis="y", alpha=0.3)
-    if len(quals) and len(inter):  # one time axis for both panels
-        limits = top.get_xlim() + bottom.get_xlim()
-        for axes in (top, bottom):
-            axes.set_xlim(min(limits), max(limits))
-    for axes in (top, bottom):
-        low, high = axes.get_xlim()
-        axes.xaxis.set_major_locator(mdates.DayLocator(interval=max(1, round((high - low) / 10))))
-        axes.xaxis.set_major_formatter(mdates.DateFormatter("%b %d"))
-        axes.set_xlabel("day (UTC)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path)
-

@@ -1,10 +1,12 @@
 """`python -m cli interactions preview`: build the Personalize interactions dataset locally.
 
-Raw stream records (one JSON record per line, exactly as on the stream) are normalised by the same code
+Raw stream records (exactly as on the stream; JSON Lines, a JSON array or pretty-printed records, read by
+the tools' one reader, `cli/event_files.py`) are normalised by the same code
 the Firehose Lambda runs, laid out like the lake (Parquet, `dt=` partitions) in a temporary folder, and
 the generated Athena SQL runs over them on DuckDB. The CSV holds the rows Athena would return for the same
 run date, written by the writer of every file the retraining run imports (`interactions_csv.py`), and the
-summary says whether Personalize would accept it. `--exclude-streamed` leaves out the rows the real-time
+summary says whether Personalize would accept it — and, when scored engagement yields no row, why and what to
+send (`cli/report.py`). `--exclude-streamed` leaves out the rows the real-time
 event tracker already sent (as the stack's steps do with `realTimeEvents` on); by default it follows the
 stack file's `realTimeEvents` when `--scoring` is one, else it is off.
 """
@@ -32,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     preview.add_argument("--scoring", required=True, type=Path, metavar="FILE",
                          help="a stack file (Pulumi.<stack>.yaml) or a CSV EVENT_TYPE,EVENT_VALUE")
     preview.add_argument("events", nargs="+", type=Path, metavar="EVENTS.jsonl",
-                         help="raw stream records, one JSON record per line")
+                         help="raw stream records: JSON Lines, a JSON array, or pretty-printed records")
     preview.add_argument("--out", required=True, type=Path, metavar="FILE", help="the interactions CSV to write")
     preview.add_argument("--as-of", type=date.fromisoformat, metavar="YYYY-MM-DD",
                          help="run date D (default: the day after the latest arrival, so every event counts)")
@@ -47,6 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def preview_command(args: argparse.Namespace) -> int:
+    from cli.event_files import nothing_usable, read_events
+    from cli.report import why_no_interactions
     from functions.events.canonical import CanonicalEvent, IdentityMode, Rejected
     from functions.events.normalise import normalise
     from functions.retraining.interactions_csv import InteractionsWriter
@@ -61,23 +65,19 @@ def preview_command(args: argparse.Namespace) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
 
+    records, reader = read_events(args.events, sys.stderr)
+    if not records:
+        print(nothing_usable(reader), file=sys.stderr)
+        return 2
     events: list[CanonicalEvent] = []
     rejected = 0
-    for path in args.events:
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
-        except (OSError, UnicodeDecodeError) as error:
-            print(f"error: cannot read {path}: {error}", file=sys.stderr)
-            return 2
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            result = normalise(line, identity_mode=IdentityMode.USER_OR_ENDPOINT)
-            if isinstance(result, Rejected):
-                rejected += 1
-                print(f"{path}:{number}: {result.reason}", file=sys.stderr)
-            else:
-                events.append(result)
+    for record in records:
+        result = normalise(record.text, identity_mode=IdentityMode.USER_OR_ENDPOINT)
+        if isinstance(result, Rejected):
+            rejected += 1
+            print(f"{record.where}: {result.reason}", file=sys.stderr)
+        else:
+            events.append(result)
 
     as_of = args.as_of or _day_after_latest_arrival(events)
     exclude_streamed = args.exclude_streamed
@@ -100,13 +100,17 @@ def preview_command(args: argparse.Namespace) -> int:
 
     first = query.engagements_from
     days = f"{first} … {as_of - timedelta(days=1)}" if first else f"all history up to {as_of - timedelta(days=1)}"
-    print(f"{len(events) + rejected} records read from {len(args.events)} file(s): {len(events)} normalised, "
-          f"{rejected} rejected.")
+    skipped = f", {reader.rejected_total:,} skipped by the reader" if reader.rejected_total else ""
+    print(f"{len(events) + rejected:,} records read from {len(args.events):,} file(s): {len(events):,} normalised, "
+          f"{rejected:,} rejected{skipped}.")
     print(f"{len(rows)} interactions written to {args.out} (engagements arrived {days}; exposures credited "
           f"up to {query.attribution_days} days back).")
     if query.exclude_streamed:
         print("Rows the event tracker streams (an engagement's own user and item) are left out (realTimeEvents).")
     print(_summary(rows, INTERACTIONS_COLUMNS))
+    if not rows:
+        for line in why_no_interactions(events, scoring, attribution_days=query.attribution_days):
+            print(line.strip(), file=sys.stdout)
     return 0
 
 

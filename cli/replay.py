@@ -608,13 +608,64 @@ def write_json(result: ReplayResult, out: TextIO) -> None:
 
 
 def print_summary(result: ReplayResult, out: TextIO = sys.stdout) -> None:
+    """Who qualified, for which rule, when, and what the action did; then the engine's figures."""
+    from cli.report import engine_figures, who_qualified
+
     stats = result.stats
-    print(result.table(), file=out)
+    for line in who_qualified(result.rules, result.qualifications, result.counters,
+                              full_list="every one in the --json output"):
+        print(line, file=out)
     rejected = stats["rejected"]
-    print(f"\n{stats['records']} records, {rejected['count']} rejected, {stats['without_user']} without a user; "
-          f"{len(result.qualifications)} qualifications, {len(result.counters)} counters; "
-          f"{stats['aggregator_invocations']} aggregator calls, {stats['dynamodb_requests']['total']} DynamoDB "
-          f"requests; faults: {stats['duplicates_sent']} duplicates sent, {stats['failures_injected']} failures "
-          f"injected", file=out)
+    print("\nENGINE FIGURES\n", file=out)
+    print(result.table(), file=out)
+    print(f"\n  {stats['records']:,} records, {rejected['count']:,} rejected, {stats['without_user']:,} without a "
+          f"user; {len(result.qualifications):,} qualifications, {len(result.counters):,} counters", file=out)
+    for line in engine_figures(stats):
+        print(line, file=out)
     for reason, count in rejected["reasons"].items():
-        print(f"  rejected {count}×: {reason}", file=out)
+        print(f"  rejected {count:,}×: {reason}", file=out)
+
+
+def replay_command(args: Any, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """`python -m cli rules replay --rules SHEET.csv EVENTS`: exit 0 done, 2 bad input (a bad sheet, bad options,
+    no usable record), 1 the replay itself failed."""
+    from pathlib import Path
+
+    from cli.event_files import nothing_usable, read_events
+    from functions.rules.sheet import RulesSheetError
+
+    out, err = out or sys.stdout, err or sys.stderr
+    try:
+        options = ReplayOptions(batch_size=args.batch_size, duplicate_rate=args.duplicate_rate,
+                                fail_rate=args.fail_rate, seed=args.seed)
+    except ValueError as error:
+        print(f"error: {error}", file=err)
+        return 2
+    try:
+        sheet = Path(args.rules).read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as error:
+        print(f"error: cannot read the rules sheet: {error}", file=err)
+        return 2
+    records, reader = read_events([args.events], err)
+    if not records:
+        print(nothing_usable(reader), file=err)
+        return 2
+    try:
+        result = replay(sheet, [record.text for record in records], options, rules_name=str(args.rules),
+                        progress=err)
+    except RulesSheetError as error:
+        for line in error.lines():
+            print(line, file=err)
+        print(f"{args.rules}: {len(error.problems):,} problem(s); the sheet was not accepted", file=err)
+        return 2
+    except ReplayError as error:
+        print(f"replay failed: {error}", file=err)
+        return 1
+    print_summary(result, out)
+    if reader.rejected_total:
+        print(f"  skipped by the reader: {reader.rejected_total:,} (listed on stderr)", file=out)
+    if args.json:
+        with Path(args.json).open("w", encoding="utf-8") as handle:
+            write_json(result, handle)
+        print(f"wrote {args.json}", file=out)
+    return 0

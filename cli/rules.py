@@ -45,7 +45,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run the real aggregator and dispatcher over raw stream records against moto's embedded "
                     "AWS, in file order and Kinesis-shaped batches; print a table per rule.")
     replay.add_argument("--rules", required=True, type=Path, metavar="SHEET.csv", help="the rules sheet (CSV)")
-    replay.add_argument("events", type=Path, metavar="EVENTS.jsonl", help="raw stream records, one per line")
+    replay.add_argument("events", type=Path, metavar="EVENTS.jsonl",
+                        help="raw stream records: JSON Lines, a JSON array, or pretty-printed records")
     replay.add_argument("--json", type=Path, metavar="OUT.json", help="write qualifications, counters and stats")
     replay.add_argument("--batch-size", type=int, default=100, metavar="N", help="records per batch (default 100)")
     replay.add_argument("--duplicate-rate", type=float, default=0.0, metavar="R",
@@ -84,37 +85,9 @@ def check_command(args: argparse.Namespace, *, out: TextIO | None = None, err: T
 
 
 def replay_command(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
-    from cli.replay import ReplayError, ReplayOptions, print_summary, replay, write_json
+    from cli.replay import replay_command as run  # reads the events file with the tools' one reader
 
-    out, err = out or sys.stdout, err or sys.stderr
-    try:
-        options = ReplayOptions(batch_size=args.batch_size, duplicate_rate=args.duplicate_rate,
-                                fail_rate=args.fail_rate, seed=args.seed)
-    except ValueError as error:
-        print(f"error: {error}", file=err)
-        return EXIT_PROBLEMS
-    try:
-        sheet = args.rules.read_text(encoding="utf-8")
-        lines = args.events.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        print(f"error: cannot read input: {error}", file=err)
-        return EXIT_PROBLEMS
-    try:
-        result = replay(sheet, lines, options, rules_name=str(args.rules), progress=err)
-    except RulesSheetError as error:
-        for line in error.lines():
-            print(line, file=err)
-        print(f"{args.rules}: {len(error.problems):,} problem(s); the sheet was not accepted", file=err)
-        return EXIT_PROBLEMS
-    except ReplayError as error:
-        print(f"replay failed: {error}", file=err)
-        return EXIT_FAILED
-    print_summary(result, out)
-    if args.json:
-        with args.json.open("w", encoding="utf-8") as handle:
-            write_json(result, handle)
-        print(f"wrote {args.json}", file=out)
-    return EXIT_OK
+    return run(args, out=out, err=err)
 
 
 SUMMARY_COLUMNS = ("rule id", "type", "event", "filter", "conditions", "window/dates", "action")

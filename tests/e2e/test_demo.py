@@ -210,4 +210,5 @@ def test_events_nobody_can_read_are_refused(tmp_path):
     events.write_text('{"hello": "world"}\nnot json\n', encoding="utf-8")
     code, _, stderr = run_demo(["--events", str(events), "--out", str(tmp_path / "out")])
     assert code == 2
-    assert f"{events}:1: unrecognised record" in stderr and "none of the 2 records could be read" in stderr
+    assert f"{events}:1: unrecognised record" in stderr and f"{events}:2: not JSON" in stderr
+    assert "none of the 1 record(s) could be read" in stderr

@@ -85,7 +85,8 @@ def test_the_command_prints_a_table_and_writes_the_json(tmp_path, capsys, fault_
                  "--duplicate-rate", "0.1", "--fail-rate", "0.1", "--seed", "9"])
     printed = capsys.readouterr().out
     assert code == 0
-    header, *rows = printed.split("\n\n")[0].splitlines()
+    assert printed.startswith("WHO QUALIFIED  ")  # the marketer's question first, the engine's figures after
+    header, *rows = printed.split("ENGINE FIGURES\n\n")[1].split("\n\n")[0].splitlines()
     assert header.split() == ["rule", "type", "action", "users", "counted", "qualifications", "events", "emitted",
                               "attributes", "set"]
     assert [row.split()[0] for row in rows] == [spec.rule_id for spec in FIXTURE_SPECS]

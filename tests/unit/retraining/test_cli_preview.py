@@ -25,12 +25,14 @@ def test_preview_writes_the_expected_csv_and_summary(tmp_path, capsys, scoring):
     assert out.read_text() == (FIXTURES / "expected.csv").read_text()
     printed = capsys.readouterr()
     assert printed.err.splitlines() == [
-        f"{FIXTURES / 'events.jsonl'}:9: not JSON: Expecting value at line 1 column 15",
+        f"{FIXTURES / 'events.jsonl'}:9: truncated record (line 10 starts a new record before it closes)",
+        f"14 records read from {FIXTURES / 'events.jsonl'} (JSON Lines); 1 skipped",
+        "  skipped 1×: truncated record",
         f"{FIXTURES / 'events.jsonl'}:15: unrecognised record: not a Pinpoint, SES or app event "
         '(app events need "schema": "engagement-loop/v1"; SES events come in their EventBridge envelope)',
     ]
     lines = printed.out.splitlines()
-    assert lines[0] == "15 records read from 1 file(s): 13 normalised, 2 rejected."
+    assert lines[0] == "14 records read from 1 file(s): 13 normalised, 1 rejected, 1 skipped by the reader."
     assert "engagements arrived all history up to 2019-11-05" in lines[1]
     assert lines[3:8] == ["EVENT_TYPE          rows",
                           "_campaign.send         1",
@@ -102,9 +104,10 @@ def test_several_event_files_and_an_empty_result(tmp_path, capsys):
     assert preview("--scoring", str(FIXTURES / "scoring.csv"), str(first), "--out", str(out)) == 0
     assert out.read_text() == "USER_ID,ITEM_ID,EVENT_TYPE,EVENT_VALUE,TIMESTAMP\n"
     printed = capsys.readouterr().out.splitlines()
-    assert printed[3:] == ["EVENT_TYPE      rows", "(total)            0", "", "users: 0  items: 0",
-                           "Personalize minimums: NOT MET", "  - 0 interactions < 1,000",
-                           "  - 0 users with ≥ 2 interactions < 25"]
+    assert printed[3:10] == ["EVENT_TYPE      rows", "(total)            0", "", "users: 0  items: 0",
+                             "Personalize minimums: NOT MET", "  - 0 interactions < 1,000",
+                             "  - 0 users with ≥ 2 interactions < 25"]
+    assert printed[10].startswith("No interaction can be built: no event has a type the scoring model values")
 
 
 def test_bad_scoring_file_is_an_error_naming_the_problem(tmp_path, capsys):
