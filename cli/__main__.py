@@ -17,6 +17,7 @@ COMMAND_GROUPS = {
     "actions": "cli.actions",
     "demo": "cli.demo",
     "ses": "cli.ses",
+    "stack": "cli.stack",
 }
 
 

@@ -642,23 +642,23 @@ def load_stack_config() -> StackConfig:
 
 def load_scoring_file(path: str | Path) -> ScoringModel:
     """`ScoringModel.load` for the local tools (`cli demo --scoring`, `cli interactions preview`), except that
-    a stack file is read here first so that a secret (`secure:`) scoring value, or YAML that does not parse,
-    is reported without echoing any of the file."""
-    import yaml  # local tools only
-
+    a stack file is read with the one stack-file reader (`components.stack_file`, as `cli stack check` and
+    `automation` read it): its scoring value in any form Pulumi allows, a secret (`secure:`) scoring value or
+    YAML that does not parse reported without echoing any of the file."""
     path = Path(path)
-    if path.suffix.lower() in (".yaml", ".yml") and path.is_file():
-        try:
-            document = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" (line {mark.line + 1})" if mark is not None else ""
-            raise ScoringError([f"{path}: not valid YAML{where}; fix the stack file"]) from None
-        except (OSError, UnicodeDecodeError) as error:
-            raise ScoringError([f"{path}: cannot read the stack file: {getattr(error, 'strerror', None) or 'not UTF-8'}"]) from None
-        config = document.get("config") if isinstance(document, dict) else None
-        key = f"{PROJECT}:scoring"
-        if isinstance(config, dict) and stack_file_secret_keys(config).is_secret(key):
-            raise ScoringError([f"{path}: the secret value of {key} is encrypted in the stack file, so this tool "
-                                "cannot read it; pass the scoring model as a CSV with header EVENT_TYPE,EVENT_VALUE"])
-    return ScoringModel.load(path)
+    if path.suffix.lower() not in (".yaml", ".yml") or not path.is_file():
+        return ScoringModel.load(path)
+    from components.stack_file import read_stack_file  # it imports this module
+
+    try:
+        stack_file = read_stack_file(path)
+    except ConfigError as error:
+        raise ScoringError(error.problems) from None
+    key = f"{PROJECT}:scoring"
+    if key in stack_file.secure:
+        raise ScoringError([f"{path}: the secret value of {key} is encrypted in the stack file, so this tool "
+                            "cannot read it; pass the scoring model as a CSV with header EVENT_TYPE,EVENT_VALUE"])
+    if key not in stack_file.values:
+        raise ScoringError([f"{path}: no `{key}` under `config:`; add it, e.g. "
+                            f"`{key}: [\"_email.open=50\", \"_email.click=100\"]`"])
+    return ScoringModel.from_config_value(stack_file.values[key], source=f"{path}, config {key}")

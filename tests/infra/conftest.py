@@ -11,8 +11,9 @@ from typing import Any, Sequence
 
 import pulumi
 import pytest
-import yaml
 from pulumi.runtime import mocks as pulumi_mocks
+
+from components.stack_file import read_stack_file
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "engagement-loop"
@@ -112,9 +113,9 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
 
 
 def stack_config_from_file(path: Path) -> dict[str, str]:
-    """Stack config as the engine hands it to a program: every value a string, structured ones as JSON."""
-    config = yaml.safe_load(path.read_text())["config"]
-    return {key: value if isinstance(value, str) else json.dumps(value) for key, value in config.items()}
+    """Stack config as the engine hands it to a program: every value a string, structured ones as JSON (the one
+    stack-file reader, as `cli stack check` and `automation` read stack files)."""
+    return read_stack_file(path).program_config()
 
 
 class Graph:
