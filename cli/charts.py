@@ -47,7 +47,10 @@ def draw_chart(path: Path | None, qualifications: Sequence[dict[str, Any]], rule
     import pandas as pd
     from matplotlib.figure import Figure
 
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
     figure = Figure(figsize=(12, 8.5), dpi=110, layout="constrained")
+    FigureCanvasAgg(figure)
     top, bottom = figure.subplots(2, 1)
     figure.suptitle(title, fontsize=13, fontweight="bold")
 
@@ -64,18 +67,20 @@ def draw_chart(path: Path | None, qualifications: Sequence[dict[str, Any]], rule
 
     top.set_title("Rule qualifications over time (cumulative, by the qualifying event's day, UTC)")
     if len(quals) and rule_ids:
-        highest = 0
+        highest, lines, names = 0, [], []
         for rule_id, colour, style in zip(rule_ids, _colours(len(rule_ids)), _styles(len(rule_ids))):
             per_day = quals[quals["rule_id"] == rule_id].groupby("day").size().reindex(span, fill_value=0)
             total = per_day.cumsum()
             highest = max(highest, int(total.max()))
             # Markers and line styles tell apart rules whose steps coincide.
-            top.step(span, total, where="post", linewidth=2, color=colour, linestyle=style,
-                     marker="o", markersize=3, label=f"{rule_id} ({int(per_day.sum()):,})")
+            (line,) = top.step(span, total, where="post", linewidth=2, color=colour, linestyle=style,
+                               marker="o", markersize=3)
+            lines.append(line)
+            names.append(f"{rule_id} ({int(per_day.sum()):,})")
         _counts_axis(top, highest)
         top.set_ylabel("qualifications")
         top.grid(True, alpha=0.3)
-        top.legend(title="rule (qualifications)", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9,
+        top.legend(lines, names, title="rule (qualifications)", loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9,
                    title_fontsize=9, borderaxespad=0)
     else:
         _empty(top, "no rule qualified" if rule_ids else "the sheet has no rules")
@@ -85,14 +90,14 @@ def draw_chart(path: Path | None, qualifications: Sequence[dict[str, Any]], rule
         table = inter.groupby(["day", "EVENT_TYPE"]).size().unstack(fill_value=0)
         table = table.reindex(span[:-1], fill_value=0)
         table = table[table.sum().sort_values(ascending=False).index]
-        base = None
+        base, handles, labels = None, [], []
         for event_type, colour in zip(table.columns, _colours(len(table.columns))):
             # Each bar spans its own day, as the steps above do. Explicit labels: matplotlib leaves out
             # labels starting with "_" (as Pinpoint's event types do).
-            bottom.bar(table.index, table[event_type], width=0.85, align="edge", bottom=base, color=colour,
-                       edgecolor="white", linewidth=0.3, label=f"{event_type} ({int(table[event_type].sum()):,})")
+            handles.append(bottom.bar(table.index, table[event_type], width=0.85, align="edge", bottom=base,
+                                      color=colour, edgecolor="white", linewidth=0.3))
+            labels.append(f"{event_type} ({int(table[event_type].sum()):,})")
             base = table[event_type] if base is None else base + table[event_type]
-        handles, labels = bottom.get_legend_handles_labels()
         bottom.legend(handles, labels, title="event type (rows)", loc="upper left", bbox_to_anchor=(1.01, 1.0),
                       fontsize=9, title_fontsize=9, borderaxespad=0)
         _counts_axis(bottom, float(base.max()))
