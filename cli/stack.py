@@ -24,6 +24,8 @@ from pathlib import Path
 from typing import Any, TextIO
 from unittest import mock
 
+from cli.offline_arns import offline_arn
+
 EXIT_OK, EXIT_PROBLEMS = 0, 2
 _STAND_IN_ACCOUNT = "123456789012"
 
@@ -72,30 +74,6 @@ def check_command(args: argparse.Namespace, *, out: TextIO | None = None, err: T
 
 # --- the program under mocks ----------------------------------------------------------------------------
 
-# Each resource type's ARN as AWS forms it (Service Authorization Reference), so ARNs the program builds from
-# its resources' ARNs look like real ones; other types get arn:aws:<service>:<region>:<account>:<name>.
-_ARN_FORMATS = {
-    "aws:s3/bucket:Bucket": "arn:aws:s3:::{name}",
-    "aws:cloudwatch/logGroup:LogGroup": "arn:aws:logs:{region}:{account}:log-group:{name}",
-    "aws:dynamodb/table:Table": "arn:aws:dynamodb:{region}:{account}:table/{name}",
-    "aws:sqs/queue:Queue": "arn:aws:sqs:{region}:{account}:{name}",
-    "aws:sns/topic:Topic": "arn:aws:sns:{region}:{account}:{name}",
-    "aws:kinesis/stream:Stream": "arn:aws:kinesis:{region}:{account}:stream/{name}",
-    "aws:kinesis/firehoseDeliveryStream:FirehoseDeliveryStream":
-        "arn:aws:firehose:{region}:{account}:deliverystream/{name}",
-    "aws:kms/key:Key": "arn:aws:kms:{region}:{account}:key/{id}",
-    "aws:lambda/function:Function": "arn:aws:lambda:{region}:{account}:function:{name}",
-    "aws:lambda/eventSourceMapping:EventSourceMapping": "arn:aws:lambda:{region}:{account}:event-source-mapping:{id}",
-    "aws:sfn/stateMachine:StateMachine": "arn:aws:states:{region}:{account}:stateMachine:{name}",
-    "aws:glue/catalogDatabase:CatalogDatabase": "arn:aws:glue:{region}:{account}:database/{name}",
-    "aws:athena/workgroup:Workgroup": "arn:aws:athena:{region}:{account}:workgroup/{name}",
-    "aws:iam/role:Role": "arn:aws:iam::{account}:role/{name}",
-    "aws:iam/policy:Policy": "arn:aws:iam::{account}:policy/{name}",
-    "aws:cloudwatch/eventRule:EventRule": "arn:aws:events:{region}:{account}:rule/{name}",
-    "aws:cloudwatch/metricAlarm:MetricAlarm": "arn:aws:cloudwatch:{region}:{account}:alarm:{name}",
-}
-
-
 @dataclass
 class ProgramRun:
     """What one mocked run of the program registered and exported."""
@@ -128,14 +106,7 @@ def run_program(config: dict[str, str], *, secret_keys: list[str], stack_name: s
     program = (project_dir or PROJECT_DIR) / "__main__.py"
 
     def arn(type_token: str, name: str, inputs: dict[str, Any]) -> str:
-        physical = inputs.get("bucket") or inputs.get("name") or name
-        if type_token == "aws:glue/catalogTable:CatalogTable":
-            return f"arn:aws:glue:{region}:{account}:table/{inputs.get('databaseName')}/{physical}"
-        if type_token == "aws:cloudwatch/logStream:LogStream":
-            return f"arn:aws:logs:{region}:{account}:log-group:{inputs.get('logGroupName')}:log-stream:{physical}"
-        service = type_token.split(":")[1].split("/")[0]
-        template = _ARN_FORMATS.get(type_token, f"arn:aws:{service}:{{region}}:{{account}}:{{name}}")
-        return template.format(region=region, account=account, name=physical, id=f"{name}-id")
+        return offline_arn(type_token, name, inputs, region=region, account=account)
 
     class Mocks(pulumi.runtime.Mocks):
         def new_resource(self, args: pulumi.runtime.MockResourceArgs):

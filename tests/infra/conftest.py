@@ -13,6 +13,7 @@ import pulumi
 import pytest
 from pulumi.runtime import mocks as pulumi_mocks
 
+from cli.offline_arns import offline_arn
 from components.stack_file import read_stack_file
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -38,41 +39,9 @@ class Registered:
 
 REGION = "eu-west-1"
 
-# Each resource type's ARN as AWS forms it (Service Authorization Reference, "Resource types defined by ..."),
-# so that IAM statements built from these ARNs can be checked against the services' own ARN formats.
-_ARN_FORMATS = {
-    "aws:s3/bucket:Bucket": "arn:aws:s3:::{name}",
-    "aws:cloudwatch/logGroup:LogGroup": "arn:aws:logs:{region}:{account}:log-group:{name}",
-    "aws:dynamodb/table:Table": "arn:aws:dynamodb:{region}:{account}:table/{name}",
-    "aws:sqs/queue:Queue": "arn:aws:sqs:{region}:{account}:{name}",
-    "aws:sns/topic:Topic": "arn:aws:sns:{region}:{account}:{name}",
-    "aws:kinesis/stream:Stream": "arn:aws:kinesis:{region}:{account}:stream/{name}",
-    "aws:kinesis/firehoseDeliveryStream:FirehoseDeliveryStream":
-        "arn:aws:firehose:{region}:{account}:deliverystream/{name}",
-    "aws:kms/key:Key": "arn:aws:kms:{region}:{account}:key/{id}",
-    "aws:lambda/function:Function": "arn:aws:lambda:{region}:{account}:function:{name}",
-    "aws:lambda/eventSourceMapping:EventSourceMapping":
-        "arn:aws:lambda:{region}:{account}:event-source-mapping:{id}",
-    "aws:sfn/stateMachine:StateMachine": "arn:aws:states:{region}:{account}:stateMachine:{name}",
-    "aws:glue/catalogDatabase:CatalogDatabase": "arn:aws:glue:{region}:{account}:database/{name}",
-    "aws:athena/workgroup:Workgroup": "arn:aws:athena:{region}:{account}:workgroup/{name}",
-    "aws:iam/role:Role": "arn:aws:iam::{account}:role/{name}",
-    "aws:iam/policy:Policy": "arn:aws:iam::{account}:policy/{name}",
-    "aws:cloudwatch/eventRule:EventRule": "arn:aws:events:{region}:{account}:rule/{name}",
-    "aws:cloudwatch/metricAlarm:MetricAlarm": "arn:aws:cloudwatch:{region}:{account}:alarm:{name}",
-}
-
-
 def mock_arn(type_token: str, name: str, inputs: dict[str, Any]) -> str:
     """The ARN the mocks give a resource: its logical name (or its `name` input) in the service's real format."""
-    physical = inputs.get("bucket") or inputs.get("name") or name
-    if type_token == "aws:glue/catalogTable:CatalogTable":
-        return f"arn:aws:glue:{REGION}:{ACCOUNT}:table/{inputs['databaseName']}/{physical}"
-    if type_token == "aws:cloudwatch/logStream:LogStream":
-        return f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{inputs['logGroupName']}:log-stream:{physical}"
-    kind = type_token.split(":")[1].split("/")[0]
-    template = _ARN_FORMATS.get(type_token, f"arn:aws:{kind}:{{region}}:{{account}}:{{name}}")
-    return template.format(region=REGION, account=ACCOUNT, name=physical, id=f"{name}-id")
+    return offline_arn(type_token, name, inputs, region=REGION, account=ACCOUNT)
 
 
 class RecordingMocks(pulumi.runtime.Mocks):

@@ -12,7 +12,8 @@ from components.event_stream_pipeline import EventStreamPipelineArgs
 from functions.events.canonical import IdentityMode
 from functions.lake_names import derived_lake_names
 from functions.retraining.workflow import build_definition, WorkflowSpec
-from tests.infra.conftest import Graph
+from functions.rules.sheet import parse_rules_sheet
+from tests.infra.conftest import ROOT, Graph
 
 ACCOUNT = "123456789012"
 SOLUTION = "arn:aws:personalize:eu-west-1:123456789012:solution/engagement-solution"
@@ -41,7 +42,9 @@ def test_stack_outputs(dev_graph):
         "retrainingTopicArn": arn("aws:sns/topic:Topic", "retraining-notifications"),
         "alarmTopicArn": arn("aws:sns/topic:Topic", "alarms-topic"),
         "exposuresFunctionArn": arn("aws:lambda/function:Function", "tracking-exposures-function"),
-        "rulesVersion": "d2c06a659830",
+        # The version of the sample sheet's rules, as the program parses them (a hash of their content).
+        "rulesVersion": parse_rules_sheet((ROOT / "rules" / "sample.csv").read_text(encoding="utf-8"),
+                                          source_name="rules/sample.csv").version,
         "countersTable": "rules-counters",
         "outboxTable": "rules-outbox",
         "actionDeadLetterQueueUrl": "https://sqs.eu-west-1.amazonaws.com/123456789012/rules-action-dead-letters",
