@@ -72,6 +72,11 @@ class _Invalid(ValueError):
 SECRET_SHOWN = "[secret]"
 
 
+_SHOWN_MAX = 120
+"""At most this many characters of a value's rendering appear in a message (a whole ARN fits; a megabyte
+list does not)."""
+
+
 @dataclass(frozen=True, slots=True)
 class SecretKeys:
     """Which stack config keys hold secrets, and the one renderer of config values in messages: a secret
@@ -95,8 +100,12 @@ class SecretKeys:
         key = _full_key(key)
         if key in self.keys:
             return f"the secret value of {key}"
-        shown = value if isinstance(value, str) else json.dumps(value)
-        return f"{key} = {shown!r}"
+        shown = value if isinstance(value, str) else json.dumps(value, default=str)
+        rendered = repr(shown)
+        if len(rendered) > _SHOWN_MAX:
+            # A value can be megabytes (a scoring list): show its start, so every message stays short.
+            rendered = f"{rendered[:_SHOWN_MAX]}… ({len(shown):,} characters)"
+        return f"{key} = {rendered}"
 
     def redact(self, key: str, value: Any, text: str) -> str:
         """`text` with a secret key's value, and each part of a list value, replaced by `[secret]`."""
@@ -643,8 +652,9 @@ def load_stack_config() -> StackConfig:
 def load_scoring_file(path: str | Path) -> ScoringModel:
     """`ScoringModel.load` for the local tools (`cli demo --scoring`, `cli interactions preview`), except that
     a stack file is read with the one stack-file reader (`components.stack_file`, as `cli stack check` and
-    `automation` read it): its scoring value in any form Pulumi allows, a secret (`secure:`) scoring value or
-    YAML that does not parse reported without echoing any of the file."""
+    `automation` read it): its scoring value in any form Pulumi allows, a secret (`secure:`) scoring value,
+    YAML that does not parse or the file's own problems (a key given twice, …) reported without echoing any
+    of the file."""
     path = Path(path)
     if path.suffix.lower() not in (".yaml", ".yml") or not path.is_file():
         return ScoringModel.load(path)
@@ -654,6 +664,9 @@ def load_scoring_file(path: str | Path) -> ScoringModel:
         stack_file = read_stack_file(path)
     except ConfigError as error:
         raise ScoringError(error.problems) from None
+    if stack_file.problems:
+        # As `cli stack check` and Pulumi would: a stack file with problems (a key given twice, …) is refused.
+        raise ScoringError([f"{path}: {problem}" for problem in stack_file.problems])
     key = f"{PROJECT}:scoring"
     if key in stack_file.secure:
         raise ScoringError([f"{path}: the secret value of {key} is encrypted in the stack file, so this tool "

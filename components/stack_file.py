@@ -18,6 +18,7 @@ local tools that take a stack file for its scoring model (`config.load_scoring_f
 
 from __future__ import annotations
 
+import datetime
 import json
 import re
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from components.config import (
 
 REGION_KEY = "aws:region"
 _STACK_FILE_NAME = re.compile(r"^Pulumi\.(?P<stack>.+)\.ya?ml$")
-_ACCOUNT_IN_ARN = re.compile(r"^arn:aws[a-z-]*:(?:personalize|sns):[a-z0-9-]+:(\d{12}):")
+_ACCOUNT_IN_ARN = re.compile(r"^arn:aws[a-z-]*:(?:personalize|sns):([a-z0-9-]+):(\d{12}):")
 _STAND_IN_ACCOUNT = "123456789012"
 
 
@@ -58,6 +59,9 @@ class StackFile:
     a key with no value)."""
     notes: tuple[str, ...] = ()
     """What could not be checked offline (secure values, ESC environments)."""
+    environment: bool = False
+    """The stack imports Pulumi ESC environments (`environment:`): a key the file does not set may come from
+    one, so offline a required key it does not set is not missing (`program_config` stands in for it)."""
 
     @property
     def secret_keys(self) -> SecretKeys:
@@ -73,6 +77,12 @@ class StackFile:
         config = dict(self.values)
         for key in sorted(self.secure):
             config[key] = _stand_in(key, self.values)
+        if self.environment:
+            # Keys an ESC environment may set are not read offline: a required key the file does not set is
+            # not missing here (`pulumi preview` reads the environment and checks it).
+            for key in _REQUIRED_KEYS:
+                if key not in config:
+                    config[key] = _stand_in(key, self.values)
         return config
 
     def project_config(self) -> dict[str, str]:
@@ -115,7 +125,21 @@ def engine_value(value: Any) -> str:
         return "true" if value else "false"
     if isinstance(value, int):
         return str(value)
-    return json.dumps(value)
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    return json.dumps(value, default=_json_default)
+
+
+class _NotAConfigValue(ValueError):
+    """A YAML value (`!!binary`, …) that is no config value Pulumi reads."""
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, (datetime.date, datetime.datetime)):
+        return value.isoformat()
+    if isinstance(value, (set, frozenset)):
+        return sorted(value, key=str)
+    raise _NotAConfigValue(type(value).__name__)
 
 
 def read_stack_file(path: str | Path) -> StackFile:
@@ -157,11 +181,13 @@ def read_stack_file(path: str | Path) -> StackFile:
                               f"{_yaml_kind(config)}; see Pulumi.dev.yaml"])
     read = stack_config_of(config, path=path, stack_name=stack_name_of(path))
     notes = list(read.notes)
-    if document.get("environment"):
+    environment = bool(document.get("environment"))
+    if environment:
         notes.append("the stack imports Pulumi ESC environments (`environment:`); their values are not read "
-                     "offline, so keys set only there count as unset")
+                     "offline, so keys set only there are not checked offline and a required key the file does "
+                     "not set is not reported missing (`pulumi preview` reads and checks them)")
     return StackFile(read.path, read.stack_name, read.values, read.secure, (*loader.duplicates, *read.problems),
-                     tuple(notes))
+                     tuple(notes), environment)
 
 
 def stack_config_of(config: Mapping[Any, Any], *, path: Path = Path("(config)"), stack_name: str = "") -> StackFile:
@@ -170,6 +196,7 @@ def stack_config_of(config: Mapping[Any, Any], *, path: Path = Path("(config)"),
     values: dict[str, str] = {}
     secure: set[str] = set()
     problems: list[str] = []
+    written: dict[str, str] = {}
     for key, value in config.items():
         key = str(key)
         full = _full_key(key)
@@ -177,17 +204,30 @@ def stack_config_of(config: Mapping[Any, Any], *, path: Path = Path("(config)"),
             problems.append(f"{key!r} is not a config key Pulumi reads: keys are <namespace>:<name>; write "
                             f"{PROJECT}:{key} for a setting of this program")
             continue
+        if full in written:
+            # Pulumi reads `ns:config:name` as `ns:name`; given both ways, which one wins is not defined.
+            problems.append(f"{full} is given twice (as {written[full]} and as {key}); Pulumi reads both as "
+                            f"{full}: keep one")
+            continue
+        written[full] = key
         if _holds_secure(value):
             secure.add(full)
             continue
         if value is None:
             problems.append(f"{full} has no value; give it one or remove the line")
             continue
-        values[full] = engine_value(value)
+        try:
+            values[full] = engine_value(value)
+        except (_NotAConfigValue, TypeError, ValueError):
+            problems.append(f"{full}: expected a string (or a number, boolean, list or object), got a YAML value "
+                            "Pulumi does not read as config (e.g. !!binary); write the value as text")
 
     notes = [f"{key} is a secure value: it is present and secret, but its value is encrypted, so it is not "
              "checked offline (`pulumi preview` checks it)" for key in sorted(secure)]
     return StackFile(path, stack_name, MappingProxyType(values), frozenset(secure), tuple(problems), tuple(notes))
+
+
+_REQUIRED_KEYS = (REGION_KEY, *(f"{PROJECT}:{name}" for name, (_, default) in KEYS.items() if default is None))
 
 
 def _full_key(key: str) -> str | None:
@@ -217,8 +257,9 @@ def _yaml_kind(value: Any) -> str:
 # Valid values standing in for secure ones whose value cannot be known offline: "present" values, so the
 # optional parts they switch on count as on. Keys not listed stand in with their Pulumi.yaml default.
 def _stand_in(key: str, known: Mapping[str, str]) -> str:
-    region = known.get(REGION_KEY) or "eu-west-1"
-    account = next((m.group(1) for v in known.values() if (m := _ACCOUNT_IN_ARN.match(v))), _STAND_IN_ACCOUNT)
+    arns = [m for v in known.values() if (m := _ACCOUNT_IN_ARN.match(v))]
+    region = known.get(REGION_KEY) or next((m.group(1) for m in arns), "eu-west-1")
+    account = next((m.group(2) for m in arns), _STAND_IN_ACCOUNT)
     personalize = f"arn:aws:personalize:{region}:{account}"
     by_name = {
         "pinpointProjectId": "0" * 32,
@@ -233,7 +274,7 @@ def _stand_in(key: str, known: Mapping[str, str]) -> str:
         "alarmTopicArn": f"arn:aws:sns:{region}:{account}:secure-value",
     }
     if key == REGION_KEY:
-        return "eu-west-1"
+        return region
     name = key.removeprefix(f"{PROJECT}:")
     if key.startswith(f"{PROJECT}:") and name in by_name:
         return by_name[name]
@@ -250,8 +291,12 @@ class _Loader(yaml.SafeLoader):
         self.duplicates: list[str] = []
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        # Merge keys (`<<: *anchor`) as YAML 1.1 and go-yaml read them: the merged keys come first and the
+        # mapping's own keys override them (not a duplicate); `super()` flattens the merge.
         seen: set[Any] = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
             key = self.construct_object(key_node, deep=True)
             if not isinstance(key, (str, int, float, bool)):
                 continue

@@ -162,3 +162,14 @@ def test_a_file_that_is_not_a_stack_file_is_one_line_without_its_content(tmp_pat
     assert result.returncode == 2
     assert expected in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert CIPHERTEXT not in result.stderr
+
+
+def test_an_esc_environment_is_a_note_and_its_keys_are_not_missing(tmp_path):
+    path = tmp_path / "Pulumi.prod.yaml"
+    path.write_text("environment:\n  - engagement-prod\nconfig:\n  aws:region: eu-west-1\n")
+    result = stack_check(path)
+    assert_no_traceback(result)
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout + result.stderr
+    assert "ESC environments" in out and "not checked offline" in out
+    assert "is required" not in out

@@ -487,3 +487,46 @@ def test_validate_stack_file_needs_no_cli(no_pulumi_on_path, project):
     config = automation.validate_stack_file("dev", StackSettings(training_mode="AUTO"), project_dir=project)
     assert config.retraining.training_mode is TrainingMode.AUTO
     assert automation.stack_file_path("acme/engagement-loop/dev", project_dir=project) == project / "Pulumi.dev.yaml"
+
+
+# --- issue 11 review: ESC environments ------------------------------------------------------------------
+
+ESC_STACK = "environment:\n  - engagement-prod\nconfig:\n  aws:region: eu-west-1\n"
+
+
+@pytest.mark.parametrize("run", [automation.preview, automation.up])
+def test_keys_an_esc_environment_may_set_are_not_reported_missing_before_the_cli(no_pulumi_on_path, project, run):
+    (project / "Pulumi.dev.yaml").write_text(ESC_STACK)
+    with pytest.raises(automation.PulumiCliMissing):
+        run("dev", StackSettings(), project_dir=project)
+
+
+@pytest.mark.parametrize("run", [automation.preview, automation.up])
+def test_a_bad_value_present_beside_an_esc_environment_is_still_a_config_error(no_pulumi_on_path, project, run):
+    (project / "Pulumi.dev.yaml").write_text(ESC_STACK + "  engagement-loop:historyDays: 0\n")
+    with pytest.raises(ConfigError) as error:
+        run("dev", StackSettings(), project_dir=project)
+    assert any("engagement-loop:historyDays" in problem for problem in error.value.problems)
+    assert not any("is required" in problem for problem in error.value.problems)
+
+
+# --- issue 11 review: values yaml.safe_load produces ----------------------------------------------------
+
+
+def test_a_date_from_yaml_safe_load_is_its_iso_text_not_a_type_error(project):
+    current = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
+    current["engagement-loop:retrainSchedule"] = datetime(2026, 11, 1).date()
+    with pytest.raises(ConfigError) as error:
+        validate(StackSettings(), current, project_dir=project)
+    assert any("engagement-loop:retrainSchedule = '2026-11-01'" in problem for problem in error.value.problems)
+
+
+def test_bytes_from_yaml_safe_load_are_a_config_error_naming_the_key(project):
+    current = yaml.safe_load((ROOT / "Pulumi.dev.yaml").read_text())["config"]
+    current["engagement-loop:gateMetric"] = b"\x00\x01"
+    current["engagement-loop:appMayReport"] = [b"\x02"]
+    with pytest.raises(ConfigError) as error:
+        validate(StackSettings(), current, project_dir=project)
+    text = "\n".join(error.value.problems)
+    assert "engagement-loop:gateMetric: expected a string" in text
+    assert "engagement-loop:appMayReport: expected a string" in text

@@ -246,3 +246,37 @@ def test_a_misspelt_key_gets_the_nearest_known_key():
             "engagement-loop:retrainSchedule? Fix its spelling, or remove it") in found
     found = problems(valid(RETRAINSCHEDULE="rate(1 day)"))
     assert any("did you mean engagement-loop:retrainSchedule?" in p for p in found)
+
+
+# --- issue 11 review: the stack-file reader ---------------------------------------------------------------
+
+
+def test_yaml_merge_keys_are_read_as_go_yaml_reads_them(tmp_path):
+    from components.stack_file import read_stack_file
+
+    stack = tmp_path / "Pulumi.x.yaml"
+    stack.write_text("base: &base\n  engagement-loop:historyDays: 30\n  engagement-loop:importMode: FULL\n"
+                     "config:\n  <<: *base\n  engagement-loop:historyDays: 48\n  aws:region: eu-west-1\n")
+    read = read_stack_file(stack)
+    assert read.problems == ()
+    assert read.values["engagement-loop:historyDays"] == "48"  # the mapping's own key overrides the merged one
+    assert read.values["engagement-loop:importMode"] == "FULL"
+
+
+def test_a_key_given_in_full_and_legacy_form_is_a_duplicate(tmp_path):
+    from components.stack_file import read_stack_file
+
+    stack = tmp_path / "Pulumi.x.yaml"
+    stack.write_text("config:\n  engagement-loop:historyDays: 30\n  engagement-loop:config:historyDays: 48\n")
+    assert any("engagement-loop:historyDays is given twice" in problem for problem in read_stack_file(stack).problems)
+
+
+def test_explicit_yaml_timestamps_and_binary_do_not_raise_type_errors(tmp_path):
+    from components.stack_file import read_stack_file
+
+    stack = tmp_path / "Pulumi.x.yaml"
+    stack.write_text("config:\n  engagement-loop:retrainSchedule: !!timestamp 2026-11-01\n"
+                     "  engagement-loop:gateMetric: !!binary AAE=\n")
+    read = read_stack_file(stack)
+    assert read.values["engagement-loop:retrainSchedule"] == "2026-11-01"
+    assert any(problem.startswith("engagement-loop:gateMetric: expected a string") for problem in read.problems)

@@ -193,3 +193,27 @@ def test_explicitly_given_names_that_a_query_would_refuse_are_rejected_by_the_on
                                    "ATHENA_WORKGROUP": "w"})
     with pytest.raises(ValueError, match="database: expected a Glue name"):
         build_backfill_sql(_rule(), 1_790_000_000_000, database="engagement_loop_prod.eu", table="events")
+
+
+# --- issue 11 review -------------------------------------------------------------------------------------
+
+
+def test_a_stack_file_giving_scoring_twice_is_refused_by_the_local_tools(tmp_path):
+    stack = tmp_path / "Pulumi.x.yaml"
+    stack.write_text(f'config:\n  engagement-loop:scoring: ["{SECRET}=1"]\n  engagement-loop:scoring: ["_email.open=1"]\n')
+    with pytest.raises(ScoringError) as error:
+        load_scoring_file(stack)
+    message = str(error.value)
+    assert str(stack) in message and "engagement-loop:scoring is given twice" in message
+    assert SECRET not in message
+
+
+def test_a_huge_value_is_cut_in_every_message():
+    huge = ["e" * 1000 + f"{i}=1" for i in range(2000)]
+    with pytest.raises(ConfigError) as error:
+        parse_stack_config({"scoring": huge}, region="eu-west-1")
+    subject = SecretKeys().subject("scoring", huge)
+    assert len(subject) < 200 and subject.endswith(f"… ({len(json.dumps(huge)):,} characters)")
+    problem = next(p for p in error.value.problems if p.startswith("engagement-loop:scoring"))
+    assert problem.startswith(subject)
+    assert len(str(error.value)) < 20_000
