@@ -90,6 +90,8 @@ class EventFileReader:
     rejected: Counter[str] = field(default_factory=Counter)
     formats: dict[Path, str] = field(default_factory=dict)
     """Per file: "JSON Lines", "JSON array", "pretty-printed records", "empty"."""
+    missing: list[Path] = field(default_factory=list)
+    """Files that do not exist (`read_events` then reads none)."""
 
     def __iter__(self) -> Iterator[EventRecord]:
         for path in self.paths:
@@ -149,7 +151,11 @@ def read_events(paths: Iterable[Path], err: TextIO, *, shown: int = SHOWN_REJECT
             print("… more skipped records are counted in the summary below", file=err)
         printed[0] += 1
 
-    reader = EventFileReader(list(paths), on_rejection=show)
+    paths = [Path(path) for path in paths]
+    reader = EventFileReader(paths, on_rejection=show)
+    reader.missing = [path for path in paths if not path.exists()]
+    if reader.missing:  # nothing is read: the tool says "no such file: PATH" (`nothing_usable`) and exits 2
+        return [], reader
     records = reader.read()
     for line in reader.summary_lines():
         print(line, file=err)
@@ -157,6 +163,8 @@ def read_events(paths: Iterable[Path], err: TextIO, *, shown: int = SHOWN_REJECT
 
 
 def nothing_usable(reader: EventFileReader) -> str:
+    if reader.missing:
+        return "\n".join(f"no such file: {path}" for path in reader.missing)
     return ("error: no usable record was read; expected raw stream records — JSON Lines (one JSON object a "
             "line), a JSON array of objects, or objects pretty-printed one after another (as the AWS "
             "documentation prints them) — in UTF-8")
@@ -197,7 +205,7 @@ class _FileScanner:
                 self.reject(Rejection(self.path, number, LINE_TOO_LONG))
                 continue
             if number == 1:
-                if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+                if raw.startswith((b"\xff\xfe", b"\xfe\xff")) or _utf16_without_bom(raw):
                     self.reject(Rejection(self.path, 1, UNREADABLE, "UTF-16 text; save it as UTF-8"))
                     return
                 if raw.startswith(b"\xef\xbb\xbf"):
@@ -262,13 +270,37 @@ class _FileScanner:
         first = len(text) - len(text.lstrip())
         if first >= len(text) or text[first] != "{" or first > self.start_column:
             return False
-        if first == 0:  # a record's own values are indented; a line starting at the margin is a new record
+        if first == 0 and _whole_object(text):  # a JSON Lines record after one cut short, not a value
             return True
         for part in reversed(self.parts):  # legitimate only where a value must follow
             stripped = part.rstrip()
             if stripped:
-                return stripped[-1] not in "[:"
-        return not self.broken
+                if stripped[-1] in "[:":
+                    return False
+                # After a comma a value follows only inside an array (in an object, a key does).
+                return not (stripped[-1] == "," and self._innermost() == "[")
+        # A record's own values are indented; at the margin, with nothing known of the open record, a new one.
+        return first == 0 or not self.broken
+
+    def _innermost(self) -> str:
+        """The open record's innermost open bracket, `{` or `[` (scanned only when a line at the margin may be
+        a value)."""
+        stack, in_string, escaped = [], False, False
+        for char in "".join(self.parts):
+            if in_string:
+                if escaped:
+                    escaped = False
+                elif char == "\\":
+                    escaped = True
+                elif char == '"':
+                    in_string = False
+            elif char == '"':
+                in_string = True
+            elif char in "{[":
+                stack.append(char)
+            elif char in "}]" and stack:
+                stack.pop()
+        return stack[-1] if stack else ""
 
     def _skip_between(self, text: str, position: int) -> int:
         while position < len(text):
@@ -377,6 +409,22 @@ class _FileScanner:
         self._reset()
         self.seen_any = True
         self.reject(Rejection(self.path, line, reason, detail))
+
+
+def _whole_object(text: str) -> bool:
+    """The line is one whole JSON object (how a JSON Lines record looks)."""
+    try:
+        _, end = _DECODER.raw_decode(text)
+    except ValueError:
+        return False
+    return not text[end:].strip().strip(",")
+
+
+def _utf16_without_bom(raw: bytes) -> bool:
+    """UTF-16 text without a byte-order mark: ASCII with a NUL every other byte."""
+    sample = raw[:64]
+    return len(sample) >= 2 and (sample[1::2].count(0) >= len(sample) // 2 > 0 or
+                                 sample[0::2].count(0) >= (len(sample) + 1) // 2)
 
 
 def _short(error: ValueError) -> str:

@@ -101,15 +101,16 @@ def preview_command(args: argparse.Namespace) -> int:
     first = query.engagements_from
     days = f"{first} … {as_of - timedelta(days=1)}" if first else f"all history up to {as_of - timedelta(days=1)}"
     skipped = f", {reader.rejected_total:,} skipped by the reader" if reader.rejected_total else ""
-    print(f"{len(events) + rejected:,} records read from {len(args.events):,} file(s): {len(events):,} normalised, "
-          f"{rejected:,} rejected{skipped}.")
-    print(f"{len(rows)} interactions written to {args.out} (engagements arrived {days}; exposures credited "
+    # The reader's summary (stderr) already says how many records were read from which files.
+    print(f"{len(events):,} records normalised, {rejected:,} rejected by the normaliser{skipped}.")
+    print(f"{len(rows):,} interactions written to {args.out} (engagements arrived {days}; exposures credited "
           f"up to {query.attribution_days} days back).")
     if query.exclude_streamed:
         print("Rows the event tracker streams (an engagement's own user and item) are left out (realTimeEvents).")
     print(_summary(rows, INTERACTIONS_COLUMNS))
     if not rows:
-        for line in why_no_interactions(events, scoring, attribution_days=query.attribution_days):
+        for line in why_no_interactions(events, scoring, attribution_days=query.attribution_days,
+                                        exclude_streamed=query.exclude_streamed):
             print(line.strip(), file=sys.stdout)
     return 0
 

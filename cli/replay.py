@@ -441,8 +441,8 @@ class _Replay:
                 continue  # Kinesis delivers the same batch again
             position += len(batch)
             if self.progress and self.stats["aggregator_invocations"] % self.options.progress_every == 0:
-                print(f"replay: {position}/{len(records)} records, {self.stats['aggregator_invocations']} "
-                      f"aggregator calls, {len(self.bus_events)} engine events", file=self.progress)
+                print(f"replay: {position:,}/{len(records):,} records, {self.stats['aggregator_invocations']:,} "
+                      f"aggregator calls, {len(self.bus_events):,} engine events", file=self.progress)
 
     def _new_outbox_items(self) -> list[dict[str, Any]]:
         # Only entries created since the last look (with a second of slack for clock steps): returning the
@@ -609,9 +609,12 @@ def write_json(result: ReplayResult, out: TextIO) -> None:
 
 def print_summary(result: ReplayResult, out: TextIO = sys.stdout) -> None:
     """Who qualified, for which rule, when, and what the action did; then the engine's figures."""
-    from cli.report import engine_figures, who_qualified
+    from cli.report import engine_figures, rejections_line, who_qualified
 
     stats = result.stats
+    if stats["rejected"]["count"]:
+        print(rejections_line(stats["rejected"]["reasons"]), file=out)
+        print(file=out)
     for line in who_qualified(result.rules, result.qualifications, result.counters,
                               full_list="every one in the --json output"):
         print(line, file=out)
@@ -626,12 +629,24 @@ def print_summary(result: ReplayResult, out: TextIO = sys.stdout) -> None:
         print(f"  rejected {count:,}×: {reason}", file=out)
 
 
+def _normaliser_rejections(lines: Sequence[str], options: ReplayOptions) -> Counter[str]:
+    """Why the normaliser rejects records, grouped by reason (what the aggregator would send to its failures
+    queue)."""
+    from functions.events.canonical import IdentityMode, Rejected
+    from functions.events.normalise import normalise
+
+    mode = IdentityMode(options.identity_mode)
+    return Counter(result.reason for line in lines
+                   if isinstance(result := normalise(line, identity_mode=mode), Rejected))
+
+
 def replay_command(args: Any, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """`python -m cli rules replay --rules SHEET.csv EVENTS`: exit 0 done, 2 bad input (a bad sheet, bad options,
     no usable record), 1 the replay itself failed."""
     from pathlib import Path
 
     from cli.event_files import nothing_usable, read_events
+    from cli.report import rejections_line
     from functions.rules.sheet import RulesSheetError
 
     out, err = out or sys.stdout, err or sys.stderr
@@ -649,6 +664,10 @@ def replay_command(args: Any, *, out: TextIO | None = None, err: TextIO | None =
     records, reader = read_events([args.events], err)
     if not records:
         print(nothing_usable(reader), file=err)
+        return 2
+    rejected = _normaliser_rejections([record.text for record in records], options)
+    if sum(rejected.values()) == len(records):
+        print(f"error: no record could be normalised — {rejections_line(rejected)}", file=err)
         return 2
     try:
         result = replay(sheet, [record.text for record in records], options, rules_name=str(args.rules),

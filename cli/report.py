@@ -95,6 +95,13 @@ def action_in_words(rule: Any) -> str:
     return rule.action_description
 
 
+def rejections_line(reasons: dict[str, int]) -> str:
+    """`2 records rejected: <reason> (×2); <reason> (×1)`, most frequent first — the line before WHO QUALIFIED."""
+    ordered = sorted(reasons.items(), key=lambda pair: (-pair[1], pair[0]))
+    return (f"{count(sum(reasons.values()), 'record')} rejected: "
+            + "; ".join(f"{reason} (×{number:,})" for reason, number in ordered))
+
+
 # --- who qualified -------------------------------------------------------------------------------------
 
 
@@ -183,7 +190,8 @@ def engine_figures(stats: dict[str, Any], *, batch_size: int | None = None) -> l
 # --- interactions --------------------------------------------------------------------------------------
 
 
-def why_no_interactions(events: Sequence[Any], scoring: Any, *, attribution_days: int) -> list[str]:
+def why_no_interactions(events: Sequence[Any], scoring: Any, *, attribution_days: int,
+                        exclude_streamed: bool = False) -> list[str]:
     """When the dataset is empty: why, and what to send. Empty when there are interactions to build or
     nothing scored at all is not the question (the caller decides when to ask)."""
     scored = [e for e in events if e.event_type in scoring.values]
@@ -201,6 +209,15 @@ def why_no_interactions(events: Sequence[Any], scoring: Any, *, attribution_days
                   "personalize_user_id, item_id and campaign_id or journey_id, as the exposure tracker writes them),",
                   "  or an item_id on each engagement (the app record's \"item_id\"; an engagement with its own "
                   "item_id is an interaction by itself)."]
+    elif exclude_streamed and with_item:
+        # An engagement with its own item_id is the row the event tracker streams: --exclude-streamed drops it.
+        lines += [f"  {count(with_item, 'engagement')} with an item_id, all left out as streamed: the event tracker "
+                  "sends them with PutEvents (--exclude-streamed, the default when the stack file's "
+                  "realTimeEvents is on)"
+                  + (f", and none of the {count(exposures, 'exposure')} is of the same endpoint and campaign "
+                     f"(or journey) as an engagement within {attribution_days} days" if exposures else "") + ".",
+                  "  To count them here, run with --no-exclude-streamed (or set engagement-loop:realTimeEvents "
+                  "to false in the stack file)."]
     else:
         lines += [f"  {count(exposures, 'exposure')} and {count(with_item, 'engagement')} with an item_id, but no "
                   "exposure is of the same endpoint and campaign (or journey) as an engagement, arriving no more "

@@ -39,6 +39,13 @@ CASES = {
     "non-object-records": (_jsonl([*JSONL[:3], b"[1, 2]", b'"hello"', *JSONL[3:]]), 0,
                            [":4: not a JSON object (an array)", ":5: not a JSON object (a string)",
                             "6 records read from", "skipped 2×: not a JSON object"]),
+    "utf16-without-bom": (_jsonl(JSONL[:2]).decode().encode("utf-16-le"), 2,
+                          [":1: file cannot be read (UTF-16 text; save it as UTF-8)"]),
+    "utf16-with-bom": (_jsonl(JSONL[:2]).decode().encode("utf-16"), 2,
+                       [":1: file cannot be read (UTF-16 text; save it as UTF-8)"]),
+    "nested-object-at-the-margin": (b'{\n"schema": "engagement-loop/v1",\n"event_type": "purchase",\n'
+                                    b'"event_time_ms": 1793500000000,\n"user_id": "u-1",\n"attributes":\n{\n'
+                                    b'"k": "v"\n}\n}\n', 0, ["1 record read from", "(pretty-printed records)"]),
     "empty": (b"", 2, ["0 records read from", "error: no usable record was read"]),
     "only-garbage": (b"hello\n\x00\x01 binary \xff\n<<<>>>\n", 2,
                      [":1: not JSON", ":2: not valid UTF-8", "skipped 2×: not JSON", "skipped 1×: not valid UTF-8",
@@ -67,6 +74,8 @@ def test_every_tool_reads_the_same_files_the_same_way(tmp_path, capsys, tool, ca
     assert code == status, printed.err
     for words in said:
         assert words in printed.err, (words, printed.err)
+    if case.startswith("nested"):
+        assert "skipped" not in printed.err and "truncated" not in printed.err, printed.err
     if status == 0:
         assert printed.out, "a report"
         assert "Traceback" not in printed.err
@@ -87,7 +96,7 @@ def test_a_pretty_printed_record_is_normalised_like_its_one_line_form(tmp_path, 
                      "--out", str(tmp_path / f"{events.stem}.csv")]) == 0
         outputs.append((capsys.readouterr().out.splitlines()[0], (tmp_path / f"{events.stem}.csv").read_text()))
     assert outputs[0] == outputs[1]
-    assert outputs[0][0].startswith("3 records read from 1 file(s): 3 normalised")
+    assert outputs[0][0] == "3 records normalised, 0 rejected by the normaliser."
 
 
 def test_the_reader_keeps_a_json_lines_record_byte_for_byte_and_bounds_a_record(tmp_path):
@@ -102,3 +111,33 @@ def test_the_reader_keeps_a_json_lines_record_byte_for_byte_and_bounds_a_record(
     assert [record.text.encode() for record in records] == [JSONL[0], JSONL[1]]
     assert [record.line for record in records] == [1, 6]
     assert reader.rejected == {TOO_LARGE: 2}
+
+
+def test_the_reader_takes_a_nested_object_at_the_margin_as_a_value():
+    """The review's file: one record, nothing rejected (a `{` after a line ending in `:` is a value)."""
+    from cli.event_files import EventFileReader
+
+    import tempfile
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "nested.json"
+        path.write_bytes(b'{\n"event_type": "x",\n"attrs":\n{\n"k": 1\n}\n}')
+        reader = EventFileReader([path])
+        assert [record.text for record in reader.read()] == ['{"event_type":"x","attrs":{"k":1}}']
+        assert not reader.rejected
+
+
+@pytest.mark.parametrize("tool", ["rules replay", "interactions preview", "demo"])
+def test_a_missing_file_is_one_line_and_exit_2(tmp_path, capsys, tool):
+    events = tmp_path / "absent.jsonl"
+    assert main(run_tool(tool, events, tmp_path)) == 2
+    printed = capsys.readouterr()
+    assert printed.err == f"no such file: {events}\n" and printed.out == ""
+
+
+@pytest.mark.parametrize("tool", ["rules replay", "interactions preview"])
+def test_the_event_file_summary_is_printed_once(tmp_path, capsys, tool):
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(_jsonl(JSONL))
+    assert main(run_tool(tool, events, tmp_path)) == 0
+    printed = capsys.readouterr()
+    assert (printed.out + printed.err).count("records read from") == 1, printed

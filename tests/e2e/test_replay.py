@@ -85,7 +85,8 @@ def test_the_command_prints_a_table_and_writes_the_json(tmp_path, capsys, fault_
                  "--duplicate-rate", "0.1", "--fail-rate", "0.1", "--seed", "9"])
     printed = capsys.readouterr().out
     assert code == 0
-    assert printed.startswith("WHO QUALIFIED  ")  # the marketer's question first, the engine's figures after
+    assert printed.splitlines()[0].startswith("1 record rejected: ") and printed.splitlines()[2].startswith(
+        "WHO QUALIFIED  ")  # the marketer's question first, the engine's figures after
     header, *rows = printed.split("ENGINE FIGURES\n\n")[1].split("\n\n")[0].splitlines()
     assert header.split() == ["rule", "type", "action", "users", "counted", "qualifications", "events", "emitted",
                               "attributes", "set"]
@@ -172,3 +173,23 @@ def test_a_window_outcome_at_midnight_depends_on_no_batching_and_no_fault(option
     result = replay(DAILY, midnight_lines(), ReplayOptions(**options))
     assert sorted((q["rule_id"], q["user_id"]) for q in result.qualifications) == [("daily", "a"), ("daily", "u")]
     assert sorted((c["user_id"], c["count"]) for c in result.counters) == [("a", 1), ("u", 1)]
+
+
+def test_replay_exits_2_when_the_normaliser_rejects_every_record(tmp_path, capsys):
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"foo":1}\n{"bar":2}\n', encoding="utf-8")
+    assert main(["rules", "replay", "--rules", str(RULES), str(events)]) == 2
+    printed = capsys.readouterr()
+    assert printed.out == ""
+    assert "error: no record could be normalised — 2 records rejected: unrecognised record" in printed.err
+    assert "(×2)" in printed.err
+
+
+def test_replay_says_how_many_were_rejected_before_who_qualified(tmp_path, capsys):
+    events = tmp_path / "events.jsonl"
+    events.write_text(EVENTS.read_text(encoding="utf-8") + '{"foo":1}\n', encoding="utf-8")
+    assert main(["rules", "replay", "--rules", str(RULES), str(events)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("2 records rejected: app record: unsupported schema")
+    assert "; unrecognised record: not a Pinpoint, SES or app event" in lines[0] and lines[0].endswith("(×1)")
+    assert lines[2].startswith("WHO QUALIFIED  ")

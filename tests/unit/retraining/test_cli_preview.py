@@ -32,7 +32,7 @@ def test_preview_writes_the_expected_csv_and_summary(tmp_path, capsys, scoring):
         '(app events need "schema": "engagement-loop/v1"; SES events come in their EventBridge envelope)',
     ]
     lines = printed.out.splitlines()
-    assert lines[0] == "14 records read from 1 file(s): 13 normalised, 1 rejected, 1 skipped by the reader."
+    assert lines[0] == "13 records normalised, 1 rejected by the normaliser, 1 skipped by the reader."
     assert "engagements arrived all history up to 2019-11-05" in lines[1]
     assert lines[3:8] == ["EVENT_TYPE          rows",
                           "_campaign.send         1",
@@ -88,7 +88,9 @@ def test_minimums_met(tmp_path, capsys):
     out = tmp_path / "interactions.csv"
     assert preview("--scoring", str(FIXTURES / "scoring.csv"), str(events), "--out", str(out)) == 0
     assert len(out.read_text().splitlines()) == 1_001
-    assert capsys.readouterr().out.splitlines()[-1] == (
+    printed = capsys.readouterr().out
+    assert f"1,000 interactions written to {out}" in printed
+    assert printed.splitlines()[-1] == (
         "Personalize minimums: met (1,000 interactions; 25 users with ≥ 2 interactions)")
 
 
@@ -131,3 +133,17 @@ def test_registered_with_the_cli_dispatcher(tmp_path, capsys):
     assert main(["interactions", "preview", "--scoring", str(FIXTURES / "scoring.csv"),
                  str(FIXTURES / "events.jsonl"), "--out", str(out)]) == 0
     assert out.read_text() == (FIXTURES / "expected.csv").read_text()
+
+
+def test_no_interaction_because_every_engagement_was_left_out_as_streamed(tmp_path, capsys):
+    events = tmp_path / "events.jsonl"
+    events.write_text("".join(json.dumps({"schema": "engagement-loop/v1", "event_type": "purchase", "user_id": f"u-{u}",
+                                          "item_id": f"sku-{u}", "event_time_ms": 1_762_000_000_000 + u}) + "\n"
+                              for u in range(3)))
+    out = tmp_path / "interactions.csv"
+    assert preview("--scoring", str(FIXTURES / "scoring.csv"), str(events), "--out", str(out),
+                   "--exclude-streamed") == 0
+    printed = capsys.readouterr().out
+    assert "3 engagements with an item_id, all left out as streamed" in printed
+    assert "--no-exclude-streamed" in printed and "realTimeEvents" in printed
+    assert "no exposure is of the same endpoint" not in printed
