@@ -27,7 +27,7 @@ from dataclasses import dataclass, replace
 from datetime import date
 from decimal import Decimal, InvalidOperation
 from types import MappingProxyType
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from functions.events.parsing import MAX_NAME_CHARS, MAX_VALUE_CHARS
 from functions.rules.keys import RESERVED_RULE_IDS
@@ -196,17 +196,19 @@ def detect_delimiter(text: str, known: frozenset[str] = frozenset()) -> str:
 
 
 def header_seen(header: list[str], delimiter: str) -> str:
-    """What a header row that could not be read holds, as a message may quote it: the start of its first
-    three cells, each cut at 40 characters and at the first character no column name has (so an
-    environment dump shows `'AWS_SECRET_ACCESS_KEY…'`, never a value), their number and the separator."""
+    """What a header row that could not be read holds, as a message may quote it: the start of its *first*
+    cell only, cut at 40 characters and at the first character that is not a letter, `_`, `.` or `-` (so an
+    environment dump shows `'AWS_SECRET_ACCESS_KEY…'`), then how many cells there are and the separator. The
+    other cells are never shown: in a file that is not a sheet they are values (`KEY;secret`)."""
     labelled = [cell.strip() for cell in header if cell.strip()]
-    shown = []
-    for cell in labelled[:3]:
-        name = re.match(r"[\w .\-]*", cell).group(0)[:EXCERPT_CHARS].rstrip()
-        shown.append(repr(name + ("…" if len(name) < len(cell) else "")))
-    more = f" and {len(labelled) - 3:,} more" if len(labelled) > 3 else ""
-    plural = "" if len(labelled) == 1 else "s"
-    return (f"it reads {', '.join(shown)}{more} ({len(labelled):,} cell{plural}, separated by "
+    if not labelled:
+        return "it reads nothing"
+    first = labelled[0]
+    name = re.match(r"[A-Za-z_.\-]*", first).group(0)[:EXCERPT_CHARS]
+    shown = repr(name + ("…" if len(name) < len(first) else "")) if name else "a first cell that is no name"
+    others = len(labelled) - 1
+    rest = f" and {others:,} more cell{'' if others == 1 else 's'}, not shown" if others else ""
+    return (f"it reads {shown}{rest} ({len(labelled):,} cell{'' if len(labelled) == 1 else 's'}, separated by "
             f"{_DELIMITER_NAMES.get(delimiter, repr(delimiter))})")
 
 
@@ -225,6 +227,23 @@ def parse_rules_sheet(text: str, *, source_name: str) -> RuleSet:
     Raises `RulesSheetError` with every problem found, or returns all the rules.
     """
     return check_rules_sheet(text, source_name=source_name).rules
+
+
+def _warn_shared_attributes(rules: list[tuple[int, Rule]], labels: Mapping[str, str],
+                            warnings: list[Problem]) -> None:
+    """Rules setting the same attribute share it: one's exit (a window rule's, a reset of the sheet) clears what
+    the others set, and the sinks cannot tell them apart. Seed sheets do this on purpose (several thresholds
+    of one event), so it is a warning, once per later rule."""
+    owners: dict[str, int] = {}
+    for number, rule in rules:
+        if rule.action_kind is not ActionKind.ATTRIBUTE:
+            continue
+        first = owners.setdefault(rule.action_name, number)
+        if first != number:
+            warnings.append(Problem(number, labels.get(ACTION_NAME, ACTION_NAME),
+                                    f"this rule sets attribute {rule.action_name}, as the rule in row {first} does: "
+                                    "either one leaving clears it for both",
+                                    "give one of them its own ActionName if they mean different things"))
 
 
 def check_rules_sheet(text: str, *, source_name: str) -> CheckedSheet:
@@ -253,7 +272,7 @@ def check_rules_sheet(text: str, *, source_name: str) -> CheckedSheet:
         problems.append(Problem(1, None, f"the sheet has {data_rows:,} rules, more than the {MAX_RULES:,} one sheet "
                                          "may hold", "remove rules that are no longer needed"))
         fatal = True
-    rules: list[Rule] = []
+    rules: list = []  # (row, rule) while rows are read
     warnings: list[Problem] = []
     ids: list[tuple[int, str, bool]] = []  # (row, rule id, given in the sheet), for the duplicate check
     if not fatal:
@@ -293,8 +312,10 @@ def check_rules_sheet(text: str, *, source_name: str) -> CheckedSheet:
                                         f"give it a RuleId, e.g. {_suggested_rule_id(rule)}"
                                         + ("" if RULE_ID in labels else " in a new RuleId column")))
             if rule is not None:
-                rules.append(rule)
+                rules.append((number, rule))
         _check_unique_ids(ids, labels, problems)
+        _warn_shared_attributes(rules, labels, warnings)
+    rules = [rule for _, rule in rules]
     if problems:
         # Stable: header problems first, then each row's in column-checking order.
         problems.sort(key=lambda problem: problem.row)

@@ -80,7 +80,8 @@ def test_csv_header_is_required(tmp_path):
     path = tmp_path / "scoring.csv"
     path.write_text("_email.open,1\n")
     with pytest.raises(ScoringError, match=r"row 1: the header must be EVENT_TYPE,EVENT_VALUE, but it reads "
-                                           r"'_email.open', '1' \(2 cells, separated by commas\)"):
+                                           r"'_email.open' and 1 more cell, not shown \(2 cells, separated by "
+                                           r"commas\)"):
         ScoringModel.load(path)
 
 

@@ -118,3 +118,29 @@ def test_help_points_at_the_reference():
     assert result.returncode == 0
     assert "docs/rules.md" in " ".join(result.stdout.split())
     assert "## Writing rules" in (REPO / "docs" / "rules.md").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("first_line, secret", [
+    ("AWS_SECRET_ACCESS_KEY;abcdef;ghi", "abcdef"),
+    ("aws_secret_access_key,wJalrXUtnFEMI/K7MDENG", "wJalr"),
+    ('"AWS_SECRET_ACCESS_KEY abc",x', "abc"),
+    ("TOKEN\tsk-12345", "12345"),
+])
+def test_an_unreadable_header_never_shows_a_value(tmp_path, capsys, first_line, secret):
+    """Only the first cell's name-like start is quoted: the other cells of a dump are its values."""
+    path = write(tmp_path, first_line + "\nmore\n")
+    code, out, err = check(path, capsys)
+    assert code == 2 and secret not in err and "not shown" in err
+
+
+def test_two_rules_that_would_set_the_same_attribute_are_warned_about(tmp_path, capsys):
+    """`_session.start` and `session_start` both become attribute session_start: one rule's exit clears what the
+    other set. Seed sheets share attributes on purpose, so it is a warning."""
+    path = write(tmp_path, "RuleId;RuleType;EventName;Operator-C;Target-C;Operator-V;Target-V;"
+                           "ResetWhenReachTarget;Window\r\n"
+                           "a;aggregator;_session.start;at_least;3;na;na;no;\r\n"
+                           "b;window;session_start;at_least;2;na;na;no;7d\r\n")
+    code, out, err = check(path, capsys)
+    assert code == 0
+    assert "warning: row 3, column ActionName: this rule sets attribute session_start, as the rule in row 2 does" \
+        in err
