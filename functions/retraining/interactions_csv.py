@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import csv
 import math
-import re
 from typing import Iterable, NamedTuple, Sequence, TextIO
 
+from functions.events.parsing import CONTROL_CHARACTERS
 from functions.retraining.sql import INTERACTIONS_COLUMNS
 
 
@@ -49,13 +49,10 @@ def parse_row(row: Sequence[str]) -> Interaction:
     return Interaction(user_id, item_id, event_type, value, seconds)
 
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-
-
 def unwritable(row: Interaction) -> str | None:
     """Why `row` cannot be a record of the file, or None."""
     for column, value in (("USER_ID", row.user_id), ("ITEM_ID", row.item_id), ("EVENT_TYPE", row.event_type)):
-        if _CONTROL.search(value):
+        if CONTROL_CHARACTERS.search(value):
             return f"{column} {value[:40]!r} holds a line break or another control character"
     return None
 
