@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Mapping
 
 from functions.events.canonical import IdentityMode
+from functions.events.parsing import MAX_NAME_CHARS
 
 DEFAULT_METRICS_NAMESPACE = "EngagementLoop"
 
@@ -70,7 +71,7 @@ def parse_app_may_report(raw: str | list[str], *, source: str) -> frozenset[str]
     if len(names) > MAX_APP_MAY_REPORT:
         raise ValueError(f"{source}: {len(names)} event types, more than {MAX_APP_MAY_REPORT}")
     for name in names:
-        if len(name) > 256 or not name.startswith(APP_MAY_REPORT_FAMILIES) or "*" in name:
+        if len(name) > MAX_NAME_CHARS or not name.startswith(APP_MAY_REPORT_FAMILIES) or "*" in name:
             raise ValueError(f"{source}: {name[:60]!r} is not an event type apps may be allowed to report: name "
                              f"exact types of {', '.join(f + '*' for f in APP_MAY_REPORT_FAMILIES)} (e.g. "
                              f"_campaign.opened_notification); _email.*, _sms.*, _custom.recommender and trk_* are "
