@@ -31,12 +31,11 @@ import enum
 import hashlib
 import json
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Protocol
 
 from aws_lambda_powertools import Logger
 from botocore.exceptions import ClientError
 
-from functions.rules.dynamo import error_code, from_attributes, to_attributes
 from functions.rules.model import Rule, RuleSet, RuleType
 from functions.rules.outbox import PARTITION_KEY, meta_key
 
@@ -247,27 +246,51 @@ class ActivationConflict(Exception):
     """An activation record kept changing under its writer."""
 
 
-class RuleActivations:
-    """The activation records, through a boto3 `dynamodb` client, in the counters table."""
+class MetaChanged(Exception):
+    """A conditional write of an activation record found it changed (or absent); `current` is the record as
+    found then (None: there is none)."""
 
-    def __init__(self, client: Any, counters_table: str) -> None:
-        self._client, self._table = client, counters_table
+    def __init__(self, current: RuleMeta | None) -> None:
+        super().__init__("the activation record changed")
+        self.current = current
+
+
+class MetaTable(Protocol):
+    """Where activation records live (`activation_tables.py`: the counters table, or memory). Writes are
+    conditional and raise `MetaChanged` when the condition fails; anything else they raise (a throttled write)
+    is the caller's to handle."""
+
+    def get(self, rule_id: str) -> RuleMeta | None:
+        """The record (a consistent read), None when there is none."""
+        ...
+
+    def put_new(self, meta: RuleMeta) -> None:
+        """Store `meta` if the rule has no record yet."""
+        ...
+
+    def put_if(self, meta: RuleMeta, *, version: int, seen_until_ms: int | None = None,
+               fresh_after_ms: int | None = None) -> None:
+        """Store `meta` if the stored record has `version` and, with `fresh_after_ms`, no heartbeat or one at
+        or after it; otherwise its heartbeat is `seen_until_ms` (None: it has none)."""
+        ...
+
+
+class RuleActivations:
+    """The activation records' lifecycle — created once, heartbeats, backfill progress, leaving — over a
+    `MetaTable`, each change one conditional write of the record as read."""
+
+    def __init__(self, table: MetaTable) -> None:
+        self._table = table
 
     def ensure(self, rule: Rule, activation_ms: int, *, seen_until_ms: int | None = None) -> RuleMeta:
         """The rule's activation record, created with `activation_ms` (and heartbeat `seen_until_ms`) if it has
         none (first writer wins)."""
         meta = RuleMeta.first(rule, activation_ms, seen_until_ms=seen_until_ms)
         try:
-            self._client.put_item(TableName=self._table, Item=to_attributes(meta.to_item()),
-                                  ConditionExpression="attribute_not_exists(#pk)",
-                                  ExpressionAttributeNames={"#pk": PARTITION_KEY},
-                                  ReturnValuesOnConditionCheckFailure="ALL_OLD")
+            self._table.put_new(meta)
             return meta
-        except ClientError as error:
-            if error_code(error) != "ConditionalCheckFailedException":
-                raise
-            old = error.response.get("Item")
-        existing = RuleMeta.from_item(from_attributes(old)) if old else self.read(rule.rule_id)
+        except MetaChanged as changed:
+            existing = changed.current
         assert existing is not None
         if existing.fingerprint != meta.fingerprint:
             logger.warning("rule changed under the same RuleId: its counters, activation and backfill are kept; "
@@ -275,10 +298,7 @@ class RuleActivations:
         return existing
 
     def read(self, rule_id: str) -> RuleMeta | None:
-        response = self._client.get_item(TableName=self._table,
-                                         Key={PARTITION_KEY: {"S": meta_key(rule_id)}}, ConsistentRead=True)
-        item = response.get("Item")
-        return RuleMeta.from_item(from_attributes(item)) if item else None
+        return self._table.get(rule_id)
 
     def save(self, meta: RuleMeta) -> RuleMeta | None:
         """Store `meta`'s backfill progress (read at `meta.version`); None if another writer changed the record
@@ -291,11 +311,9 @@ class RuleActivations:
             stored = replace(meta, version=meta.version + 1, seen_until_ms=current.seen_until_ms,
                              activation_ms=current.activation_ms, left_at_ms=current.left_at_ms)
             try:
-                self._put_if(stored, version=meta.version, seen_until_ms=current.seen_until_ms)
-            except ClientError as error:
-                if error_code(error) == "ConditionalCheckFailedException":
-                    continue  # a heartbeat landed in between: read it again
-                raise
+                self._table.put_if(stored, version=meta.version, seen_until_ms=current.seen_until_ms)
+            except MetaChanged:
+                continue  # a heartbeat landed in between: read it again
             return stored
         raise ActivationConflict(f"meta#{meta.rule_id}: still changing after {MAX_ATTEMPTS} attempts")
 
@@ -316,12 +334,9 @@ class RuleActivations:
                 stored = replace(meta, seen_until_ms=now_ms)
                 conditions = {"version": meta.version, "fresh_after_ms": stale_ms}
             try:
-                self._put_if(stored, **conditions)
-            except ClientError as error:
-                if error_code(error) != "ConditionalCheckFailedException":
-                    raise
-                old = error.response.get("Item")
-                current = RuleMeta.from_item(from_attributes(old)) if old else self.read(meta.rule_id)
+                self._table.put_if(stored, **conditions)
+            except MetaChanged as changed:
+                current = changed.current
                 if current is None:  # removed from under us (never, but): start afresh
                     current = self.ensure(rule, now_ms + activation_delay_ms, seen_until_ms=now_ms)
                 if current.generation > meta.generation or (
@@ -342,7 +357,7 @@ class RuleActivations:
     def leave(self, meta: RuleMeta, *, now_ms: int) -> None:
         """Record that this container saw the rule leave its rule set (`left_at_ms`), unless the record moved
         on to another generation or a container recorded it already (the earliest sighting is kept). One
-        conditional `PutItem`, as read, so no backfill progress or heartbeat is lost. Raises when it cannot (a
+        conditional write, as read, so no backfill progress or heartbeat is lost. Raises when it cannot (a
         throttled write, or `ActivationConflict` after `MAX_ATTEMPTS`): the caller keeps the rule and tries
         again with its next batch."""
         for _ in range(MAX_ATTEMPTS):
@@ -350,35 +365,15 @@ class RuleActivations:
                 return
             stored = replace(meta, left_at_ms=now_ms, version=meta.version + 1)
             try:
-                self._put_if(stored, version=meta.version, seen_until_ms=meta.seen_until_ms)
+                self._table.put_if(stored, version=meta.version, seen_until_ms=meta.seen_until_ms)
                 return
-            except ClientError as error:
-                if error_code(error) != "ConditionalCheckFailedException":
-                    raise
-                old = error.response.get("Item")
-                current = RuleMeta.from_item(from_attributes(old)) if old else self.read(meta.rule_id)
+            except MetaChanged as changed:
+                current = changed.current
                 if current is None or current.generation != meta.generation:
                     return  # a later generation: this sighting belongs to an earlier one
                 meta = current
         raise ActivationConflict(f"meta#{meta.rule_id}: still changing after {MAX_ATTEMPTS} attempts "
                                  "(recording the rule leaving)")
-
-    def _put_if(self, meta: RuleMeta, *, version: int, seen_until_ms: int | None = None,
-                fresh_after_ms: int | None = None) -> None:
-        names = {"#version": "version", "#seen": "seen_until_ms"}
-        values: dict[str, Any] = {":version": {"N": str(version)}}
-        condition = "#version = :version"
-        if fresh_after_ms is not None:
-            condition += " AND (attribute_not_exists(#seen) OR #seen >= :fresh)"
-            values[":fresh"] = {"N": str(fresh_after_ms)}
-        elif seen_until_ms is None:
-            condition += " AND attribute_not_exists(#seen)"
-        else:
-            condition += " AND #seen = :seen"
-            values[":seen"] = {"N": str(seen_until_ms)}
-        self._client.put_item(TableName=self._table, Item=to_attributes(meta.to_item()), ConditionExpression=condition,
-                              ExpressionAttributeNames=names, ExpressionAttributeValues=values,
-                              ReturnValuesOnConditionCheckFailure="ALL_OLD")
 
 
 @dataclass

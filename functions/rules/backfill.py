@@ -68,7 +68,8 @@ from functions.rules.backfill_query import (
 )
 from functions.rules.lake_queries import AthenaLakeQueries, LakeQueries, ResultsGone
 from functions.rules.dedupe import DEDUPE_HORIZON_HOURS, remember
-from functions.rules.store import CounterItem, CounterStore, StoreSettings, Write
+from functions.rules.counter_item import CounterItem, Write
+from functions.rules.store import CounterStore, StoreSettings
 
 logger = Logger()
 

@@ -19,7 +19,7 @@ from functions.retraining.sql import sql_identifier, sql_string  # one quoting r
 from functions.rules.evaluate import DAY_MS, DayBucket, event_day
 from functions.rules.model import Rule, RuleType
 from functions.rules.activation import BackfillPass, PassKind
-from functions.rules.store import counting_closes_ms
+from functions.rules.counting import counting_closes_ms
 
 
 BACKFILL_COLUMNS = ("user_id", "event_day", "event_id", "arrival_time_ms", "events", "metric_sum")

@@ -52,7 +52,8 @@ from functions.rules.evaluate import apply_exit, event_day, exit_check
 from functions.rules.outbox import Change, OutboxEntry, exit_key
 from functions.rules.rules_source import Env, RulesSettings, RulesSource, S3RulesSource
 from functions.rules.model import ActionKind, Rule, RuleSet, RuleType
-from functions.rules.store import CounterItem, CounterStore, StoreSettings, Write
+from functions.rules.counter_item import CounterItem, Write
+from functions.rules.store import CounterStore, StoreSettings
 
 logger = Logger()
 

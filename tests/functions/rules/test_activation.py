@@ -7,12 +7,12 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import date
 
-from botocore.exceptions import ClientError
 
 from functions.rules.activation import (
     CLOCK_MARGIN_MS,
     GAP_LEAD_MS,
     HEARTBEAT_MS,
+    MetaChanged,
     ActivationCache,
     BackfillStatus,
     PassKind,
@@ -105,16 +105,16 @@ def test_a_leaving_that_could_not_be_recorded_is_recorded_by_the_next_call(aws, 
     container.current(RuleSet((NOV,)))
     other = Rule(rule_id="other", rule_type=RuleType.AGGREGATOR, event_name="x",
                  count_condition=CountCondition(Operator.AT_LEAST, 1))
-    activations = container.activations
-    real_put = activations._put_if
+    table = container.activations._table
+    real_put = table.put_if
 
-    def changing(*args, **kwargs):  # another writer moves the record every time: the attempts run out
-        raise ClientError({"Error": {"Code": "ConditionalCheckFailedException"}}, "PutItem")
+    def changing(meta, **conditions):  # another writer moves the record every time: the attempts run out
+        raise MetaChanged(table.get(meta.rule_id))
 
-    monkeypatch.setattr(activations, "_put_if", changing)
+    monkeypatch.setattr(table, "put_if", changing)
     assert set(container.current(RuleSet((other,)))) == {"nov"}  # not recorded: still known, no exception
     assert aws.store(lambda: T0 / 1000).activations.read("nov").left_at_ms is None
-    monkeypatch.setattr(activations, "_put_if", real_put)
+    monkeypatch.setattr(table, "put_if", real_put)
     now[0] = T0 + 1_000
     assert container.current(RuleSet((other,))) == {}
     assert aws.store(lambda: T0 / 1000).activations.read("nov").left_at_ms == T0 + 1_000

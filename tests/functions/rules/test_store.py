@@ -17,7 +17,9 @@ from functions.rules.evaluate import RuleState
 from functions.rules.outbox import Change
 from functions.rules.model import CountCondition, Operator, Rule, RuleSet, RuleType, SumCondition
 from functions.rules.dedupe import SEEN_MAX_ENTRIES, Delivery, Mark, mark_key, remember, seen_key
-from functions.rules.store import WINDOW_TTL_SLACK_DAYS, CounterStore, StoreConflict, StoreSettings, Write
+from functions.rules.counter_item import Write
+from functions.rules.counting import WINDOW_TTL_SLACK_DAYS
+from functions.rules.store import CounterStore, StoreConflict, StoreSettings
 from functions.rules.limits import OutboxKeyTaken, Unwritable
 from functions.rules.activation import BackfillStatus
 from functions.rules.outbox import create_local_tables
