@@ -101,6 +101,33 @@ def normalise(raw: bytes | str, *, identity_mode: IdentityMode, arrival_time_ms:
     from the app stream (see the module docstring); local tools reading files keep the default True.
     `app_may_report` lists the reserved push event types an untrusted record may still have.
     """
+    parsed = parse_record(raw, identity_mode=identity_mode, trusted=trusted, app_may_report=app_may_report)
+    return parsed if isinstance(parsed, Rejected) else parsed.at(arrival_time_ms)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Parsed:
+    """A record parsed, mapped and checked, before the stream's clock is applied: `at(arrival)` is what
+    `normalise` returns for that arrival. The local engine parses each record once, then applies the arrival
+    it plans for it."""
+
+    event: CanonicalEvent
+    """Its id final; its own arrival stamp; its event time not yet clamped to the arrival."""
+
+    def at(self, kinesis_arrival_ms: int | None) -> CanonicalEvent:
+        """The canonical event for a record that reached the stream at `kinesis_arrival_ms` (None: its own
+        stamp): one clock for arrival, and a fast clock clamped to it, the same for every source."""
+        event = self.event
+        arrival_time_ms = event.arrival_time_ms if kinesis_arrival_ms is None else kinesis_arrival_ms
+        if arrival_time_ms == event.arrival_time_ms and event.event_time_ms <= arrival_time_ms:
+            return event  # nothing to change: spare the copy (the local engine's hot path)
+        return dataclasses.replace(event, arrival_time_ms=arrival_time_ms,
+                                   event_time_ms=min(event.event_time_ms, arrival_time_ms))
+
+
+def parse_record(raw: bytes | str, *, identity_mode: IdentityMode, trusted: bool = True,
+                 app_may_report: frozenset[str] = frozenset()) -> Parsed | Rejected:
+    """Everything `normalise` does except applying the arrival clock (`Parsed.at`)."""
     if isinstance(raw, (bytes, bytearray, memoryview)):
         try:
             raw = bytes(raw).decode("utf-8")
@@ -131,7 +158,7 @@ def normalise(raw: bytes | str, *, identity_mode: IdentityMode, arrival_time_ms:
             event = parse_pinpoint(record, identity_mode=identity_mode)
         if not trusted and (reason := reserved_type_reason(event.event_type, app_may_report)) is not None:
             return Rejected(f"{_LABELS[source]} on the app stream: {reason}")
-        return _finish(event, arrival_time_ms, trusted=trusted)
+        return Parsed(_finish(event, trusted=trusted))
     except FieldError as error:
         return Rejected(f"{_LABELS[source]}: {error}")
 
@@ -142,19 +169,13 @@ Pinpoint or exposure event and have that event dropped as its duplicate (the rul
 tracker de-duplicate by id)."""
 
 
-def _finish(event: CanonicalEvent, kinesis_arrival_ms: int | None, *, trusted: bool = True) -> CanonicalEvent:
-    """One clock for arrival, the clamp of fast clocks and the bounds, the same for every source."""
+def _finish(event: CanonicalEvent, *, trusted: bool = True) -> CanonicalEvent:
+    """The bounds and the final id, the same for every source (the clock is `Parsed.at`'s)."""
     check_event_type(event.event_type)
     for name in ("user_id", "endpoint_id", "campaign_id", "journey_id", "item_id"):
         check_id(name, getattr(event, name))
-    arrival_time_ms = event.arrival_time_ms if kinesis_arrival_ms is None else kinesis_arrival_ms
     event_id = event.event_id if trusted else UNTRUSTED_ID_PREFIX + event.event_id
-    return dataclasses.replace(
-        event,
-        event_id=hashed_event_id(event_id),
-        arrival_time_ms=arrival_time_ms,
-        event_time_ms=min(event.event_time_ms, arrival_time_ms),
-    )
+    return dataclasses.replace(event, event_id=hashed_event_id(event_id))
 
 
 _LABELS = {EventSource.APP: "app record", EventSource.SES: "SES event", EventSource.PINPOINT: "Pinpoint record"}
