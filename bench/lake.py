@@ -1,6 +1,6 @@
 """Bytes the interactions query reads: the partitioned Parquet lake against the seed's unpartitioned JSON.
 
-    python -m bench.lake [--events 1000000] [--days 90] [--users N] [--seed S] [--workdir DIR]
+    python -m bench.lake [--events 1000000] [--days 90] [--users N] [--seed S] [--workdir DIR] [--json OUT]
 
 A seeded synthetic stream (exposures, email/push engagement, app noise) is written two ways: the lake
 (Snappy Parquet with the Glue schema, one file per `events/dt=YYYY-MM-DD/` arrival day, as `write_lake`
@@ -39,6 +39,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from bench.result_file import command_line, write_result
 from functions.events.canonical import LAKE_COLUMN_TYPES, LAKE_PARTITION_KEY
 from functions.retraining.lake import (
     EVENTS_FOLDER, Interaction, arrow_schema, run_interactions, run_interactions_over,
@@ -457,6 +458,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--users", type=int, default=None, help="default: events / 40")
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--workdir", type=Path, default=None, help="keep the files here (default: a temp dir)")
+    parser.add_argument("--json", type=Path, default=None, metavar="OUT",
+                        help="also write the figures here (bench/results/lake.json is what bench.cost reads)")
     args = parser.parse_args(argv)
     spec = StreamSpec(events=args.events, days=args.days, users=args.users, seed=args.seed)
     began = time.perf_counter()
@@ -510,6 +513,21 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"| {lake / 1e6:,.2f} | {columns / 1e6:,.2f} | {' + '.join(str(r.json_files) for r in reads)} "
               f"| {json / 1e6:,.2f} | {json / lake:,.1f}× | {json / columns:,.1f}× | {rows:,} |")
     met = ratios[7] >= TARGET_RATIO
+    if args.json:
+        write_result(args.json, benchmark="lake", command=command_line("bench.lake", argv), figures={
+            "events": spec.events, "days": spec.days, "users": spec.n_users, "seed": spec.seed,
+            "lake_bytes": lake_size, "json_bytes": json_size,
+            "lake_bytes_per_event": lake_size / spec.events,
+            "histories": {
+                str(history): {
+                    "partition_bytes": sum(r.lake_bytes for r in reads),
+                    "column_bytes": sum(r.column_bytes for r in reads),
+                    "json_bytes": sum(r.json_bytes for r in reads),
+                    "scans": len(reads), "interactions_rows": rows,
+                } for history, reads, rows in results
+            },
+            "target_ratio": TARGET_RATIO, "ratio_7_days": ratios[7], "met": met,
+        })
     print(f"\n7-day history: the lake reads {ratios[7]:.1f}× less than the JSON by whole partitions "
           f"(target ≥ {TARGET_RATIO:g}×): {'met' if met else 'MISSED'}")
     progress("done")

@@ -2,6 +2,7 @@
 beside the seed design.
 
     python -m bench.rules [--events 100000] [--users 10000] [--rules 20] [--batch-size 100] [--seed 7]
+                          [--json OUT]
 
 A bursty stream (users send bursts of several events seconds apart, bursts interleaved, ~1% producer
 duplicates, one shard as one event source mapping batch sees it; partition keys as the producers set them:
@@ -12,6 +13,12 @@ user). Requests are counted by operation with a botocore hook; both runs must en
 outbox. Then the scheduled work is measured: the sweeper's requests, and how many of the items it reads
 belong to date rules (none: date rules need no scheduled job).
 
+Besides requests, each run adds up the capacity units DynamoDB would bill for them (on demand: a write unit per
+started KB of the item written, two inside a transaction; a strongly consistent read unit per started 4 KB read,
+at least one), sizing items with `functions/rules/limits.item_size_bytes`, and, at the end, the sizes of the
+counter items and outbox entries left in the tables. `--json OUT` writes all of it (`bench.cost` reads
+`bench/results/rules.json`).
+
 Targets (exit status 1 if one is missed): ≤ 1 write per matched (event, rule) pair one by one; ≤ 0.3 coalesced
 with batches of 100; zero scheduled reads for date rules. The two runs go in parallel processes.
 """
@@ -21,6 +28,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import multiprocessing
 import os
 import random
@@ -31,8 +39,10 @@ from collections import Counter
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+from bench.result_file import command_line, write_result
 from functions.events.canonical import CanonicalEvent, EventSource
 from functions.rules.evaluate import DAY_MS, event_day, matches
 from functions.rules.model import AttributeFilter, CountCondition, Operator, Rule, RuleSet, RuleType, SumCondition
@@ -141,6 +151,10 @@ class RunResult:
     """Counters the sweep read, by rule type."""
     digest: str
     seconds: float
+    units: Counter[str] = None  # type: ignore[assignment]
+    """Billed capacity units of `requests`: `write`, `read`, and `transactional_write` (part of `write`)."""
+    item_sizes: dict[str, list[int]] = None  # type: ignore[assignment]
+    """Sizes in bytes of the counter items and outbox entries left in the tables (`counter`, `outbox`)."""
 
 
 def partition_key(event: CanonicalEvent) -> str:
@@ -178,6 +192,8 @@ def run(mode: str, rules: RuleSet, stream: list[CanonicalEvent], batch_size: int
         create_local_tables(inspect, settings)
         calls: Counter[str] = Counter()
         client.meta.events.register("before-call.dynamodb", lambda model, **_: calls.update([model.name]))
+        units: Counter[str] = Counter()
+        _count_capacity_units(client, units)
         last_ms = stream[-1].arrival_time_ms
         now = [stream[0].arrival_time_ms]  # the processing clock: a second after each batch's newest arrival
         store = CounterStore(client, settings, clock=lambda: now[0] / 1000)
@@ -194,6 +210,7 @@ def run(mode: str, rules: RuleSet, stream: list[CanonicalEvent], batch_size: int
         setup = sum(calls.values())
         calls.clear()
 
+        units.clear()
         counts: Counter[Count] = Counter()
         deliveries = [Delivery(event, "shardId-000000000000", str(10**20 + position), partition_key(event))
                       for position, event in enumerate(stream)]
@@ -207,6 +224,7 @@ def run(mode: str, rules: RuleSet, stream: list[CanonicalEvent], batch_size: int
                 print(f"  {mode} [{partition + 1}/{partitions}]: {number}/{len(starts)} batches, "
                       f"{sum(calls.values())} requests, {time.monotonic() - began:.0f} s", file=sys.stderr, flush=True)
         requests = Counter(calls)
+        stream_units = Counter(units)
 
         calls.clear()
         swept: Counter[str] = Counter()
@@ -224,8 +242,89 @@ def run(mode: str, rules: RuleSet, stream: list[CanonicalEvent], batch_size: int
             sweep(store, rules, today=event_day(last_ms) + timedelta(days=1))
         else:
             digest = _digest(inspect, settings)
+        sizes = _item_sizes(inspect, settings)
     return RunResult(mode, requests, setup, counts[Count.MATCHED], Counter(calls), swept, digest,
-                     time.monotonic() - began)
+                     time.monotonic() - began, stream_units, sizes)
+
+
+TRANSACTION_FACTOR = 2
+"""DynamoDB bills each item of a transaction twice (prepare and commit)."""
+
+
+def _size(attributes: dict[str, Any]) -> int:
+    from functions.rules.dynamo import from_attributes
+    from functions.rules.limits import item_size_bytes
+
+    return item_size_bytes(from_attributes(attributes))
+
+
+def write_units(operation: str, params: dict[str, Any]) -> tuple[int, int]:
+    """(write units, of which transactional) billed on demand for one write request, from what it sends: a unit
+    per started KB of each item put. An update or delete is billed on the larger of the item before and after;
+    the aggregator sends neither, and they count 1 here."""
+    if operation == "PutItem":
+        return max(1, math.ceil(_size(params["Item"]) / 1024)), 0
+    if operation == "TransactWriteItems":
+        units = 0
+        for action in params["TransactItems"]:
+            put = action.get("Put")
+            units += TRANSACTION_FACTOR * (max(1, math.ceil(_size(put["Item"]) / 1024)) if put else 1)
+        return units, units
+    if operation == "BatchWriteItem":
+        return sum(max(1, math.ceil(_size(request["PutRequest"]["Item"]) / 1024)) if "PutRequest" in request
+                   else 1 for requests in params["RequestItems"].values() for request in requests), 0
+    return 1, 0
+
+
+def read_units(operation: str, params: dict[str, Any], response: dict[str, Any]) -> float:
+    """Read units billed on demand for one read request, from what it answered: a strongly consistent read is a
+    unit per started 4 KB (an eventually consistent one half), at least one per request; a Query or Scan adds up
+    its items' sizes before rounding, a GetItem or BatchGetItem rounds each item."""
+    factor = 1.0 if params.get("ConsistentRead") else 0.5
+    if operation == "GetItem":
+        return factor * max(1, math.ceil(_size(response.get("Item", {})) / 4096))
+    if operation in ("Query", "Scan"):
+        return factor * max(1, math.ceil(sum(_size(item) for item in response.get("Items", [])) / 4096))
+    if operation == "BatchGetItem":
+        consistent = all(request.get("ConsistentRead") for request in params["RequestItems"].values())
+        return (1.0 if consistent else 0.5) * sum(
+            max(1, math.ceil(_size(item) / 4096)) for items in response.get("Responses", {}).values() for item in items)
+    return 0.0
+
+
+def _count_capacity_units(client: Any, units: Counter[str]) -> None:
+    """Add each answered request's billed capacity units to `units`."""
+    pending: list[dict[str, Any]] = []
+
+    def remember(params: dict[str, Any], **_: Any) -> None:
+        pending.append(dict(params))
+
+    def account(model: Any, parsed: dict[str, Any], http_response: Any, **_: Any) -> None:
+        params = pending.pop() if pending else {}
+        if http_response.status_code >= 300:
+            return  # a refused conditional write is billed too, but the counts here are of successful requests
+        if model.name in WRITES:
+            total, transactional = write_units(model.name, params)
+            units["write"] += total
+            units["transactional_write"] += transactional
+        elif model.name in READS:
+            units["read"] += read_units(model.name, params, parsed)
+
+    client.meta.events.register("before-parameter-build.dynamodb", remember)
+    client.meta.events.register("after-call.dynamodb", account)
+
+
+def _item_sizes(client: Any, settings: Any) -> dict[str, list[int]]:
+    """The sizes of the counter items (not the rules' activation records) and of the outbox entries."""
+    from functions.rules.keys import META_PREFIX
+
+    sizes: dict[str, list[int]] = {"counter": [], "outbox": []}
+    for table, kind in ((settings.counters_table, "counter"), (settings.outbox_table, "outbox")):
+        for page in client.get_paginator("scan").paginate(TableName=table):
+            for item in page["Items"]:
+                if not item["pk"]["S"].startswith(META_PREFIX):
+                    sizes[kind].append(_size(item))
+    return sizes
 
 
 def _speed_up_moto() -> None:
@@ -286,7 +385,9 @@ def combine(results: list[RunResult]) -> RunResult:
         total = replace(total, requests=total.requests + part.requests,
                         matched_pairs=total.matched_pairs + part.matched_pairs,
                         sweep_requests=total.sweep_requests + part.sweep_requests, swept=total.swept + part.swept,
-                        seconds=total.seconds + part.seconds)
+                        seconds=total.seconds + part.seconds, units=total.units + part.units,
+                        item_sizes={kind: total.item_sizes[kind] + part.item_sizes[kind]
+                                    for kind in total.item_sizes})
     digest = hashlib.sha256("".join(part.digest for part in results).encode()).hexdigest()
     return replace(total, digest=digest)
 
@@ -355,10 +456,53 @@ def report(args: argparse.Namespace, rules: RuleSet, stream: list[CanonicalEvent
         ("zero scheduled reads for date rules", many.swept["date"] == 0 and "Scan" not in many.sweep_requests),
         ("the same outcome both ways", same),
     ]
+    for label, result in ((ONE_BY_ONE, one), (COALESCED, many)):
+        print(f"{label}: {result.units['write'] / events:.3f} write units per event "
+              f"({result.units['transactional_write'] / events:.3f} of them in transactions), "
+              f"{result.units['read'] / events:.3f} read units per event")
+    for kind, stats in size_stats(many.item_sizes).items():
+        print(f"{kind} items: {stats['count']}, mean {stats['mean']:.0f} B, p50 {stats['p50']} B, "
+              f"p95 {stats['p95']} B, max {stats['max']} B")
     print()
     for label, ok in checks:
         print(f"  [{'ok' if ok else 'MISSED'}] {label}")
+    if args.json:
+        write_json(args, rules, stream, one, many, checks)
     return 0 if all(ok for _, ok in checks) else 1
+
+
+def size_stats(sizes: dict[str, list[int]]) -> dict[str, dict[str, float]]:
+    stats = {}
+    for kind, values in sizes.items():
+        ordered = sorted(values) or [0]
+        stats[kind] = {"count": len(values), "mean": sum(ordered) / len(ordered),
+                       "p50": ordered[len(ordered) // 2], "p95": ordered[min(len(ordered) - 1, len(ordered) * 95 // 100)],
+                       "max": ordered[-1]}
+    return stats
+
+
+def write_json(args: argparse.Namespace, rules: RuleSet, stream: list[CanonicalEvent], one: RunResult,
+               many: RunResult, checks: list[tuple[str, bool]]) -> None:
+    events = len(stream)
+
+    def mode(result: RunResult) -> dict[str, Any]:
+        return {
+            "requests": dict(sorted(result.requests.items())),
+            "requests_per_event": sum(result.requests.values()) / events,
+            "write_units_per_event": result.units["write"] / events,
+            "transactional_write_units_per_event": result.units["transactional_write"] / events,
+            "read_units_per_event": result.units["read"] / events,
+            "outbox_entries_per_event": len(result.item_sizes["outbox"]) / events,
+        }
+
+    write_result(args.json, benchmark="rules", command=command_line("bench.rules", args.argv), figures={
+        "events": events, "users": len({e.user_id for e in stream}), "rules": len(rules),
+        "batch_size": args.batch_size, "seed": args.seed, "matched_pairs_per_event": one.matched_pairs / events,
+        "modes": {ONE_BY_ONE: mode(one), COALESCED: mode(many)},
+        "item_sizes": size_stats(many.item_sizes),
+        "setup_requests_per_container": one.setup_requests,
+        "checks": {label: ok for label, ok in checks},
+    })
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -373,7 +517,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--partitions", type=int, default=4, help="the users split over this many moto processes")
     parser.add_argument("--processes", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--quiet", action="store_true", help="no progress lines")
+    parser.add_argument("--json", type=Path, default=None, metavar="OUT",
+                        help="also write the figures here (bench/results/rules.json is what bench.cost reads)")
     args = parser.parse_args(argv)
+    args.argv = argv
 
     began = time.monotonic()
     rng = random.Random(args.seed)
