@@ -34,12 +34,24 @@ DEFAULT_RETRAIN_SCHEDULE = "cron(0 2 * * ? *)"
 MAX_APP_STREAM_SHARDS = 500
 """The most `appStreamShards` may ask for: the shards are the bound on what the app stream's writers can cost
 (500 shards: 500 MB/s in, 500 concurrent batches per consumer), so a larger one is a deliberate code change."""
+MAX_STREAM_SHARDS = 500
+"""The most `streamShards` may ask for (500 MB/s of writes); Kinesis's own default shard quota per account is
+lower in some regions (docs/aws-contracts.md)."""
 # CloudWatch Logs accepts only these retention periods (days).
 LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
                       2557, 2922, 3288, 3653)
 
 _T = TypeVar("_T")
 _E = TypeVar("_E", bound=enum.Enum)
+
+
+class StreamMode(enum.Enum):
+    """`streamMode`: how the trusted stream's capacity is bought (docs/cost.md, "The stream's fixed price")."""
+
+    ON_DEMAND = "on-demand"
+    """Capacity follows the writers; billed per stream-hour plus per GB in and out."""
+    PROVISIONED = "provisioned"
+    """`streamShards` shards, billed per shard-hour plus PUT payload units; writers beyond them are throttled."""
 
 
 class StateMachineLogLevel(enum.Enum):
@@ -186,6 +198,11 @@ class SourcesConfig:
     app_stream_shards: int = 2
     """`appStreamShards`: the app stream's provisioned shards (1–500), which bound what its writers can cost the
     consumers (docs/security.md, "What a hostile producer can cost")."""
+    stream_mode: StreamMode = StreamMode.ON_DEMAND
+    """`streamMode`: the trusted stream's capacity mode (default on-demand)."""
+    stream_shards: int = 1
+    """`streamShards`: the trusted stream's shards with `streamMode: provisioned` (1–500, default 1); unused on
+    demand."""
     app_may_report: frozenset[str] = frozenset()
     """`appMayReport`: exact `_campaign.*`/`_journey.*` push event types the app stream may carry although
     reserved (`parse_app_may_report`, the consumers' own rules); empty by default."""
@@ -274,6 +291,8 @@ KEYS: Mapping[str, tuple[str, Any]] = MappingProxyType({
     "sesConfigurationSet": ("string", ""),
     "appProducerPolicy": ("boolean", True),
     "appStreamShards": ("integer", 2),
+    "streamMode": ("string", StreamMode.ON_DEMAND.value),
+    "streamShards": ("integer", 1),
     "appMayReport": ("array", []),
     "athenaScanLimitGb": ("integer", 10),
     "queryResultsRetentionDays": ("integer", 7),
@@ -487,6 +506,8 @@ def parse_stack_config(raw: Mapping[str, Any], *, region: str | None,
             "sesConfigurationSet", _optional(_SES_CONFIGURATION_SET, "an SES configuration set name or empty")),
         app_producer_policy=reader.read("appProducerPolicy", bool),
         app_stream_shards=reader.read("appStreamShards", _between(1, MAX_APP_STREAM_SHARDS)),
+        stream_mode=reader.read("streamMode", _member(StreamMode)),
+        stream_shards=reader.read("streamShards", _between(1, MAX_STREAM_SHARDS)),
         app_may_report=reader.read("appMayReport", _app_may_report),
     )
     lake = LakeConfig(

@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import pulumi
 import pulumi_aws as aws
 
-from components.config import LakeConfig, SourcesConfig
+from components.config import LakeConfig, SourcesConfig, StreamMode
 from components.iam import Statement, assume_role_json, deny_insecure_transport, policy_json, resource_policy_json
 from components.python_function import PythonFunction, PythonFunctionArgs
 from components.stream_consumer import app_stream_environment, queue_depth_alarm, tls_only_queue_policy
@@ -168,7 +168,11 @@ class EventStreamPipeline(pulumi.ComponentResource):
             f"{name}-key", description="engagement-loop: event stream, lake and query results",
             enable_key_rotation=True, deletion_window_in_days=30,
             policy=self._key_policy(sorted(key_services)), opts=self._child)
-        self.stream = self._new_stream(f"{name}-stream")
+        # `streamMode`: on demand by default; provisioned costs less while the traffic is small and steady, since
+        # an on-demand stream's hourly price is owed whatever flows (docs/cost.md, "The stream's fixed price").
+        self.stream = self._new_stream(
+            f"{name}-stream",
+            shards=args.sources.stream_shards if args.sources.stream_mode is StreamMode.PROVISIONED else None)
         # Provisioned, not on demand: an on-demand stream grows its shards with its writers' traffic, and each
         # shard is another concurrent batch of every consumer, so the app stream's writers could take the Lambda
         # concurrency the trusted stream's consumers need (docs/security.md, "What a hostile producer can cost").

@@ -110,3 +110,18 @@ def test_app_may_report_reaches_every_consumer_that_gets_the_app_stream(monitor,
 @pytest.mark.parametrize("function", CONSUMER_FUNCTIONS)
 def test_app_may_report_is_empty_by_default(dev_graph, function):
     assert env(dev_graph, function)["APP_MAY_REPORT"] == ""
+
+
+def test_the_trusted_stream_is_provisioned_with_stream_shards_when_stream_mode_says_so(
+        monitor, dev_stack_config, run_stack):
+    graph = rerun(monitor, dev_stack_config, run_stack, streamMode="provisioned", streamShards="3")
+    trusted = graph.one(STREAM, "events-stream")
+    assert trusted.inputs["streamModeDetails"] == {"streamMode": "PROVISIONED"} and trusted.inputs["shardCount"] == 3
+    # The app stream keeps its own shards.
+    assert graph.one(STREAM, "events-app-stream").inputs["shardCount"] == 2
+
+
+def test_stream_shards_are_ignored_on_demand(monitor, dev_stack_config, run_stack):
+    graph = rerun(monitor, dev_stack_config, run_stack, streamShards="9")
+    trusted = graph.one(STREAM, "events-stream")
+    assert trusted.inputs["streamModeDetails"] == {"streamMode": "ON_DEMAND"} and "shardCount" not in trusted.inputs

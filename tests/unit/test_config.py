@@ -93,6 +93,11 @@ def test_pulumi_yaml_declares_exactly_the_keys_read_with_the_same_defaults():
     ("appStreamShards", "0", "expected 1–500"),
     ("appStreamShards", "501", "expected 1–500"),
     ("appStreamShards", "two", "expected a whole number"),
+    ("streamMode", "PROVISIONED", "expected one of on-demand, provisioned"),
+    ("streamMode", "ondemand", "expected one of on-demand, provisioned"),
+    ("streamShards", "0", "expected 1–500"),
+    ("streamShards", "501", "expected 1–500"),
+    ("streamShards", "1.5", "expected a whole number"),
     ("appMayReport", json.dumps(["_email.open"]), "is not an event type apps may be allowed to report"),
     ("appMayReport", json.dumps(["_campaign.*"]), "is not an event type apps may be allowed to report"),
     ("appMayReport", "_campaign.opened_notification", "expected a list"),
@@ -280,3 +285,12 @@ def test_explicit_yaml_timestamps_and_binary_do_not_raise_type_errors(tmp_path):
     read = read_stack_file(stack)
     assert read.values["engagement-loop:retrainSchedule"] == "2026-11-01"
     assert any(problem.startswith("engagement-loop:gateMetric: expected a string") for problem in read.problems)
+
+
+def test_stream_mode_defaults_to_on_demand_and_parses_provisioned_with_shards():
+    from components.config import StreamMode
+
+    sources = parse_stack_config(valid(), region="eu-west-1").sources
+    assert sources.stream_mode is StreamMode.ON_DEMAND and sources.stream_shards == 1
+    sources = parse_stack_config(valid(streamMode="provisioned", streamShards="3"), region="eu-west-1").sources
+    assert sources.stream_mode is StreamMode.PROVISIONED and sources.stream_shards == 3
