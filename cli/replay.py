@@ -49,6 +49,7 @@ import logging
 import os
 import random
 import sys
+import threading
 import time
 import uuid
 from collections import Counter
@@ -144,7 +145,11 @@ class _Planned:
 @dataclass
 class _FaultInjector:
     """On the aggregator's DynamoDB clients: counts requests and, when armed, fails the `fail_at`-th write of
-    the current call — throttled before it is applied, or applied with its response lost."""
+    the current call — throttled before it is applied, or applied with its response lost.
+
+    The aggregator sends a batch's groups from several threads (GROUP_CONCURRENCY), so the hooks run
+    concurrently: counting, and choosing the one write that fails, happen under a lock, and the write chosen
+    to lose its response is remembered by its thread (its after-call hook runs in the thread that sent it)."""
 
     rng: random.Random
     requests: Counter[str] = field(default_factory=Counter)
@@ -153,6 +158,8 @@ class _FaultInjector:
     writes: int = 0
     fired: int = 0
     fired_now: bool = False
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _doomed: threading.local = field(default_factory=threading.local, repr=False)
 
     def arm(self, fail_at: int) -> None:
         self.fail_at, self.lose_response = fail_at, self.rng.random() < 0.5
@@ -166,11 +173,16 @@ class _FaultInjector:
     def before_call(self, model: Any, **_: Any) -> None:
         from botocore.exceptions import ClientError
 
-        self.requests[model.name] += 1
-        if model.name in _WRITES:
-            self.writes += 1
-        if self._due(model.name) and not self.lose_response:
-            self._fire()
+        with self._lock:
+            self.requests[model.name] += 1
+            if model.name in _WRITES:
+                self.writes += 1
+            due = self._due(model.name)
+            throttle = due and not self.lose_response
+            if throttle:
+                self._fire()
+        self._doomed.write = due and not throttle  # this thread's write loses its response
+        if throttle:
             raise ClientError({"Error": {"Code": "ProvisionedThroughputExceededException",
                                          "Message": "injected by the replay"},
                                "ResponseMetadata": {"HTTPStatusCode": 400}}, model.name)
@@ -178,8 +190,10 @@ class _FaultInjector:
     def after_call(self, model: Any, http_response: Any, **_: Any) -> None:
         from botocore.exceptions import ReadTimeoutError
 
-        if self._due(model.name) and self.lose_response and http_response.status_code < 300:
-            self._fire()
+        doomed, self._doomed.write = getattr(self._doomed, "write", False), False
+        if doomed and http_response.status_code < 300:
+            with self._lock:
+                self._fire()
             raise ReadTimeoutError(endpoint_url="https://dynamodb.us-east-1.amazonaws.com (injected by the replay)")
 
     def _fire(self) -> None:
@@ -212,6 +226,7 @@ def _isolated_aws() -> Iterator[None]:
     import boto3
     from moto import mock_aws
 
+    from cli.moto_serial import serialised_moto
     from functions.rules import aggregator, dispatcher, rules_source, store
 
     modules = (aggregator, dispatcher)
@@ -229,7 +244,8 @@ def _isolated_aws() -> Iterator[None]:
         lg.setLevel(logging.CRITICAL)  # injected faults are logged as errors by design; the stats count them
     _clear_caches(modules)
     try:
-        with mock_aws():
+        # The aggregator writes groups from a thread pool; moto must answer one request at a time.
+        with mock_aws(), serialised_moto():
             boto3.setup_default_session(region_name=REGION)
             yield
     finally:
@@ -545,7 +561,7 @@ class _Replay:
         from boto3.dynamodb.types import TypeDeserializer
 
         from functions.rules.outbox import META_PREFIX
-        from functions.rules.store import CounterItem
+        from functions.rules.counter_item import CounterItem
 
         plain = TypeDeserializer().deserialize
         counters = []

@@ -59,6 +59,15 @@ RECONCILE_AFTER_SECONDS = DEFAULT_PENDING_AFTER_SECONDS
 EVENT_BUS = "default"
 
 
+AGGREGATOR_MEMORY_MB = 1769
+"""The aggregator function's memory size: one full vCPU. Lambda gives CPU in proportion to memory, one vCPU at
+1,769 MB (https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html), and the aggregator is
+CPU-bound once its DynamoDB requests overlap (GROUP_CONCURRENCY): `python -m bench.aggregator` (figures in
+bench/results/aggregator.json) models about 760 events/s per invocation at 512 MB and 2,000+ at this size, at 5 ms
+per request, for about a fifth more GB-s per event than 512 MB with the same code — and still far fewer than
+the sequential aggregator at 512 MB. More memory buys nothing: one Python process uses one vCPU at most."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class RuleEngineArgs:
     """The rules, the stream they count and where their actions go."""
@@ -154,7 +163,7 @@ class RuleEngine(pulumi.ComponentResource):
                     description="engagement-loop: count events per rule and user, exactly once",
                     region=region, log_retention_days=args.log_retention_days, alarm_topic_arn=args.alarm_topic_arn,
                     secret_environment=args.secret_environment, timeout_seconds=120,
-                    memory_mb=512,
+                    memory_mb=AGGREGATOR_MEMORY_MB,
                     environment={**rules_env, "IDENTITY_MODE": args.identity_mode.value,
                                  # The aggregator tells the app stream's records by their eventSourceARN.
                                  **app_stream_environment(args.app_stream_arn, args.app_may_report),

@@ -120,6 +120,10 @@ class CounterStoreBase(abc.ABC):
     def read(self, rule_id: str, user_id: str) -> CounterItem:
         """The stored item (consistent), or a new one (`version` 0)."""
 
+    def read_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], CounterItem]:
+        """`read` for several (rule_id, user_id) at once; a backend may leave some out (read them with `read`)."""
+        return {key: self.read(*key) for key in keys}
+
     @abc.abstractmethod
     def _put(self, item: CounterItem, stored: CounterItem, plain: Mapping[str, Any],
              entries: Sequence[OutboxEntry]) -> None:
@@ -142,15 +146,18 @@ class CounterStoreBase(abc.ABC):
 
     # -- counting ------------------------------------------------------------------------------------
 
-    def apply(self, rule: Rule, user_id: str, deliveries: Sequence[Delivery]) -> GroupResult:
+    def apply(self, rule: Rule, user_id: str, deliveries: Sequence[Delivery], *,
+              item: CounterItem | None = None) -> GroupResult:
         """Apply one user's deliveries for one rule (stream order) with one read and one write (more only
         on a version conflict, or past `counting.MAX_OUTBOX_PER_WRITE` qualifications). Raises `StoreConflict`,
-        and `Unwritable` (before any request) for a change DynamoDB would refuse on every retry."""
+        and `Unwritable` (before any request) for a change DynamoDB would refuse on every retry. `item`: the
+        item as already read (`read_many`), saving the first read; the write is conditional on it all the same."""
         check_key(rule.rule_id, user_id)
         result, remaining = GroupResult(), list(deliveries)
         while remaining:
             step = GroupStep(rule, remaining, self.now_ms(), self._settings.dedupe_horizon_ms)
-            self.update(rule, user_id, step)
+            self.update(rule, user_id, step, item=item)
+            item = None
             result, remaining = result + step.result, remaining[step.covered:]
         return result
 
@@ -230,6 +237,31 @@ class CounterStore(CounterStoreBase):
                                          Key={PARTITION_KEY: {"S": counter_key(rule_id, user_id)}}, ConsistentRead=True)
         item = response.get("Item")
         return CounterItem.from_item(from_attributes(item)) if item else CounterItem(rule_id=rule_id, user_id=user_id)
+
+    def read_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], CounterItem]:
+        """Consistent BatchGetItem reads, 100 keys a request; keys DynamoDB leaves unprocessed (over 16 MB of
+        items, or throttled) are asked again at once, then left out: the caller reads those with `read`, whose
+        retries back off. Each item costs the read capacity a GetItem of it would
+        (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchGetItem.html)."""
+        table, wanted = self._settings.counters_table, {counter_key(*key): key for key in keys}
+        found: dict[tuple[str, str], CounterItem] = {}
+        pending = list(wanted)
+        for start in range(0, len(pending), 100):
+            request = {table: {"Keys": [{PARTITION_KEY: {"S": key}} for key in pending[start:start + 100]],
+                               "ConsistentRead": True}}
+            for _ in range(2):
+                response = self._client.batch_get_item(RequestItems=request)
+                for raw in response.get("Responses", {}).get(table, []):
+                    found[wanted[raw[PARTITION_KEY]["S"]]] = CounterItem.from_item(from_attributes(raw))
+                unprocessed = response.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])
+                answered = ({key[PARTITION_KEY]["S"] for key in request[table]["Keys"]}
+                            - {key[PARTITION_KEY]["S"] for key in unprocessed})
+                for key in answered:
+                    found.setdefault(wanted[key], CounterItem(rule_id=wanted[key][0], user_id=wanted[key][1]))
+                if not unprocessed:
+                    break
+                request = {table: {"Keys": unprocessed, "ConsistentRead": True}}
+        return found
 
     def due_for_sweep(self, day: date, *, rule_id: str | None = None) -> Iterator[CounterItem]:
         """The items whose `sweep_day` is `day`, from the sparse sweep index (a Query, never a Scan); only

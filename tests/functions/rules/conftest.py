@@ -17,6 +17,7 @@ import pytest
 from botocore.config import Config
 from moto import mock_aws
 
+from cli.moto_serial import serialised_moto
 from functions.events.canonical import CanonicalEvent, EventSource
 from functions.retraining.lake import duckdb_sql
 from functions.rules import aggregator, backfill, sweeper
@@ -132,7 +133,8 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[Aws]:
               backfill._settings, backfill._rules_source, backfill._backfill]
     for cache in caches:
         cache.cache_clear()
-    with mock_aws():
+    # The handler's aggregator writes groups from a thread pool (GROUP_CONCURRENCY); moto answers one at a time.
+    with mock_aws(), serialised_moto():
         dynamodb = boto3.client("dynamodb", region_name=REGION, config=NO_RETRIES)
         world = Aws(dynamodb=dynamodb, inspect=boto3.client("dynamodb", region_name=REGION),
                     s3=boto3.client("s3", region_name=REGION), sqs=boto3.client("sqs", region_name=REGION),
