@@ -62,10 +62,11 @@ EVENT_BUS = "default"
 AGGREGATOR_MEMORY_MB = 1769
 """The aggregator function's memory size: one full vCPU. Lambda gives CPU in proportion to memory, one vCPU at
 1,769 MB (https://docs.aws.amazon.com/lambda/latest/dg/configuration-memory.html), and the aggregator is
-CPU-bound once its DynamoDB requests overlap (GROUP_CONCURRENCY): `python -m bench.aggregator` (figures in
-bench/results/aggregator.json) models about 760 events/s per invocation at 512 MB and 2,000+ at this size, at 5 ms
-per request, for about a fifth more GB-s per event than 512 MB with the same code — and still far fewer than
-the sequential aggregator at 512 MB. More memory buys nothing: one Python process uses one vCPU at most."""
+CPU-bound once its DynamoDB requests overlap (GROUP_CONCURRENCY). At 5 ms per request `python -m bench.aggregator`
+(bench/results/aggregator.json) measures 2,110 events/s per invocation here (twice a shard's write limit, as
+ParallelizationFactor 1 needs with a Pinpoint source) and models 690 at 512 MB; 2,000 needs 1,660 MB. The cost:
+827 GB-s per million events against 727 at 512 MB with the same code, and 3,607 for the sequential aggregator
+at 512 MB. More memory buys nothing: one Python process uses one vCPU at most."""
 
 
 @dataclass(frozen=True, kw_only=True)

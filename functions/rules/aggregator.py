@@ -47,10 +47,10 @@ thread pool made once per container. Each group still runs in one thread, in str
 the results are merged in the main thread in the groups' order, so counts, the failed sequence numbers and the
 partial-batch response are those of the sequential run (GROUP_CONCURRENCY=1, which runs no pool at all).
 Threads help because a DynamoDB request is mostly waiting on the network, which releases the GIL; the
-aggregator's own CPU work stays serial. The default 16 covers a batch of 100 (about 33 groups, bench.rules) in
-three rounds of read + write, while staying under DynamoDB's per-item concurrency (a group is one item) and
-well below 64, where botocore's per-request CPU time (serialise, sign, parse), not latency, is the limit
-(`python -m bench.aggregator`). The low-level boto3 client is shared by the threads: clients are thread-safe
+aggregator's own CPU work stays serial. The default 16 writes a batch of 100 (about 37 groups in bench.rules'
+workload) in three rounds; past that the aggregator is CPU-bound (botocore serialising, signing and parsing
+under one GIL) and 8, 16, 32 or 64 threads measure within noise of each other (`python -m bench.aggregator`).
+The low-level boto3 client is shared by the threads: clients are thread-safe
 (https://boto3.amazonaws.com/v1/documentation/api/latest/guide/clients.html, "Multithreading or
 multiprocessing with clients"), sessions and resources are not, and none is used from the pool. The client's
 connection pool is sized to the thread pool (`dynamodb_client_config`). Before the pool, the groups' items
@@ -300,7 +300,7 @@ class Aggregator:
                 counts[Count.REPEATED_IN_BATCH] += 1
                 continue
             seen.add(event.event_id)
-            for rule in rules:
+            for rule in rules.for_event_type(event.event_type):
                 if not matches(rule, event):
                     continue
                 if counts_now(rule, event, activations.get(rule.rule_id)):
