@@ -171,7 +171,10 @@ class RuleEngine(pulumi.ComponentResource):
                                  **({} if args.app_stream_arn is not None else {"APP_FAILURES_QUEUE_URL": ""}),
                                  "COUNTER_TTL_DAYS": str(args.rules.counter_ttl_days),
                                  "DEDUPE_HORIZON_HOURS": str(args.rules.dedupe_horizon_hours)},
-                    statements=[counters_rw, outbox_create, read_rules, use_key]),
+                    # BatchGetItem: the concurrent aggregator reads a batch's counters in one request
+                    # (CounterStore.read_many); the other counters functions do not.
+                    statements=[counters_rw, Statement(actions=["dynamodb:BatchGetItem"], resources=[self.counters.arn]),
+                                outbox_create, read_rules, use_key]),
             ),
             opts=child)
 
