@@ -1,5 +1,6 @@
-"""`python -m cli demo`: the whole engagement loop on moto's embedded AWS, with the real handlers, ending in a
-report and a chart. No AWS account is needed.
+"""`python -m cli demo`: the whole engagement loop locally — the project's own code for every step, the
+RuleEngine in memory (or, with `--engine aws`, the real handlers on moto's embedded AWS) — ending in a report
+and a chart. No AWS account is needed.
 
     python -m cli demo                                     # a synthetic month (cli/synthetic.py)
     python -m cli demo --users 100 --days 14 --seed 3      # another synthetic stream
@@ -14,10 +15,13 @@ terminal):
    records in stream order, read by `cli/event_files.py` as every tool reads them: JSON Lines, a JSON array or
    pretty-printed records, UTF-8 with or without a BOM, bad records reported and skipped), and normalise every
    record to check it can be read;
-2. rules — the records go through the real RuleEngine handlers: Kinesis → aggregator → DynamoDB counters and
-   outbox → dispatcher → EventBridge (`cli/replay.py`); the run is written to OUT/replay.json;
+2. rules — the records go through the aggregator's code on the in-memory counter store, users split between
+   one process per core (`cli/memory_engine.py`), or with `--engine aws` through the real RuleEngine handlers:
+   Kinesis → aggregator → DynamoDB counters and outbox → dispatcher → EventBridge (`cli/aws_engine.py`); both
+   give the same qualifications and counters (`cli/replay.py`); the run is written to OUT/replay.json;
 3. lake — the records go through the Firehose transformation Lambda's code, with the arrival times the
-   stream gave them, into a Parquet lake on disk (OUT/lake/events/dt=…), and the generated Athena SQL builds
+   stream gave them, into a Parquet lake on disk (OUT/lake/events/dt=…/part-N.parquet, one part per process),
+   and the generated Athena SQL builds
    the Personalize interactions dataset on DuckDB (OUT/interactions.csv) for a run date the day after the
    last arrival, all history, the default 7-day attribution window;
 4. report — printed and written to OUT/report.txt (`cli/report.py`; no timings in it: the same input gives
@@ -61,10 +65,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     from cli.synthetic import DEFAULT_DAYS, DEFAULT_SEED, DEFAULT_USERS
 
     parser = subparsers.add_parser(
-        "demo", help="run the whole loop locally (moto) on a synthetic stream or your own, with a report",
-        description="Run the whole loop on moto's embedded AWS with the real handlers — stream → normaliser → "
-                    "RuleEngine → dispatcher → lake → interactions — and end with a report and a chart. "
-                    "Without --events it generates a synthetic stream.")
+        "demo", help="run the whole loop locally on a synthetic stream or your own, with a report",
+        description="Run the whole loop locally with the project's own code — stream → normaliser → RuleEngine "
+                    "(in memory, or the real handlers on moto with --engine aws) → lake → interactions — and end "
+                    "with a report and a chart. Without --events it generates a synthetic stream.")
     parser.add_argument("--events", type=Path, metavar="FILE.jsonl",
                         help="your raw stream records in stream order: JSON Lines, a JSON array, or records "
                              "pretty-printed one after another (default: a synthetic stream, written to "
@@ -78,6 +82,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--days", type=int, metavar="N", help=f"synthetic stream: days (default {DEFAULT_DAYS})")
     parser.add_argument("--seed", type=int, metavar="S",
                         help=f"synthetic stream: seed of everything, its dates too (default {DEFAULT_SEED})")
+    parser.add_argument("--engine", choices=("memory", "aws"), default="memory",
+                        help="where the rules step counts: memory (default: the aggregator's code on an in-memory "
+                             "store) or aws (the real handlers on moto: Kinesis, DynamoDB, dispatcher, EventBridge; "
+                             "much slower)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="DIR",
                         help="where the outputs go (default demo-output/)")
     parser.set_defaults(func=demo_command)
@@ -149,8 +157,9 @@ def demo_command(args: argparse.Namespace, *, out: TextIO | None = None, err: Te
 
 def _run(args: argparse.Namespace, out: TextIO, err: TextIO, started: float) -> int:
     from cli.charts import draw_chart
-    from cli.progress import Progress, ReplayProgress
-    from cli.replay import ReplayError, ReplayOptions, replay, write_json
+    from cli.memory_engine import default_workers
+    from cli.progress import Progress
+    from cli.replay import Engine, ReplayError, ReplayOptions, replay_rules, write_json
     from cli.report import demo_report, qualifications_frame, shown
     from cli.rules import summary
     from cli.synthetic import DEFAULT_DAYS, DEFAULT_SEED, DEFAULT_USERS, StreamSpec, generate
@@ -169,7 +178,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO, started: float) -> 
                               "leave them out with --events"])
 
     # 1. check what is cheap to check before anything runs: the sheet and the scoring model.
-    rule_set, rules_text = _load_rules(args.rules)
+    rule_set = _load_rules(args.rules)
     scoring = _load_scoring(args.scoring)
     records, reader = (None, None) if synthetic else _read_events(args.events, err)  # before any output folder is made
     outputs = Outputs(args.out)
@@ -192,7 +201,7 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO, started: float) -> 
         lines, places = [record.text for record in records], [(record.path, record.line) for record in records]
         outputs.events = args.events
         print(f"1/4 stream: {len(lines):,} records read from {args.events}", file=err)
-    facts = _normalise(lines, places, args.events)
+    facts, planned = _plan_stream(lines, places, args.events)
     if reader is not None:  # what the reader skipped is rejected too
         facts.records += reader.rejected_total
         facts.rejected.update({f"skipped by the reader: {reason}": n for reason, n in reader.rejected.items()})
@@ -202,10 +211,13 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO, started: float) -> 
           f"{sum(facts.rejected.values()):,} rejected", file=err)
 
     # 3. the RuleEngine.
+    workers = default_workers()
     progress = Progress("2/4 rules ", facts.records, "records", err)
     try:
-        result = replay(rules_text, lines, ReplayOptions(batch_size=BATCH_SIZE, progress_every=1),
-                        rules_name=str(args.rules), progress=ReplayProgress(progress))
+        engine = Engine(args.engine)
+        options = ReplayOptions(engine=engine, batch_size=BATCH_SIZE, workers=workers if engine is Engine.MEMORY else 1)
+        result = replay_rules(rule_set, planned if engine is Engine.MEMORY else lines, options,
+                              on_progress=progress.update_to)
     except ReplayError as error:
         progress.close()
         print(f"replay failed: {error}", file=err)
@@ -216,9 +228,9 @@ def _run(args: argparse.Namespace, out: TextIO, err: TextIO, started: float) -> 
 
     # 4. the lake and the interactions dataset.
     progress = Progress("3/4 lake  ", facts.records, "records", err)
-    lake_events, partitions = _build_lake(lines, outputs.lake, progress)
-    progress.close(f"{len(lake_events):,} events in {partitions} dt= partitions")
-    interactions, query = _interactions(lake_events, scoring, outputs.lake)
+    lake_events, partitions, latest = _build_lake(planned, outputs.lake, progress, workers)
+    progress.close(f"{lake_events:,} events in {partitions} dt= partitions")
+    interactions, query = _interactions(latest, scoring, outputs.lake)
     _write_interactions(interactions, outputs.interactions)
     print(f"    interactions: {len(interactions):,} rows (generated Athena SQL on DuckDB)", file=err)
 
@@ -258,7 +270,7 @@ def _load_rules(path: Path):
 
     text = _read_text(path, "the rules sheet")
     try:
-        return parse_rules_sheet(text, source_name=str(path)), text
+        return parse_rules_sheet(text, source_name=str(path))
     except RulesSheetError as error:
         raise DemoInputError([*error.lines(), f"{path}: {len(error.problems)} problem(s); "
                                               "the sheet was not accepted"]) from None
@@ -286,103 +298,129 @@ def _read_events(path: Path, err: TextIO):
     return records, reader
 
 
-def _normalise(lines: Sequence[str], places: Sequence[tuple[Path | None, int]], path: Path | None) -> StreamFacts:
-    """Normalise every line as the stream's consumers would, with the arrival time the stream gives it.
+def _plan_stream(lines: Sequence[str], places: Sequence[tuple[Path | None, int]], path: Path | None):
+    """Every line parsed once, as the stream's consumers would (`cli/stream_plan.py`: partition keys and the
+    arrival times the stream gives them); the facts the report shows, and the plan the rules engine and the
+    lake reuse. Returns (facts, planned stream).
 
-    Arrival times follow the replay (`cli/replay.py`): a record's own arrival time (Pinpoint and SES records
-    carry one; an app record's is its event time), never earlier than the record before it.
+    Arrival times follow the replay: a record's own arrival time (Pinpoint and SES records carry one; an app
+    record's is its event time), never earlier than the record before it.
     """
-    from functions.events.canonical import CanonicalEvent, EventSource, IdentityMode
-    from functions.events.normalise import normalise
+    from cli.stream_plan import MAX_RECORD_BYTES, plan_all
+    from functions.events.canonical import EventSource, IdentityMode, Rejected
 
-    facts, clock, seen = StreamFacts(), 0, set()
-    for line, (where, number) in zip(lines, places):
-        facts.records += 1
-        event = normalise(line, identity_mode=IdentityMode.USER_OR_ENDPOINT)
-        if not isinstance(event, CanonicalEvent):
-            facts.rejected[event.reason] += 1
+    planned = plan_all(lines, IdentityMode.USER_OR_ENDPOINT)
+    facts, seen = StreamFacts(), set()
+    facts.records = len(planned.records) + len(planned.too_large)
+    if planned.too_large:
+        facts.rejected[f"larger than Kinesis' {MAX_RECORD_BYTES:,}-byte record limit (not put)"] += len(planned.too_large)
+    for record in planned.records:
+        if isinstance(record.parsed, Rejected):
+            facts.rejected[record.parsed.reason] += 1
             if len(facts.first_rejections) < 5:
-                facts.first_rejections.append(f"{where or 'stream'}:{number}: {event.reason}")
+                where, number = places[record.position]
+                facts.first_rejections.append(f"{where or 'stream'}:{number}: {record.parsed.reason}")
             continue
-        clock = max(clock, event.arrival_time_ms)
+        event = record.parsed.at(None)
         if event.event_id in seen:
             facts.duplicates += 1
         seen.add(event.event_id)
         # An app record arrives when the stream says; other sources name their own arrival time. Pinpoint
         # stamps email events with the send time of the message, so their lateness means nothing.
-        arrival = clock if event.source is EventSource.APP else event.arrival_time_ms
+        arrival = record.arrival_ms if event.source is EventSource.APP else event.arrival_time_ms
         if not event.event_type.startswith("_email.") and arrival - event.event_time_ms > LATE_AFTER_MS:
             facts.late += 1
-        facts.events.append((clock, event))
+        facts.events.append((record.arrival_ms, event))
     if not facts.events:
         raise DemoInputError([*facts.first_rejections,
                               f"{path}: none of the {facts.records:,} record(s) could be read; expected raw stream "
                               "records (app JSON with \"schema\": \"engagement-loop/v1\", Pinpoint event-stream "
                               "records or SES events in their EventBridge envelope)"])
-    return facts
+    return facts, planned
 
 
 # --- the lake and the interactions ----------------------------------------------------------------------
 
 
-def _build_lake(lines: Sequence[str], root: Path, progress: Any) -> tuple[list[Any], int]:
+def _build_lake(planned: Any, root: Path, progress: Any, workers: int) -> tuple[int, int, int]:
     """The records through the Firehose transformation's code, as Firehose hands them over (base64, with the
-    Kinesis arrival time), into Parquet `dt=` partitions under `root`. Returns the events and partitions."""
+    Kinesis arrival time), into Parquet `dt=` partitions under `root`, from the JSON the transformation emits
+    (what Firehose converts by the Glue schema). `workers` forked processes take a share of the Firehose batches
+    each and write their own part files. Returns (events written, partitions, latest arrival)."""
     import shutil
 
+    from functions.events.canonical import Rejected
+    from functions.retraining.lake import EVENTS_FOLDER
+
+    records, clock = [], 0
+    for record in planned.records:
+        if not isinstance(record.parsed, Rejected):
+            # Recorded events reached the stream at their own arrival stamp: the Kinesis time is every
+            # source's arrival clock (docs/events.md), so a running maximum would move them to later days.
+            clock = record.parsed.event.arrival_time_ms
+        records.append((record.line, clock))
+    shutil.rmtree(root / EVENTS_FOLDER, ignore_errors=True)  # a previous run's partitions would mix with these
+    batches = [records[start:start + FIREHOSE_BATCH] for start in range(0, len(records), FIREHOSE_BATCH)]
+    workers = max(1, min(workers, len(batches)))
+    if workers == 1:
+        outcome = _lake_part(batches, root, 0, progress.update_to)
+        return outcome[0], len(outcome[1]), outcome[2]
+    from cli.forked import run_forked
+
+    share = (len(batches) + workers - 1) // workers
+    outcomes = run_forked([(lambda report, part=k: _lake_part(batches[part * share:(part + 1) * share], root, part,
+                                                               report)) for k in range(workers)],
+                          on_progress=progress.update_to)
+    days = set().union(*(days for _, days, _ in outcomes))
+    return sum(count for count, _, _ in outcomes), len(days), max(latest for _, _, latest in outcomes)
+
+
+def _lake_part(batches: list[list[tuple[str, int]]], root: Path, part: int,
+               report: Any) -> tuple[int, set[str], int]:
     from aws_lambda_powertools.utilities.data_classes import KinesisFirehoseEvent
 
     from functions.events import firehose_transform
-    from functions.events.canonical import CanonicalEvent, IdentityMode
+    from functions.events.canonical import arrival_day
     from functions.events.consumer_settings import ConsumerSettings
     from functions.events.firehose_transform import transform_records
-    from functions.events.normalise import normalise
-    from functions.retraining.lake import EVENTS_FOLDER, write_lake
+    from functions.retraining.lake import write_lake_rows
 
-    settings = ConsumerSettings()
-    records, clock = [], 0
-    for number, line in enumerate((line for line in lines if line.strip()), start=1):
-        event = normalise(line, identity_mode=IdentityMode.USER_OR_ENDPOINT)
-        if isinstance(event, CanonicalEvent):
-            # Recorded events reached the stream at their own arrival stamp: the Kinesis time is every
-            # source's arrival clock (docs/events.md), so a running maximum would move them to later days.
-            clock = event.arrival_time_ms
-        records.append({
-            "recordId": f"{number:056d}", "approximateArrivalTimestamp": clock,
-            "data": base64.b64encode(line.encode("utf-8")).decode("ascii"),
-            "kinesisRecordMetadata": {"shardId": "shardId-000000000000", "partitionKey": "demo",
-                                      "approximateArrivalTimestamp": clock, "sequenceNumber": str(number),
-                                      "subsequenceNumber": ""},
-        })
-    events = []
+    settings, rows, number, done = ConsumerSettings(), [], part * 10 ** 9, 0
     # Rejected records are logged as warnings by design (the report counts them): quiet while the demo runs.
     transform_log = logging.getLogger(firehose_transform.logger.service)
     saved_level = transform_log.level
     transform_log.setLevel(logging.CRITICAL)
     try:
-        for start in range(0, len(records), FIREHOSE_BATCH):
-            batch = records[start:start + FIREHOSE_BATCH]
+        for batch in batches:
+            firehose_records = []
+            for line, arrival in batch:
+                number += 1
+                firehose_records.append({
+                    "recordId": f"{number:056d}", "approximateArrivalTimestamp": arrival,
+                    "data": base64.b64encode(line.encode("utf-8")).decode("ascii"),
+                    "kinesisRecordMetadata": {"shardId": "shardId-000000000000", "partitionKey": "demo",
+                                              "approximateArrivalTimestamp": arrival, "sequenceNumber": str(number),
+                                              "subsequenceNumber": ""}})
             response = transform_records(KinesisFirehoseEvent({
-                "invocationId": f"demo-{start}", "deliveryStreamArn":
+                "invocationId": f"demo-{number}", "deliveryStreamArn":
                     "arn:aws:firehose:us-east-1:123456789012:deliverystream/engagement-events-lake",
                 "sourceKinesisStreamArn": "arn:aws:kinesis:us-east-1:123456789012:stream/engagement-events",
-                "region": "us-east-1", "records": batch}), settings)
-            for record in response.records:
-                if record.result == "Ok":
-                    events.append(CanonicalEvent.from_json_dict(json.loads(base64.b64decode(record.data))))
-            progress.update_to(start + len(batch))
+                "region": "us-east-1", "records": firehose_records}), settings)
+            rows.extend(json.loads(base64.b64decode(record.data)) for record in response.records
+                        if record.result == "Ok")
+            done += len(batch)
+            report(done)
     finally:
         transform_log.setLevel(saved_level)
-    # A previous run's partitions would mix with this run's.
-    shutil.rmtree(root / EVENTS_FOLDER, ignore_errors=True)
-    return events, len(write_lake(events, root))
+    write_lake_rows(rows, root, part=part)
+    latest = max((int(row["arrival_time_ms"]) for row in rows), default=0)
+    return len(rows), {arrival_day(int(row["arrival_time_ms"])) for row in rows}, latest
 
 
-def _interactions(events: Sequence[Any], scoring: Any, lake: Path):
+def _interactions(latest: int, scoring: Any, lake: Path):
     from functions.retraining.lake import run_interactions
     from functions.retraining.sql import InteractionsQuery
 
-    latest = max(event.arrival_time_ms for event in events)
     as_of = datetime.fromtimestamp(latest / 1000, tz=timezone.utc).date() + timedelta(days=1)
     query = InteractionsQuery(scoring=scoring, as_of=as_of)
     return run_interactions(query, lake), query

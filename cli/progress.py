@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import re
 from typing import TextIO
 
 
@@ -43,22 +41,3 @@ class Progress:
             self.bar.close()
         elif note:
             print(f"{self.label}: done — {note}", file=self.stream)
-
-
-class ReplayProgress(io.TextIOBase):
-    """The replay's progress stream (`replay: <done>/<total> records, …` lines) → a progress bar."""
-
-    _LINE = re.compile(r"replay: (\d+)/(\d+) records")
-
-    def __init__(self, progress: Progress) -> None:
-        self.progress = progress
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, text: str) -> int:
-        match = self._LINE.search(text)
-        if match:
-            self.progress.update_to(int(match[1]))
-        return len(text)
-

@@ -172,8 +172,17 @@ def qualifications_frame(rule_set: Iterable[Any], qualifications: Sequence[dict[
 
 
 def engine_figures(stats: dict[str, Any], *, batch_size: int | None = None) -> list[str]:
-    """The engine's own figures, for whoever runs it: calls, batches, DynamoDB requests, outbox, faults."""
+    """The engine's own figures, for whoever runs it: calls, batches, requests or store writes, outbox, faults."""
     batches = f" (batches of up to {batch_size:,})" if batch_size else ""
+    if stats.get("engine") == "memory":
+        operations = stats["store_operations"]
+        workers = stats.get("workers", 1)
+        return [f"  memory engine: {count(stats['aggregator_invocations'], 'batch', 'batches')}{batches}, "
+                f"{count(workers, 'process', 'processes')}; {count(operations.get('writes', 0), 'counter write')} "
+                f"for {count(operations.get('pairs_applied', 0), 'matched event')}, "
+                f"{count(operations.get('duplicates_skipped', 0), 'duplicate')} skipped",
+                f"  {count(stats['outbox_entries'], 'outbox entry', 'outbox entries')}, read as the EventBridge "
+                "sink would send them (no dispatcher, no AWS: --engine aws runs the real handlers on moto)"]
     lines = [f"  {count(stats['aggregator_invocations'], 'aggregator call')}{batches}, "
              f"{count(stats['dynamodb_requests']['total'], 'DynamoDB request')}, "
              f"{count(stats['dispatcher_invocations'], 'dispatcher call')}",
@@ -250,7 +259,9 @@ def demo_report(*, spec: Any, rules_path: Path, rules_summary: str, rule_set: An
 
     stats = result.stats
     events = [event for _, event in facts.events]
-    lines: list[str] = ["engagement-loop demo — the whole loop on moto's embedded AWS, with the real handlers", ""]
+    engine = ("the RuleEngine in memory" if result.stats.get("engine") == "memory"
+              else "the RuleEngine's real handlers on moto's embedded AWS")
+    lines: list[str] = [f"engagement-loop demo — the whole loop locally, {engine}", ""]
     lines += who_qualified(rule_set, result.qualifications, result.counters,
                            full_list=f"every one in {shown(outputs.qualifications)}")
 
@@ -306,17 +317,19 @@ def demo_report(*, spec: Any, rules_path: Path, rules_summary: str, rule_set: An
         lines.append(f"  … and {len(per_type) - STREAM_TYPES_SHOWN} more event types")
 
     # Engine figures
-    dispatched = stats["dispatched"]
+    dispatched, in_memory = stats["dispatched"], stats.get("engine") == "memory"
     sinks = pd.DataFrame([
-        {"sink": "EventBridge", "delivered": f"{dispatched.get('eventbridge', 0):,}",
-         "detail": "bus engagement-rules (RuleQualified and RuleExited events)"},
+        {"sink": "EventBridge", "delivered": "-" if in_memory else f"{dispatched.get('eventbridge', 0):,}",
+         "detail": ("not run by the memory engine (demo --engine aws dispatches to a bus on moto)" if in_memory
+                    else "bus engagement-rules (RuleQualified and RuleExited events)")},
         {"sink": "Amazon Pinpoint", "delivered": "-",
          "detail": "not configured in the demo (legacy projects; stack config engagement-loop:pinpointProjectId)"},
         {"sink": "Amazon Connect Customer Profiles", "delivered": "-",
          "detail": "not configured in the demo (stack config engagement-loop:connectDomainName)"},
     ])
-    lines += ["", f"ENGINE FIGURES  {shown(rules_path)} → Kinesis → aggregator (DynamoDB counters, outbox) → "
-                  "dispatcher → sinks", ""]
+    path = ("the aggregator's code (counters and outbox in memory)" if in_memory
+            else "Kinesis → aggregator (DynamoDB counters, outbox) → dispatcher → sinks")
+    lines += ["", f"ENGINE FIGURES  {shown(rules_path)} → {path}", ""]
     lines += ["  " + line for line in rules_summary.splitlines()[1:]]
     lines += ["", *engine_figures(stats, batch_size=batch_size), "", table(sinks, right=("delivered",))]
 

@@ -5,12 +5,13 @@ as `SHEET.csv: row N, column X: …` and the exit status is 2; a good sheet prin
 counts and, in plain words, what its action does) and exits 0, its warnings (a row without a RuleId, a
 sheet without rules) on stderr. The columns, operators and sentinels: docs/rules.md, "Writing rules".
 
-`rules replay --rules SHEET.csv EVENTS.jsonl` runs the real aggregator and dispatcher handlers over raw stream
-records (one per line, exactly as on the stream) against moto's embedded AWS, optionally with injected
-duplicates and failures (`cli/replay.py` says how), prints a table per rule and, with `--json OUT.json`,
-writes `{"qualifications": [...], "counters": [...], "stats": {...}}`. With any fault rates the
-qualifications and counters equal the fault-free run's. Exit status 2 for a bad sheet or unreadable input,
-1 when the replay itself fails.
+`rules replay --rules SHEET.csv EVENTS.jsonl` runs the aggregator's code over raw stream records (one per line,
+exactly as on the stream): by default in memory, one process per core (`cli/memory_engine.py`); with
+`--engine aws` the real aggregator and dispatcher handlers on moto's embedded AWS, optionally with injected
+duplicates and failures (`cli/aws_engine.py` says how). Both give the same qualifications and counters, and so
+does any fault rate. It prints who qualified and a table per rule and, with `--json OUT.json`, writes
+`{"qualifications": [...], "counters": [...], "stats": {...}}`. Exit status 2 for a bad sheet, bad options or
+unreadable input, 1 when the replay itself fails.
 """
 
 from __future__ import annotations
@@ -41,18 +42,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     check.set_defaults(func=check_command)
 
     replay = commands.add_parser(
-        "replay", help="run the rules engine's handlers over raw records locally (moto), with optional faults",
-        description="Run the real aggregator and dispatcher over raw stream records against moto's embedded "
-                    "AWS, in file order and Kinesis-shaped batches; print a table per rule.")
+        "replay", help="run the rules engine over raw records locally: in memory (fast) or on moto with faults",
+        description="Run the aggregator's code over raw stream records in file order and Kinesis-shaped batches, "
+                    "and print who qualified and a table per rule. --engine memory (default) counts in memory, one "
+                    "process per core; --engine aws runs the real aggregator and dispatcher handlers on moto's "
+                    "embedded AWS, where --duplicate-rate and --fail-rate inject faults.")
     replay.add_argument("--rules", required=True, type=Path, metavar="SHEET.csv", help="the rules sheet (CSV)")
     replay.add_argument("events", type=Path, metavar="EVENTS.jsonl",
                         help="raw stream records: JSON Lines, a JSON array, or pretty-printed records")
     replay.add_argument("--json", type=Path, metavar="OUT.json", help="write qualifications, counters and stats")
+    replay.add_argument("--engine", choices=("memory", "aws"), default="memory",
+                        help="memory (default: the aggregator's code on an in-memory store) or aws (the real "
+                             "handlers on moto, slower, with fault injection)")
+    replay.add_argument("--workers", type=int, metavar="N",
+                        help="memory engine: processes, users split between them (default: one per core)")
     replay.add_argument("--batch-size", type=int, default=100, metavar="N", help="records per batch (default 100)")
     replay.add_argument("--duplicate-rate", type=float, default=0.0, metavar="R",
-                        help="share of records the producer sends twice (default 0)")
+                        help="aws engine: share of records the producer sends twice (default 0)")
     replay.add_argument("--fail-rate", type=float, default=0.0, metavar="R",
-                        help="share of batches failed part-way and redelivered (default 0)")
+                        help="aws engine: share of batches failed part-way and redelivered (default 0)")
     replay.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the faults (default 0)")
     replay.set_defaults(func=replay_command)
 

@@ -64,6 +64,11 @@ class FrozenMap(Mapping[str, _V]):
         return f"FrozenMap({self._items!r})"
 
 
+def arrival_day(arrival_time_ms: int) -> str:
+    """The lake partition (`dt=`) of an arrival time: its day, UTC."""
+    return datetime.fromtimestamp(arrival_time_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CanonicalEvent:
     """One engagement event, source-independent. Times are Unix milliseconds (UTC)."""
@@ -82,14 +87,17 @@ class CanonicalEvent:
     metrics: Mapping[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        # Read-only views keep a frozen event frozen all the way down.
-        object.__setattr__(self, "attributes", FrozenMap(self.attributes))
-        object.__setattr__(self, "metrics", FrozenMap(self.metrics))
+        # Read-only views keep a frozen event frozen all the way down (a FrozenMap is already one: a copy of an
+        # event, `dataclasses.replace`, shares it instead of copying it again).
+        if not isinstance(self.attributes, FrozenMap):
+            object.__setattr__(self, "attributes", FrozenMap(self.attributes))
+        if not isinstance(self.metrics, FrozenMap):
+            object.__setattr__(self, "metrics", FrozenMap(self.metrics))
 
     @property
     def arrival_date(self) -> str:
         """The lake partition (`dt=`) this event belongs to: its arrival day, UTC."""
-        return datetime.fromtimestamp(self.arrival_time_ms / 1000, tz=timezone.utc).strftime("%Y-%m-%d")
+        return arrival_day(self.arrival_time_ms)
 
     def to_json_dict(self) -> dict[str, Any]:
         """The JSON object written to the lake and the stream (field names are the lake's columns)."""

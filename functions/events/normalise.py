@@ -175,7 +175,10 @@ def _finish(event: CanonicalEvent, *, trusted: bool = True) -> CanonicalEvent:
     for name in ("user_id", "endpoint_id", "campaign_id", "journey_id", "item_id"):
         check_id(name, getattr(event, name))
     event_id = event.event_id if trusted else UNTRUSTED_ID_PREFIX + event.event_id
-    return dataclasses.replace(event, event_id=hashed_event_id(event_id))
+    # The parser built `event` for this call and nobody else holds it: its id is set in place rather than
+    # copying the whole (frozen) event, which cost a tenth of the normaliser's time.
+    object.__setattr__(event, "event_id", hashed_event_id(event_id))
+    return event
 
 
 _LABELS = {EventSource.APP: "app record", EventSource.SES: "SES event", EventSource.PINPOINT: "Pinpoint record"}

@@ -13,12 +13,12 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Iterable
 
-from functions.events.canonical import LAKE_COLUMN_TYPES, LAKE_PARTITION_KEY, CanonicalEvent
+from functions.events.canonical import LAKE_COLUMN_TYPES, LAKE_PARTITION_KEY, CanonicalEvent, arrival_day
 from functions.retraining.interactions_csv import Interaction
 from functions.retraining.sql import INTERACTIONS_COLUMNS, InteractionsQuery, build_interactions_sql
 
 __all__ = ["EVENTS_FOLDER", "Interaction", "arrow_schema", "duckdb_sql", "run_interactions",
-           "run_interactions_over", "write_lake"]
+           "run_interactions_over", "write_lake", "write_lake_rows"]
 
 EVENTS_FOLDER = "events"
 
@@ -40,25 +40,30 @@ def arrow_schema():
     return pa.schema([pa.field(name, arrow_type(t)) for name, t in LAKE_COLUMN_TYPES.items()])
 
 
-def write_lake(events: Iterable[CanonicalEvent], root: str | Path) -> list[Path]:
-    """Write `events` under `<root>/events/dt=<arrival day>/part-0.parquet`; returns the files written."""
+def write_lake(events: Iterable[CanonicalEvent], root: str | Path, *, part: int = 0) -> list[Path]:
+    """Write `events` under `<root>/events/dt=<arrival day>/part-<part>.parquet`; returns the files written."""
+    return write_lake_rows((event.to_json_dict() for event in events), root, part=part)
+
+
+def write_lake_rows(rows: Iterable[dict], root: str | Path, *, part: int = 0) -> list[Path]:
+    """`write_lake` for rows as the Firehose transformation emits them (`CanonicalEvent.to_json_dict`, the JSON
+    Firehose converts to Parquet by the Glue schema); several writers of one lake give each its own `part`."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = arrow_schema()
     by_day: dict[str, list[dict]] = defaultdict(list)
-    for event in events:
-        row = event.to_json_dict()
+    for source in rows:
         # Arrow builds map columns from lists of (key, value) pairs.
-        row["attributes"] = list(row["attributes"].items())
-        row["metrics"] = list(row["metrics"].items())
-        by_day[event.arrival_date].append(row)
+        row = {**source, "attributes": list(source["attributes"].items()),
+               "metrics": list(source["metrics"].items())}
+        by_day[arrival_day(int(source["arrival_time_ms"]))].append(row)
     written = []
-    for day, rows in sorted(by_day.items()):
+    for day, day_rows in sorted(by_day.items()):
         folder = Path(root) / EVENTS_FOLDER / f"{LAKE_PARTITION_KEY}={day}"
         folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "part-0.parquet"
-        pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+        path = folder / f"part-{part}.parquet"
+        pq.write_table(pa.Table.from_pylist(day_rows, schema=schema), path)
         written.append(path)
     return written
 

@@ -12,6 +12,24 @@ from functions.rules.dedupe import Mark, seen_key
 from functions.rules.evaluate import RuleState
 from functions.rules.outbox import PARTITION_KEY, SWEEP_DAY, TTL_ATTRIBUTE, OutboxEntry, counter_key
 
+# Sizes as https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/CapacityUnitCalculations.html
+# gives them (and `limits.item_size_bytes` computes them): a number (digits + 1) // 2 + 1 bytes, at most 21; a
+# list or map 3 + 1 per element; a boolean or null 1; strings and names their UTF-8 bytes.
+_NUMBER_MAX = 21
+_SECONDS_BYTES = 7
+_MAP_ELEMENT = _LIST_ELEMENT = 1
+_CONTAINER = 3
+_BUCKET_FIXED = _CONTAINER + 3 * _LIST_ELEMENT + len("2026-01-01") + _NUMBER_MAX
+"""A window bucket `[day, count, "sum"]`, but its sum's characters."""
+_MARK_FIXED = _CONTAINER + 2 * _LIST_ELEMENT + _SECONDS_BYTES
+"""A redelivery mark `[sequence number, seconds]`, but its key's and its sequence number's characters."""
+_STATE_FIXED = (_CONTAINER + 6 * _MAP_ELEMENT + len("countsumqualifiedfiredbucketswindow_end") + 2 * _NUMBER_MAX + 1
+                + _CONTAINER + len("2026-01-01"))
+_ITEM_FIXED = (len(f"{PARTITION_KEY}rule_iduser_idstateversionhwmdedupe{TTL_ATTRIBUTE}{SWEEP_DAY}backfilled")
+               + _STATE_FIXED + 2 * _CONTAINER + 2 * _NUMBER_MAX + len("2026-01-01") + 1)
+"""Every name, the state's fixed part, the `hwm` and `dedupe` maps' own bytes, version, TTL, sweep day and
+the backfilled flag."""
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class CounterItem:
@@ -38,18 +56,33 @@ class CounterItem:
         """Whether an event with this id was applied to this counter within the dedupe horizon."""
         return seen_key(event_id) in self.seen
 
-    def to_item(self) -> dict[str, Any]:
+    def to_item(self, *, with_dedupe: bool = True) -> dict[str, Any]:
         item: dict[str, Any] = {
             PARTITION_KEY: self.key, "rule_id": self.rule_id, "user_id": self.user_id,
             "state": self.state.to_record(), "version": self.version,
             "hwm": {key: [mark.sequence_number, mark.arrival_ms // 1000] for key, mark in self.hwm.items()},
-            "dedupe": {key: ms // 1000 for key, ms in self.seen.items()}, TTL_ATTRIBUTE: self.expires_at,
+            TTL_ATTRIBUTE: self.expires_at,
         }
+        if with_dedupe:
+            item["dedupe"] = {key: ms // 1000 for key, ms in self.seen.items()}
         if self.sweep_day is not None:  # absent, not null: the sweep index is sparse
             item[SWEEP_DAY] = self.sweep_day.isoformat()
         if self.backfilled:
             item["backfilled"] = True
         return item
+
+    def size_at_most(self) -> int:
+        """An upper bound of the item's DynamoDB size (`limits.item_size_bytes(self.to_item())`), in time linear
+        in the marks and buckets but without building the item: every number counted at DynamoDB's largest (38
+        digits, 21 bytes), each `dedupe` entry an ASCII `seen_key` and a number of seconds (at most 7 bytes until
+        the year 5138). The store sizes an item exactly only when this exceeds the limit."""
+        rule_bytes, user_bytes = len(self.rule_id.encode("utf-8")), len(self.user_id.encode("utf-8"))
+        state = self.state
+        buckets = sum(_LIST_ELEMENT + _BUCKET_FIXED + len(str(bucket.sum)) for bucket in state.buckets)
+        marks = sum(_MAP_ELEMENT + len(key.encode("utf-8")) + _MARK_FIXED + len(mark.sequence_number)
+                    for key, mark in self.hwm.items())
+        dedupe = len(self.seen) * (_MAP_ELEMENT + _SECONDS_BYTES) + sum(map(len, self.seen))
+        return (_ITEM_FIXED + 2 * (rule_bytes + user_bytes) + 1 + len(str(state.sum)) + buckets + marks + dedupe)
 
     @classmethod
     def from_item(cls, item: Mapping[str, Any]) -> CounterItem:

@@ -13,6 +13,7 @@ docs/rules.md, "Limits and their cost".
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 from dataclasses import dataclass
 from typing import Iterable, Mapping
@@ -59,7 +60,10 @@ class Delivery:
         return mark_key(self.shard_id, self.partition_key)
 
 
+@functools.lru_cache(maxsize=1 << 16)
 def _short_hash(text: str) -> str:
+    # Cached: a batch hashes the same partition keys and event ids once per rule the event matches, twice
+    # (the check, then the new marks).
     digest = hashlib.blake2b(text.encode("utf-8"), digest_size=SEEN_KEY_CHARS * 3 // 4).digest()
     return base64.urlsafe_b64encode(digest).decode("ascii")
 
@@ -93,6 +97,8 @@ def advance_hwm(hwm: Mapping[str, Mark], deliveries: Iterable[Delivery], *, now_
             arrival = delivery.event.arrival_time_ms // 1000 * 1000
             marks[key] = Mark(delivery.sequence_number, max(arrival, mark.arrival_ms if mark else 0))
     oldest = now_ms - MARK_KEEP_MS
+    if len(marks) <= MARK_MAX_ENTRIES and (not marks or min(mark.arrival_ms for mark in marks.values()) >= oldest):
+        return marks  # nothing to drop (the usual case): spare the sort
     kept = sorted(((mark.arrival_ms, key) for key, mark in marks.items() if mark.arrival_ms >= oldest), reverse=True)
     return {key: marks[key] for _, key in kept[:MARK_MAX_ENTRIES]}
 
@@ -107,5 +113,7 @@ def remember(seen: Mapping[str, int], entries: Iterable[tuple[str, int]], *, now
         key, arrival = seen_key(event_id), arrival_ms // 1000 * 1000
         merged[key] = max(arrival, merged.get(key, arrival))
     oldest = now_ms - horizon_ms
+    if len(merged) <= SEEN_MAX_ENTRIES and (not merged or min(merged.values()) >= oldest):
+        return merged  # nothing to forget (the usual case): spare the sort
     recent = sorted(((ms, key) for key, ms in merged.items() if ms >= oldest), reverse=True)
     return {key: ms for ms, key in recent[:SEEN_MAX_ENTRIES]}

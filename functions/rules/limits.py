@@ -59,6 +59,8 @@ def _value_size(value: Any) -> int:
 
 def check_key(rule_id: str, user_id: str) -> None:
     """Raise `Unwritable` for a (rule, user) whose counter key DynamoDB would refuse."""
+    if 4 * (len(rule_id) + len(user_id)) + 64 <= MAX_COUNTER_KEY_BYTES:
+        return  # no character takes more than 4 bytes, escaped or not: short ids fit both keys
     size = len(counter_key(rule_id, user_id).encode("utf-8"))
     if size > MAX_COUNTER_KEY_BYTES:
         raise Unwritable(f"the counter key of rule {rule_id!r} and this user is {size} bytes, more than the "

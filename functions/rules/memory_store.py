@@ -39,8 +39,7 @@ class MemoryCounterStore(CounterStoreBase):
         found = self._items.get(counter_key(rule_id, user_id))
         return found if found is not None else CounterItem(rule_id=rule_id, user_id=user_id)
 
-    def _put(self, item: CounterItem, stored: CounterItem, plain: Mapping[str, Any],
-             entries: Sequence[OutboxEntry]) -> None:
+    def _put(self, item: CounterItem, stored: CounterItem, entries: Sequence[OutboxEntry]) -> None:
         with self._lock:
             current = self._items.get(item.key)
             if (current.version if current is not None else 0) != item.version:

@@ -233,6 +233,8 @@ class RuleSet:
 
     rules: tuple[Rule, ...]
     version: str = field(init=False)
+    _by_id: dict[str, Rule] = field(init=False, repr=False, compare=False)
+    _by_event: dict[str, tuple[Rule, ...]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rules", tuple(self.rules))
@@ -242,6 +244,16 @@ class RuleSet:
         # Sorted by id so that moving rows around in the sheet does not look like a change.
         canonical = sorted((rule.to_dict() for rule in self.rules), key=lambda rule: rule["rule_id"])
         object.__setattr__(self, "version", _short_hash(canonical, 12))
+        object.__setattr__(self, "_by_id", {rule.rule_id: rule for rule in self.rules})
+        by_event: dict[str, list[Rule]] = {}
+        for rule in self.rules:
+            by_event.setdefault(rule.event_name, []).append(rule)
+        object.__setattr__(self, "_by_event", {name: tuple(rules) for name, rules in by_event.items()})
+
+    def for_event_type(self, event_type: str) -> tuple[Rule, ...]:
+        """The rules that count events of this type (their EventName), in sheet order: the only ones an event
+        can match, so a batch is matched against a few rules per event instead of the whole sheet."""
+        return self._by_event.get(event_type, ())
 
     def __iter__(self) -> Iterator[Rule]:
         return iter(self.rules)
@@ -250,10 +262,7 @@ class RuleSet:
         return len(self.rules)
 
     def by_id(self, rule_id: str) -> Rule:
-        for rule in self.rules:
-            if rule.rule_id == rule_id:
-                return rule
-        raise KeyError(rule_id)
+        return self._by_id[rule_id]
 
     def to_json(self) -> str:
         """The document the rules are published as."""

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import abc
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import date
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -125,9 +125,8 @@ class CounterStoreBase(abc.ABC):
         return {key: self.read(*key) for key in keys}
 
     @abc.abstractmethod
-    def _put(self, item: CounterItem, stored: CounterItem, plain: Mapping[str, Any],
-             entries: Sequence[OutboxEntry]) -> None:
-        """Write `stored` (`plain`: its `to_item()`) if the item is still `item` (its `version`; absent for 0), together with `entries`,
+    def _put(self, item: CounterItem, stored: CounterItem, entries: Sequence[OutboxEntry]) -> None:
+        """Write `stored` if the item is still `item` (its `version`; absent for 0), together with `entries`,
         each only if its key is new — an entry already there that is this same change is kept, any other is
         `OutboxKeyTaken`. Raises `WriteConflict` when the item changed."""
 
@@ -153,11 +152,14 @@ class CounterStoreBase(abc.ABC):
         and `Unwritable` (before any request) for a change DynamoDB would refuse on every retry. `item`: the
         item as already read (`read_many`), saving the first read; the write is conditional on it all the same."""
         check_key(rule.rule_id, user_id)
-        result, remaining = GroupResult(), list(deliveries)
+        step = GroupStep(rule, deliveries, self.now_ms(), self._settings.dedupe_horizon_ms)
+        self._update(rule, user_id, step, item=item)
+        if step.covered == len(deliveries):
+            return step.result  # the usual case: one write covered the group
+        result, remaining = step.result, list(deliveries[step.covered:])
         while remaining:
             step = GroupStep(rule, remaining, self.now_ms(), self._settings.dedupe_horizon_ms)
-            self.update(rule, user_id, step, item=item)
-            item = None
+            self._update(rule, user_id, step)
             result, remaining = result + step.result, remaining[step.covered:]
         return result
 
@@ -173,6 +175,9 @@ class CounterStoreBase(abc.ABC):
         conditionally; on a conflict, re-read and recompute. Returns the write made, or None when the step
         had nothing to write."""
         check_key(rule.rule_id, user_id)
+        return self._update(rule, user_id, step, item=item)
+
+    def _update(self, rule: Rule, user_id: str, step: Step, *, item: CounterItem | None = None) -> Write | None:
         for _ in range(self._max_attempts):
             if item is None:
                 item = self.read(rule.rule_id, user_id)
@@ -197,21 +202,22 @@ class CounterStoreBase(abc.ABC):
             # The counter outlives its outbox entries, so `fired` (which numbers their keys) never restarts
             # while an entry with the same key could still exist.
             expires_at = max(expires_at, now_ms // 1000 + (OUTBOX_RETENTION_DAYS + 1) * _DAY_SECONDS)
-        stored = replace(
-            item, state=write.state, version=item.version + 1,
+        stored = CounterItem(
+            rule_id=item.rule_id, user_id=item.user_id, state=write.state, version=item.version + 1,
             hwm=item.hwm if write.hwm is None else write.hwm, seen=item.seen if write.seen is None else write.seen,
             sweep_day=next_exit_day(rule, write.state, from_day=sweep_from), expires_at=expires_at,
             backfilled=item.backfilled or write.backfilled,
         )
-        plain = stored.to_item()
-        if (size := item_size_bytes(plain)) > MAX_ITEM_BYTES:
+        # The bound spares building and sizing the dedupe map on every write; only an item near the limit is
+        # sized exactly.
+        if stored.size_at_most() > MAX_ITEM_BYTES and (size := item_size_bytes(stored.to_item())) > MAX_ITEM_BYTES:
             raise Unwritable(f"the counter item of rule {rule.rule_id!r} would be {size:,} bytes, more than "
                              f"DynamoDB's {MAX_ITEM_BYTES:,}")
         for entry in write.outbox:
             if (size := item_size_bytes(entry.to_item())) > MAX_ITEM_BYTES:
                 raise Unwritable(f"outbox entry {entry.key[:80]!r}… would be {size:,} bytes, more than DynamoDB's "
                                  f"{MAX_ITEM_BYTES:,}")
-        self._put(item, stored, plain, write.outbox)
+        self._put(item, stored, write.outbox)
 
 
 def same_change(entry: OutboxEntry, rule_id: Any, user_id: Any, change: Any) -> None:
@@ -305,9 +311,8 @@ class CounterStore(CounterStoreBase):
             raise
         return True
 
-    def _put(self, item: CounterItem, stored: CounterItem, plain: Mapping[str, Any],
-             entries: Sequence[OutboxEntry]) -> None:
-        put: dict[str, Any] = {"TableName": self._settings.counters_table, "Item": to_attributes(plain)}
+    def _put(self, item: CounterItem, stored: CounterItem, entries: Sequence[OutboxEntry]) -> None:
+        put: dict[str, Any] = {"TableName": self._settings.counters_table, "Item": to_attributes(stored.to_item())}
         if item.version == 0:
             put |= {"ConditionExpression": "attribute_not_exists(#pk)",
                     "ExpressionAttributeNames": {"#pk": PARTITION_KEY}}

@@ -119,7 +119,7 @@ def test_the_run_writes_every_output(small):
     out = small["out"]
     for name in ("events.jsonl", "replay.json", "interactions.csv", "report.txt", "chart.png"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
-    assert list((out / "lake" / "events").glob("dt=*/part-0.parquet"))
+    assert list((out / "lake" / "events").glob("dt=*/part-*.parquet"))
     report = (out / "report.txt").read_text(encoding="utf-8")
     assert small["stdout"] == report, "the printed report is the report written"
     for name in ("events.jsonl", "replay.json", "interactions.csv", "report.txt", "chart.png"):
@@ -150,8 +150,21 @@ def test_the_report_gives_each_rules_qualifications_as_replayed(small):
         counted = [c for c in document["counters"] if c["rule_id"] == rule_id]
         assert rows[rule_id] == (len(counted), len(fired), len({q["user_id"] for q in fired})), rule_id
         assert fired, f"the sample sheet's rule {rule_id} should qualify someone in the synthetic stream"
-    assert f"{document['stats']['dispatched']['eventbridge']:,}" in report
+    assert "EventBridge  " in report and "not run by the memory engine" in report
     assert "not configured in the demo" in report
+
+
+def test_the_aws_engine_gives_the_demo_what_the_memory_engine_gives(small, tmp_path):
+    """The demo stream on the real handlers (moto): the same qualifications and counters as the default engine,
+    and the bus's deliveries in the report."""
+    code, stdout, stderr = run_demo([*SMALL, "--engine", "aws", "--out", str(tmp_path)])
+    assert code == 0, stderr
+    memory = json.loads((small["out"] / "replay.json").read_text(encoding="utf-8"))
+    aws = json.loads((tmp_path / "replay.json").read_text(encoding="utf-8"))
+    assert aws["qualifications"] == memory["qualifications"] and aws["counters"] == memory["counters"]
+    assert aws["stats"]["rejected"] == memory["stats"]["rejected"]
+    assert f"{aws['stats']['dispatched']['eventbridge']:,}" in stdout and "real handlers on moto" in stdout
+    assert rule_rows(stdout) == rule_rows(small["stdout"])
 
 
 def test_interactions_equal_an_independent_recount_from_the_raw_lines(small):

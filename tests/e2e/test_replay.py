@@ -21,6 +21,7 @@ EVENTS = FIXTURES / "events.jsonl"
 
 
 def run(**options: Any) -> ReplayResult:
+    options.setdefault("engine", "aws")
     return replay(RULES.read_text(encoding="utf-8"), EVENTS.read_text(encoding="utf-8").splitlines(),
                   ReplayOptions(**options))
 
@@ -31,7 +32,20 @@ def by_time(qualification: dict[str, Any]) -> tuple[int, str]:
 
 @pytest.fixture(scope="module")
 def fault_free() -> ReplayResult:
+    """The real handlers on moto, no fault."""
     return run(batch_size=10)
+
+
+@pytest.mark.parametrize(("batch_size", "workers"), [(10, 1), (10, 2), (1, 3), (1000, 2)])
+def test_the_memory_engine_gives_what_the_handlers_on_moto_give(fault_free, batch_size, workers):
+    """The default engine (the aggregator's code on the in-memory store, users split between processes) against
+    the real handlers: the same qualifications, counters, rejections and records without a user."""
+    memory = run(engine="memory", batch_size=batch_size, workers=workers)
+    assert memory.qualifications == fault_free.qualifications
+    assert memory.counters == fault_free.counters
+    assert memory.stats["rejected"] == fault_free.stats["rejected"]
+    assert (memory.stats["records"], memory.stats["without_user"]) == (158, 1)
+    assert memory.stats["outbox_entries"] == fault_free.stats["outbox_entries"]
 
 
 def test_fault_free_run_matches_the_independent_expectation(fault_free):
@@ -79,10 +93,12 @@ def test_faults_change_nothing(fault_free, seed, batch_size, duplicate_rate, fai
         assert stats["failures_injected"] > 0 and stats["redeliveries"]["aggregator_partial"] > 0
 
 
-def test_the_command_prints_a_table_and_writes_the_json(tmp_path, capsys, fault_free):
+@pytest.mark.parametrize("engine_options", [["--engine", "aws", "--duplicate-rate", "0.1", "--fail-rate", "0.1",
+                                             "--seed", "9"], [], ["--workers", "2"]])
+def test_the_command_prints_a_table_and_writes_the_json(tmp_path, capsys, fault_free, engine_options):
     out = tmp_path / "out.json"
     code = main(["rules", "replay", "--rules", str(RULES), str(EVENTS), "--json", str(out), "--batch-size", "10",
-                 "--duplicate-rate", "0.1", "--fail-rate", "0.1", "--seed", "9"])
+                 *engine_options])
     printed = capsys.readouterr().out
     assert code == 0
     assert printed.splitlines()[0].startswith("1 record rejected: ") and printed.splitlines()[2].startswith(
@@ -100,6 +116,10 @@ def test_the_command_prints_a_table_and_writes_the_json(tmp_path, capsys, fault_
 def test_bad_rates_and_a_bad_sheet_are_refused(tmp_path, capsys):
     assert main(["rules", "replay", "--rules", str(RULES), str(EVENTS), "--fail-rate", "1"]) == 2
     assert "fail_rate 1.0 is not in [0, 1)" in capsys.readouterr().err
+    assert main(["rules", "replay", "--rules", str(RULES), str(EVENTS), "--fail-rate", "0.1"]) == 2
+    assert "add --engine aws" in capsys.readouterr().err  # the memory engine has nothing to fail
+    assert main(["rules", "replay", "--rules", str(RULES), str(EVENTS), "--workers", "0"]) == 2
+    assert "workers 0 is not in 1..64" in capsys.readouterr().err
     sheet = tmp_path / "bad.csv"
     sheet.write_text("RuleType,EventName,Operator-C,Target-C,Operator-V,Target-V,ResetWhenReachTarget\n"
                      "aggregator,purchase,na,999,na,999,no\n", encoding="utf-8")
@@ -107,7 +127,8 @@ def test_bad_rates_and_a_bad_sheet_are_refused(tmp_path, capsys):
     assert "the sheet was not accepted" in capsys.readouterr().err
 
 
-def test_a_record_with_a_5000_character_user_or_event_id_is_reported_and_the_run_goes_on():
+@pytest.mark.parametrize("engine", ["memory", "aws"])
+def test_a_record_with_a_5000_character_user_or_event_id_is_reported_and_the_run_goes_on(engine):
     def line(event_id: str, user: str, at: int) -> str:
         return json.dumps({"schema": "engagement-loop/v1", "event_type": "purchase", "event_time_ms": at,
                            "event_id": event_id, "user_id": user, "metrics": {"amount": 10}})
@@ -115,7 +136,7 @@ def test_a_record_with_a_5000_character_user_or_event_id_is_reported_and_the_run
     start = 1_793_500_000_000
     lines = [line("o1", "u-1", start), line("o2", "x" * 5_000, start + 1_000), line("e" * 5_000, "u-1", start + 2_000),
              line("o3", "u-1", start + 3_000), line("o4", "u-2", start + 4_000)]
-    result = replay(RULES.read_text(encoding="utf-8"), lines, ReplayOptions(batch_size=10))
+    result = replay(RULES.read_text(encoding="utf-8"), lines, ReplayOptions(engine=engine, batch_size=10))
     assert result.stats["rejected"]["count"] == 1  # the over-long user id, with its reason
     (reason,) = result.stats["rejected"]["reasons"]
     assert "5000" in reason or "5,000" in reason or "bytes" in reason
@@ -124,22 +145,30 @@ def test_a_record_with_a_5000_character_user_or_event_id_is_reported_and_the_run
     assert [q["user_id"] for q in result.qualifications if q["rule_id"] == "buyer"] == ["u-1"]
 
 
-def test_a_poison_group_in_the_replay_is_reported_and_the_run_goes_on(monkeypatch):
+@pytest.mark.parametrize("engine", ["memory", "aws"])
+def test_a_poison_group_in_the_replay_is_reported_and_the_run_goes_on(monkeypatch, engine):
     """Even when the normaliser lets an unstorable key through, the store sets the group aside."""
     from dataclasses import replace as copy
 
+    from cli import stream_plan
+    from functions.events.normalise import Parsed
     from functions.rules import aggregator
 
-    real = aggregator.normalise
+    real, real_parse = aggregator.normalise, stream_plan.parse_record
 
-    def unbounded(data, **options):
+    def unbounded(data, **options):  # what the handler on moto reads
         result = real(data, **options)
         return copy(result, user_id="y" * 5_000) if b'"poison"' in bytes(data) else result
 
+    def unbounded_parse(line, **options):  # what the memory engine reads
+        result = real_parse(line, **options)
+        return Parsed(copy(result.event, user_id="y" * 5_000)) if '"poison"' in line else result
+
     monkeypatch.setattr(aggregator, "normalise", unbounded)
+    monkeypatch.setattr(stream_plan, "parse_record", unbounded_parse)
     lines = [json.dumps({"schema": "engagement-loop/v1", "event_type": "purchase", "event_time_ms": 1_793_500_000_000 + i,
                          "event_id": event_id, "user_id": "u-1"}) for i, event_id in enumerate(["a", "poison", "b", "c"])]
-    result = replay(RULES.read_text(encoding="utf-8"), lines, ReplayOptions(batch_size=10))
+    result = replay(RULES.read_text(encoding="utf-8"), lines, ReplayOptions(engine=engine, batch_size=10))
     rejected = result.stats["rejected"]
     assert rejected["count"] == 1 and all("counter key" in reason for reason in rejected["reasons"])
     counters = {(c["rule_id"], c["user_id"]): c["count"] for c in result.counters}
@@ -162,9 +191,10 @@ def midnight_lines() -> list[str]:
 
 
 @pytest.mark.parametrize("options", [
-    {"batch_size": 1}, {"batch_size": 2, "duplicate_rate": 0.5, "seed": 22}, {"batch_size": 2, "duplicate_rate": 0.5,
-                                                                             "seed": 30},
-    {"batch_size": 2, "fail_rate": 0.9, "seed": 3},
+    {"batch_size": 1}, {"batch_size": 1, "engine": "aws"},
+    {"batch_size": 2, "duplicate_rate": 0.5, "seed": 22, "engine": "aws"},
+    {"batch_size": 2, "duplicate_rate": 0.5, "seed": 30, "engine": "aws"},
+    {"batch_size": 2, "fail_rate": 0.9, "seed": 3, "engine": "aws"},
 ])
 def test_a_window_outcome_at_midnight_depends_on_no_batching_and_no_fault(options):
     """Review finding B: a batch whose processing clock had passed midnight counted a 23:59:58 event as of the

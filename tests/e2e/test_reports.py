@@ -69,7 +69,7 @@ def test_the_replay_report_starts_with_who_qualified_in_plain_words(capsys):
     # the fixture's one rejected record is said in one line first, then who qualified
     assert out.startswith("1 record rejected: app record: unsupported schema 'engagement-loop/v2'")
     assert out.splitlines()[2].startswith("WHO QUALIFIED  ")
-    assert out.index("WHO QUALIFIED") < out.index("ENGINE FIGURES") < out.index("DynamoDB request")
+    assert out.index("WHO QUALIFIED") < out.index("ENGINE FIGURES") < out.index("counter write")
     assert "buyer: users who did purchase at least 3 times, at any time" in out
     assert "    action: sets attribute purchase to ready, once per user" in out
     assert "    action: fires event trk_big_spender each time the rule is met, then counts again from 0" in out

@@ -78,9 +78,17 @@ def _run(**options) -> ReplayResult:
     return replay(RULES, _lines(), ReplayOptions(batch_size=3, **options))
 
 
-@pytest.fixture(scope="module")
-def fault_free() -> ReplayResult:
-    return _run()
+@pytest.fixture(scope="module", params=["memory", "aws"])
+def fault_free(request) -> ReplayResult:
+    """Every scenario on both engines: the in-memory store and the real handlers on moto."""
+    return _run(engine=request.param)
+
+
+def test_both_engines_give_the_same_outcome():
+    memory, aws = _run(engine="memory"), _run(engine="aws")
+    assert memory.qualifications == aws.qualifications and memory.counters == aws.counters
+    assert memory.stats["rejected"] == aws.stats["rejected"]
+    assert memory.stats["without_user"] == aws.stats["without_user"]
 
 
 def _qualified(result: ReplayResult, rule_id: str) -> set[str]:
@@ -121,6 +129,6 @@ def test_a_poison_record_is_reported_and_everyone_else_is_counted(fault_free):
 
 @pytest.mark.parametrize(("seed", "duplicate_rate", "fail_rate"), [(1, 0.3, 0.3), (2, 0.5, 0.5), (3, 0.2, 0.6)])
 def test_faults_change_nothing(fault_free, seed, duplicate_rate, fail_rate):
-    faulty = _run(duplicate_rate=duplicate_rate, fail_rate=fail_rate, seed=seed)
+    faulty = _run(engine="aws", duplicate_rate=duplicate_rate, fail_rate=fail_rate, seed=seed)
     assert faulty.qualifications == fault_free.qualifications
     assert faulty.counters == fault_free.counters
