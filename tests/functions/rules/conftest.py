@@ -24,7 +24,8 @@ from functions.rules import aggregator, backfill, sweeper
 from functions.rules.lake_queries import QueryState
 from functions.rules.outbox import OutboxEntry
 from functions.rules.model import RuleSet
-from functions.rules.store import CounterItem, CounterStore, StoreSettings
+from functions.rules.counter_item import CounterItem
+from functions.rules.store import CounterStore, StoreSettings
 from functions.rules.dedupe import Delivery
 from functions.rules.outbox import create_local_tables
 from cli.lambda_context import LocalLambdaContext
