@@ -101,9 +101,8 @@ class _Partition:
 
     def run(self, lines: Sequence[str] | PlannedStream, on_progress: Callable[[int], None] | None) -> dict[str, Any]:
         from functions.events.canonical import Rejected
-        from functions.rules.aggregator import Count
+        from functions.rules.aggregator import Count, not_counted
         from functions.rules.dedupe import Delivery
-        from functions.rules.model import ENGINE_EVENT_PREFIX
         from functions.rules.sinks import EventBridgeSink
 
         reports = self.index == 0  # what concerns no user is reported once
@@ -115,7 +114,7 @@ class _Partition:
         else:
             too_large = []
             records = plan(lines, self.mode, too_large)
-        without_user = calls = sequence = 0
+        calls = sequence = 0
         next_progress = PROGRESS_EVERY
         for batch in batches(records, self.batch_size):
             deliveries, newest = [], 0
@@ -123,16 +122,14 @@ class _Partition:
                 sequence += 1
                 newest = max(newest, record.arrival_ms)
                 parsed = record.parsed
-                if isinstance(parsed, Rejected):
-                    if reports:
+                skipped = not_counted(parsed if isinstance(parsed, Rejected) else parsed.event)
+                if skipped is not None:
+                    if not reports:
+                        continue
+                    counts[skipped] += 1
+                    if isinstance(parsed, Rejected):
                         rejected[str(sequence)] = parsed.reason
-                    continue
-                user_id = parsed.event.user_id
-                if user_id is None:
-                    without_user += 1
-                elif parsed.event.event_type.startswith(ENGINE_EVENT_PREFIX):
-                    counts[Count.ENGINE_EVENTS] += 1
-                elif self.owns(user_id):
+                elif self.owns(parsed.event.user_id):
                     deliveries.append(Delivery(parsed.at(record.arrival_ms), SHARD_ID, str(sequence),
                                                record.partition_key))
             self.clock_ms = max(self.clock_ms, newest + PROCESSING_LAG_MS)
@@ -147,8 +144,9 @@ class _Partition:
                 next_progress = sequence + PROGRESS_EVERY
         if on_progress is not None:
             on_progress(sequence)
+        without_user = counts[Count.NO_USER]
         if not reports:
-            too_large, without_user = [], 0
+            too_large = []
         elif too_large:
             without_user += _without_user(too_large, self.mode)
         counters = [{"rule_id": item.rule_id, "user_id": item.user_id, "count": item.state.count,

@@ -86,8 +86,8 @@ from functions.events.normalise import normalise
 from functions.rules.activation import ActivationCache
 from functions.rules.evaluate import matches
 from functions.rules.rules_source import Env, RulesSettings, RulesSource, S3RulesSource
-from functions.rules.model import ENGINE_EVENT_PREFIX, Rule, RuleSet, RuleType
-from functions.rules.counting import GroupResult, counting_closes_ms
+from functions.rules.model import ENGINE_EVENT_PREFIX, RuleSet
+from functions.rules.counting import GroupResult, counts_now
 from functions.rules.counter_item import CounterItem
 from functions.rules.store import CounterStore, StoreSettings
 from functions.rules.dedupe import Delivery
@@ -232,15 +232,17 @@ class SqsFailureQueue:
         self._client.send_message(QueueUrl=self._queue_url, MessageBody=record.to_message())
 
 
-def counts_now(rule: Rule, event: CanonicalEvent, activation_ms: int | None) -> bool:
-    """Whether the aggregator counts a matching event for `rule`: aggregator rules always; date and window
-    rules only if it arrived at or after their activation (and, for date rules, before counting closes)."""
-    if rule.rule_type is RuleType.AGGREGATOR:
-        return True
-    if activation_ms is None or event.arrival_time_ms < activation_ms:
-        return False
-    closes = counting_closes_ms(rule)
-    return closes is None or event.arrival_time_ms < closes
+def not_counted(result: CanonicalEvent | Rejected) -> Count | None:
+    """Why a normalised record reaches no rule — rejected, without a user, or one of the engine's own `trk_`
+    events — as the count it is reported under; None for an event the rules may count. The local engine
+    (`cli/memory_engine.py`) routes records with this too."""
+    if isinstance(result, Rejected):
+        return Count.REJECTED
+    if result.user_id is None:
+        return Count.NO_USER
+    if result.event_type.startswith(ENGINE_EVENT_PREFIX):
+        return Count.ENGINE_EVENTS
+    return None
 
 
 @dataclass
@@ -443,17 +445,16 @@ class KinesisBatch:
             except Exception:  # noqa: BLE001 - a bug must cost one record, and that record is kept for replay
                 logger.exception("normalise raised", extra={"sequence_number": kinesis.sequence_number})
                 result = Rejected("internal error while normalising (a bug: see the function's log)")
+        skipped = not_counted(result)
         if isinstance(result, Rejected):
             logger.warning("record rejected",
                            extra={"sequence_number": kinesis.sequence_number, "reason": result.reason})
             self._failures_for(trusted).send(RejectedRecord(result.reason, data, record.event_source_arn, shard_id,
                                                             kinesis.sequence_number, arrival_ms))
-            self.counts[Count.REJECTED] += 1
-        elif result.user_id is None:
-            self.counts[Count.NO_USER] += 1
-        elif result.event_type.startswith(ENGINE_EVENT_PREFIX):
-            self.counts[Count.ENGINE_EVENTS] += 1
+        if skipped is not None:
+            self.counts[skipped] += 1
         else:
+            assert isinstance(result, CanonicalEvent)
             self.deliveries.append(Delivery(result, mark_shard_id, kinesis.sequence_number, kinesis.partition_key))
             self._raw[kinesis.sequence_number] = (data, record.event_source_arn, shard_id, arrival_ms)
 

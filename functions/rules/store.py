@@ -46,7 +46,7 @@ from botocore.exceptions import ClientError
 from functions.rules.activation import RuleActivations
 from functions.rules.activation_tables import DynamoMetaTable
 from functions.rules.counter_item import CounterItem, Write
-from functions.rules.counting import GroupResult, GroupStep, counter_expires_at, counting_closes_ms  # noqa: F401 - kept for aggregator.py until it imports counting
+from functions.rules.counting import GroupResult, GroupStep, counter_expires_at
 from functions.rules.dedupe import DEDUPE_HORIZON_HOURS, Delivery
 from functions.rules.dynamo import error_code, from_attributes, to_attributes
 from functions.rules.evaluate import event_day, next_exit_day
