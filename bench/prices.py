@@ -24,6 +24,8 @@ LAMBDA_WHITEPAPER = "https://docs.aws.amazon.com/whitepapers/latest/how-aws-pric
 DYNAMODB = "https://aws.amazon.com/dynamodb/pricing/on-demand/"
 S3 = "https://aws.amazon.com/s3/pricing/"
 GLUE = "https://aws.amazon.com/glue/pricing/"
+LAKE_FORMATION = "https://aws.amazon.com/cn/lake-formation/pricing/"
+"""Lake Formation's pricing page (English copy under /cn/) works a Glue Data Catalog example with its price."""
 ATHENA = "https://aws.amazon.com/athena/pricing/"
 STEP_FUNCTIONS = "https://aws.amazon.com/step-functions/pricing/"
 SNS = "https://aws.amazon.com/sns/pricing/"
@@ -102,58 +104,84 @@ PRICES: Mapping[str, Price] = MappingProxyType({
     "lambda.requests": Price("Lambda", "million requests", 0.20, LAMBDA_WHITEPAPER, READ, True),
     "lambda.gb_second": Price("Lambda", "GB-second (x86)", 0.0000166667, LAMBDA_WHITEPAPER, READ, True,
                               "the whitepaper rounds it to $0.00001667"),
-    # DynamoDB: the AWS on-demand page was not found in the stored corpus. airbyte.com's DynamoDB pricing guide
+    # DynamoDB: the AWS on-demand page is in the stored corpus (docs), but its copy shows the key terms ("A standard
+    # write request unit can write an item up to 1 KB") and not the figures. airbyte.com's DynamoDB pricing guide
     # (read): "After the 50% reduction implemented in late 2024: Write Request Units (WRU): $0.625 per million
     # write request units; Read Request Units (RRU): $0.125 per million read request units".
     "dynamodb.write_request_units": Price("DynamoDB", "million write request units (on-demand)", 0.625, DYNAMODB,
-                                          READ, False, "AWS page not in the stored corpus; figure read on "
+                                          READ, False, "the AWS page's stored copy shows no figures; figure read on "
                                           "airbyte.com/data-engineering-resources/dynamodb-pricing (after the "
-                                          "November 2024 on-demand price cut)"),
+                                          "November 2024 on-demand price cut; zeonedge.com and oneuptime.com still "
+                                          "quote the earlier $1.25)"),
     "dynamodb.read_request_units": Price("DynamoDB", "million read request units (on-demand)", 0.125, DYNAMODB,
-                                         READ, False, "AWS page not in the stored corpus; figure read on "
+                                         READ, False, "the AWS page's stored copy shows no figures; figure read on "
                                          "airbyte.com/data-engineering-resources/dynamodb-pricing"),
     "dynamodb.storage_gb_month": Price("DynamoDB", "GB-month stored (Standard table class)", 0.25, DYNAMODB, READ,
-                                       False, "AWS page not in the stored corpus; price as last known, not read"),
+                                       False, "the AWS page's stored copy shows no figures; price as last known, "
+                                       "not read"),
     "s3.storage_gb_month": Price("S3", "GB-month (Standard, first 50 TB)", 0.023, S3, READ, False,
-                                 "AWS page not read; price as last known"),
+                                 "the stored copy of the AWS page (through a proxy) shows the wording, not the "
+                                 "storage table; price as last known"),
     "s3.put_requests": Price("S3", "1,000 PUT/COPY/POST/LIST requests", 0.005, S3, READ, False,
-                             "AWS page not read; athena.guide's pricing article (read) gives list operations as "
-                             "$5 per million"),
+                             "AWS page's stored copy shows no request table; athena.guide's pricing article (read) "
+                             "gives list operations as $5 per million, c3x.dev \"PUT is $0.005/1K\""),
     "s3.get_requests": Price("S3", "1,000 GET requests", 0.0004, S3, READ, False,
-                             "AWS page not read; athena.guide's pricing article (read): get operations "
-                             "\"$0.4 per million\""),
-    # athena.guide (read): "perform a million operations per month for free, and only then pay ... $1 per million
-    # operations".
+                             "AWS page's stored copy shows no request table; athena.guide's pricing article (read): "
+                             "get operations \"$0.4 per million\", c3x.dev \"GET is $0.0004/1K\""),
+    # Lake Formation pricing page (read), its Glue Data Catalog example: "Now consider your storage usage remains the
+    # same at one million tables per month, but your requests double to two million requests per month." ... "Your
+    # first million requests are also free. You will be billed for one million requests above the free tier, which
+    # is $1." (athena.guide gives the same $1 per million.) The stored copies of the Glue page itself did not show it.
     "glue.catalog_requests": Price("Glue Data Catalog", "million requests (after the first million a month)", 1.0,
-                                   GLUE, READ, False, "AWS page not read; figure read on athena.guide's "
-                                   "\"Athena Basics: Pricing Model\""),
+                                   LAKE_FORMATION, READ, True,
+                                   "\"You will be billed for one million requests above the free tier, which is "
+                                   "$1.\" (Lake Formation pricing page, Glue Data Catalog example)"),
     # athena.guide (read): "It's a flat $5 per TB of data scanned, rounded to the nearest MB, with a 10 MB minimum."
     "athena.tb_scanned": Price("Athena", "TB scanned (10 MB minimum per query)", 5.0, ATHENA, READ, False,
-                               "AWS page not read; figure and the 10 MB minimum read on athena.guide's "
-                               "\"Athena Basics: Pricing Model\" and rcpedia.stanford.edu's Athena page"),
+                               "AWS page not in the stored corpus; figure and the 10 MB minimum read on "
+                               "athena.guide's \"Athena Basics: Pricing Model\" and rcpedia.stanford.edu's Athena "
+                               "page"),
+    # Step Functions page (read): "$0.025 per 1,000 state transitions" and its state transitions pricing table:
+    # "US East (N. Virginia) | $0.0250".
     "stepfunctions.state_transitions": Price("Step Functions", "1,000 state transitions (Standard)", 0.025,
-                                             STEP_FUNCTIONS, READ, False, "AWS page not read; price as last known"),
-    "sns.publishes": Price("SNS", "million publishes", 0.50, SNS, READ, False, "AWS page not read; price as last "
-                           "known"),
-    "sns.email": Price("SNS", "100,000 email notifications", 2.0, SNS, READ, False, "AWS page not read; price as "
-                       "last known"),
+                                             STEP_FUNCTIONS, READ, True,
+                                             "\"$0.025 per 1,000 state transitions\"; table: \"US East (N. "
+                                             "Virginia) | $0.0250\""),
+    "sns.publishes": Price("SNS", "million publishes", 0.50, SNS, READ, False, "AWS pricing page not in the stored "
+                           "corpus (the SNS FAQ copies found give no figures); factualminds.com: \"$0.50 per "
+                           "million publishes for Standard topics\""),
+    "sns.email": Price("SNS", "100,000 email notifications", 2.0, SNS, READ, False, "AWS pricing page not in the "
+                       "stored corpus; factualminds.com: \"email at $2 per hundred thousand\""),
     "eventbridge.custom_events": Price("EventBridge", "million custom events put", 1.0, EVENTBRIDGE, READ, False,
-                                       "AWS page not read; price as last known"),
+                                       "AWS pricing page not in the stored corpus; blog.awsfundamentals.com and "
+                                       "cloudburn.io: custom events \"$1.00 per 1 million\""),
     "eventbridge.scheduler_invocations": Price("EventBridge Scheduler", "million scheduled invocations", 1.0,
-                                               EVENTBRIDGE, READ, False, "AWS page not read; price as last known"),
-    "sqs.requests": Price("SQS", "million requests (standard queue)", 0.40, SQS, READ, False, "AWS page not read; "
-                          "price as last known"),
-    "kms.key_month": Price("KMS", "customer managed key-month", 1.0, KMS, READ, False, "AWS page not read; price "
-                           "as last known"),
-    "kms.requests": Price("KMS", "10,000 requests", 0.03, KMS, READ, False, "AWS page not read; price as last known"),
+                                               EVENTBRIDGE, READ, False, "AWS pricing page not in the stored corpus "
+                                               "(AWS's Scheduler launch post found, its opening has no figures); "
+                                               "cloudburn.io: $1.00 per million after 14M free a month (wring.co "
+                                               "says free: unsettled)"),
+    "sqs.requests": Price("SQS", "million requests (standard queue)", 0.40, SQS, READ, False, "AWS pricing page not "
+                          "in the stored corpus; unanswered.io and cloudburn.io: standard queues $0.40 per million "
+                          "(first 100 billion a month)"),
+    # KMS page (read): "Each AWS KMS key that you create in KMS costs $1/month." Its key usage table (the request
+    # prices) was not in the stored copies (neither /kms/pricing/ nor /fr/kms/pricing/).
+    "kms.key_month": Price("KMS", "customer managed key-month", 1.0, KMS, READ, True,
+                           "\"Each AWS KMS key that you create in KMS costs $1/month.\""),
+    "kms.requests": Price("KMS", "10,000 requests", 0.03, KMS, READ, False,
+                          "the stored copies of the AWS page show the free tier (\"20,000 free AWS Key Management "
+                          "Service requests each month\") but not the key usage table's figures; $0.03 per 10,000 "
+                          "read only on third-party pages (wring.co, cloudburn.io, factualminds.com)"),
+    # CloudWatch page (read): its free tier table ("5 GB Data (ingestion, archive storage, and data scanned by Logs
+    # Insights queries)", "10 Alarm metrics", "10 Metrics (of Custom Metrics and Detailed Monitoring Metrics)") is in
+    # the stored copy; the paid tier's tabs (Logs, Metrics, Alarms) are there without their figures.
     "cloudwatch.logs_ingested_gb": Price("CloudWatch", "GB of logs ingested (standard)", 0.50, CLOUDWATCH, READ,
-                                         False, "AWS page not read; price as last known"),
+                                         False, _UNREAD + "; factualminds.com: \"Logs ingestion at $0.50/GB\""),
     "cloudwatch.logs_stored_gb_month": Price("CloudWatch", "GB-month of logs stored", 0.03, CLOUDWATCH, READ, False,
-                                             "AWS page not read; price as last known"),
+                                             _UNREAD),
     "cloudwatch.metric_month": Price("CloudWatch", "custom metric-month (first 10,000)", 0.30, CLOUDWATCH, READ,
-                                     False, "AWS page not read; price as last known"),
+                                     False, _UNREAD + "; signoz.io: \"at $0.30/month for the first 10,000\""),
     "cloudwatch.alarm_month": Price("CloudWatch", "standard-resolution alarm metric-month", 0.10, CLOUDWATCH, READ,
-                                    False, "AWS page not read; price as last known"),
+                                    False, _UNREAD),
     # Personalize page (read, German copy aws.amazon.com/de/personalize/pricing/): training is billed per training
     # hour, "eine Stunde an Rechenkapazität unter Verwendung von 4v-CPUs und 8 GiB Arbeitsspeicher" (4 vCPU and
     # 8 GiB), and real-time recommendations per TPS-hour: "Sie bezahlen für das Maximum entweder minimal
