@@ -38,7 +38,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-DEFAULT_USERS = 250
+DEFAULT_USERS = 2_500
 DEFAULT_DAYS = 30
 DEFAULT_SEED = 7
 MAX_USERS = 100_000
