@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from components.rule_engine import AGGREGATOR_MEMORY_MB
 from functions.rules.sheet import parse_rules_sheet
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -189,3 +190,17 @@ def test_reserved_concurrency_of_the_scheduled_rule_functions_is_an_opt_in_stack
     for name in ("rules-reconciler", "rules-sweeper", "rules-backfill"):
         assert functions[f"{name}-handler-function"].inputs["reservedConcurrentExecutions"] == 1
     assert functions["rules-aggregator-handler-function"].inputs.get("reservedConcurrentExecutions") is None
+
+
+def test_the_aggregator_may_batch_read_its_counters_and_nothing_else_may(dev_graph):
+    """The concurrent aggregator's one read per batch (`CounterStore.read_many`), on the counters table only."""
+    counters = dev_graph.arn_of(dev_graph.one(TABLE, "rules-counters"))
+    assert policy(dev_graph, "rules-aggregator-handler-policy")["dynamodb:BatchGetItem"] == [counters]
+    for other in ("rules-sweeper-handler-policy", "rules-backfill-handler-policy"):
+        assert "dynamodb:BatchGetItem" not in policy(dev_graph, other), other
+
+
+def test_the_aggregator_has_one_vcpu(dev_graph):
+    """Lambda gives one vCPU at 1,769 MB, what the concurrent aggregator needs to keep up with a shard."""
+    function = dev_graph.one("aws:lambda/function:Function", "rules-aggregator-handler-function")
+    assert function.inputs["memorySize"] == AGGREGATOR_MEMORY_MB == 1769
