@@ -130,6 +130,13 @@ class Scale:
     def events_per_month(self) -> float:
         return self.endpoints * self.events_per_user_day * DAYS_PER_MONTH
 
+    def trusted_shards_needed(self) -> int:
+        """The fewest provisioned shards that take the trusted stream's average writes: a shard takes 1 MB/s
+        or 1,000 records/s (https://docs.aws.amazon.com/streams/latest/dev/service-sizes-and-limits.html).
+        Peaks need more; this is the floor below which the stack would throttle its producers all month."""
+        records_per_s = self.events_per_month * (1 - self.app_share) / (DAYS_PER_MONTH * 86_400)
+        return max(1, math.ceil(records_per_s / 1_000), math.ceil(records_per_s * self.record_bytes / 1_048_576))
+
 
 @dataclass(frozen=True, slots=True)
 class Measured:
@@ -653,6 +660,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                       app_share=args.app_share, lake_days=args.lake_days, training_hours=args.training_hours)
     except ValueError as error:
         parser.error(str(error))
+    if scale.stream_mode == "provisioned" and scale.shards < (needed := scale.trusted_shards_needed()):
+        parser.error(f"--shards {scale.shards}: the trusted stream's average writes at this scale need at least "
+                     f"{needed} provisioned shards (1,000 records/s or 1 MB/s each); give --shards {needed} or more")
     try:
         measured = load_measured(args.results)
     except InputError as error:

@@ -187,3 +187,15 @@ def test_the_deployment_is_read_from_the_resource_graph():
     assert deployment.memory("aggregator") == 512 and deployment.consumers_per_stream == {"trusted": 1, "app": 0}
     assert deployment.scheduled_runs_per_month == {"sweeper": pytest.approx(2920)}
     assert math.isclose(deployment.retraining_runs_per_month, 730 / 24)
+
+
+def test_a_provisioned_stream_too_small_for_the_scale_is_refused(capsys):
+    """Kinesis takes 1,000 records/s or 1 MB/s a shard: a cost for a stream that would throttle all month is no
+    cost at all."""
+    from bench.cost import Scale, main
+
+    scale = Scale(endpoints=100_000_000, stream_mode="provisioned")
+    assert scale.trusted_shards_needed() == 6  # 5,787 records/s of 1 KB on the trusted stream
+    with pytest.raises(SystemExit):
+        main(["--endpoints", "100000000", "--stream-mode", "provisioned", "--shards", "5"])
+    assert "need at least 6 provisioned shards" in capsys.readouterr().err
