@@ -671,7 +671,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in problems:
             print(f"bench.cost: {problem}", file=sys.stderr)
         return 1
-    deployment = inventory(args.stack_file)
+    try:
+        deployment = inventory(args.stack_file)
+    except Exception as error:  # noqa: BLE001 - a stack file that is not a valid stack: say so, no traceback
+        from components.config import ConfigError
+
+        import pulumi
+
+        if not isinstance(error, (ConfigError, pulumi.RunError, OSError)):
+            raise
+        where = args.stack_file or "Pulumi.dev.yaml"
+        print(f"bench.cost: {where}: not a stack this program deploys ({type(error).__name__}); check it with "
+              f"python -m cli stack check {where}", file=sys.stderr)
+        return 2
     lines = model(scale, measured, deployment)
     result = report(scale, measured, lines)
     if args.json:

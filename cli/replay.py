@@ -58,6 +58,9 @@ class ReplayOptions:
                              "to act on: add --engine aws")
         if not 1 <= self.workers <= 64:
             raise ValueError(f"workers {self.workers} is not in 1..64")
+        if self.engine is Engine.AWS and self.workers != 1:
+            raise ValueError("--workers splits the memory engine's users between processes; the aws engine runs "
+                             "in one (leave --workers out)")
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +187,9 @@ def replay_command(args: Any, *, out: TextIO | None = None, err: TextIO | None =
     except ValueError as error:
         print(f"error: {error}", file=err)
         return 2
+    if args.json and not Path(args.json).parent.is_dir():
+        print(f"error: --json {args.json}: the folder {Path(args.json).parent} does not exist", file=err)
+        return 2
     try:
         sheet = Path(args.rules).read_text(encoding="utf-8-sig")
     except (OSError, UnicodeDecodeError) as error:
@@ -223,7 +229,11 @@ def replay_command(args: Any, *, out: TextIO | None = None, err: TextIO | None =
     if reader.rejected_total:
         print(f"  skipped by the reader: {reader.rejected_total:,} (listed on stderr)", file=out)
     if args.json:
-        with Path(args.json).open("w", encoding="utf-8") as handle:
-            write_json(result, handle)
+        try:
+            with Path(args.json).open("w", encoding="utf-8") as handle:
+                write_json(result, handle)
+        except OSError as error:
+            print(f"error: cannot write --json {args.json}: {error.strerror or error}", file=err)
+            return 1
         print(f"wrote {args.json}", file=out)
     return 0

@@ -292,16 +292,19 @@ class Aggregator:
 
     def group(self, rules: RuleSet, deliveries: Sequence[Delivery],
               counts: Counter[Count]) -> dict[GroupKey, list[Delivery]]:
-        """Coalesce per (rule, user) in stream order; an event id repeated in the batch counts once."""
+        """Coalesce per (rule, user) in stream order; an event id repeated in the batch for the same user counts
+        once."""
         activations = self.activations(rules)
         groups: dict[GroupKey, list[Delivery]] = defaultdict(list)
-        seen: set[str] = set()
+        # Per user, as the counters' own marks are: another user's record with the same producer id is another
+        # event, whether or not the batch holds both (a batch-wide set made the outcome depend on the cuts).
+        seen: set[tuple[str | None, str]] = set()
         for delivery in deliveries:
             event = delivery.event
-            if event.event_id in seen:
+            if (event.user_id, event.event_id) in seen:
                 counts[Count.REPEATED_IN_BATCH] += 1
                 continue
-            seen.add(event.event_id)
+            seen.add((event.user_id, event.event_id))
             for rule in rules.for_event_type(event.event_type):
                 if not matches(rule, event):
                     continue

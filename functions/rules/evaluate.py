@@ -311,16 +311,17 @@ def coalesce(
     """Group a batch's events by the (rule_id, user_id) that counts them, keeping stream order, so that
     one `apply_events` call (one state write) serves each group.
 
-    A repeated event id is dropped (the first wins). Events without a user and `trk_` events land in no
+    A user's repeated event id is dropped (the first wins); another user's record with the same id is another
+    event. Events without a user and `trk_` events land in no
     group; the caller reports the former.
     """
     rules = tuple(rules)
     groups: dict[tuple[str, str], list[CanonicalEvent]] = defaultdict(list)
-    seen: set[str] = set()
+    seen: set[tuple[str | None, str]] = set()
     for event in events:
-        if event.event_id in seen:
+        if (event.user_id, event.event_id) in seen:
             continue
-        seen.add(event.event_id)
+        seen.add((event.user_id, event.event_id))
         for rule in rules:
             if matches(rule, event):
                 assert event.user_id is not None

@@ -246,8 +246,8 @@ class CounterStore(CounterStoreBase):
 
     def read_many(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], CounterItem]:
         """Consistent BatchGetItem reads, 100 keys a request; keys DynamoDB leaves unprocessed (over 16 MB of
-        items, or throttled) are asked again at once, then left out: the caller reads those with `read`, whose
-        retries back off. Each item costs the read capacity a GetItem of it would
+        items, or throttled) are left out: the caller reads those with `read`, whose retries back off, as the API
+        reference asks of a retry of unprocessed keys. Each item costs the read capacity a GetItem of it would
         (https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchGetItem.html)."""
         table, wanted = self._settings.counters_table, {counter_key(*key): key for key in keys}
         found: dict[tuple[str, str], CounterItem] = {}
@@ -255,18 +255,14 @@ class CounterStore(CounterStoreBase):
         for start in range(0, len(pending), 100):
             request = {table: {"Keys": [{PARTITION_KEY: {"S": key}} for key in pending[start:start + 100]],
                                "ConsistentRead": True}}
-            for _ in range(2):
-                response = self._client.batch_get_item(RequestItems=request)
-                for raw in response.get("Responses", {}).get(table, []):
-                    found[wanted[raw[PARTITION_KEY]["S"]]] = CounterItem.from_item(from_attributes(raw))
-                unprocessed = response.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])
-                answered = ({key[PARTITION_KEY]["S"] for key in request[table]["Keys"]}
-                            - {key[PARTITION_KEY]["S"] for key in unprocessed})
-                for key in answered:
-                    found.setdefault(wanted[key], CounterItem(rule_id=wanted[key][0], user_id=wanted[key][1]))
-                if not unprocessed:
-                    break
-                request = {table: {"Keys": unprocessed, "ConsistentRead": True}}
+            response = self._client.batch_get_item(RequestItems=request)
+            for raw in response.get("Responses", {}).get(table, []):
+                found[wanted[raw[PARTITION_KEY]["S"]]] = CounterItem.from_item(from_attributes(raw))
+            unprocessed = response.get("UnprocessedKeys", {}).get(table, {}).get("Keys", [])
+            answered = ({key[PARTITION_KEY]["S"] for key in request[table]["Keys"]}
+                        - {key[PARTITION_KEY]["S"] for key in unprocessed})
+            for key in answered:
+                found.setdefault(wanted[key], CounterItem(rule_id=wanted[key][0], user_id=wanted[key][1]))
         return found
 
     def due_for_sweep(self, day: date, *, rule_id: str | None = None) -> Iterator[CounterItem]:

@@ -223,3 +223,21 @@ def test_replay_says_how_many_were_rejected_before_who_qualified(tmp_path, capsy
     assert lines[0].startswith("2 records rejected: app record: unsupported schema")
     assert "; unrecognised record: not a Pinpoint, SES or app event" in lines[0] and lines[0].endswith("(×1)")
     assert lines[2].startswith("WHO QUALIFIED  ")
+
+
+def test_two_users_sharing_producer_ids_count_alike_on_every_engine_and_any_split():
+    """Review (issue 12): with the users split between processes, the memory engine counted a second user's
+    record with a producer id the first user had used in the same batch, which the handlers dropped. The repeat
+    check is per user now, on every engine."""
+    def line(user: str, event_id: str, at: int) -> str:
+        return json.dumps({"schema": "engagement-loop/v1", "event_type": "purchase", "event_time_ms": at,
+                           "event_id": event_id, "user_id": user, "metrics": {"amount": 10}})
+
+    lines = [line(user, f"ord-{i}", 1_793_497_080_000 + i * 1_000 + offset)
+             for i in range(3) for user, offset in (("u-1", 0), ("u-4", 1))]
+    sheet = RULES.read_text(encoding="utf-8")
+    outcomes = [replay(sheet, lines, ReplayOptions(engine="aws", batch_size=100))] + [
+        replay(sheet, lines, ReplayOptions(engine="memory", batch_size=100, workers=workers)) for workers in (1, 2, 3)]
+    for outcome in outcomes:
+        assert outcome.qualifications == outcomes[0].qualifications and outcome.counters == outcomes[0].counters
+    assert {(c["rule_id"], c["user_id"]): c["count"] for c in outcomes[0].counters}[("buyer", "u-4")] == 3

@@ -364,3 +364,24 @@ def test_a_producer_duplicate_a_day_later_counts_once_within_the_configured_hori
     response, metrics = function.invoke(make_kinesis_event([app("order-1")], arrival="2026-11-21T18:00:00",
                                                            first=FIRST_SEQUENCE + 500), context)
     assert metrics["DuplicatesSkipped"] == 1 and aws.counter("buyers", "u1").state.count == 2
+
+
+def test_two_users_records_with_the_same_producer_id_in_one_batch_are_two_events(aws):
+    """Review (issue 12): the in-batch repeat check was batch-wide, so a second user's record with a producer id
+    the first user had used was dropped when both were in one batch and counted when the batch was cut between
+    them; the counters' own marks are per (rule, user). Now the batch drops only a user's own repeat."""
+    from collections import Counter
+
+    from functions.rules.aggregator import Aggregator, Count
+    from tests.functions.rules.conftest import make_deliveries, make_event
+
+    store = aws.store(lambda: 1_793_500_000.0)
+    buyers = rule("buyers", target=1)
+    batch = make_deliveries([make_event("ord-1", user="u-1"), make_event("ord-1", user="u-4"),
+                             make_event("ord-1", user="u-1", at="2026-11-20T12:00:01")])
+    counts: Counter = Counter()
+    outcome = Aggregator(store, activation_delay_ms=0).process(RuleSet((buyers,)), batch, counts)
+    assert sorted(outcome.groups) == [("buyers", "u-1"), ("buyers", "u-4")]
+    assert [len(group) for _, group in sorted(outcome.groups.items())] == [1, 1]
+    assert counts[Count.REPEATED_IN_BATCH] == 1  # u-1's own repeat only
+    assert store.read("buyers", "u-4").state.count == store.read("buyers", "u-1").state.count == 1
