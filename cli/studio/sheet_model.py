@@ -279,6 +279,17 @@ class SheetModel:
             return ("",) * len(self.rows)
         return tuple(self.cell(row, RULE_ID).strip() for row in range(len(self.rows)))
 
+    def pin_rule_ids(self) -> SheetModel:
+        """Write, in each valid row without a RuleId, the id it is known by now (made from its content), adding
+        a RuleId column if there is none: nothing changes for the engine (same ids, same counters), and from
+        then on editing the rule keeps its counters (docs/rules.md, "RuleId")."""
+        check = self.check()
+        model = self if self.has_column(RULE_ID) else self.add_column(RULE_ID)
+        for row in check.rows:
+            if row.rule is not None and model.cell(row.index, RULE_ID).strip().lower() in ("", "na", "999"):
+                model = model.set_cell(row.index, RULE_ID, row.rule.rule_id)
+        return model
+
     def _fresh_rule_id(self, given: str) -> str:
         taken = set(self.rule_ids())
         for number in range(1, MAX_RULES + 2):

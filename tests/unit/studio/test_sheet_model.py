@@ -222,3 +222,34 @@ def test_empty_text_is_a_sheet_without_header():
     assert model.to_csv() == "" and model.rows == ()
     assert [str(p) for p in model.check().problems][0].startswith("row 1: the sheet has no header row")
     assert SheetModel.new().add_row(values={"RuleId": "a"}).to_csv().startswith("RuleId,RuleType")
+
+
+def test_pin_rule_ids_keeps_every_id():
+    model = SheetModel.from_csv(read(FIXTURES / "seed_guide.csv")).set_cell(1, "RuleType", "monthly")
+    before = model.check()
+    pinned = model.pin_rule_ids()
+    after = pinned.check()
+    assert pinned.header[-1] == "RuleId"
+    assert [r.rule_id for r in after.rules] == [r.rule_id for r in before.rules]
+    assert pinned.rule_ids()[1] == "" and pinned.rule_ids()[0] == before.rules.rules[0].rule_id
+    assert not after.warnings  # the valid rows have RuleIds now
+    # Editing a pinned rule keeps its id.
+    assert pinned.set_cell(0, "Target-C", "7").check().rows[0].rule.rule_id == before.rules.rules[0].rule_id
+
+
+@pytest.mark.parametrize("column", ["Operator-C", "ResetWhenReachTarget", "RuleType"])
+def test_dropdown_choices_are_what_the_parser_accepts(column):
+    from cli.studio.sheet_model import CHOICES
+
+    model = SheetModel.from_csv(read(DEMO))
+    for choice in CHOICES[column]:
+        edited = model.set_cell(0, column, choice)
+        if column == "RuleType" and choice == "date":
+            edited = edited.set_cell(0, "StartDate", "2026-01-01").set_cell(0, "FinishDate", "2026-01-02")
+        if column == "RuleType" and choice == "window":
+            edited = edited.set_cell(0, "Window", "7d")
+        if column == "Operator-C" and choice == "na":
+            edited = edited.set_cell(0, "Target-C", "na").set_cell(0, "Operator-V", "at_least").set_cell(
+                0, "Target-V", "10")
+        problems = edited.check().rows[0].problems
+        assert not problems, (choice, [str(p) for p in problems])
