@@ -16,6 +16,9 @@ class Progress:
         if isatty is not None and isatty():
             from tqdm import tqdm
 
+            # No monitor thread: the local engines fork workers while a bar is open, and a thread's locks would
+            # be copied into the children in whatever state they were.
+            tqdm.monitor_interval = 0
             self.bar = tqdm(total=self.total, desc=label, unit=f" {unit}", file=stream,
                             dynamic_ncols=True, leave=True)
         else:
