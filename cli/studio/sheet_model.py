@@ -330,6 +330,9 @@ class SheetModel:
             else:
                 rules = reduced.rules.rules
                 warnings = tuple(w for w in reduced.warnings if w.row >= 2)  # not "0 rules": rows are bad
+                kept = sum(1 for i, cells in enumerate(self.rows) if i not in bad_rows and not _blank(cells))
+                if len(rules) != kept:  # never seen; rather no preview than a rule shown on the wrong row
+                    rules, warnings = (), ()
             return self._outcome(False, problems, warnings, rules, bad_rows)
         return self._outcome(True, (), checked.warnings, checked.rules.rules, set())
 

@@ -253,3 +253,8 @@ def test_dropdown_choices_are_what_the_parser_accepts(column):
                 0, "Target-V", "10")
         problems = edited.check().rows[0].problems
         assert not problems, (choice, [str(p) for p in problems])
+
+
+def test_unreadable_csv_is_refused_with_the_parsers_message():
+    with pytest.raises(EditRefused, match="not a readable CSV file"):
+        SheetModel.from_csv("RuleType,EventName\naggregator," + "x" * 200_000 + "\n")
