@@ -42,7 +42,7 @@ from functions.rules.sheet import (
     RULE_ID,
     Problem,
     RulesSheetError,
-    _shown,
+    cell_excerpt,
     cell_limit,
     check_rules_sheet,
     detect_delimiter,
@@ -190,7 +190,7 @@ class SheetModel:
         for index, label in enumerate(self.header):
             if label.strip().lower() == wanted:
                 return index
-        raise EditRefused(f"the sheet has no column {_shown(column)}"
+        raise EditRefused(f"the sheet has no column {cell_excerpt(column)}"
                           + (" (add it first)" if wanted in _BY_LOWER else ""))
 
     def has_column(self, column: str) -> bool:
@@ -206,7 +206,7 @@ class SheetModel:
         absent cell reads as empty)."""
         name = _BY_LOWER.get(column.strip().lower())
         if name is None or name == KEY:
-            raise EditRefused(f"{_shown(column)} is not a column the studio can add; "
+            raise EditRefused(f"{cell_excerpt(column)} is not a column the studio can add; "
                               f"add one of {', '.join(self.addable_columns()) or 'none (all are there)'}")
         if self.has_column(name):
             raise EditRefused(f"the sheet already has a {name} column")
@@ -228,7 +228,7 @@ class SheetModel:
         if not isinstance(value, str):
             raise EditRefused("a cell holds text")
         if len(value) > limit:
-            raise EditRefused(f"{_shown(value)} is longer than the {limit:,} characters this column's cells may "
+            raise EditRefused(f"{cell_excerpt(value)} is longer than the {limit:,} characters this column's cells may "
                               f"have (shorten it to at most {limit:,} characters)")
         if "\x00" in value:
             raise EditRefused("a cell cannot hold a NUL character")
@@ -301,7 +301,7 @@ class SheetModel:
 
     def _row(self, row: int) -> int:
         if isinstance(row, bool) or not isinstance(row, int) or not 0 <= row < len(self.rows):
-            raise EditRefused(f"there is no row {row + 2 if isinstance(row, int) else _shown(str(row))}: the sheet "
+            raise EditRefused(f"there is no row {row + 2 if isinstance(row, int) else cell_excerpt(str(row))}: the sheet "
                               f"has rows 2 to {len(self.rows) + 1}")
         return row
 

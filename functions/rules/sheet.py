@@ -14,7 +14,7 @@ numbered as a spreadsheet shows them (the header is row 1). `check_rules_sheet` 
 of an accepted sheet (no rules at all; a row without a `RuleId`, whose id comes from its content).
 
 Every cell is bounded (`CELL_LIMITS`, docs/rules.md "Sheet limits"), as are the sheet's size and its number
-of rules, and a message quotes at most a short excerpt of a cell (`_shown`): a file that is not a rules
+of rules, and a message quotes at most a short excerpt of a cell (`cell_excerpt`): a file that is not a rules
 sheet (an environment dump, say) is reported without its contents.
 """
 
@@ -122,7 +122,7 @@ EXCERPT_CHARS = 40
 """The most of a cell a message quotes."""
 
 
-def _shown(cell: str, *, quoted: bool = True) -> str:
+def cell_excerpt(cell: str, *, quoted: bool = True) -> str:
     """A cell as a message quotes it: in full when short, else its start, an ellipsis and its length."""
     text = repr if quoted else str
     if len(cell) <= EXCERPT_CHARS:
@@ -289,14 +289,14 @@ def check_rules_sheet(text: str, *, source_name: str) -> CheckedSheet:
                     written = records[0][index].strip() if index < len(records[0]) else ""
                     row.problem(column or (written if index in positions and len(written) <= EXCERPT_CHARS
                                            else _column_letter(index)),
-                                f"{_shown(cell.strip())} is longer than the {limit:,} characters this column's "
+                                f"{cell_excerpt(cell.strip())} is longer than the {limit:,} characters this column's "
                                 "cells may have", f"shorten it to at most {limit:,} characters")
                     too_long = True
                 elif index in positions:
                     if positions[index] is not None:
                         row.cells[positions[index]] = cell.strip()
                 elif cell.strip():
-                    row.problem(_column_letter(index), f"value {_shown(cell.strip())} in a column without a header",
+                    row.problem(_column_letter(index), f"value {cell_excerpt(cell.strip())} in a column without a header",
                                 "name the column in row 1 or clear the cell")
             if too_long:
                 continue
@@ -357,7 +357,7 @@ def _read_header(header: list[str], problems: list[Problem],
         column = by_lower.get(label.lower())
         if column is None:
             # The label names the column when it is short; a long one is quoted as an excerpt only.
-            shown = label if len(label) <= EXCERPT_CHARS else f"{_column_letter(index)} ({_shown(label)})"
+            shown = label if len(label) <= EXCERPT_CHARS else f"{_column_letter(index)} ({cell_excerpt(label)})"
             problems.append(Problem(1, shown, "unknown column",
                                     f"remove it, or rename it to one of {', '.join(COLUMNS)}"))
             positions[index] = None
@@ -393,7 +393,7 @@ def _parse_row(row: _Row) -> Rule | None:
     count_condition = CountCondition(*count_parts) if count_parts else None
     sum_condition = SumCondition(*sum_parts, metric_name) if sum_parts else None
     if metric_name is not None and _is_none(row[OPERATOR_V]):
-        row.problem(METRIC_NAME, f"{_shown(metric_name)} is set but the rule has no sum condition",
+        row.problem(METRIC_NAME, f"{cell_excerpt(metric_name)} is set but the rule has no sum condition",
                     f"set {row.labels[OPERATOR_V]}/{row.labels[TARGET_V]}, or clear {row.labels[METRIC_NAME]}")
     if all(_is_none(row[column]) for column in (OPERATOR_C, TARGET_C, OPERATOR_V, TARGET_V)):
         row.problem(OPERATOR_C, "both conditions are na, so the rule can never be met",
@@ -404,11 +404,11 @@ def _parse_row(row: _Row) -> Rule | None:
     window_days = _parse_window(row, rule_type)
     rule_id = "" if _is_none(row[RULE_ID]) else row[RULE_ID]
     if rule_id and not _RULE_ID.fullmatch(rule_id):
-        row.problem(RULE_ID, f"{_shown(rule_id)} is not a usable rule id",
+        row.problem(RULE_ID, f"{cell_excerpt(rule_id)} is not a usable rule id",
                     "use up to 64 letters, digits, _ . or -, starting with a letter or digit")
     elif rule_id in RESERVED_RULE_IDS:
         # Its counter keys `meta#<user>` would be other rules' activation records (`meta#<rule_id>`).
-        row.problem(RULE_ID, f"{_shown(rule_id)} is reserved for the engine's own records",
+        row.problem(RULE_ID, f"{cell_excerpt(rule_id)} is reserved for the engine's own records",
                     "choose another rule id")
     if len(row.problems) > before:
         return None
@@ -436,7 +436,7 @@ def _parse_rule_type(row: _Row) -> RuleType | None:
     try:
         return RuleType(cell.lower())
     except ValueError:
-        what = "rule type is missing" if _is_none(cell) else f"{_shown(cell)} is not a rule type"
+        what = "rule type is missing" if _is_none(cell) else f"{cell_excerpt(cell)} is not a rule type"
         row.problem(RULE_TYPE, what, "use aggregator, date or window")
         return None
 
@@ -447,7 +447,7 @@ def _parse_event_name(row: _Row) -> str | None:
         row.problem(EVENT_NAME, "event name is missing", "name the event to count, e.g. _email.open")
         return None
     if cell.lower().startswith(ENGINE_EVENT_PREFIX):
-        row.problem(EVENT_NAME, f"{_shown(cell)} is an event the engine emits itself, which is never counted",
+        row.problem(EVENT_NAME, f"{cell_excerpt(cell)} is an event the engine emits itself, which is never counted",
                     "count the event that leads to it instead")
         return None
     return cell
@@ -458,11 +458,11 @@ def _parse_filter(row: _Row) -> AttributeFilter | None:
     if _is_none(name) and _is_none(value):
         return None
     if _is_none(value):
-        row.problem(ATTRIBUTE_VALUE, f"is missing while {row.labels[ATTRIBUTE_NAME]} is {_shown(name)}",
+        row.problem(ATTRIBUTE_VALUE, f"is missing while {row.labels[ATTRIBUTE_NAME]} is {cell_excerpt(name)}",
                     "give both, or na in both")
         return None
     if _is_none(name):
-        row.problem(ATTRIBUTE_NAME, f"is missing while {row.labels[ATTRIBUTE_VALUE]} is {_shown(value)}",
+        row.problem(ATTRIBUTE_NAME, f"is missing while {row.labels[ATTRIBUTE_VALUE]} is {cell_excerpt(value)}",
                     "give both, or na in both")
         return None
     return AttributeFilter(name, value)
@@ -474,13 +474,13 @@ def _parse_condition(
     operator_cell, target_cell = row[operator_column], row[target_column]
     if _is_none(operator_cell):
         if not _is_none(target_cell):
-            row.problem(target_column, f"target {_shown(target_cell, quoted=False)} has no operator",
+            row.problem(target_column, f"target {cell_excerpt(target_cell, quoted=False)} has no operator",
                         f"set {row.labels[operator_column]} to equal, greater or at_least, or write na here")
         return None
     try:
         operator = Operator(re.sub(r"[\s-]+", "_", operator_cell.lower()))
     except ValueError:
-        row.problem(operator_column, f"{_shown(operator_cell)} is not an operator", "use equal, greater, at_least or na")
+        row.problem(operator_column, f"{cell_excerpt(operator_cell)} is not an operator", "use equal, greater, at_least or na")
         if not _is_none(target_cell, _NO_TARGET):
             parse_target(row, target_column, target_cell)  # report a bad target in the same pass
         return None
@@ -509,10 +509,10 @@ def _parse_number(cell: str) -> Decimal | None:
 def _parse_count_target(row: _Row, column: str, cell: str) -> int | None:
     number = _parse_number(cell)
     if number is None or number != number.to_integral_value():
-        row.problem(column, f"{_shown(cell)} is not a whole number", "write a count, e.g. 3")
+        row.problem(column, f"{cell_excerpt(cell)} is not a whole number", "write a count, e.g. 3")
         return None
     if number < 0:
-        row.problem(column, f"count target {_shown(cell, quoted=False)} is negative", "use 0 or more")
+        row.problem(column, f"count target {cell_excerpt(cell, quoted=False)} is negative", "use 0 or more")
         return None
     return int(number)
 
@@ -520,7 +520,7 @@ def _parse_count_target(row: _Row, column: str, cell: str) -> int | None:
 def _parse_sum_target(row: _Row, column: str, cell: str) -> Decimal | None:
     number = _parse_number(cell)
     if number is None:
-        row.problem(column, f"{_shown(cell)} is not a number", "write a number, e.g. 25.50")
+        row.problem(column, f"{cell_excerpt(cell)} is not a number", "write a number, e.g. 25.50")
     return number
 
 
@@ -534,7 +534,7 @@ def _parse_reset(row: _Row, rule_type: RuleType | None) -> bool:
         return rule_type is RuleType.AGGREGATOR
     if cell in _NO or _is_none(cell):
         return False
-    row.problem(RESET, f"{_shown(row[RESET])} is not yes or no", "write yes or no")
+    row.problem(RESET, f"{cell_excerpt(row[RESET])} is not yes or no", "write yes or no")
     return False
 
 
@@ -553,7 +553,7 @@ def _parse_dates(row: _Row, rule_type: RuleType | None) -> tuple[date | None, da
                 raise ValueError
             dates[column] = date.fromisoformat(cell)
         except ValueError:
-            row.problem(column, f"{_shown(cell)} is not a date", "write YYYY-MM-DD, or 9999-99-99 for none")
+            row.problem(column, f"{cell_excerpt(cell)} is not a date", "write YYYY-MM-DD, or 9999-99-99 for none")
             dates[column] = None
             continue
         if rule_type is not None and rule_type is not RuleType.DATE:
@@ -578,7 +578,7 @@ def _parse_window(row: _Row, rule_type: RuleType | None) -> int | None:
         return None
     match = _WINDOW.fullmatch(cell)
     if not match or not 1 <= int(match.group(1)) <= MAX_WINDOW_DAYS:
-        row.problem(WINDOW, f"{_shown(cell)} is not a window", _WINDOW_FIX)
+        row.problem(WINDOW, f"{cell_excerpt(cell)} is not a window", _WINDOW_FIX)
         return None
     return int(match.group(1))
 
@@ -587,13 +587,13 @@ def _check_action_name(row: _Row, rule: Rule) -> bool:
     given = not _is_none(row[ACTION_NAME])
     name = rule.action_name
     if not _SAFE_NAME.fullmatch(name):
-        what = _shown(name) if given else f"the derived action name {_shown(name)}"
+        what = cell_excerpt(name) if given else f"the derived action name {cell_excerpt(name)}"
         row.problem(ACTION_NAME, f"{what} is not a safe name",
                     "use up to 128 letters, digits, _ . : or -" + ("" if given else f" in {ACTION_NAME}"))
         return False
     if given and rule.action_kind is ActionKind.EVENT and not name.startswith(ENGINE_EVENT_PREFIX):
         # The engine skips only trk_ events; any other name would be counted again and could loop.
-        row.problem(ACTION_NAME, f"{_shown(name)} is an event this resetting rule emits, so it must start with "
+        row.problem(ACTION_NAME, f"{cell_excerpt(name)} is an event this resetting rule emits, so it must start with "
                                  f"{ENGINE_EVENT_PREFIX}", f"rename it to {ENGINE_EVENT_PREFIX}{name}")
         return False
     return True
@@ -610,5 +610,5 @@ def _check_unique_ids(ids: list[tuple[int, str, bool]], labels: dict[str, str], 
             problems.append(Problem(number, label, f"same rule as row {first_row[rule_id]}",
                                     "remove the duplicate row, or give it its own RuleId"))
         else:
-            problems.append(Problem(number, label, f"rule id {_shown(rule_id)} is already used on row {first_row[rule_id]}",
+            problems.append(Problem(number, label, f"rule id {cell_excerpt(rule_id)} is already used on row {first_row[rule_id]}",
                                     "give each rule its own id"))
