@@ -498,6 +498,11 @@ def parse_stack_config(raw: Mapping[str, Any], *, region: str | None,
         reader.fail("aws:region", region, "expected a region name such as eu-west-1")
         region = None
     reader.problems.extend(unknown_key_problem(key) for key in sorted(set(raw) - set(KEYS)))
+    if "streamShards" in raw and str(raw.get("streamMode", StreamMode.ON_DEMAND.value)) != StreamMode.PROVISIONED.value:
+        # Shards only mean something to a provisioned stream: set alone, they would be ignored in silence.
+        reader.problems.append(f"{PROJECT}:streamShards is set but streamMode is not provisioned: add "
+                               f"`{PROJECT}:streamMode: provisioned`, or remove streamShards (an on-demand stream "
+                               "has no shard count to set)")
 
     sources = SourcesConfig(
         pinpoint_project_id=reader.read(

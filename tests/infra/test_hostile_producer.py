@@ -121,7 +121,8 @@ def test_the_trusted_stream_is_provisioned_with_stream_shards_when_stream_mode_s
     assert graph.one(STREAM, "events-app-stream").inputs["shardCount"] == 2
 
 
-def test_stream_shards_are_ignored_on_demand(monitor, dev_stack_config, run_stack):
-    graph = rerun(monitor, dev_stack_config, run_stack, streamShards="9")
+def test_an_on_demand_stream_has_no_shard_count(monitor, dev_stack_config, run_stack):
+    """(`streamShards` without `streamMode: provisioned` is refused by the config: tests/unit/test_config.py.)"""
+    graph = rerun(monitor, dev_stack_config, run_stack, streamMode="on-demand")
     trusted = graph.one(STREAM, "events-stream")
     assert trusted.inputs["streamModeDetails"] == {"streamMode": "ON_DEMAND"} and "shardCount" not in trusted.inputs

@@ -95,9 +95,6 @@ def test_pulumi_yaml_declares_exactly_the_keys_read_with_the_same_defaults():
     ("appStreamShards", "two", "expected a whole number"),
     ("streamMode", "PROVISIONED", "expected one of on-demand, provisioned"),
     ("streamMode", "ondemand", "expected one of on-demand, provisioned"),
-    ("streamShards", "0", "expected 1–500"),
-    ("streamShards", "501", "expected 1–500"),
-    ("streamShards", "1.5", "expected a whole number"),
     ("appMayReport", json.dumps(["_email.open"]), "is not an event type apps may be allowed to report"),
     ("appMayReport", json.dumps(["_campaign.*"]), "is not an event type apps may be allowed to report"),
     ("appMayReport", "_campaign.opened_notification", "expected a list"),
@@ -294,3 +291,17 @@ def test_stream_mode_defaults_to_on_demand_and_parses_provisioned_with_shards():
     assert sources.stream_mode is StreamMode.ON_DEMAND and sources.stream_shards == 1
     sources = parse_stack_config(valid(streamMode="provisioned", streamShards="3"), region="eu-west-1").sources
     assert sources.stream_mode is StreamMode.PROVISIONED and sources.stream_shards == 3
+
+
+@pytest.mark.parametrize(("value", "expected"), [("0", "expected 1–500"), ("501", "expected 1–500"),
+                                                 ("1.5", "expected a whole number")])
+def test_a_bad_shard_count_of_a_provisioned_stream_names_key_value_and_fix(value, expected):
+    [problem] = problems(valid(streamMode="provisioned", streamShards=value))
+    assert problem.startswith("engagement-loop:streamShards = ") and value in problem and expected in problem
+
+
+def test_shards_without_a_provisioned_stream_are_refused_not_ignored():
+    for config in (valid(streamShards="4"), valid(streamMode="on-demand", streamShards="4")):
+        [problem] = problems(config)
+        assert problem.startswith("engagement-loop:streamShards is set but streamMode is not provisioned")
+        assert "streamMode: provisioned" in problem
