@@ -18,6 +18,7 @@ COMMAND_GROUPS = {
     "demo": "cli.demo",
     "ses": "cli.ses",
     "stack": "cli.stack",
+    "studio": "cli.studio.server",
 }
 
 
