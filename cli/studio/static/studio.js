@@ -89,7 +89,7 @@
     const head = $("sheet-head");
     head.replaceChildren(el("th", { scope: "col", text: "Row" }),
       ...state.header.map((label) => el("th", { scope: "col", text: label })),
-      el("th", { scope: "col", text: "Preview" }), el("th", { scope: "col", text: "Actions" }));
+      el("th", { scope: "col", text: "Actions" }));
     const adder = $("add-column-name");
     adder.replaceChildren(...state.addable_columns.map((name) => el("option", { value: name, text: name })));
     $("add-column").disabled = state.addable_columns.length === 0;
@@ -129,14 +129,13 @@
 
   function renderRows() {
     const body = $("sheet-body");
-    body.replaceChildren(...state.rows.map(renderRow));
+    body.replaceChildren(...state.rows.flatMap((row) => [renderRow(row), renderPreviewRow(row)]));
   }
 
   function renderRow(row) {
     const tr = el("tr", { "data-row": row.index, id: `row-${row.index}` });
     tr.append(el("th", { scope: "row", text: String(row.number) }));
     state.header.forEach((label, column) => tr.append(renderCell(row, label, column)));
-    tr.append(renderPreview(row));
     tr.append(renderActions(row));
     return tr;
   }
@@ -154,7 +153,8 @@
       "aria-invalid": problems.length ? "true" : null,
       "aria-describedby": problems.length || warnings.length ? messageId : null,
     };
-    const td = el("td", { class: problems.length ? "bad" : null });
+    const classes = [problems.length ? "bad" : "", state.date_columns.includes(canonical) ? "date-cell" : ""];
+    const td = el("td", { class: classes.join(" ").trim() || null });
     let input;
     const choices = canonical && state.choices[canonical];
     if (choices) {
@@ -169,7 +169,7 @@
       const list = { EventName: "dl-events", AttributeName: `dl-r${row.index}-attr`,
                      AttributeValue: `dl-r${row.index}-value`, MetricName: `dl-r${row.index}-metric` }[canonical];
       const size = { EventName: "wide", RuleId: "wide", "Target-C": "narrow", "Target-V": "narrow",
-                     Window: "narrow" }[canonical];
+                     Window: "narrow", StartDate: "date", FinishDate: "date" }[canonical];
       input = el("input", Object.assign({ type: "text", list: state.suggestions ? list : null, class: size }, common));
       input.value = value;
       input.addEventListener("input", () => debounce(input, row.index, column));
@@ -207,8 +207,14 @@
     edit({ op: "set_cell", row, column, value: input.value });
   }
 
-  function renderPreview(row) {
-    const td = el("td", { class: "preview", id: `preview-r${row.index}`, "data-row": row.index });
+  function renderPreviewRow(row) {
+    const td = el("td", { class: "preview", id: `preview-r${row.index}`, "data-row": row.index,
+                          colspan: state.header.length + 1 });
+    return el("tr", { class: "preview-row", "aria-label": `preview of row ${row.number}` },
+      el("th", { scope: "row", class: "preview-label", text: "↳" }), renderPreview(row, td));
+  }
+
+  function renderPreview(row, td) {
     const rowProblems = row.problems.filter((p) => p.column_index === null || p.column_index === undefined);
     if (rowProblems.length) {
       td.append(el("div", { id: `msg-r${row.index}-row`, "data-row": row.index, role: "alert" },
@@ -217,23 +223,24 @@
     if (row.blank) { td.append("blank row (skipped)"); return td; }
     if (!row.rule_id) { td.append(el("span", { text: "no preview until the row is fixed" })); return td; }
     const preview = state.previews[row.rule_id];
-    td.append(el("div", { class: "rule-id", text: `rule ${row.rule_id}` }));
+    td.append(el("span", { class: "rule-id", text: `rule ${row.rule_id}` }));
     if (!preview) return td;
     const fires = preview.resets ? `, fires ${preview.qualifications.toLocaleString()} times` : "";
-    td.append(el("div", { class: "numbers", "data-users": preview.users, "data-fires": preview.qualifications,
+    td.append(el("span", { class: "numbers", "data-users": preview.users, "data-fires": preview.qualifications,
       text: `${preview.users.toLocaleString()} users qualify${fires}` }));
-    td.append(el("div", { text: `${preview.users_counted.toLocaleString()} users counted` }));
+    td.append(el("span", { class: "counted", text: `(${preview.users_counted.toLocaleString()} counted)` }));
     td.append(sparkline(preview.per_day, row));
     if (preview.examples.length) {
-      td.append(el("ul", { "aria-label": "example users" }, ...preview.examples.map((e) =>
-        el("li", { text: `${e.user_id}: qualified ${e.qualifications}×, count ${e.count}, sum ${e.sum}` }))));
+      td.append(el("span", { class: "examples-label", text: "e.g." }),
+        el("ul", { class: "examples", "aria-label": "example users" }, ...preview.examples.map((e) =>
+          el("li", { text: `${e.user_id} (${e.qualifications}×, count ${e.count}, sum ${e.sum})` }))));
     }
     return td;
   }
 
   function sparkline(perDay, row) {
     const ns = "http://www.w3.org/2000/svg";
-    const width = 160, height = 28;
+    const width = 220, height = 22;
     const svg = document.createElementNS(ns, "svg");
     svg.setAttribute("class", "spark");
     svg.setAttribute("width", width);
