@@ -105,7 +105,7 @@ def test_edit_check_preview_save_in_chromium(browser, studio):
     users = page.locator("#preview-r0 .numbers")
     expect(target).to_have_value("3")
     expect(users).to_have_attribute("data-users", str(before))
-    expect(page.locator("#sheet-body tr")).to_have_count(4)
+    expect(page.locator("#sheet-body tr[data-row]")).to_have_count(4)
     # The dropdowns hold the parser's choices.
     operator = page.locator('select[data-row="0"][data-column="Operator-C"]')
     expect(operator).to_have_value("at_least")
