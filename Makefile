@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 
 VALIDATORS := tests/validators
 
-.PHONY: test venv validators clean demo
+.PHONY: test venv validators clean demo studio
 
 $(BIN)/.installed: requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,13 @@ test: venv validators
 # report, chart and data in demo-output/.
 demo: venv
 	$(BIN)/python -m cli demo
+
+# The rules studio (docs/studio.md) on rules/demo.csv, previewing on the demo's events: `make demo` writes
+# demo-output/events.jsonl first (this target does not run it: it says so and stops).
+STUDIO_EVENTS := demo-output/events.jsonl
+studio: venv
+	@test -f $(STUDIO_EVENTS) || { echo "make studio: $(STUDIO_EVENTS) is missing: run \`make demo\` first (it writes the sample events the studio previews on)" >&2; exit 1; }
+	$(BIN)/python -m cli studio --rules rules/demo.csv --events $(STUDIO_EVENTS)
 
 # Also what the tools write: the demo's demo-output/ (its default --out) and out/ (git-ignored local outputs).
 clean:
