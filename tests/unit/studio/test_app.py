@@ -259,3 +259,20 @@ def test_deploy_without_the_pulumi_cli_says_so_and_offers_the_csv(sheet, monkeyp
     assert body["csv"] == str(sheet.resolve())
     assert c.get("/api/sheet.csv").text == DEMO.read_text()
     assert sorted(path.name for path in (project / "rules").iterdir()) == before
+
+
+# --- the command -------------------------------------------------------------------------------------------
+
+
+def test_the_command_refuses_another_address_without_allow_remote(capsys):
+    from cli.__main__ import main
+
+    assert main(["studio", "--host", "0.0.0.0", "--no-browser"]) == 2
+    assert "refusing to bind 0.0.0.0" in capsys.readouterr().err
+
+
+def test_the_command_says_what_is_wrong_with_the_sample(tmp_path, capsys):
+    from cli.__main__ import main
+
+    assert main(["studio", "--events", str(tmp_path / "none.jsonl"), "--no-browser"]) == 2
+    assert "none.jsonl: no such file" in capsys.readouterr().err
