@@ -41,6 +41,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from cli.studio.diff import diff_rules
 from cli.studio.preview import AudiencePreview, EventSample
 from cli.studio.save import OpenedSheet, SaveRefused, open_sheet, save_sheet
+from functions.rules.sheet import MAX_SHEET_BYTES
 from cli.studio.sheet_model import CHOICES, DATE_COLUMNS, EditRefused, SheetCheck, SheetModel
 from cli.studio.suggestions import suggest
 from functions.rules.model import Rule
@@ -136,8 +137,8 @@ class Studio:
                 self.published = self.deployer.published_rules(settings.stack)
             except Exception as error:  # a bad or missing stack file: say so, diff against nothing
                 self.published_error = f"Pulumi.{settings.stack}.yaml: {error}"
-        self.pending: dict[str, str] = {}
-        """Deploy preview id → the sheet text it previewed."""
+        self.pending: dict[str, tuple[str, str]] = {}
+        """Deploy preview id → the sheet text and the SHA-256 of the file on disk it previewed."""
 
     # --- operations ------------------------------------------------------------------------------------
 
@@ -179,24 +180,24 @@ class Studio:
         return f"saved {self.opened.path}"
 
     def deploy_preview(self) -> dict[str, Any]:
-        stack = self._deployable()
+        stack, on_disk = self._deployable()
         text = self.model.to_csv()
         outcome = self._run_deploy(self.deployer.preview, stack)
         preview_id = secrets.token_urlsafe(16)
-        self.pending = {preview_id: text}
+        self.pending = {preview_id: (text, on_disk.sha256)}
         return {"preview_id": preview_id, **outcome}
 
     def deploy_up(self, preview_id: str) -> dict[str, Any]:
-        stack = self._deployable()
+        stack, on_disk = self._deployable()
         previewed = self.pending.get(preview_id) if isinstance(preview_id, str) else None
         if previewed is None:
             raise StudioError(409, "no deploy preview to confirm (preview again, then confirm)")
-        if previewed != self.model.to_csv():
+        if previewed != (self.model.to_csv(), on_disk.sha256):
             raise StudioError(409, "the sheet changed since the deploy preview (preview again, then confirm)")
         self.pending = {}
         return self._run_deploy(self.deployer.up, stack)
 
-    def _deployable(self) -> str:
+    def _deployable(self) -> tuple[str, OpenedSheet]:
         stack = self.settings.stack
         if not stack:
             raise StudioError(400, "no stack: start the studio with --stack NAME to deploy")
@@ -205,7 +206,16 @@ class Studio:
             raise StudioError(422, f"the sheet has {len(check.problems):,} problem(s): fix them before deploying")
         if self.opened is None or self.model.to_csv() != self.opened.text:
             raise StudioError(409, "save the sheet first: the stack deploys the file on disk")
-        return stack
+        # `automation` reads the sheet by its path: what it deploys is the file as it is now, which another
+        # program may have changed since the studio opened or saved it.
+        try:
+            on_disk = open_sheet(self.opened.path)
+        except SaveRefused as error:
+            raise StudioError(409, str(error)) from None
+        if on_disk.sha256 != self.opened.sha256:
+            raise StudioError(409, f"{self.opened.path}: changed on disk since the studio opened or saved it; the "
+                                   "studio will not deploy a sheet you have not seen (restart the studio to load it)")
+        return stack, on_disk
 
     def _run_deploy(self, run: Callable[[str, Path], dict[str, Any]], stack: str) -> dict[str, Any]:
         import automation
@@ -270,7 +280,11 @@ def _problem(model: SheetModel, problem: Any) -> dict[str, Any]:
 
 
 def _create(path: Path, text: str) -> OpenedSheet:
-    """Write a new sheet at `path`, never over a file that appeared meanwhile."""
+    """Write a new sheet at `path`, never over a file that appeared meanwhile, never larger than a sheet file
+    may be."""
+    if (size := len(text.encode("utf-8"))) > MAX_SHEET_BYTES:
+        raise SaveRefused(f"{path}: not saved: the sheet would be {size:,} bytes, more than the {MAX_SHEET_BYTES:,} "
+                          "a rules sheet may have (remove rows)")
     try:
         descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     except FileExistsError:
@@ -279,7 +293,11 @@ def _create(path: Path, text: str) -> OpenedSheet:
         raise SaveRefused(f"{path}: not saved: {error.strerror or error}") from None
     with os.fdopen(descriptor, "w", encoding="utf-8", newline="") as handle:
         handle.write(text)
-    return open_sheet(path)
+    try:
+        return open_sheet(path)
+    except SaveRefused:
+        os.unlink(path)  # ours, just written: leave nothing the next save would refuse to replace
+        raise
 
 
 def _int(operation: dict[str, Any], key: str) -> int:
@@ -361,13 +379,16 @@ def create_app(settings: StudioSettings) -> ASGIApp:
             raise StudioError(403, "missing or wrong X-CSRF-Token (reload the page)")
         if request.headers.get("content-type", "").split(";")[0].strip().lower() != "application/json":
             raise StudioError(403, "requests that change something must be application/json")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            raise StudioError(413, "request too large")  # before reading it
         body = await request.body()
         if len(body) > MAX_BODY_BYTES:
             raise StudioError(413, "request too large")
         try:
             payload = json.loads(body or b"{}")
-        except ValueError:
-            raise StudioError(400, "the request body is not JSON") from None
+        except (ValueError, RecursionError):
+            raise StudioError(400, "the request body is not JSON (or nests too deeply)") from None
         if not isinstance(payload, dict):
             raise StudioError(400, "the request body must be a JSON object")
         return payload

@@ -38,6 +38,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def studio_command(args: argparse.Namespace) -> int:
     err = sys.stderr
+    if args.host in ("0.0.0.0", "::", ""):
+        print(f"studio: refusing to bind {args.host or 'every address'}: requests must name the address the studio "
+              "listens on (its Host check stops DNS rebinding), so give one address, e.g. --host 192.168.1.20",
+              file=err)
+        return 2
     if args.host not in LOCAL_HOSTS and not args.allow_remote:
         print(f"studio: refusing to bind {args.host}: the studio can save and deploy, so it listens on 127.0.0.1 "
               "only (pass --allow-remote to bind another address)", file=err)

@@ -63,6 +63,8 @@ CHOICES: Mapping[str, tuple[str, ...]] = {
 }
 """The dropdowns: the values the sheet's parser accepts in these columns (docs/rules.md, "Columns")."""
 DATE_COLUMNS = ("StartDate", "FinishDate")
+MAX_BLANK_ROWS = 100
+"""Blank rows a sheet may hold beside its rules (the parser skips them, but each costs every check)."""
 
 _BY_LOWER = {column.lower(): column for column in COLUMNS}
 _COLUMN_LETTERS = re.compile(r"([A-Z]{1,3})(?: \(.*\))?")
@@ -235,7 +237,7 @@ class SheetModel:
         cells = list(self.rows[row])
         cells.extend([""] * (index + 1 - len(cells)))
         cells[index] = value
-        return self._with_row(row, tuple(cells))
+        return self._with_row(row, tuple(cells))._within_size()
 
     def add_row(self, at: int | None = None, values: Mapping[str, str] | None = None) -> SheetModel:
         """Insert an empty row at `at` (default: at the end), with `values` (column → text) set in it."""
@@ -246,7 +248,7 @@ class SheetModel:
         model = replace(self, rows=(*self.rows[:at], ("",) * len(self.header), *self.rows[at:]))
         for column, value in (values or {}).items():
             model = model.set_cell(at, column, value)
-        return model
+        return model._within_size()
 
     def copy_row(self, row: int) -> SheetModel:
         """Insert a copy of `row` below it; a RuleId becomes a fresh unique one (module docstring)."""
@@ -258,7 +260,7 @@ class SheetModel:
             given = model.cell(row, RULE_ID).strip()
             if given and given.lower() not in ("na", "999"):
                 model = model.set_cell(row + 1, RULE_ID, self._fresh_rule_id(given))
-        return model
+        return model._within_size()
 
     def delete_row(self, row: int) -> SheetModel:
         row = self._row(row)
@@ -312,6 +314,18 @@ class SheetModel:
         if sum(1 for cells in self.rows if not _blank(cells)) >= MAX_RULES:
             raise EditRefused(f"the sheet already has {MAX_RULES:,} rules, the most one sheet may hold "
                               "(remove rules that are no longer needed)")
+        if len(self.rows) >= MAX_RULES + MAX_BLANK_ROWS:
+            raise EditRefused(f"the sheet already has {len(self.rows):,} rows, {MAX_RULES:,} rules and "
+                              f"{MAX_BLANK_ROWS:,} blank rows at most (delete empty rows)")
+
+    def _within_size(self) -> SheetModel:
+        """This model, if its CSV fits a sheet file; `EditRefused` otherwise (every edit ends here, so a session
+        can never build a sheet it could not save)."""
+        size = len(self.to_csv().encode("utf-8"))
+        if size > MAX_SHEET_BYTES:
+            raise EditRefused(f"this edit would make the sheet {size:,} bytes, more than the {MAX_SHEET_BYTES:,} a "
+                              "rules sheet may have (shorten cells or remove rows)")
+        return self
 
     # --- checking --------------------------------------------------------------------------------------
 

@@ -83,6 +83,12 @@ class _Bounded(Counter):
             self.overflow += 1
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+"""Values a spreadsheet would run as a formula when the saved sheet is opened in it (attribute values come from
+end users' devices): never offered, so one click cannot put a device's `=HYPERLINK(…)` into the sheet. A user
+may still type such a value; it must match the events exactly, so it is not escaped."""
+
+
 def suggest(events: Iterable[CanonicalEvent], *, max_event_types: int = MAX_EVENT_TYPES,
             max_attributes: int = MAX_ATTRIBUTES, max_values: int = MAX_VALUES,
             max_value_chars: int = MAX_VALUE_CHARS, distinct_tracked: int = DISTINCT_TRACKED) -> Suggestions:
@@ -100,7 +106,7 @@ def suggest(events: Iterable[CanonicalEvent], *, max_event_types: int = MAX_EVEN
         names = attribute_names.setdefault(event.event_type, _Bounded(distinct_tracked))
         for name, value in event.attributes.items():
             names.add(name)
-            if name in names:
+            if name in names and not value.startswith(FORMULA_STARTS):
                 values.setdefault((event.event_type, name), _Bounded(distinct_tracked)).add(value)
         seen_metrics = metrics.setdefault(event.event_type, _Bounded(distinct_tracked))
         for name in event.metrics:

@@ -261,14 +261,86 @@ def test_deploy_without_the_pulumi_cli_says_so_and_offers_the_csv(sheet, monkeyp
     assert sorted(path.name for path in (project / "rules").iterdir()) == before
 
 
+def test_up_refuses_a_sheet_changed_on_disk_after_the_preview(sheet):
+    """Review (issue 13): `automation` reads the sheet by path, so a file edited on disk after the preview (a
+    spreadsheet saving over it) was deployed although nobody had seen it."""
+    deployer = FakeDeployer()
+    c = client(sheet, stack="dev", deployer=deployer)
+    preview_id = c.post("/api/deploy/preview", json={}, headers=HEADERS).json()["result"]["preview_id"]
+    sheet.write_text(sheet.read_text().replace("at_least,3", "at_least,1", 1))
+    answer = c.post("/api/deploy/up", json={"preview_id": preview_id}, headers=HEADERS)
+    assert answer.status_code == 409 and "changed on disk since the studio opened or saved it" in answer.json()["error"]
+    assert [call[0] for call in deployer.calls] == ["preview"]
+    assert c.post("/api/deploy/preview", json={}, headers=HEADERS).status_code == 409  # nor previewed unseen
+
+
+def test_a_new_sheet_too_large_to_save_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    """Review (issue 13): the first save of a new sheet wrote an oversize file, reported a failure, and every later
+    save then refused to replace "a file that appeared"."""
+    from cli.studio import app
+
+    monkeypatch.setattr(app, "MAX_SHEET_BYTES", 400)
+    path = tmp_path / "new.csv"
+    c = client(path)
+    for n in range(3):
+        assert edit(c, op="add_row").status_code == 200
+        assert edit(c, op="set_cell", row=n, column="EventName", value="x" * 100).status_code == 200
+    answer = c.post("/api/save", json={}, headers=HEADERS)
+    assert answer.status_code == 409 and "more than the 400" in answer.json()["error"] and not path.exists()
+    edit(c, op="delete_row", row=2)
+    edit(c, op="delete_row", row=1)
+    assert c.post("/api/save", json={}, headers=HEADERS).status_code == 200 and path.exists()
+
+
+def test_the_session_cannot_grow_a_sheet_it_could_not_save(sheet, monkeypatch):
+    """Review (issue 13): blank rows were unbounded, and no edit looked at the sheet's total size."""
+    from cli.studio import sheet_model
+
+    c = client(sheet)
+    monkeypatch.setattr(sheet_model, "MAX_SHEET_BYTES", len(DEMO.read_bytes()) + 50)
+    answer = edit(c, op="set_cell", row=0, column="AttributeValue", value="v" * 200)
+    assert answer.status_code == 422 and "would make the sheet" in answer.json()["error"]
+    monkeypatch.setattr(sheet_model, "MAX_SHEET_BYTES", 10 ** 7)
+    monkeypatch.setattr(sheet_model, "MAX_BLANK_ROWS", 3)
+    rows = len(c.get("/api/state").json()["rows"])
+    statuses = [edit(c, op="add_row").status_code for _ in range(sheet_model.MAX_RULES + 5 - rows)]
+    assert statuses.count(200) == sheet_model.MAX_RULES + 3 - rows and statuses[-1] == 422
+
+
+def test_a_body_that_nests_too_deeply_or_announces_too_much_is_refused_cleanly(sheet):
+    c = client(sheet)
+    answer = c.post("/api/edit", content=b"[" * 100_000, headers={**HEADERS, "Content-Type": "application/json"})
+    assert answer.status_code == 400 and "nests too deeply" in answer.json()["error"]
+    answer = c.post("/api/edit", content=b"{}", headers={**HEADERS, "Content-Type": "application/json",
+                                                         "Content-Length": str(10 ** 9)})
+    assert answer.status_code == 413
+
+
+def test_values_a_spreadsheet_would_run_as_formulas_are_never_suggested():
+    """Review (issue 13): attribute values come from end users' devices; one click must not put `=HYPERLINK(…)`
+    into a sheet marketers open in a spreadsheet."""
+    from cli.studio.suggestions import suggest
+    from functions.events.canonical import CanonicalEvent, EventSource
+
+    events = [CanonicalEvent(event_id=f"e{n}", source=EventSource.APP, event_type="click", event_time_ms=n,
+                             arrival_time_ms=n, user_id="u", attributes={"ref": value})
+              for n, value in enumerate(["=HYPERLINK(\"http://x\")", "+1", "-2", "@sum", "\tx", "home", "home"])]
+    [seen] = suggest(events).event_types
+    [attribute] = seen.attributes
+    assert [value.value for value in attribute.values] == ["home"]
+
+
 # --- the command -------------------------------------------------------------------------------------------
 
 
 def test_the_command_refuses_another_address_without_allow_remote(capsys):
     from cli.__main__ import main
 
-    assert main(["studio", "--host", "0.0.0.0", "--no-browser"]) == 2
-    assert "refusing to bind 0.0.0.0" in capsys.readouterr().err
+    assert main(["studio", "--host", "192.168.1.20", "--no-browser"]) == 2
+    assert "refusing to bind 192.168.1.20" in capsys.readouterr().err
+    # Every address at once cannot pass the Host check: refused even with --allow-remote.
+    assert main(["studio", "--host", "0.0.0.0", "--allow-remote", "--no-browser"]) == 2
+    assert "give one address" in capsys.readouterr().err
 
 
 def test_the_command_says_what_is_wrong_with_the_sample(tmp_path, capsys):
