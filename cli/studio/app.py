@@ -137,6 +137,8 @@ class Studio:
                 self.published = self.deployer.published_rules(settings.stack)
             except Exception as error:  # a bad or missing stack file: say so, diff against nothing
                 self.published_error = f"Pulumi.{settings.stack}.yaml: {error}"
+        self.version = 0
+        """Counts the edits made: what a page's edit must have seen (`edit`)."""
         self.pending: dict[str, tuple[str, str]] = {}
         """Deploy preview id → the sheet text and the SHA-256 of the file on disk it previewed."""
 
@@ -144,6 +146,13 @@ class Studio:
 
     def edit(self, operation: dict[str, Any]) -> None:
         op = operation.get("op")
+        # Edits name rows by position: one from a tab that has not seen the latest change (another tab deleted or
+        # moved a row) could land on the wrong row. The page sends the version it shows; an API caller may not.
+        seen = operation.get("version")
+        if seen is not None and seen != self.version:
+            raise StudioError(409, "the sheet changed in another tab or window since this one showed it: the "
+                                   "latest sheet is shown now; make the change again")
+        before = self.model
         try:
             if op == "set_cell":
                 self.model = self.model.set_cell(_int(operation, "row"), _column(operation), _text(operation, "value"))
@@ -165,6 +174,8 @@ class Studio:
                                        "delete_row, move_row, add_column or pin_rule_ids")
         except EditRefused as error:
             raise StudioError(422, str(error)) from None
+        if self.model is not before:
+            self.version += 1
 
     def save(self) -> str:
         text = self.model.to_csv()
@@ -241,6 +252,7 @@ class Studio:
         sample = self.settings.sample
         return {
             "path": str(self.settings.rules_path),
+            "version": self.version,
             "new_sheet": self.opened is None,
             "header": list(model.header),
             "columns": list(model.columns),

@@ -28,11 +28,12 @@
   }
 
   // --- talking to the server: one request at a time, in order -----------------------------------------
-  function post(url, body) {
+  function post(url, body, versioned) {
+    // The version is read when the request leaves, after the ones queued before it have been answered.
     const run = () => fetch(url, {
       method: "POST",
       headers: { "Content-Type": "application/json", "X-CSRF-Token": token },
-      body: JSON.stringify(body || {}),
+      body: JSON.stringify(versioned && state ? Object.assign({}, body, { version: state.version }) : (body || {})),
     }).then(async (response) => {
       const answer = await response.json().catch(() => ({ error: response.statusText }));
       if (answer.state) render(answer.state);
@@ -44,7 +45,7 @@
     return result;
   }
   function edit(operation) {
-    return post("/api/edit", operation).then(
+    return post("/api/edit", operation, true).then(
       () => status(editDone(operation)),
       (error) => status(error.message, true));
   }

@@ -330,6 +330,20 @@ def test_values_a_spreadsheet_would_run_as_formulas_are_never_suggested():
     assert [value.value for value in attribute.values] == ["home"]
 
 
+def test_an_edit_from_a_tab_that_missed_a_change_is_refused_not_applied_to_the_wrong_row(sheet):
+    """Review (issue 13): two tabs share the sheet and name rows by position; a stale tab's edit after the other
+    tab deleted a row landed on the row that moved up."""
+    c = client(sheet)
+    seen = c.get("/api/state").json()
+    assert edit(c, op="delete_row", row=0, version=seen["version"]).status_code == 200  # tab 1
+    stale = edit(c, op="set_cell", row=0, column="Target-C", value="9", version=seen["version"])  # tab 2
+    assert stale.status_code == 409 and "changed in another tab" in stale.json()["error"]
+    latest = stale.json()["state"]
+    assert latest["version"] == seen["version"] + 1 and len(latest["rows"]) == len(seen["rows"]) - 1
+    assert latest["rows"][0]["cells"] == seen["rows"][1]["cells"]  # untouched
+    assert edit(c, op="set_cell", row=0, column="Target-C", value="9", version=latest["version"]).status_code == 200
+
+
 # --- the command -------------------------------------------------------------------------------------------
 
 
