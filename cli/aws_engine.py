@@ -62,8 +62,8 @@ from cli.stream_plan import (
     PROCESSING_LAG_MS,
     QUALIFICATION_FIELDS,
     SHARD_ID,
-    partition_key,
     plain_number,
+    plan,
 )
 
 REGION = "us-east-1"
@@ -297,22 +297,16 @@ class _Replay:
     # -- the stream ---------------------------------------------------------------------------------
 
     def _plan(self) -> list[_Planned]:
-        """Every line once, in file order, plus the producer's duplicates each placed by its arrival time."""
-        from functions.events.canonical import CanonicalEvent
-        from functions.events.normalise import normalise
-
-        clock, planned = 0, []
-        for line in self.lines:
-            if len(line.encode("utf-8")) > MAX_RECORD_BYTES:
-                self.too_large += 1  # Kinesis would refuse it; the producer gets the error, not the stream
-                continue
-            event = normalise(line, identity_mode=self.identity_mode)
-            if isinstance(event, CanonicalEvent):
-                clock = max(clock, event.arrival_time_ms)
-            key = partition_key(line, event if isinstance(event, CanonicalEvent) else None)
-            planned.append(_Planned(line, key, clock))
+        """Every line once, in file order, as `stream_plan.plan` puts it on the stream (the memory engine's plan),
+        plus the producer's duplicates each placed by its arrival time."""
+        too_large: list[str] = []  # Kinesis would refuse them; the producer gets the error, not the stream
+        planned = []
+        for record in plan(self.lines, self.identity_mode, too_large):
+            planned.append(_Planned(record.line, record.partition_key, record.arrival_ms))
             if self.rng.random() < self.options.duplicate_rate:
-                planned.append(_Planned(line, key, clock + self.rng.randint(1, DUPLICATE_DELAY_MS), True))
+                planned.append(_Planned(record.line, record.partition_key,
+                                        record.arrival_ms + self.rng.randint(1, DUPLICATE_DELAY_MS), True))
+        self.too_large = len(too_large)
         # A stable sort: originals keep file order; a duplicate goes after everything that arrived before it.
         planned.sort(key=lambda record: (record.arrival_ms, record.duplicate))
         return self._monotonic(planned)
