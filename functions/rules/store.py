@@ -152,14 +152,11 @@ class CounterStoreBase(abc.ABC):
         and `Unwritable` (before any request) for a change DynamoDB would refuse on every retry. `item`: the
         item as already read (`read_many`), saving the first read; the write is conditional on it all the same."""
         check_key(rule.rule_id, user_id)
-        step = GroupStep(rule, deliveries, self.now_ms(), self._settings.dedupe_horizon_ms)
-        self._update(rule, user_id, step, item=item)
-        if step.covered == len(deliveries):
-            return step.result  # the usual case: one write covered the group
-        result, remaining = step.result, list(deliveries[step.covered:])
+        result, remaining = GroupResult(), deliveries
         while remaining:
             step = GroupStep(rule, remaining, self.now_ms(), self._settings.dedupe_horizon_ms)
-            self._update(rule, user_id, step)
+            self._update(rule, user_id, step, item=item)
+            item = None  # read again for the rest: the first write changed it
             result, remaining = result + step.result, remaining[step.covered:]
         return result
 
