@@ -58,10 +58,10 @@ from typing import Any, Callable, Iterator, Sequence
 from cli.lambda_context import LocalLambdaContext
 from cli.stream_plan import (
     BATCHING_WINDOW_MS,
-    MAX_RECORD_BYTES,
     PROCESSING_LAG_MS,
     QUALIFICATION_FIELDS,
     SHARD_ID,
+    TOO_LARGE,
     plain_number,
     plan,
 )
@@ -534,7 +534,7 @@ class _Replay:
                 {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)])
         by_reason = Counter(reasons.values())
         if self.too_large:
-            by_reason[f"larger than Kinesis' {MAX_RECORD_BYTES}-byte record limit (not put)"] += self.too_large
+            by_reason[TOO_LARGE] += self.too_large
         return {"count": sum(by_reason.values()), "reasons": dict(by_reason.most_common())}
 
     def _without_user(self) -> int:

@@ -306,14 +306,14 @@ def _plan_stream(lines: Sequence[str], places: Sequence[tuple[Path | None, int]]
     Arrival times follow the replay: a record's own arrival time (Pinpoint and SES records carry one; an app
     record's is its event time), never earlier than the record before it.
     """
-    from cli.stream_plan import MAX_RECORD_BYTES, plan_all
+    from cli.stream_plan import TOO_LARGE, plan_all
     from functions.events.canonical import EventSource, IdentityMode, Rejected
 
     planned = plan_all(lines, IdentityMode.USER_OR_ENDPOINT)
     facts, seen = StreamFacts(), set()
     facts.records = len(planned.records) + len(planned.too_large)
     if planned.too_large:
-        facts.rejected[f"larger than Kinesis' {MAX_RECORD_BYTES:,}-byte record limit (not put)"] += len(planned.too_large)
+        facts.rejected[TOO_LARGE] += len(planned.too_large)
     for record in planned.records:
         if isinstance(record.parsed, Rejected):
             facts.rejected[record.parsed.reason] += 1

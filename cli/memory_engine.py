@@ -24,11 +24,11 @@ from collections import Counter
 from typing import Any, Callable, Sequence
 
 from cli.stream_plan import (
-    MAX_RECORD_BYTES,
     PROCESSING_LAG_MS,
+    PlannedStream,
     QUALIFICATION_FIELDS,
     SHARD_ID,
-    PlannedStream,
+    TOO_LARGE,
     batches,
     plain_number,
     plan,
@@ -178,7 +178,7 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
     reasons = Counter(rejected.values())
     too_large = sum(part["too_large"] for part in parts)
     if too_large:
-        reasons[f"larger than Kinesis' {MAX_RECORD_BYTES}-byte record limit (not put)"] += too_large
+        reasons[TOO_LARGE] += too_large
     operations: Counter[str] = Counter()
     for part in parts:
         operations.update(part["operations"])

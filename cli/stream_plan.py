@@ -30,6 +30,8 @@ PROCESSING_LAG_MS = 1_000
 MAX_PARTITION_KEY_CHARS = 256
 MAX_RECORD_BYTES = 1_048_576
 """Kinesis' record size limit: a larger record is refused to its producer, never put."""
+TOO_LARGE = f"larger than Kinesis' {MAX_RECORD_BYTES}-byte record limit (not put)"
+"""How the tools report such a record among the rejected ones."""
 SHARD_ID = "shardId-000000000000"
 
 
