@@ -299,41 +299,18 @@ def _role(name: str) -> str:
 
 
 def inventory(stack_file: Path | None = None) -> Deployment:
-    """Run the program under Pulumi's mocks with `stack_file` (default `Pulumi.dev.yaml`) and read the deployment."""
-    import runpy
-    from unittest import mock
-
-    import pulumi
-
-    from components.config import PROJECT, PROJECT_DIR
+    """Run the program under Pulumi's mocks with `stack_file` (default `Pulumi.dev.yaml`), as `python -m cli stack
+    check` does (`cli.stack.run_stack_file`), and read the deployment. Raises `ConfigError` (a `StackFileError`
+    for a file that is not a stack file) listing what stops the program."""
+    from cli.stack import run_stack_file
+    from components.config import PROJECT_DIR, ConfigError
     from components.stack_file import read_stack_file
 
-    registered: list[tuple[str, str, dict[str, Any]]] = []
-
-    class Mocks(pulumi.runtime.Mocks):
-        def new_resource(self, args: pulumi.runtime.MockResourceArgs):
-            registered.append((args.typ, args.name, dict(args.inputs)))
-            outputs = {**args.inputs, "arn": f"arn:aws:mock:us-east-1:123456789012:{args.name}",
-                       "name": args.inputs.get("name", args.name), "bucket": args.name,
-                       "url": f"https://sqs.us-east-1.amazonaws.com/123456789012/{args.name}",
-                       "streamArn": f"arn:aws:dynamodb:us-east-1:123456789012:table/{args.name}/stream/x"}
-            return [f"{args.name}-id", outputs]
-
-        def call(self, args: pulumi.runtime.MockCallArgs):
-            return {"accountId": "123456789012", "arn": "arn:aws:iam::123456789012:user/cost", "userId": "cost",
-                    "id": "123456789012", "name": "us-east-1"}
-
-    path = stack_file or PROJECT_DIR / "Pulumi.dev.yaml"
-    pulumi.runtime.set_mocks(Mocks(), project=PROJECT, stack=path.stem.removeprefix("Pulumi."), preview=False)
-    pulumi.runtime.set_all_config(read_stack_file(path).program_config(), secret_keys=[])
-
-    @pulumi.runtime.test
-    def program():
-        with mock.patch.object(pulumi, "export"):
-            runpy.run_path(str(PROJECT_DIR / "__main__.py"), run_name="__main__")
-
-    program()
-    return deployment_from(registered)
+    read = read_stack_file(stack_file or PROJECT_DIR / "Pulumi.dev.yaml")
+    run = run_stack_file(read, read.parse(project_dir=PROJECT_DIR))
+    if run.problems:
+        raise ConfigError(run.problems)
+    return deployment_from(run.inputs)
 
 
 def deployment_from(registered: Sequence[tuple[str, str, Mapping[str, Any]]]) -> Deployment:

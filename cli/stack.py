@@ -61,9 +61,7 @@ def check_command(args: argparse.Namespace, *, out: TextIO | None = None, err: T
         _print_notes(err, stack_file)
         return EXIT_PROBLEMS
 
-    run = run_program(stack_file.program_config(), secret_keys=sorted(stack_file.secret_keys.keys),
-                      stack_name=stack_file.stack_name, region=config.region,
-                      account=config.retraining.solution.account or _STAND_IN_ACCOUNT)
+    run = run_stack_file(stack_file, config)
     if run.problems:
         _print_problems(err, path, run.problems)
         _print_notes(err, stack_file)
@@ -80,6 +78,8 @@ class ProgramRun:
 
     resources: list[tuple[str, str, str]] = field(default_factory=list)
     """(type, logical name, parent URN) of every resource, components included."""
+    inputs: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    """(type, logical name, inputs) of every resource the mocks created (what `bench.cost` counts)."""
     urns: dict[str, tuple[str, str]] = field(default_factory=dict)
     """URN → (type, logical name)."""
     parents: dict[str, str] = field(default_factory=dict)
@@ -91,6 +91,13 @@ class ProgramRun:
     generated_names: set[str] = field(default_factory=set)
     """Names AWS would generate (the mocks stand in the logical name): known only after `pulumi up`."""
     problems: list[str] = field(default_factory=list)
+
+
+def run_stack_file(stack_file: Any, config: Any) -> ProgramRun:
+    """`run_program` for a stack file read by `components.stack_file` and its parsed config."""
+    return run_program(stack_file.program_config(), secret_keys=sorted(stack_file.secret_keys.keys),
+                       stack_name=stack_file.stack_name, region=config.region,
+                       account=config.retraining.solution.account or _STAND_IN_ACCOUNT)
 
 
 def run_program(config: dict[str, str], *, secret_keys: list[str], stack_name: str, region: str,
@@ -110,6 +117,7 @@ def run_program(config: dict[str, str], *, secret_keys: list[str], stack_name: s
 
     class Mocks(pulumi.runtime.Mocks):
         def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+            run.inputs.append((args.typ, args.name, dict(args.inputs)))
             outputs = {**args.inputs, "arn": arn(args.typ, args.name, args.inputs)}
             made_up = [outputs["arn"], f"{args.name}-id"]
             if "name" not in args.inputs and not args.typ.startswith(f"{PROJECT}:"):  # AWS would generate one
