@@ -64,6 +64,7 @@ from cli.stream_plan import (
     TOO_LARGE,
     plain_number,
     plan,
+    without_user,
 )
 
 REGION = "us-east-1"
@@ -244,7 +245,7 @@ class _Replay:
         self.dynamodb, self.kinesis = session.client("dynamodb"), session.client("kinesis")
         self.s3, self.sqs, self.events = session.client("s3"), session.client("sqs"), session.client("events")
         self.stats: Counter[str] = Counter()
-        self.too_large = 0
+        self.too_large = self.without_user = 0
         self.dispatched_keys: set[str] = set()
         self.outbox_seen_ms = 0
         self.bus_events: list[dict[str, Any]] = []
@@ -300,13 +301,15 @@ class _Replay:
         """Every line once, in file order, as `stream_plan.plan` puts it on the stream (the memory engine's plan),
         plus the producer's duplicates each placed by its arrival time."""
         too_large: list[str] = []  # Kinesis would refuse them; the producer gets the error, not the stream
-        planned = []
+        planned, originals = [], []
         for record in plan(self.lines, self.identity_mode, too_large):
+            originals.append(record)
             planned.append(_Planned(record.line, record.partition_key, record.arrival_ms))
             if self.rng.random() < self.options.duplicate_rate:
                 planned.append(_Planned(record.line, record.partition_key,
                                         record.arrival_ms + self.rng.randint(1, DUPLICATE_DELAY_MS), True))
         self.too_large = len(too_large)
+        self.without_user = without_user(originals, too_large, self.identity_mode)
         # A stable sort: originals keep file order; a duplicate goes after everything that arrived before it.
         planned.sort(key=lambda record: (record.arrival_ms, record.duplicate))
         return self._monotonic(planned)
@@ -477,7 +480,7 @@ class _Replay:
             "records": len(self.lines),
             "records_put": len(planned),
             "rejected": self._rejected(),
-            "without_user": self._without_user(),
+            "without_user": self.without_user,
             "duplicates_sent": sum(1 for record in planned if record.duplicate),
             "failures_injected": self.faults.fired,
             "redeliveries": {"aggregator_partial": self.stats["redelivered_partial"],
@@ -536,14 +539,6 @@ class _Replay:
         if self.too_large:
             by_reason[TOO_LARGE] += self.too_large
         return {"count": sum(by_reason.values()), "reasons": dict(by_reason.most_common())}
-
-    def _without_user(self) -> int:
-        from functions.events.canonical import CanonicalEvent
-        from functions.events.normalise import normalise
-
-        return sum(1 for line in self.lines
-                   if isinstance(event := normalise(line, identity_mode=self.identity_mode), CanonicalEvent)
-                   and event.user_id is None)
 
     def _queue_length(self, url: str) -> int:
         attributes = self.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["ApproximateNumberOfMessages"])

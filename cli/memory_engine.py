@@ -32,6 +32,7 @@ from cli.stream_plan import (
     batches,
     plain_number,
     plan,
+    without_user as stream_without_user,
 )
 
 MEMORY_BATCH_SIZE = 1_000
@@ -148,7 +149,7 @@ class _Partition:
         if not reports:
             too_large = []
         elif too_large:
-            without_user += _without_user(too_large, self.mode)
+            without_user += stream_without_user((), too_large, self.mode)
         counters = [{"rule_id": item.rule_id, "user_id": item.user_id, "count": item.state.count,
                      "sum": plain_number(item.state.sum)} for item in self.store.counters()]
         return {"qualifications": qualifications, "counters": counters, "rejected": rejected,
@@ -202,12 +203,3 @@ def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
         "dead_lettered": 0,
     }
     return {"qualifications": qualifications, "counters": counters, "stats": stats}
-
-
-def _without_user(lines: Sequence[str], mode: Any) -> int:
-    from functions.events.canonical import Rejected
-    from functions.events.normalise import parse_record
-
-    return sum(1 for line in lines
-               if not isinstance(parsed := parse_record(line, identity_mode=mode), Rejected)
-               and parsed.event.user_id is None)

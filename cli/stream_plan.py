@@ -89,6 +89,16 @@ def plan_all(lines: Iterable[str], identity_mode: IdentityMode) -> PlannedStream
     return PlannedStream(list(plan(lines, identity_mode, skipped)), skipped)
 
 
+def without_user(records: Iterable[PlannedRecord], too_large: Iterable[str], identity_mode: IdentityMode) -> int:
+    """Records the normaliser reads but that name no user (reported, never counted by a rule): those planned, and
+    those too large to put (parsed here, as nothing else parses them)."""
+    planned = sum(1 for record in records if not isinstance(record.parsed, Rejected) and record.parsed.event.user_id
+                  is None)
+    return planned + sum(1 for line in too_large
+                         if not isinstance(parsed := parse_record(line, identity_mode=identity_mode), Rejected)
+                         and parsed.event.user_id is None)
+
+
 def batches(records: Iterable[PlannedRecord], batch_size: int) -> Iterator[list[PlannedRecord]]:
     """The mapping's batches: at most `batch_size` records, within `BATCHING_WINDOW_MS` of the first."""
     batch: list[PlannedRecord] = []
