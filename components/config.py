@@ -19,6 +19,14 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
+from components.connect_config import (
+    DEFAULT_OBJECT_TYPE,
+    ACCOUNT_KEY,
+    ConnectConfig,
+    InvalidValue,
+    UnknownUsers,
+    read_connect_config,
+)
 from functions.events.canonical import IdentityMode
 from functions.events.consumer_settings import parse_app_may_report
 from functions.lake_names import InvalidName, LakeNames, derived_lake_names
@@ -72,13 +80,9 @@ class ConfigError(ValueError):
         super().__init__("invalid stack config:\n" + "\n".join(f"  - {p}" for p in problems))
 
 
-class _Invalid(ValueError):
+class _Invalid(InvalidValue):
     """Internal: one key's problem, collected by `_Reader`. `withheld` is what to say instead when the key is
-    secret and the message would show (part of) its value."""
-
-    def __init__(self, message: str, *, withheld: str | None = None):
-        super().__init__(message)
-        self.withheld = withheld
+    secret and the message would show (part of) its value (`components.connect_config` raises the base)."""
 
 
 SECRET_SHOWN = "[secret]"
@@ -255,6 +259,9 @@ class RulesConfig:
     rules: RuleSet
     connect_domain_name: str | None
     counter_ttl_days: int
+    connect: ConnectConfig | None = None
+    """The `connect*` keys: the Customer Profiles domain, its object type and campaign triggers; None without
+    `connectDomainName` (then `connect_domain_name` is None too)."""
     dedupe_horizon_hours: int = 24
     """`dedupeHorizonHours`: how long (stream arrival time) a counted event id is remembered against a
     producer's duplicate (docs/rules.md, "Exactly once")."""
@@ -315,11 +322,18 @@ KEYS: Mapping[str, tuple[str, Any]] = MappingProxyType({
     "personalizeTrackingId": ("string", ""),
     "rulesSheet": ("string", "rules/sample.csv"),
     "connectDomainName": ("string", ""),
+    "connectProfileKey": ("string", ACCOUNT_KEY),
+    "connectObjectTypeName": ("string", DEFAULT_OBJECT_TYPE),
+    "connectUnknownUsers": ("string", UnknownUsers.SKIP.value),
+    "connectCampaigns": ("array", []),
     "counterTtlDays": ("integer", 400),
     "dedupeHorizonHours": ("integer", 24),
     "rulesReservedConcurrency": ("boolean", False),
     "alarmTopicArn": ("string", ""),
 })
+OBJECT_ARRAYS = frozenset({"connectCampaigns"})
+"""Keys whose value is a list of objects: Pulumi.yaml declares them without a `type`, since Pulumi types array
+items only as string, integer, boolean or array and would refuse objects in a stack file."""
 
 
 class _Reader:
@@ -337,9 +351,24 @@ class _Reader:
             message = self.secrets.redact(key, value, withheld or message)
         self.problems.append(f"{self.secrets.subject(key, value)}: {message}")
 
-    def read(self, key: str, convert: Callable[[Any], _T]) -> _T | None:
+    def given(self, key: str) -> bool:
+        """Whether the stack sets `key` (to any value, also its default)."""
+        return self._raw.get(key) is not None
+
+    def raw(self, key: str) -> Any:
+        """`key`'s value as given, or None."""
+        return self._raw.get(key)
+
+    def read(self, key: str, convert: Callable[[Any], _T], *, max_chars: int | None = None) -> _T | None:
+        """`key`'s value (its default when absent) coerced to its kind and converted; None after a problem.
+        `max_chars` bounds the text of the value before it is parsed at all (hostile input)."""
         kind, default = KEYS[key]
         value = self._raw.get(key)
+        if max_chars is not None and isinstance(value, str) and len(value) > max_chars:
+            self.fail(key, value, f"{len(value):,} characters, more than the {max_chars:,} this setting may have; "
+                                  "shorten it", withheld=f"longer than the {max_chars:,} characters this setting may "
+                                                         "have; shorten it")
+            return None
         if value is None:
             if default is None:
                 self.problems.append(f"{PROJECT}:{key} is required: set it with "
@@ -348,7 +377,7 @@ class _Reader:
             value = default
         try:
             return convert(_coerce(kind, value))
-        except _Invalid as problem:
+        except InvalidValue as problem:
             self.fail(key, value, str(problem), withheld=problem.withheld)
             return None
 
@@ -372,7 +401,11 @@ def _coerce(kind: str, value: Any) -> Any:
             raise _Invalid("expected true or false")
         return text == "true"
     if kind == "array":
-        parsed = json.loads(value) if isinstance(value, str) and value.lstrip().startswith("[") else value
+        try:
+            parsed = json.loads(value) if isinstance(value, str) and value.lstrip().startswith("[") else value
+        except json.JSONDecodeError as error:
+            raise _Invalid(f"expected a list, but the JSON text does not parse ({error.msg}, character "
+                           f"{error.pos})") from None
         if not isinstance(parsed, list):
             raise _Invalid("expected a list")
         return parsed
@@ -540,11 +573,14 @@ def parse_stack_config(raw: Mapping[str, Any], *, region: str | None,
         log_level=reader.read("retrainingLogLevel", _member(StateMachineLogLevel)),
     )
     sheet_path = reader.read("rulesSheet", _nonempty("the path of the rules sheet (CSV), e.g. rules/sample.csv"))
+    rules = _rules_sheet(reader, project_dir, sheet_path) if sheet_path else RuleSet(())
+    connect = read_connect_config(reader, region=region, action_names=(rule.action_name for rule in rules),
+                                  domain_pattern=_CONNECT_DOMAIN)
     rules_config = RulesConfig(
         sheet_path=sheet_path or "",
-        rules=_rules_sheet(reader, project_dir, sheet_path) if sheet_path else RuleSet(()),
-        connect_domain_name=reader.read(
-            "connectDomainName", _optional(_CONNECT_DOMAIN, "an Amazon Connect Customer Profiles domain name or empty")),
+        rules=rules,
+        connect_domain_name=connect.domain_name if connect else None,
+        connect=connect,
         counter_ttl_days=reader.read("counterTtlDays", _between(7, 3650)),
         dedupe_horizon_hours=reader.read("dedupeHorizonHours", _between(24, 720)),
         reserve_concurrency=reader.read("rulesReservedConcurrency", bool),
