@@ -19,8 +19,10 @@ later change of the same rule and user exists in the outbox (`OutboxTable.later_
 from the entry keys, see `outbox.ChangePosition`): its status becomes `superseded`. The later change is
 delivered on its own (live, by the reconciler, or from the dead-letter queue). The check comes before the
 sink calls, which take time; a later change that appears meanwhile is delivered again after them
-(`reassert_later`), so it still wins. `trk_…` event actions are each their own action and are always
-delivered.
+(`reassert_later`), so it still wins — at the last-writer-wins sinks only: a profile object
+(`profile_objects.ProfileObjectSink`) is an occurrence an event trigger may start a campaign on, so it is
+never put again to restore a state. A superseded change is not written as an object either (the later one
+is). `trk_…` event actions are each their own action and are always delivered.
 
 A sink that still fails after its retries does not block the stream: the entry, the failed sinks and
 the errors go to the dead-letter queue (`python -m cli actions replay` redelivers them), the item's status
@@ -34,6 +36,10 @@ The table's stream must carry new images (`NEW_IMAGE` or `NEW_AND_OLD_IMAGES`). 
 dispatcher's own marks) and REMOVE records (TTL) are ignored; the event source mapping should also filter on
 `eventName = INSERT` so that they do not even invoke the function.
 
+Metrics (Powertools, per invocation): `EntriesDelivered`, `EntriesDeadLettered`, `EntriesAlreadySettled`,
+`EntriesSuperseded`, and per sink `DeliveredTo_<sink>`, `SkippedBy_<sink>`, `SinkRetries_<sink>` (in-process
+retries of retryable failures), plus `ProfilesCreated` (`sink_counts`).
+
 Environment (read once, by `DispatcherSettings.from_env`):
 - `OUTBOX_TABLE` (required): the outbox table's name;
 - `EVENT_BUS_NAME` (required): the EventBridge bus of `RuleQualified` / `RuleExited`;
@@ -41,6 +47,8 @@ Environment (read once, by `DispatcherSettings.from_env`):
 - `PINPOINT_APPLICATION_ID` (optional): a Pinpoint project to update;
 - `CONNECT_DOMAIN_NAME` (optional): a Customer Profiles domain to update;
 - `CONNECT_PROFILE_KEY` (optional, default `_account`): the search key the user id is looked up by;
+- `CONNECT_OBJECT_TYPE` (optional, default `EngagementLoopQualification`): the profile object type;
+- `CONNECT_UNKNOWN_USERS` (optional, `skip` or `create`, default `skip`): a user without a profile;
 - `POWERTOOLS_METRICS_NAMESPACE` (optional, default `EngagementLoop`).
 """
 
@@ -50,6 +58,7 @@ import functools
 import json
 import random
 import time
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Protocol, Sequence
 
@@ -69,13 +78,23 @@ from functions.rules.model import ActionKind
 from functions.rules.dynamo import from_attributes
 from functions.rules.outbox import PARTITION_KEY, PENDING_SHARD, DeliveryStatus, OutboxEntry, pending_shard
 from functions.rules.rules_source import Env
+from functions.rules.profile_objects import (
+    CUSTOMER_PROFILES_CONFIG,
+    DEFAULT_OBJECT_TYPE,
+    PROFILE_CREATED,
+    ProfileObjectSink,
+    UnknownUsers,
+    read_unknown_users,
+)
 from functions.rules.sinks import (
     DEFAULT_PROFILE_KEY,
     CustomerProfilesSink,
+    Delivered,
     EventBridgeSink,
     PinpointSink,
     Sink,
     SinkError,
+    is_last_writer_wins,
 )
 
 logger = Logger()
@@ -102,6 +121,10 @@ class DispatcherSettings:
     """Customer Profiles domain to update. Default none: no Customer Profiles sink."""
     connect_profile_key: str = DEFAULT_PROFILE_KEY
     """Search key the user id is looked up by. Default `_account`."""
+    connect_object_type: str = DEFAULT_OBJECT_TYPE
+    """Profile object type of the qualification objects. Default `EngagementLoopQualification`."""
+    connect_unknown_users: UnknownUsers = UnknownUsers.SKIP
+    """A user without a profile under the key: skipped, or the object creates one. Default `skip`."""
     metrics_namespace: str = DEFAULT_METRICS_NAMESPACE
     """CloudWatch namespace of the counts. Default `EngagementLoop`."""
 
@@ -115,6 +138,8 @@ class DispatcherSettings:
             pinpoint_application_id=env.text("PINPOINT_APPLICATION_ID", "") or None,
             connect_domain_name=env.text("CONNECT_DOMAIN_NAME", "") or None,
             connect_profile_key=env.text("CONNECT_PROFILE_KEY", DEFAULT_PROFILE_KEY),
+            connect_object_type=env.text("CONNECT_OBJECT_TYPE", DEFAULT_OBJECT_TYPE),
+            connect_unknown_users=read_unknown_users(env),
             metrics_namespace=env.text("POWERTOOLS_METRICS_NAMESPACE", DEFAULT_METRICS_NAMESPACE),
         )
 
@@ -128,14 +153,17 @@ class DispatcherSettings:
 
 
 def build_sinks(settings: DispatcherSettings, session: Any = None) -> tuple[Sink, ...]:
-    """EventBridge always; Pinpoint and Customer Profiles when configured."""
+    """EventBridge always; Pinpoint when configured; with a Customer Profiles domain, the attribute sink and then
+    the object sink (one client, standard retries)."""
     session = session or boto3.session.Session()
     sinks: list[Sink] = [EventBridgeSink(session.client("events"), settings.event_bus_name)]
     if settings.pinpoint_application_id:
         sinks.append(PinpointSink(session.client("pinpoint"), settings.pinpoint_application_id))
     if settings.connect_domain_name:
-        sinks.append(CustomerProfilesSink(session.client("customer-profiles"), settings.connect_domain_name,
-                                          settings.connect_profile_key))
+        profiles = session.client("customer-profiles", config=CUSTOMER_PROFILES_CONFIG)
+        sinks.append(CustomerProfilesSink(profiles, settings.connect_domain_name, settings.connect_profile_key))
+        sinks.append(ProfileObjectSink(profiles, settings.connect_domain_name, settings.connect_object_type,
+                                       settings.connect_profile_key, settings.connect_unknown_users))
     return tuple(sinks)
 
 
@@ -192,10 +220,14 @@ class DispatchResult:
     or nothing at all because a later change superseded it."""
 
     delivered: tuple[str, ...] = ()
+    notes: tuple[tuple[str, str], ...] = ()
+    """(sink, note) of deliveries that reported something (`sinks.Delivered`), e.g. a profile created."""
     skipped: tuple[tuple[str, str], ...] = ()
     already: tuple[str, ...] = ()
     failed: dict[str, str] = field(default_factory=dict)
     """Sink name → the last error."""
+    retries: Mapping[str, int] = field(default_factory=dict)
+    """Sink name → in-process retries of retryable failures (sinks that needed none are left out)."""
     superseded_by: LaterChange | None = None
     reasserted: LaterChange | None = None
     """A later change that appeared while this one was being delivered, delivered again after it so that it
@@ -209,7 +241,7 @@ class DispatchResult:
 def dispatch(entry: OutboxEntry, delivered: frozenset[str], sinks: Sequence[Sink], *, log: DeliveryLog,
              retry: RetryPolicy = RetryPolicy()) -> DispatchResult:
     """Deliver `entry` to every sink not in `delivered`, recording each success in `log` as it happens."""
-    done, skipped, already, failed = [], [], [], {}
+    done, notes, skipped, already, failed, retries = [], [], [], [], {}, {}
     for sink in sinks:
         if sink.name in delivered:
             already.append(sink.name)
@@ -219,6 +251,7 @@ def dispatch(entry: OutboxEntry, delivered: frozenset[str], sinks: Sequence[Sink
                 reason = sink.deliver(entry)
             except SinkError as error:
                 if error.retryable and attempt < retry.attempts:
+                    retries[sink.name] = retries.get(sink.name, 0) + 1
                     retry.sleep(retry.delay(attempt))
                     continue
                 failed[sink.name] = str(error)
@@ -226,14 +259,18 @@ def dispatch(entry: OutboxEntry, delivered: frozenset[str], sinks: Sequence[Sink
                                                      "attempts": attempt})
                 break
             # A skip is final too: the target does not know the user, and asking again will not change that.
-            if reason is None:
+            if reason is None or isinstance(reason, Delivered):
                 done.append(sink.name)
+                if isinstance(reason, Delivered):
+                    notes.append((sink.name, reason.note))
+                    logger.info("sink delivered", extra={"key": entry.key, "sink": sink.name, "note": reason.note})
             else:
                 skipped.append((sink.name, reason))
                 logger.info("sink skipped", extra={"key": entry.key, "sink": sink.name, "reason": reason})
             log.mark_delivered(entry.key, sink.name)
             break
-    return DispatchResult(tuple(done), tuple(skipped), tuple(already), failed)
+    return DispatchResult(delivered=tuple(done), notes=tuple(notes), skipped=tuple(skipped),
+                          already=tuple(already), failed=failed, retries=retries)
 
 
 MAX_REASSERT_ROUNDS = 10
@@ -261,8 +298,11 @@ def reassert_later(entry: OutboxEntry, written: Sequence[Sink], outbox: ChangeLo
     then walked again, until a walk finds nothing newer than what was delivered last. A change created
     after that walk is delivered by its own dispatcher after its creation, so after these calls, and does
     the same. A sink that fails the redelivery is removed from the later entry's `delivered_sinks` and the
-    entry set pending again (back in the pending index): the reconciler delivers it. Returns the change
-    delivered last, None when there was none (event actions never have one)."""
+    entry set pending again (back in the pending index): the reconciler delivers it. Only last-writer-wins
+    sinks are written again (`Sink.last_writer_wins`): putting a profile object again restores no state and
+    could start a campaign a second time. Returns the change delivered last, None when there was none (event
+    actions never have one)."""
+    written = [sink for sink in written if is_last_writer_wins(sink)]
     if not written or entry.action is not ActionKind.ATTRIBUTE:
         return None
     restored: LaterChange | None = None
@@ -508,12 +548,24 @@ def _runtime() -> Runtime:
     return build_runtime(_settings())
 
 
+def sink_counts(result: DispatchResult) -> Counter[str]:
+    """The per-sink metrics of one result: `DeliveredTo_<sink>`, `SkippedBy_<sink>`, `SinkRetries_<sink>` and
+    `ProfilesCreated` (the reconciler emits the same)."""
+    counts: Counter[str] = Counter(f"DeliveredTo_{name}" for name in result.delivered)
+    counts.update(f"SkippedBy_{name}" for name, _ in result.skipped)
+    for name, retries in result.retries.items():
+        counts[f"SinkRetries_{name}"] += retries
+    counts["ProfilesCreated"] += sum(1 for name, note in result.notes
+                                     if name == ProfileObjectSink.name and note == PROFILE_CREATED)
+    return +counts  # without zero counts
+
+
 @logger.inject_lambda_context
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings, runtime = _settings(), _runtime()
     metrics = Metrics(namespace=settings.metrics_namespace)
     counts = {"EntriesDelivered": 0, "EntriesDeadLettered": 0, "EntriesAlreadySettled": 0, "EntriesSuperseded": 0}
-    per_sink: dict[str, int] = {}
+    per_sink: Counter[str] = Counter()
 
     def record_handler(record: DynamoDBRecord) -> None:
         if record.event_name is not DynamoDBRecordEventName.INSERT:
@@ -526,14 +578,13 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             counts["EntriesSuperseded"] += 1
             return
         counts["EntriesDelivered" if result.complete else "EntriesDeadLettered"] += 1
-        for name in result.delivered:
-            per_sink[name] = per_sink.get(name, 0) + 1
+        per_sink.update(sink_counts(result))
 
     response = process_partial_response(event=event, record_handler=record_handler, processor=processor,
                                         context=context)
     for name, value in counts.items():
         metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
-    for name, value in per_sink.items():
-        metrics.add_metric(name=f"DeliveredTo_{name}", unit=MetricUnit.Count, value=value)
+    for name, value in sorted(per_sink.items()):
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
     metrics.flush_metrics()
     return response

@@ -17,18 +17,24 @@
   test "fired since …" without an object type having to be defined in the domain.
 
 A user the target does not know (no Pinpoint endpoint, no matching profile) is not an error: `deliver`
-returns the reason it skipped, and the dispatcher logs it. Failures raise `SinkError`; `retryable` says
+returns the reason it skipped, and the dispatcher logs it. A delivery with something worth counting returns
+`Delivered(note)` (the object sink's "profile created", `functions.rules.profile_objects`). Failures raise `SinkError`; `retryable` says
 whether trying again may help (throttling, a service fault) or cannot (a refused request).
 
 Sinks are called at least once per entry (docs/actions.md): the EventBridge detail's `key` and the Pinpoint
 event id are the outbox key, for consumers to de-duplicate on; attribute updates are idempotent, and the
 dispatcher never sends an attribute change a later change of the same rule and user supersedes.
+
+`last_writer_wins` says whether a sink's target holds a state the newest write decides (all three here): only
+those are written again after a later change appeared during delivery (`dispatcher.reassert_later`). The
+profile object sink is not one: writing an object again is a new fact, not a state restore.
 """
 
 from __future__ import annotations
 
 import json
 from datetime import datetime, timezone
+from dataclasses import dataclass
 from typing import Any, Iterator, Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -66,14 +72,30 @@ class SinkError(Exception):
                    retryable=retryable, code=code)
 
 
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """`deliver`'s answer for a delivery done with something to report (counted and logged by the dispatcher)."""
+
+    note: str
+
+
 class Sink(Protocol):
     """One action target."""
 
     name: str
+    last_writer_wins: bool
+    """True when the target keeps only the newest write (an attribute): `reassert_later` may write it again."""
 
-    def deliver(self, entry: OutboxEntry) -> str | None:
-        """Deliver `entry`; return None when done, or why there was nothing to deliver to. Raises `SinkError`."""
+    def deliver(self, entry: OutboxEntry) -> str | Delivered | None:
+        """Deliver `entry`; return None (or `Delivered`) when done, or why there was nothing to deliver to.
+        Raises `SinkError`."""
         ...
+
+
+def is_last_writer_wins(sink: Any) -> bool:
+    """`sink.last_writer_wins`; a sink that does not say (written before the attribute existed) is one, as every
+    sink was then."""
+    return bool(getattr(sink, "last_writer_wins", True))
 
 
 def _iso(time_ms: int) -> str:
@@ -93,6 +115,7 @@ class EventBridgeSink:
     """`RuleQualified` / `RuleExited` events on a bus (one PutEvents entry per outbox entry)."""
 
     name = "eventbridge"
+    last_writer_wins = True  # consumers see every event; the newest key of a (rule, user) is its state
 
     def __init__(self, client: Any, event_bus_name: str) -> None:
         self._client = client
@@ -124,6 +147,7 @@ class PinpointSink:
     """User attributes and `trk_…` events on the user's endpoints in a (legacy) Pinpoint project."""
 
     name = "pinpoint"
+    last_writer_wins = True
 
     def __init__(self, client: Any, application_id: str) -> None:
         self._client = client
@@ -177,24 +201,28 @@ class PinpointSink:
             raise SinkError(f"{self.name}: PutEvents failed: " + "; ".join(problems), retryable=retryable)
 
 
+def profile_ids(sink: str, client: Any, domain_name: str, key_name: str, user_id: str) -> Iterator[str]:
+    """The ids of the profiles whose search key `key_name` holds `user_id` (SearchProfiles, every page, lazily:
+    a caller that needs only to know whether there are several stops after the second)."""
+    params = {"DomainName": domain_name, "KeyName": key_name, "Values": [user_id]}
+    while True:
+        page = _call(sink, client.search_profiles, **params)
+        yield from (profile["ProfileId"] for profile in page.get("Items", []) if profile.get("ProfileId"))
+        if not page.get("NextToken"):
+            return
+        params["NextToken"] = page["NextToken"]
+
+
 class CustomerProfilesSink:
     """A profile attribute on the user's Amazon Connect Customer Profiles profiles."""
 
     name = "customer_profiles"
+    last_writer_wins = True
 
     def __init__(self, client: Any, domain_name: str, key_name: str = DEFAULT_PROFILE_KEY) -> None:
         self._client = client
         self._domain = domain_name
         self._key = key_name
-
-    def _profile_ids(self, user_id: str) -> Iterator[str]:
-        params = {"DomainName": self._domain, "KeyName": self._key, "Values": [user_id]}
-        while True:
-            page = _call(self.name, self._client.search_profiles, **params)
-            yield from (profile["ProfileId"] for profile in page.get("Items", []) if profile.get("ProfileId"))
-            if not page.get("NextToken"):
-                return
-            params["NextToken"] = page["NextToken"]
 
     @staticmethod
     def attribute_value(entry: OutboxEntry) -> str:
@@ -206,10 +234,10 @@ class CustomerProfilesSink:
 
     def deliver(self, entry: OutboxEntry) -> str | None:
         # Several profiles can share a key (duplicates not yet merged); each gets the attribute.
-        profile_ids = list(self._profile_ids(entry.user_id))
-        if not profile_ids:
+        ids = list(profile_ids(self.name, self._client, self._domain, self._key, entry.user_id))
+        if not ids:
             return f"no profile with {self._key} = {entry.user_id!r} in domain {self._domain}"
-        for profile_id in profile_ids:
+        for profile_id in ids:
             _call(self.name, self._client.update_profile, DomainName=self._domain, ProfileId=profile_id,
                   Attributes={entry.name: self.attribute_value(entry)})
         return None

@@ -29,7 +29,8 @@ from functions.rules.dispatcher import (
 )
 from functions.rules.outbox import Change, DeliveryStatus, OutboxEntry
 from functions.rules.model import ActionKind
-from functions.rules.sinks import EventBridgeSink, PinpointSink, SinkError
+from functions.rules.profile_objects import PROFILE_CREATED, ProfileObjectSink, UnknownUsers
+from functions.rules.sinks import Delivered, EventBridgeSink, PinpointSink, SinkError
 from cli.lambda_context import LocalLambdaContext
 from tests.functions.rules.dispatcher_aws import create_dispatcher_aws, read_bus_events, read_dead_letters
 
@@ -50,10 +51,11 @@ class FakeSink:
 
     name: str
     errors: list[SinkError] = field(default_factory=list)
-    skip: str | None = None
+    skip: str | Delivered | None = None
     calls: int = 0
+    last_writer_wins: bool = True
 
-    def deliver(self, entry: OutboxEntry) -> str | None:
+    def deliver(self, entry: OutboxEntry) -> str | Delivered | None:
         self.calls += 1
         if self.errors:
             raise self.errors.pop(0)
@@ -83,6 +85,34 @@ def test_dispatch_retries_throttling_and_marks_each_sink_as_it_is_done():
     assert result.delivered == ("a", "b") and result.complete
     assert flaky.calls == 3 and len(sleeps) == 2 and sleeps[1] > sleeps[0] * 0.9
     assert log.marks == [("r-1#u-1#1", "a"), ("r-1#u-1#1", "b")]
+    assert result.retries == {"a": 2}  # the sink that needed none is not listed
+
+
+def test_retries_are_counted_up_to_the_last_attempt_and_a_refusal_counts_none():
+    always = FakeSink("a", errors=[throttled()] * 5)
+    refused = FakeSink("b", errors=[SinkError("bad request", retryable=False)])
+    result = dispatch(entry(), frozenset(), [always, refused], log=FakeLog(), retry=NO_RETRY_DELAY)
+    assert result.retries == {"a": 2}  # 3 attempts: 2 retries, then it fails
+
+
+def test_a_delivery_with_a_note_is_done_and_its_note_kept():
+    creating = FakeSink("customer_profiles_objects", skip=Delivered(PROFILE_CREATED))
+    log = FakeLog()
+    result = dispatch(entry(), frozenset(), [creating], log=log, retry=NO_RETRY_DELAY)
+    assert result.delivered == ("customer_profiles_objects",) and result.skipped == ()
+    assert result.notes == (("customer_profiles_objects", PROFILE_CREATED),)
+    assert log.marks == [("r-1#u-1#1", "customer_profiles_objects")]
+
+
+def test_sink_counts_name_every_per_sink_metric():
+    result = dispatcher.DispatchResult(
+        delivered=("eventbridge", "customer_profiles_objects"), skipped=(("customer_profiles", "no profile"),),
+        notes=(("customer_profiles_objects", PROFILE_CREATED),), retries={"customer_profiles_objects": 2})
+    assert dict(dispatcher.sink_counts(result)) == {
+        "DeliveredTo_eventbridge": 1, "DeliveredTo_customer_profiles_objects": 1,
+        "SkippedBy_customer_profiles": 1, "SinkRetries_customer_profiles_objects": 2, "ProfilesCreated": 1}
+    assert dict(dispatcher.sink_counts(dispatcher.DispatchResult(delivered=("eventbridge",)))) == {
+        "DeliveredTo_eventbridge": 1}
 
 
 def test_dispatch_gives_up_after_the_attempts_and_never_retries_a_refusal():
@@ -121,13 +151,49 @@ def test_settings_name_every_missing_variable_and_read_the_optional_ones():
                                             "PINPOINT_APPLICATION_ID": APP_ID, "CONNECT_DOMAIN_NAME": ""})
     assert settings.pinpoint_application_id == APP_ID and settings.connect_domain_name is None
     assert settings.connect_profile_key == "_account"
+    assert settings.connect_object_type == "EngagementLoopQualification"
+    assert settings.connect_unknown_users is UnknownUsers.SKIP
+
+
+REQUIRED = {"OUTBOX_TABLE": "o", "EVENT_BUS_NAME": "b", "DEAD_LETTER_QUEUE_URL": "q"}
+
+
+def test_settings_read_the_object_type_and_what_to_do_with_unknown_users():
+    settings = DispatcherSettings.from_env({**REQUIRED, "CONNECT_DOMAIN_NAME": "d", "CONNECT_PROFILE_KEY": "user_id",
+                                            "CONNECT_OBJECT_TYPE": "Qualified", "CONNECT_UNKNOWN_USERS": "create"})
+    assert (settings.connect_profile_key, settings.connect_object_type) == ("user_id", "Qualified")
+    assert settings.connect_unknown_users is UnknownUsers.CREATE
+
+
+def test_a_bad_unknown_users_mode_is_refused_naming_the_variable_with_the_other_problems():
+    with pytest.raises(ValueError) as raised:
+        DispatcherSettings.from_env({"EVENT_BUS_NAME": "b", "DEAD_LETTER_QUEUE_URL": "q",
+                                     "CONNECT_UNKNOWN_USERS": "Create!"})
+    message = str(raised.value)
+    assert "CONNECT_UNKNOWN_USERS='Create!' is invalid: expected one of skip, create" in message
+    assert "OUTBOX_TABLE is missing" in message and message.startswith("dispatcher function environment: ")
 
 
 def test_build_sinks_follows_the_configuration():
     settings = DispatcherSettings(outbox_table="o", event_bus_name="b", dead_letter_queue_url="q",
                                   connect_domain_name="d")
     session = boto3.session.Session(region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
-    assert [sink.name for sink in dispatcher.build_sinks(settings, session)] == ["eventbridge", "customer_profiles"]
+    assert [sink.name for sink in dispatcher.build_sinks(settings, session)] == [
+        "eventbridge", "customer_profiles", "customer_profiles_objects"]
+    bare = DispatcherSettings(outbox_table="o", event_bus_name="b", dead_letter_queue_url="q")
+    assert [sink.name for sink in dispatcher.build_sinks(bare, session)] == ["eventbridge"]
+
+
+def test_both_customer_profiles_sinks_share_one_client_with_standard_retries():
+    settings = DispatcherSettings(outbox_table="o", event_bus_name="b", dead_letter_queue_url="q",
+                                  pinpoint_application_id=APP_ID, connect_domain_name="d", connect_profile_key="k",
+                                  connect_object_type="T", connect_unknown_users=UnknownUsers.CREATE)
+    session = boto3.session.Session(region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
+    *_, attributes, objects = dispatcher.build_sinks(settings, session)
+    assert [sink.name for sink in dispatcher.build_sinks(settings, session)][:2] == ["eventbridge", "pinpoint"]
+    assert isinstance(objects, ProfileObjectSink) and objects._client is attributes._client
+    assert (objects._domain, objects._type, objects._key, objects._unknown) == ("d", "T", "k", UnknownUsers.CREATE)
+    assert objects._client.meta.config.retries["mode"] == "standard"
 
 
 # --- The handler against moto -----------------------------------------------------------------------------
