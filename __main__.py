@@ -3,6 +3,7 @@
 import pulumi
 
 from components.config import ConfigError, load_stack_config
+from components.connect_profiles import ConnectProfileObjects, ConnectProfileObjectsArgs
 from components.event_stream_pipeline import INTERACTIONS_PREFIX, EventStreamPipeline, EventStreamPipelineArgs
 from components.notifications import Notifications, NotificationsArgs
 from components.recommendation_tracking import RecommendationTracking, RecommendationTrackingArgs
@@ -39,6 +40,11 @@ pipeline = EventStreamPipeline(
 )
 resolve_data_key_arn(pipeline.key.arn)
 
+# With a Customer Profiles domain, the object type the dispatcher writes qualifications to (and the campaign triggers
+# on it) exists before the dispatcher does: an object of a type not yet created is refused.
+connect_objects = (ConnectProfileObjects("connect", ConnectProfileObjectsArgs(connect=config.rules.connect))
+                   if config.rules.connect is not None else None)
+
 rule_engine = RuleEngine(
     "rules",
     RuleEngineArgs(
@@ -54,6 +60,7 @@ rule_engine = RuleEngine(
         secret_environment=config.holds_secrets,
         pinpoint_project_id=config.sources.pinpoint_project_id,
     ),
+    opts=pulumi.ResourceOptions(depends_on=[connect_objects]) if connect_objects is not None else None,
 )
 
 retraining = RetrainingLoop(
@@ -108,3 +115,5 @@ pulumi.export("retrainingStateMachineArn", retraining.state_machine.arn)
 pulumi.export("retrainingTopicArn", retraining.topic.arn)  # run notifications; alarms go to alarmTopicArn
 pulumi.export("alarmTopicArn", alarms.topic_arn)  # subscribe here: every alarm of the stack notifies this topic
 pulumi.export("exposuresFunctionArn", tracking.exposures.function.arn)
+if connect_objects is not None:  # what Connect admins pick in a journey's or campaign's event source
+    pulumi.export("connectObjectTypeName", connect_objects.object_type_name)

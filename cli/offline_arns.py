@@ -4,6 +4,7 @@ statements above all) look like real ones. Used by `cli stack check` and by the 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 ARN_FORMATS = {
@@ -28,6 +29,18 @@ ARN_FORMATS = {
 }
 
 
+# Cloud Control resources (`aws:cloudcontrol/resource:Resource`) have no ARN output; these are the ARNs of the
+# CloudFormation types the program manages through it, from their desired state (Service Authorization
+# Reference, Amazon Connect Customer Profiles).
+CLOUDCONTROL_ARN_FORMATS = {
+    "AWS::CustomerProfiles::ObjectType":
+        "arn:aws:profile:{region}:{account}:domains/{DomainName}/object-types/{ObjectTypeName}",
+    "AWS::CustomerProfiles::EventTrigger":
+        "arn:aws:profile:{region}:{account}:domains/{DomainName}/event-triggers/{EventTriggerName}",
+    "AWS::CustomerProfiles::Integration": "arn:aws:profile:{region}:{account}:domains/{DomainName}/integrations/{Uri}",
+}
+
+
 def offline_arn(type_token: str, name: str, inputs: dict[str, Any], *, region: str, account: str) -> str:
     """A resource's ARN from its logical name (or its `name`/`bucket` input) in its service's real format; other
     types get arn:aws:<service>:<region>:<account>:<name>."""
@@ -36,6 +49,12 @@ def offline_arn(type_token: str, name: str, inputs: dict[str, Any], *, region: s
         return f"arn:aws:glue:{region}:{account}:table/{inputs.get('databaseName')}/{physical}"
     if type_token == "aws:cloudwatch/logStream:LogStream":
         return f"arn:aws:logs:{region}:{account}:log-group:{inputs.get('logGroupName')}:log-stream:{physical}"
+    if type_token == "aws:cloudcontrol/resource:Resource" and inputs.get("typeName") in CLOUDCONTROL_ARN_FORMATS:
+        try:
+            state = json.loads(inputs.get("desiredState") or "{}")
+            return CLOUDCONTROL_ARN_FORMATS[inputs["typeName"]].format(region=region, account=account, **state)
+        except (json.JSONDecodeError, KeyError, TypeError):
+            pass  # a state without the names (not this program's): the generic form below
     service = type_token.split(":")[1].split("/")[0]
     template = ARN_FORMATS.get(type_token, f"arn:aws:{service}:{{region}}:{{account}}:{{name}}")
     return template.format(region=region, account=account, name=physical, id=f"{name}-id")

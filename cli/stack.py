@@ -238,6 +238,14 @@ def _print_summary(out: TextIO, path: Path, stack_file: Any, config: Any, run: P
         print(f"  {name:<{width}}  {'on' if on else 'off'}", file=out)
     print(f"  rules: {len(rules.rules.rules)} from {rules.sheet_path}; training {retraining.training_mode.value}, "
           f"import {retraining.import_mode.value}, schedule {retraining.schedule}", file=out)
+    if rules.connect is not None:
+        connect = rules.connect
+        print(f"  Connect: domain {connect.domain_name}, object type {connect.object_type_name} (profile key "
+              f"{connect.profile_key}, unknown users: {connect.unknown_users.value}); "
+              f"{len(connect.campaigns)} campaign trigger(s)", file=out)
+        for trigger in connect.campaigns:
+            print(f"    {trigger.action_name} qualified → {trigger.campaign_arn}, at most {trigger.max_per_profile} "
+                  f"per profile per {trigger.period_value} {trigger.period_unit.value.lower()}", file=out)
 
     print("\nResources per component:", file=out)
     components = {urn: name for urn, (kind, name) in run.urns.items() if kind.startswith("engagement-loop:")}

@@ -13,10 +13,16 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol, TypeVar
 
+from functions.rules.profile_objects import DEFAULT_OBJECT_TYPE, OBJECT_FIELDS, UnknownUsers
+from functions.rules.sinks import DEFAULT_PROFILE_KEY
+
+__all__ = ["ACCOUNT_KEY", "DEFAULT_OBJECT_TYPE", "OBJECT_FIELDS", "CampaignTrigger", "ConnectConfig", "PeriodUnit",
+           "UnknownUsers", "read_connect_config"]
+
 PROJECT = "engagement-loop"
-ACCOUNT_KEY = "_account"
-"""`connectProfileKey` default: the standard profile key whose value is the profile's AccountNumber."""
-DEFAULT_OBJECT_TYPE = "EngagementLoopQualification"
+ACCOUNT_KEY = DEFAULT_PROFILE_KEY
+"""`connectProfileKey` default: the standard profile key whose value is the profile's AccountNumber (the
+dispatcher's sinks read the same default)."""
 MAX_CAMPAIGNS = 20
 """At most this many `connectCampaigns` items (each is one event trigger and one integration)."""
 MAX_CAMPAIGNS_CHARS = 64_000
@@ -34,15 +40,6 @@ _SHOWN_NAMES = 10
 """At most this many of the sheet's action names are listed when an actionName is none of them."""
 
 _T = TypeVar("_T")
-
-
-class UnknownUsers(str, enum.Enum):
-    """`connectUnknownUsers`: what the dispatcher does for a user no profile has under `connectProfileKey`."""
-
-    SKIP = "skip"
-    """Write nothing for the user (counted in the dispatcher's metrics); never an error or a retry."""
-    CREATE = "create"
-    """Let Customer Profiles create the profile from the object (the object type's AllowProfileCreation)."""
 
 
 class PeriodUnit(str, enum.Enum):

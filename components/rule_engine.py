@@ -197,11 +197,18 @@ class RuleEngine(pulumi.ComponentResource):
                 # These actions take the project's endpoints, users and events, never the project itself
                 # (Service Authorization Reference, Amazon Pinpoint): the project's sub-resources only.
                 resources=[account.apply(lambda a: f"arn:aws:mobiletargeting:{region}:{a}:apps/{project}/*")]))
-        if args.rules.connect_domain_name:
-            domain = args.rules.connect_domain_name
+        connect = args.rules.connect
+        if connect is not None:
+            domain, object_type = connect.domain_name, connect.object_type_name
+            domain_arn = account.apply(lambda a: f"arn:aws:profile:{region}:{a}:domains/{domain}")
             sink_statements.append(Statement(
-                actions=["profile:SearchProfiles", "profile:UpdateProfile"],
-                resources=[account.apply(lambda a: f"arn:aws:profile:{region}:{a}:domains/{domain}")]))
+                actions=["profile:SearchProfiles", "profile:UpdateProfile"], resources=[domain_arn]))
+            # PutProfileObject is authorised on the domain and on the object type (Service Authorization
+            # Reference, Amazon Connect Customer Profiles): both, and only the stack's object type.
+            sink_statements.append(Statement(
+                actions=["profile:PutProfileObject"],
+                resources=[domain_arn, account.apply(
+                    lambda a: f"arn:aws:profile:{region}:{a}:domains/{domain}/object-types/{object_type}")]))
         # What delivering an entry takes, for the dispatcher and the reconciler alike (one delivery path):
         # the sinks, the outbox (progress, status, and BatchGetItem for the later-change check), the
         # dead-letter queue, the key the table is encrypted with.
@@ -215,7 +222,10 @@ class RuleEngine(pulumi.ComponentResource):
         delivery_env = {"OUTBOX_TABLE": self.outbox.name, "EVENT_BUS_NAME": EVENT_BUS,
                         "DEAD_LETTER_QUEUE_URL": self.dead_letters.url,
                         "PINPOINT_APPLICATION_ID": args.pinpoint_project_id or "",
-                        "CONNECT_DOMAIN_NAME": args.rules.connect_domain_name or ""}
+                        "CONNECT_DOMAIN_NAME": connect.domain_name if connect else "",
+                        "CONNECT_PROFILE_KEY": connect.profile_key if connect else "",
+                        "CONNECT_OBJECT_TYPE": connect.object_type_name if connect else "",
+                        "CONNECT_UNKNOWN_USERS": connect.unknown_users.value if connect else ""}
         self.dispatcher = StreamConsumer(
             f"{name}-dispatcher",
             StreamConsumerArgs(
