@@ -218,17 +218,21 @@ def _campaigns(reader: ConfigReader, entries: list[Any], region: str | None,
                  f"field actionName is the ActionName of no rule of the sheet; the sheet has {len(action_names)}")
         match = _CAMPAIGN_ARN.match(arn) if isinstance(arn, str) and len(arn) <= 2048 else None
         example = f"arn:aws:connect-campaigns:{region or '<region>'}:123456789012:campaign/<campaign id>"
+        shown_arn = repr(arn[:300]) if isinstance(arn, str) else "missing"
         if not match:
             item_ok = False
-            fail(f"field campaignArn: expected an outbound campaign ARN like {example}")
+            fail(f"field campaignArn {shown_arn}: expected an outbound campaign ARN like {example}",
+                 f"field campaignArn: expected an outbound campaign ARN like {example}")
         elif region and match["region"] != region:
             item_ok = False
-            fail(f"field campaignArn is in {match['region']} but the stack deploys to {region} (aws:region); the "
+            fail(f"field campaignArn {shown_arn} is in {match['region']} but the stack deploys to {region} (aws:region); the "
                  "campaign must be in the stack's region, as the Customer Profiles domain is",
                  f"field campaignArn is in another region than the stack's ({region}, aws:region)")
         elif arn in first_item_of:
             item_ok = False
-            fail(f"field campaignArn is item {first_item_of[arn]}'s campaign too; a campaign's integration holds "
+            fail(f"field campaignArn {shown_arn} is item {first_item_of[arn]}'s campaign too; a campaign's "
+                 "integration holds exactly one event trigger, so give each campaign once",
+                 f"field campaignArn is item {first_item_of[arn]}'s campaign too; a campaign's integration holds "
                  "exactly one event trigger, so give each campaign once")
         else:
             first_item_of[arn] = number
