@@ -21,6 +21,8 @@ sink, docs/actions.md).
 
 Metrics (namespace `POWERTOOLS_METRICS_NAMESPACE`, dimension `service`): `OutboxEntriesReconciled` (entries
 this run settled or advanced), `OutboxEntriesReconcileFailed` (entries it could not handle; retried next run)
+the per-sink counts the dispatcher emits for the entries this run handled (`dispatcher.sink_counts`:
+`DeliveredTo_<sink>`, `SkippedBy_<sink>`, `SinkRetries_<sink>`, `ProfilesCreated`),
 and `OldestPendingEntryAgeSeconds` (the oldest entry pending when the run began — settled ones the index
 still listed are not counted, and are taken out of it — 0 when none), which the stack alarms on: when
 it exceeds the threshold plus two runs, reconciliation is not keeping up, or an entry fails every run (its
@@ -30,7 +32,7 @@ starve the rest.
 
 Environment (`ReconcilerSettings.from_env`): the dispatcher's (`OUTBOX_TABLE`, `EVENT_BUS_NAME`,
 `DEAD_LETTER_QUEUE_URL` required; `PINPOINT_APPLICATION_ID`, `CONNECT_DOMAIN_NAME`, `CONNECT_PROFILE_KEY`,
-`POWERTOOLS_METRICS_NAMESPACE` optional), plus `RECONCILE_AFTER_SECONDS` (default 900) and
+`CONNECT_OBJECT_TYPE`, `CONNECT_UNKNOWN_USERS`, `POWERTOOLS_METRICS_NAMESPACE` optional), plus `RECONCILE_AFTER_SECONDS` (default 900) and
 `RECONCILE_MAX_ENTRIES` (default 500 per run).
 """
 
@@ -38,6 +40,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping, Protocol
 
@@ -46,7 +49,7 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.typing import LambdaContext
 
-from functions.rules.dispatcher import DispatcherSettings, Runtime, build_runtime, handle_entry
+from functions.rules.dispatcher import DispatcherSettings, Runtime, build_runtime, handle_entry, sink_counts
 from functions.rules.dynamo import from_attributes
 from functions.rules.outbox import CREATED_MS, PENDING_INDEX, PENDING_SHARD, PENDING_SHARDS, OutboxEntry
 from functions.rules.rules_source import Env
@@ -114,6 +117,8 @@ class ReconcileReport:
     oldest_pending_age_ms: int = 0
     stopped_early: bool = False
     """The run hit `max_entries` or its time budget; the rest waits for the next run."""
+    sink_counts: Counter[str] = field(default_factory=Counter)
+    """The dispatcher's per-sink metrics over the entries reconciled (`dispatcher.sink_counts`)."""
 
     def as_dict(self) -> dict[str, Any]:
         return {"reconciled": len(self.reconciled), "already_settled": len(self.already_settled),
@@ -177,6 +182,7 @@ def _reconcile_one(item: Mapping[str, Any], runtime: Runtime, report: ReconcileR
         report.already_settled.append(key)
         return True
     report.reconciled.append(key)
+    report.sink_counts.update(sink_counts(result))
     logger.info("entry reconciled", extra={
         "key": key, "delivered": result.delivered, "failed": result.failed,
         "superseded_by": result.superseded_by.key if result.superseded_by else None})
@@ -259,6 +265,8 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     metrics.add_metric(name="OutboxEntriesReconcileFailed", unit=MetricUnit.Count, value=len(report.failed))
     metrics.add_metric(name="OldestPendingEntryAgeSeconds", unit=MetricUnit.Seconds,
                        value=report.oldest_pending_age_ms / 1000)
+    for name, value in sorted(report.sink_counts.items()):
+        metrics.add_metric(name=name, unit=MetricUnit.Count, value=value)
     metrics.flush_metrics()
     summary = report.as_dict()
     logger.info("reconciliation run", extra=summary)

@@ -1,0 +1,117 @@
+"""The dispatcher with the profile object sink: the handler's per-sink metrics (skips, retries, profiles
+created) and the rule that a later change is re-asserted only at last-writer-wins sinks, never by putting a
+profile object again."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from functions.rules import dispatcher
+from functions.rules.dispatcher import NO_RETRY_DELAY, DeadLetterQueue, OutboxTable, Runtime, handle_entry
+from functions.rules.outbox import OutboxEntry
+from functions.rules.profile_objects import PROFILE_CREATED
+from functions.rules.sinks import Delivered, EventBridgeSink, SinkError
+from tests.functions.rules import test_dispatcher
+from tests.functions.rules.test_dispatcher import FakeLambdaContext, FakeSink, RacingSink, entry, exit_of
+
+world = test_dispatcher.world
+"""The dispatcher tests' moto world (outbox table, dead-letter queue, bus), as a fixture here too."""
+
+
+def emitted(capsys: pytest.CaptureFixture[str]) -> dict[str, float]:
+    """The metrics of the handler's EMF line (Powertools writes each value as a list)."""
+    [document] = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    names = [definition["Name"] for definition in document["_aws"]["CloudWatchMetrics"][0]["Metrics"]]
+    return {name: sum(document[name]) if isinstance(document[name], list) else document[name] for name in names}
+
+
+def test_the_handler_counts_skips_retries_and_profiles_created_per_sink(world, monkeypatch, capsys):
+    objects = FakeSink("customer_profiles_objects", errors=[SinkError("slow down", retryable=True)],
+                       skip=Delivered(PROFILE_CREATED), last_writer_wins=False)
+    attributes = FakeSink("customer_profiles", skip="no profile with _account = 'u-1'")
+    runtime = Runtime(sinks=(EventBridgeSink(world.events, "rules"), attributes, objects),
+                      outbox=OutboxTable(world.dynamodb, "outbox"),
+                      dead_letters=DeadLetterQueue(world.sqs, world.dlq_url), retry=NO_RETRY_DELAY)
+    monkeypatch.setattr(dispatcher, "_runtime", lambda: runtime)
+    first, second = entry("u-1").to_item(), entry("u-2").to_item()
+    for item in (first, second):
+        world.put(item)
+    capsys.readouterr()
+    assert dispatcher.lambda_handler({"Records": [world.record(first), world.record(second)]},
+                                     FakeLambdaContext()) == {"batchItemFailures": []}
+    metrics = emitted(capsys)
+    assert metrics["EntriesDelivered"] == 2
+    assert metrics["DeliveredTo_eventbridge"] == 2 and metrics["DeliveredTo_customer_profiles_objects"] == 2
+    assert metrics["SkippedBy_customer_profiles"] == 2 and "SkippedBy_customer_profiles_objects" not in metrics
+    assert metrics["SinkRetries_customer_profiles_objects"] == 1  # only the first entry was throttled once
+    assert metrics["ProfilesCreated"] == 2
+    assert set(world.item(first["pk"])["delivered_sinks"]["SS"]) == {
+        "eventbridge", "customer_profiles", "customer_profiles_objects"}
+
+
+class RecordingObjects:
+    """An object target (not last-writer-wins): records every put."""
+
+    name = "customer_profiles_objects"
+    last_writer_wins = False
+
+    def __init__(self) -> None:
+        self.puts: list[str] = []
+
+    def deliver(self, entry: OutboxEntry) -> None:
+        self.puts.append(entry.key)
+
+
+def test_a_later_change_is_reasserted_at_the_attribute_sink_but_never_put_again_as_an_object(world):
+    qualification = entry()
+    world.put(qualification.to_item())
+    attribute, objects = RacingSink(world, exit_of(qualification)), RecordingObjects()
+    runtime = Runtime(sinks=(attribute, objects), outbox=OutboxTable(world.dynamodb, "outbox"),
+                      dead_letters=DeadLetterQueue(world.sqs, world.dlq_url), retry=NO_RETRY_DELAY)
+    result = handle_entry(qualification, runtime)
+    assert result.reasserted is not None and result.reasserted.key == "r-1#u-1#exit#1"
+    assert attribute.calls == ["r-1#u-1#exit#1", "r-1#u-1#1", "r-1#u-1#exit#1"]  # the exit wins there
+    assert objects.puts == ["r-1#u-1#1"]  # the qualification's object, once; the exit's is its own dispatcher's
+    assert world.item(qualification.key)["status"]["S"] == "delivered"
+
+
+def test_a_superseded_change_is_not_written_as_an_object_either(world):
+    qualification, later = entry(), exit_of(entry())
+    delivered: dict[str, Any] = {**later.to_item(), "status": "delivered",
+                                 "delivered_sinks": {"recording", "customer_profiles_objects"}}
+    del delivered["pending_shard"]
+    world.put(qualification.to_item())
+    world.put(delivered)
+    objects = RecordingObjects()
+    runtime = Runtime(sinks=(objects,), outbox=OutboxTable(world.dynamodb, "outbox"),
+                      dead_letters=DeadLetterQueue(world.sqs, world.dlq_url), retry=NO_RETRY_DELAY)
+    assert handle_entry(qualification, runtime).superseded_by.key == later.key
+    assert objects.puts == []
+
+
+def test_reassert_later_with_only_object_sinks_writes_nothing(world):
+    qualification = entry()
+    world.put(qualification.to_item())
+    world.put({**exit_of(qualification).to_item(), "status": "pending"})
+    objects = RecordingObjects()
+    assert dispatcher.reassert_later(qualification, [objects], OutboxTable(world.dynamodb, "outbox")) is None
+    assert objects.puts == []
+
+
+def test_the_reconciler_counts_the_same_per_sink_metrics(world):
+    from functions.rules.reconcile import PendingIndex, reconcile
+
+    lost = entry()
+    world.put(lost.to_item())  # pending, its stream record lost
+    objects = FakeSink("customer_profiles_objects", skip="several profiles have _account = 'u-1'",
+                       last_writer_wins=False)
+    runtime = Runtime(sinks=(EventBridgeSink(world.events, "rules"), objects),
+                      outbox=OutboxTable(world.dynamodb, "outbox"),
+                      dead_letters=DeadLetterQueue(world.sqs, world.dlq_url), retry=NO_RETRY_DELAY)
+    report = reconcile(PendingIndex(world.dynamodb, "outbox"), runtime, now_ms=lost.created_ms + 3_600_000,
+                       pending_after_ms=900_000)
+    assert report.reconciled == [lost.key]
+    assert dict(report.sink_counts) == {"DeliveredTo_eventbridge": 1, "SkippedBy_customer_profiles_objects": 1}
