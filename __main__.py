@@ -40,8 +40,8 @@ pipeline = EventStreamPipeline(
 )
 resolve_data_key_arn(pipeline.key.arn)
 
-# With a Customer Profiles domain, the object type the dispatcher writes qualifications to (and the campaign triggers
-# on it) exists before the dispatcher does: an object of a type not yet created is refused.
+# With a Customer Profiles domain: the object type the dispatcher writes qualifications to, and the campaign triggers
+# on it; the rule engine takes the type's name from it, so its functions are created after the type.
 connect_objects = (ConnectProfileObjects("connect", ConnectProfileObjectsArgs(connect=config.rules.connect))
                    if config.rules.connect is not None else None)
 
@@ -59,8 +59,8 @@ rule_engine = RuleEngine(
         alarm_topic_arn=alarms.topic_arn,
         secret_environment=config.holds_secrets,
         pinpoint_project_id=config.sources.pinpoint_project_id,
+        connect_object_type=connect_objects.object_type_name if connect_objects is not None else None,
     ),
-    opts=pulumi.ResourceOptions(depends_on=[connect_objects]) if connect_objects is not None else None,
 )
 
 retraining = RetrainingLoop(

@@ -143,6 +143,8 @@ class ConnectProfileObjects(pulumi.ComponentResource):
                 f"{name}-campaign-{number}", type_name=INTEGRATION,
                 desired_state=json.dumps(integration_state(connect, trigger)), region=args.region,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[event_trigger, self.object_type])))
-        self.object_type_name = connect.object_type_name
+        # The name as an output of the object type: whatever takes it (the dispatcher's environment) is created
+        # after the type exists, as objects of a type not yet created are refused.
+        self.object_type_name: pulumi.Output[str] = self.object_type.id.apply(lambda _: connect.object_type_name)
         self.register_outputs({"object_type": self.object_type.id,
                                "event_triggers": [t.id for t in self.triggers]})

@@ -96,6 +96,9 @@ class RuleEngineArgs:
     none."""
     app_may_report: frozenset[str] = frozenset()
     """`appMayReport`: reserved push event types the app stream may still carry. Default none."""
+    connect_object_type: pulumi.Input[str] | None = None
+    """The Customer Profiles object type's name as created (ConnectProfileObjects.object_type_name), so the
+    functions that write objects of it come after it. Default: `rules.connect.object_type_name`, unordered."""
 
 
 class RuleEngine(pulumi.ComponentResource):
@@ -224,7 +227,8 @@ class RuleEngine(pulumi.ComponentResource):
                         "PINPOINT_APPLICATION_ID": args.pinpoint_project_id or "",
                         "CONNECT_DOMAIN_NAME": connect.domain_name if connect else "",
                         "CONNECT_PROFILE_KEY": connect.profile_key if connect else "",
-                        "CONNECT_OBJECT_TYPE": connect.object_type_name if connect else "",
+                        "CONNECT_OBJECT_TYPE": (args.connect_object_type if args.connect_object_type is not None
+                                                else connect.object_type_name if connect else ""),
                         "CONNECT_UNKNOWN_USERS": connect.unknown_users.value if connect else ""}
         self.dispatcher = StreamConsumer(
             f"{name}-dispatcher",

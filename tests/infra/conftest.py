@@ -31,6 +31,8 @@ class Registered:
     inputs: dict[str, Any]
     parent: str
     urn: str
+    dependencies: tuple[str, ...] = ()
+    """URNs of the resources it was registered to depend on (`depends_on`, and inputs' resources)."""
 
     def input_json(self, key: str) -> Any:
         """An input that holds a JSON document (policies, event patterns), parsed."""
@@ -77,7 +79,8 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
             inputs = pulumi.runtime.rpc.deserialize_properties(request.object)
-            self.registered.append(Registered(request.type, request.name, inputs, request.parent, response.urn))
+            self.registered.append(Registered(request.type, request.name, inputs, request.parent, response.urn,
+                                              tuple(request.dependencies)))
         return response
 
 
@@ -158,6 +161,28 @@ def dev_graph(monitor: RecordingMonitor) -> Graph:
 def dev_stack_config() -> dict[str, str]:
     """The sample stack's config, as the engine hands it to the program (to run it again with a change)."""
     return stack_config_from_file(ROOT / "Pulumi.dev.yaml")
+
+
+CAMPAIGN_ARN = "arn:aws:connect-campaigns:eu-west-1:123456789012:campaign/0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9"
+CONNECT = {
+    "engagement-loop:connectDomainName": "engagement-profiles",
+    "engagement-loop:connectProfileKey": "crm_id",
+    "engagement-loop:connectUnknownUsers": "create",
+    # Two of rules/sample.csv's rules by their derived ActionName: an attribute rule and an event rule.
+    "engagement-loop:connectCampaigns": json.dumps([
+        {"actionName": "session_start", "campaignArn": CAMPAIGN_ARN, "maxPerProfile": 2, "per": "12 hours"},
+        {"actionName": "trk__journey.send_welcome", "campaignArn": CAMPAIGN_ARN + "-2"},
+    ]),
+}
+"""Every Connect option on (a custom profile key, profile creation, two campaigns)."""
+
+
+@pytest.fixture(scope="session")
+def connect_graph(monitor: RecordingMonitor, dev_stack_config: dict[str, str]) -> Graph:
+    """The program run once with the sample stack and every Connect option on (CONNECT)."""
+    before = len(monitor.registered)
+    outputs = run_program({**dev_stack_config, **CONNECT})
+    return Graph(list(monitor.registered[before:]), outputs)
 
 
 @pytest.fixture(scope="session")

