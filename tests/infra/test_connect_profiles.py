@@ -202,3 +202,11 @@ def test_the_types_exist_where_connect_does():
     for region in ("us-east-1", "us-west-2", "eu-west-2", "eu-central-1", "ap-southeast-2"):
         assert all(kind in providers[region] for kind in kinds), region
     assert not any(kind in providers["eu-west-1"] for kind in kinds)
+
+
+def test_offline_arns_of_the_cloud_control_resources_are_in_customer_profiles_format(connect_graph):
+    found = {r.name: connect_graph.arn_of(r) for r in connect_graph.of_type(RESOURCE)}
+    _, trigger = states(connect_graph)["connect-trigger-1"]
+    assert found["connect-object-type"] == f"{DOMAIN_ARN}/object-types/EngagementLoopQualification"
+    assert found["connect-trigger-1"] == f"{DOMAIN_ARN}/event-triggers/{trigger['EventTriggerName']}"
+    assert found["connect-campaign-1"] == f"{DOMAIN_ARN}/integrations/{CAMPAIGN_ARN}"
