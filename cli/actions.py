@@ -19,9 +19,14 @@ strongly consistent reads, so neither clocks nor the order the queue hands messa
 redelivered and what would be skipped, and changes nothing.
 
 Targets come from flags, else the dispatcher's environment variables: `--event-bus` (`EVENT_BUS_NAME`),
-`--pinpoint-app` (`PINPOINT_APPLICATION_ID`), `--connect-domain` (`CONNECT_DOMAIN_NAME`),
-`--connect-profile-key` (`CONNECT_PROFILE_KEY`), `--outbox-table` (`OUTBOX_TABLE`; required: without it
-neither progress nor later changes can be known). A message naming a sink that is not configured here stays.
+`--pinpoint-app` (`PINPOINT_APPLICATION_ID`), `--connect-domain` (`CONNECT_DOMAIN_NAME`: the profile
+attribute sink `customer_profiles` and the profile object sink `customer_profiles_objects`),
+`--connect-profile-key` (`CONNECT_PROFILE_KEY`), `--connect-object-type` (`CONNECT_OBJECT_TYPE`),
+`--connect-unknown-users` (`CONNECT_UNKNOWN_USERS`: `skip` or `create`), `--outbox-table` (`OUTBOX_TABLE`;
+required: without it neither progress nor later changes can be known). The sinks are built by the
+dispatcher's own `build_sinks`, so a replay writes exactly what the dispatcher would; a later change is
+delivered again only to last-writer-wins sinks, never as a second profile object. A message naming a sink
+that is not configured here stays.
 The region is the queue's, read from its URL (`https://sqs.<region>.amazonaws.com/…`); the outbox and the
 sinks are in the same stack, so in the same region. Credentials come from boto3's default chain; when there
 are none the command says so in one line and exits 2 before any call.
@@ -71,10 +76,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="Customer Profiles domain (default $CONNECT_DOMAIN_NAME)")
     replay.add_argument("--connect-profile-key", default=env("CONNECT_PROFILE_KEY") or "_account", metavar="KEY",
                         help="profile search key holding the user id (default $CONNECT_PROFILE_KEY, else _account)")
+    replay.add_argument("--connect-object-type", default=env("CONNECT_OBJECT_TYPE") or "EngagementLoopQualification",
+                        metavar="NAME", help="profile object type of the qualification objects (default "
+                                             "$CONNECT_OBJECT_TYPE, else EngagementLoopQualification)")
+    replay.add_argument("--connect-unknown-users", type=_unknown_users,
+                        default=env("CONNECT_UNKNOWN_USERS") or "skip",
+                        metavar="{skip,create}", help="a user without a profile: skip, or create the profile with "
+                                                      "the object (default $CONNECT_UNKNOWN_USERS, else skip)")
     replay.add_argument("--outbox-table", default=env("OUTBOX_TABLE"), required=not env("OUTBOX_TABLE"),
                         metavar="NAME", help="outbox table: sinks already done, later changes, progress "
                                              "(default $OUTBOX_TABLE)")
     replay.set_defaults(func=replay_command)
+
+
+def _unknown_users(raw: str) -> Any:
+    from functions.rules.profile_objects import UnknownUsers
+
+    try:
+        return UnknownUsers(raw.strip())
+    except ValueError:
+        choices = ", ".join(mode.value for mode in UnknownUsers)
+        raise argparse.ArgumentTypeError(f"{raw!r} is invalid: expected one of {choices} (the flag, else "
+                                         "$CONNECT_UNKNOWN_USERS)") from None
 
 
 @dataclass
@@ -113,16 +136,8 @@ def replay_command(args: argparse.Namespace, *, session: Any = None, out: TextIO
 
 def _replay(args: argparse.Namespace, session: Any, out: TextIO) -> int:
     from functions.rules.dispatcher import OutboxTable
-    from functions.rules.sinks import CustomerProfilesSink, EventBridgeSink, PinpointSink
 
-    sinks: dict[str, Any] = {}
-    if args.event_bus:
-        sinks[EventBridgeSink.name] = EventBridgeSink(session.client("events"), args.event_bus)
-    if args.pinpoint_app:
-        sinks[PinpointSink.name] = PinpointSink(session.client("pinpoint"), args.pinpoint_app)
-    if args.connect_domain:
-        sinks[CustomerProfilesSink.name] = CustomerProfilesSink(session.client("customer-profiles"),
-                                                                args.connect_domain, args.connect_profile_key)
+    sinks = replay_sinks(args, session)
     outbox = OutboxTable(session.client("dynamodb"), args.outbox_table)
     summary = replay_dead_letters(session.client("sqs"), args.queue_url, sinks, outbox,
                                   max_messages=args.max, dry_run=args.dry_run, out=out)
@@ -138,6 +153,21 @@ def _replay(args: argparse.Namespace, session: Any, out: TextIO) -> int:
               "deleted",
               file=out)
     return EXIT_OK if not summary.left else EXIT_LEFT
+
+
+def replay_sinks(args: argparse.Namespace, session: Any) -> dict[str, Any]:
+    """The sinks the flags configure, by name, built by the dispatcher's `build_sinks`; EventBridge only with
+    `--event-bus` (the dispatcher always has a bus, a replay need not)."""
+    from functions.rules.dispatcher import DispatcherSettings, build_sinks
+    from functions.rules.sinks import EventBridgeSink
+
+    settings = DispatcherSettings(
+        outbox_table=args.outbox_table, event_bus_name=args.event_bus or "", dead_letter_queue_url=args.queue_url,
+        pinpoint_application_id=args.pinpoint_app or None, connect_domain_name=args.connect_domain or None,
+        connect_profile_key=args.connect_profile_key, connect_object_type=args.connect_object_type,
+        connect_unknown_users=args.connect_unknown_users)
+    return {sink.name: sink for sink in build_sinks(settings, session)
+            if args.event_bus or sink.name != EventBridgeSink.name}
 
 
 def replay_dead_letters(sqs: Any, queue_url: str, sinks: Mapping[str, Any], outbox: Any, *,

@@ -32,8 +32,8 @@ starve the rest.
 
 Environment (`ReconcilerSettings.from_env`): the dispatcher's (`OUTBOX_TABLE`, `EVENT_BUS_NAME`,
 `DEAD_LETTER_QUEUE_URL` required; `PINPOINT_APPLICATION_ID`, `CONNECT_DOMAIN_NAME`, `CONNECT_PROFILE_KEY`,
-`CONNECT_OBJECT_TYPE`, `CONNECT_UNKNOWN_USERS`, `POWERTOOLS_METRICS_NAMESPACE` optional), plus `RECONCILE_AFTER_SECONDS` (default 900) and
-`RECONCILE_MAX_ENTRIES` (default 500 per run).
+`CONNECT_OBJECT_TYPE`, `CONNECT_UNKNOWN_USERS`, `POWERTOOLS_METRICS_NAMESPACE` optional), plus
+`RECONCILE_AFTER_SECONDS` (default 900) and `RECONCILE_MAX_ENTRIES` (default 500 per run).
 """
 
 from __future__ import annotations

@@ -18,8 +18,9 @@
 
 A user the target does not know (no Pinpoint endpoint, no matching profile) is not an error: `deliver`
 returns the reason it skipped, and the dispatcher logs it. A delivery with something worth counting returns
-`Delivered(note)` (the object sink's "profile created", `functions.rules.profile_objects`). Failures raise `SinkError`; `retryable` says
-whether trying again may help (throttling, a service fault) or cannot (a refused request).
+`Delivered(note)` (the object sink's "profile created", `functions.rules.profile_objects`). Failures raise
+`SinkError`; `retryable` says whether trying again may help (throttling, a service fault) or cannot (a
+refused request).
 
 Sinks are called at least once per entry (docs/actions.md): the EventBridge detail's `key` and the Pinpoint
 event id are the outbox key, for consumers to de-duplicate on; attribute updates are idempotent, and the

@@ -32,7 +32,8 @@ def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     for name, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
                         "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION}.items():
         monkeypatch.setenv(name, value)
-    for name in ("EVENT_BUS_NAME", "PINPOINT_APPLICATION_ID", "CONNECT_DOMAIN_NAME", "OUTBOX_TABLE"):
+    for name in ("EVENT_BUS_NAME", "PINPOINT_APPLICATION_ID", "CONNECT_DOMAIN_NAME", "CONNECT_PROFILE_KEY",
+                 "CONNECT_OBJECT_TYPE", "CONNECT_UNKNOWN_USERS", "OUTBOX_TABLE"):
         monkeypatch.delenv(name, raising=False)
     with mock_aws():
         created = create_dispatcher_aws()
@@ -315,3 +316,74 @@ def test_missing_credentials_are_reported_in_one_line(monkeypatch, capsys):
     out, err = capsys.readouterr()
     assert out == ""
     assert err.count("\n") == 1 and err.startswith("actions replay: no AWS credentials found: run `aws configure`")
+
+
+class StubbedProfilesSession:
+    """The moto session, except that Customer Profiles (which moto lacks) is a Stubber-checked client."""
+
+    def __init__(self, profiles: Any) -> None:
+        import boto3
+
+        self._session = boto3.session.Session(region_name=REGION)
+        self.profiles = profiles
+        self.region_name = REGION
+
+    def get_credentials(self) -> Any:
+        return self._session.get_credentials()
+
+    def client(self, service: str, **kwargs: Any) -> Any:
+        return self.profiles if service == "customer-profiles" else self._session.client(service, **kwargs)
+
+
+def test_the_connect_sinks_are_the_dispatchers_own_built_from_the_flags(aws, monkeypatch):
+    from cli.actions import replay_sinks
+    from functions.rules.profile_objects import ProfileObjectSink, UnknownUsers
+
+    monkeypatch.setenv("CONNECT_OBJECT_TYPE", "FromEnv")
+    args = build_parser({"actions": "cli.actions"}).parse_args(
+        ["actions", "replay", "--queue-url", aws["dlq"], "--outbox-table", "outbox", "--connect-domain", "d",
+         "--connect-profile-key", "user_id", "--connect-unknown-users", "create"])
+    sinks = replay_sinks(args, StubbedProfilesSession(object()))
+    assert list(sinks) == ["customer_profiles", "customer_profiles_objects"]  # no bus given: no EventBridge
+    objects = sinks["customer_profiles_objects"]
+    assert isinstance(objects, ProfileObjectSink)
+    assert (objects._type, objects._key, objects._unknown) == ("FromEnv", "user_id", UnknownUsers.CREATE)
+
+
+@pytest.mark.parametrize("source", ["flag", "environment"])
+def test_a_bad_unknown_users_mode_is_refused_naming_the_choices(aws, monkeypatch, capsys, source):
+    flags = ["--connect-unknown-users", "always"] if source == "flag" else []
+    if source == "environment":
+        monkeypatch.setenv("CONNECT_UNKNOWN_USERS", "always")
+    with pytest.raises(SystemExit):
+        build_parser({"actions": "cli.actions"}).parse_args(
+            ["actions", "replay", "--queue-url", aws["dlq"], "--outbox-table", "outbox", *flags])
+    err = capsys.readouterr().err
+    assert "--connect-unknown-users" in err and "'always' is invalid: expected one of skip, create" in err
+
+
+def test_a_dead_lettered_profile_object_is_replayed_and_creates_the_profile_in_create_mode(aws):
+    import boto3
+    from botocore.config import Config
+    from botocore.stub import Stubber
+
+    from functions.rules.profile_objects import object_json
+
+    change = entry("u-7")
+    dead_letter(aws, change, ("customer_profiles_objects",), delivered=("eventbridge", "customer_profiles"))
+    client = boto3.client("customer-profiles", region_name=REGION, config=Config(retries={"total_max_attempts": 1}))
+    with Stubber(client) as stub:
+        stub.add_response("search_profiles", {"Items": []},
+                          {"DomainName": "engagement", "KeyName": "_account", "Values": ["u-7"]})
+        stub.add_response("put_profile_object", {"ProfileObjectUniqueKey": "k"},
+                          {"DomainName": "engagement", "ObjectTypeName": "EngagementLoopQualification",
+                           "Object": object_json(change)})
+        args = build_parser({"actions": "cli.actions"}).parse_args(
+            ["actions", "replay", "--queue-url", aws["dlq"], "--outbox-table", "outbox",
+             "--connect-domain", "engagement", "--connect-unknown-users", "create"])
+        out = io.StringIO()
+        code = args.func(args, session=StubbedProfilesSession(client), out=out)
+        stub.assert_no_pending_responses()
+    assert code == 0 and f"redelivered {change.key} to customer_profiles_objects" in out.getvalue()
+    assert stored_status(aws, change.key) == "delivered"
+    assert queue_bodies(aws, "dlq") == []
