@@ -25,6 +25,11 @@ Faults, all drawn from one seeded generator:
   dispatcher batches are delivered twice at that rate too.
 With any fault rates, the qualifications and counters must equal the fault-free run's.
 
+Targets moto lacks (Customer Profiles): `run_aws_engine(…, dispatcher_environment=…, clients=…)` adds variables
+to the dispatcher's environment (e.g. `CONNECT_DOMAIN_NAME`) and hands the dispatcher's `build_runtime` a
+session whose `client(service)` returns the given stand-in for those services (moto's for the rest), without
+in-process retry delays — the seam the e2e test of the Connect sinks uses.
+
 Arrival times: moto stamps records with today's time, which would make a date rule's counting window (and
 the counters' duplicate window) depend on the day the replay runs. Each record instead gets the arrival time
 it names itself — Pinpoint and SES records carry one, an app record's is its event time — made monotonic
@@ -53,7 +58,7 @@ import time
 import uuid
 from collections import Counter
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from cli.lambda_context import LocalLambdaContext
 from cli.stream_plan import (
@@ -82,12 +87,27 @@ class AwsEngineError(Exception):
 
 
 def run_aws_engine(rule_set: Any, lines: Sequence[str], options: Any, *,
-                   on_progress: Callable[[int], None] | None = None) -> dict[str, Any]:
+                   on_progress: Callable[[int], None] | None = None,
+                   dispatcher_environment: Mapping[str, str] | None = None,
+                   clients: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Replay `lines` (raw records, blank lines ignored) on moto; returns the qualifications, counters and stats
-    (`ReplayResult`'s fields, as plain data). `options` is a `cli.replay.ReplayOptions`."""
+    (`ReplayResult`'s fields, as plain data). `options` is a `cli.replay.ReplayOptions`; `dispatcher_environment`
+    and `clients` (service name → client) configure targets moto does not have (module docstring)."""
     records = [line for line in lines if line.strip()]
     with isolated_aws():
-        return _Replay(rule_set, records, options, on_progress).run()
+        replay = _Replay(rule_set, records, options, on_progress)
+        replay.dispatcher_environment, replay.clients = dict(dispatcher_environment or {}), dict(clients or {})
+        return replay.run()
+
+
+class _WithClients:
+    """A boto3 session whose `client(service)` is the given stand-in for some services."""
+
+    def __init__(self, session: Any, clients: Mapping[str, Any]) -> None:
+        self._session, self._clients = session, clients
+
+    def client(self, service: str, **kwargs: Any) -> Any:
+        return self._clients[service] if service in self._clients else self._session.client(service, **kwargs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,7 +230,8 @@ def isolated_aws() -> Iterator[None]:
 
 _ENVIRONMENT_NAMES = ("COUNTERS_TABLE", "OUTBOX_TABLE", "RULES_BUCKET", "RULES_KEY", "FAILURES_QUEUE_URL",
                       "IDENTITY_MODE", "EVENT_BUS_NAME", "DEAD_LETTER_QUEUE_URL", "PINPOINT_APPLICATION_ID",
-                      "CONNECT_DOMAIN_NAME", "RULES_MAX_AGE_SECONDS")
+                      "CONNECT_DOMAIN_NAME", "CONNECT_PROFILE_KEY", "CONNECT_OBJECT_TYPE", "CONNECT_UNKNOWN_USERS",
+                      "RULES_MAX_AGE_SECONDS")
 
 
 def _quiet() -> contextlib.AbstractContextManager[Any]:
@@ -251,6 +272,8 @@ class _Replay:
         self.bus_events: list[dict[str, Any]] = []
         self.clock_ms = 0
         """The aggregator's processing clock (epoch ms): it follows the stream's arrivals."""
+        self.dispatcher_environment: dict[str, str] = {}
+        self.clients: dict[str, Any] = {}
 
     # -- setup --------------------------------------------------------------------------------------
 
@@ -285,8 +308,10 @@ class _Replay:
             "IDENTITY_MODE": self.identity_mode.value, "EVENT_BUS_NAME": "engagement-rules",
             "DEAD_LETTER_QUEUE_URL": dead_letters,
         })
-        for name in ("PINPOINT_APPLICATION_ID", "CONNECT_DOMAIN_NAME", "RULES_MAX_AGE_SECONDS"):
+        for name in ("PINPOINT_APPLICATION_ID", "CONNECT_DOMAIN_NAME", "CONNECT_PROFILE_KEY", "CONNECT_OBJECT_TYPE",
+                     "CONNECT_UNKNOWN_USERS", "RULES_MAX_AGE_SECONDS"):
             os.environ.pop(name, None)
+        os.environ.update(self.dispatcher_environment)
         store = CounterStore(self.dynamodb, settings)
         for rule in self.rules:
             if rule.rule_type is not RuleType.AGGREGATOR:
@@ -456,7 +481,9 @@ class _Replay:
     # -- results ------------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        from functions.rules import aggregator
+        import boto3
+
+        from functions.rules import aggregator, dispatcher
 
         self._setup()
         planned = self._plan()
@@ -465,12 +492,19 @@ class _Replay:
         # how the handler holds its clients; `isolated_aws` rebuilds them afterwards).
         made = aggregator.make_aggregator(aggregator.AggregatorSettings.from_env(), clock=lambda: self.clock_ms / 1000,
                                           activation_clock=lambda: int(time.time() * 1000))
-        real_factory = aggregator._aggregator
+        real_factory, real_runtime = aggregator._aggregator, dispatcher._runtime
         aggregator._aggregator = lambda: made  # type: ignore[assignment]
+        if self.clients:
+            # A session of its own, as the dispatcher's `_runtime` makes: the aggregator's fault injector sits on
+            # the default session and must not fail the dispatcher's calls.
+            runtime = dispatcher.build_runtime(dispatcher.DispatcherSettings.from_env(),
+                                               _WithClients(boto3.session.Session(region_name=REGION), self.clients))
+            runtime = replace(runtime, retry=dispatcher.NO_RETRY_DELAY)
+            dispatcher._runtime = lambda: runtime  # type: ignore[assignment]
         try:
             self._aggregate(records, [record.arrival_ms for record in planned])
         finally:
-            aggregator._aggregator = real_factory
+            aggregator._aggregator, dispatcher._runtime = real_factory, real_runtime
         qualifications = sorted(
             ({name: event["detail"][name] for name in QUALIFICATION_FIELDS}
              for event in self.bus_events if event["detail-type"] == "RuleQualified"),
