@@ -8,9 +8,9 @@ profile as an object of the type the stack defines (`connectObjectTypeName`, def
 
 The object (`profile_object`) is a flat JSON object of strings: `outbox_key`, `user_id`, `rule_id`,
 `action_name`, `action`, `change`, `value`, `event_time`, `event_id`. The object type maps `outbox_key` to
-its UNIQUE key, "a key uniquely identifying the object so it can be updated by the same value"
-(https://docs.aws.amazon.com/connect/latest/adminguide/object-type-mapping-requirements.html): a redelivery
-of an entry (the dispatcher is at least once per sink) replaces its object instead of adding one. `user_id`
+its UNIQUE key, the key "that uniquely identifies the object so that it can be updated by specifying the
+same value of this field" (https://docs.aws.amazon.com/connect/latest/adminguide/object-type-mapping-requirements.html):
+a redelivery of an entry (the dispatcher is at least once per sink) replaces its object instead of adding one. `user_id`
 is mapped to the PROFILE key `connectProfileKey` (the standard `AccountNumber` for `_account`).
 
 Which profile: the sink looks the user up first with `SearchProfiles` on the same key, through the helper the
