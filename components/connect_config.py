@@ -9,9 +9,12 @@ length before it is parsed and in items before any item is looked at.
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Protocol, TypeVar
+
+import boto3
 
 from functions.rules.profile_objects import DEFAULT_OBJECT_TYPE, OBJECT_FIELDS, UnknownUsers
 from functions.rules.sinks import DEFAULT_PROFILE_KEY
@@ -34,7 +37,13 @@ _OBJECT_TYPE = re.compile(r"^[a-zA-Z_][a-zA-Z_0-9-]{0,63}$")
 _CAMPAIGN_ARN = re.compile(
     r"^arn:(?P<partition>aws[a-z-]*):connect-campaigns:(?P<region>[a-z]{2}(-[a-z]+)+-\d):(?P<account>\d{12}):"
     r"campaign/(?P<id>[A-Za-z0-9-]{1,256})$")
-_PER = re.compile(r"^(?P<value>[1-9]\d?) (?P<unit>minute|hour|day|week|month)s?$")
+MAX_CAMPAIGN_ARN_CHARS = 255
+"""The campaign ARN is the integration's Uri, which PutIntegration takes up to 255 characters
+(https://docs.aws.amazon.com/connect/latest/APIReference/API_connect-customer-profiles_PutIntegration.html)."""
+# Period units and lengths both AWS descriptions accept: the CloudFormation Period page gives HOURS-MONTHS and 1-24,
+# the API model (botocore, cfn-lint's schema) MINUTES-MONTHS and 1-60; a value only one accepts may fail a deploy.
+_PER = re.compile(r"^(?P<value>[1-9]\d?) (?P<unit>hour|day|week|month)s?$")
+MAX_PERIOD_VALUE = 24
 _FIELDS = ("actionName", "campaignArn", "maxPerProfile", "per")
 _SHOWN_NAMES = 10
 """At most this many of the sheet's action names are listed when an actionName is none of them."""
@@ -134,6 +143,12 @@ def read_connect_config(reader: ConfigReader, *, region: str | None, action_name
                         f"your Customer Profiles domain, or remove {key} (it configures what the stack creates in "
                         "that domain)")
         return None
+    if region and region not in connect_regions():
+        reader.fail("connectDomainName", domain,
+                    f"Amazon Connect Customer Profiles has no endpoint in {region} (aws:region); it is in "
+                    f"{', '.join(connect_regions())} (botocore's endpoint data; upgrade boto3 if AWS has added "
+                    "your region since). Deploy the stack to one of those regions, or leave connectDomainName empty")
+        return None
     profile_key = reader.read("connectProfileKey", _profile_key)
     object_type = reader.read("connectObjectTypeName", _object_type)
     unknown = reader.read("connectUnknownUsers", _member(UnknownUsers))
@@ -143,6 +158,14 @@ def read_connect_config(reader: ConfigReader, *, region: str | None, action_name
         return None
     return ConnectConfig(domain_name=domain, profile_key=profile_key, object_type_name=object_type,
                          unknown_users=unknown, campaigns=campaigns)
+
+
+@functools.cache
+def connect_regions() -> tuple[str, ...]:
+    """The regions of the aws partition with a Customer Profiles endpoint, from botocore's bundled endpoint data
+    (offline): a domain, its objects and event triggers cannot exist elsewhere
+    (https://docs.aws.amazon.com/general/latest/gr/amazon-connect-customer-profiles.html)."""
+    return tuple(boto3.session.Session().get_available_regions("customer-profiles"))
 
 
 def _optional(pattern: re.Pattern[str], expected: str) -> Callable[[str], str | None]:
@@ -216,13 +239,15 @@ def _campaigns(reader: ConfigReader, entries: list[Any], region: str | None,
             fail(f"field actionName {given} is the ActionName of no rule of the sheet; the sheet's action "
                  f"names are: {shown or '(none)'}",
                  f"field actionName is the ActionName of no rule of the sheet; the sheet has {len(action_names)}")
-        match = _CAMPAIGN_ARN.match(arn) if isinstance(arn, str) and len(arn) <= 2048 else None
+        match = _CAMPAIGN_ARN.match(arn) if isinstance(arn, str) and len(arn) <= MAX_CAMPAIGN_ARN_CHARS else None
         example = f"arn:aws:connect-campaigns:{region or '<region>'}:123456789012:campaign/<campaign id>"
         shown_arn = repr(arn[:300]) if isinstance(arn, str) else "missing"
         if not match:
             item_ok = False
-            fail(f"field campaignArn {shown_arn}: expected an outbound campaign ARN like {example}",
-                 f"field campaignArn: expected an outbound campaign ARN like {example}")
+            fail(f"field campaignArn {shown_arn}: expected an outbound campaign ARN like {example} (at most "
+                 f"{MAX_CAMPAIGN_ARN_CHARS} characters)",
+                 f"field campaignArn: expected an outbound campaign ARN like {example} (at most "
+                 f"{MAX_CAMPAIGN_ARN_CHARS} characters)")
         elif region and match["region"] != region:
             item_ok = False
             fail(f"field campaignArn {shown_arn} is in {match['region']} but the stack deploys to {region} (aws:region); the "
@@ -243,11 +268,10 @@ def _campaigns(reader: ConfigReader, entries: list[Any], region: str | None,
                  "field maxPerProfile: expected a whole number 1–1000 (default 1)")
         per = entry.get("per", DEFAULT_PER)
         per_match = _PER.match(per.strip()) if isinstance(per, str) and len(per) <= 40 else None
-        if not per_match or not 1 <= int(per_match["value"]) <= 60:
+        if not per_match or not 1 <= int(per_match["value"]) <= MAX_PERIOD_VALUE:
             item_ok = False
-            fail(f"field per {str(per)[:40]!r}: expected \"<1-60> <minutes|hours|days|weeks|months>\", e.g. "
-                 f"{DEFAULT_PER!r} (the default)",
-                 "field per: expected \"<1-60> <minutes|hours|days|weeks|months>\", e.g. '1 days' (the default)")
+            expected = f"expected \"<1-{MAX_PERIOD_VALUE}> <hours|days|weeks|months>\", e.g. '2 weeks' ({DEFAULT_PER!r} by default)"
+            fail(f"field per {str(per)[:40]!r}: {expected}", f"field per: {expected}")
         if item_ok and not unknown:
             found.append(CampaignTrigger(action_name=action, campaign_arn=arn, max_per_profile=maximum,
                                          period_unit=PeriodUnit(per_match["unit"].upper() + "S"),

@@ -107,15 +107,35 @@ def test_a_secure_value_is_never_shown_in_problems(tmp_path):
 
 def test_list_int_and_boolean_values_are_read_as_pulumi_reads_them(tmp_path):
     path = dev_with(tmp_path, add="  engagement-loop:appStreamShards: 4\n  engagement-loop:appMayReport:\n"
-                                  "    - _campaign.opened_notification\n  engagement-loop:solutionEventsConfig: true\n"
-                                  "  engagement-loop:connectDomainName: profiles-domain\n",
+                                  "    - _campaign.opened_notification\n  engagement-loop:solutionEventsConfig: true\n",
                     replace=("engagement-loop:trainingMode: UPDATE", "engagement-loop:trainingMode: AUTO"))
     result = stack_check(path)
     assert_no_traceback(result)
     assert result.returncode == 0, result.stderr
     assert "AUTO training (the solution trains itself)       on" in result.stdout
     assert "solution events configuration                    on" in result.stdout
+    assert "Amazon Connect Customer Profiles actions         off" in result.stdout
+
+
+def test_connect_campaigns_as_a_native_yaml_list_of_objects(tmp_path):
+    # eu-west-2: the sample's eu-west-1 has no Customer Profiles. connectCampaigns as a user writes it in the stack
+    # file, a YAML list of mappings (Pulumi.yaml leaves it untyped: Pulumi types array items only as scalars).
+    path = tmp_path / "Pulumi.connect.yaml"
+    arn = "arn:aws:connect-campaigns:eu-west-2:123456789012:campaign/0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9"
+    path.write_text(DEV.replace("eu-west-1", "eu-west-2") + (
+        "  engagement-loop:connectDomainName: profiles-domain\n"
+        "  engagement-loop:connectCampaigns:\n"
+        f"    - actionName: session_start\n      campaignArn: {arn}\n      maxPerProfile: 2\n      per: 12 hours\n"))
+    result = stack_check(path)
+    assert_no_traceback(result)
+    assert result.returncode == 0, result.stderr
     assert "Amazon Connect Customer Profiles actions         on" in result.stdout
+    assert "1 campaign trigger(s)" in result.stdout and arn in result.stdout
+    # The same file in eu-west-1 is refused, with the regions that have Customer Profiles.
+    path.write_text(path.read_text().replace("eu-west-2", "eu-west-1"))
+    result = stack_check(path)
+    assert result.returncode == 2
+    assert "Customer Profiles has no endpoint in eu-west-1" in result.stderr
 
 
 def test_a_list_where_text_is_expected_is_a_problem_not_a_crash(tmp_path):

@@ -163,7 +163,10 @@ def dev_stack_config() -> dict[str, str]:
     return stack_config_from_file(ROOT / "Pulumi.dev.yaml")
 
 
-CAMPAIGN_ARN = "arn:aws:connect-campaigns:eu-west-1:123456789012:campaign/0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9"
+CONNECT_REGION = "eu-west-2"
+"""Where the Connect runs deploy: Customer Profiles has no endpoint in the sample stack's eu-west-1, and the config
+refuses a domain there."""
+CAMPAIGN_ARN = f"arn:aws:connect-campaigns:{CONNECT_REGION}:123456789012:campaign/0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9"
 CONNECT = {
     "engagement-loop:connectDomainName": "engagement-profiles",
     "engagement-loop:connectProfileKey": "crm_id",
@@ -177,11 +180,16 @@ CONNECT = {
 """Every Connect option on (a custom profile key, profile creation, two campaigns)."""
 
 
+def with_connect(config: dict[str, str]) -> dict[str, str]:
+    """`config` moved to CONNECT_REGION (aws:region and the ARNs that must be in the stack's region) with CONNECT on."""
+    return {**{key: value.replace(REGION, CONNECT_REGION) for key, value in config.items()}, **CONNECT}
+
+
 @pytest.fixture(scope="session")
 def connect_graph(monitor: RecordingMonitor, dev_stack_config: dict[str, str]) -> Graph:
     """The program run once with the sample stack and every Connect option on (CONNECT)."""
     before = len(monitor.registered)
-    outputs = run_program({**dev_stack_config, **CONNECT})
+    outputs = run_program(with_connect(dev_stack_config))
     return Graph(list(monitor.registered[before:]), outputs)
 
 

@@ -21,13 +21,13 @@ from components.connect_profiles import (
     object_type_state,
 )
 from functions.rules.profile_objects import OBJECT_FIELDS
-from tests.infra.conftest import CAMPAIGN_ARN
+from tests.infra.conftest import CAMPAIGN_ARN, CONNECT_REGION, REGION
 
 RESOURCE = "aws:cloudcontrol/resource:Resource"
 COMPONENT = "engagement-loop:connect:ConnectProfileObjects"
 FUNCTION = "aws:lambda/function:Function"
 DOMAIN = "engagement-profiles"
-DOMAIN_ARN = f"arn:aws:profile:eu-west-1:123456789012:domains/{DOMAIN}"
+DOMAIN_ARN = f"arn:aws:profile:eu-west-2:123456789012:domains/{DOMAIN}"
 SCHEMAS = Path(cfnlint.__file__).parent / "data" / "schemas"
 
 
@@ -42,9 +42,9 @@ def template(resources: dict[str, tuple[str, dict]]) -> str:
     return json.dumps({"AWSTemplateFormatVersion": "2010-09-09", "Resources": logical})
 
 
-# Linted for a region that has the types: the tests' stack region (eu-west-1) has no Customer Profiles (cfn-lint
-# reports E3006 there, and botocore's endpoint data lists no customer-profiles endpoint in it), which
-# `test_the_types_exist_where_connect_does` records.
+# Linted for regions that have the types, the Connect runs' eu-west-2 among them: the sample stack's eu-west-1 has no
+# Customer Profiles (cfn-lint reports E3006 there, botocore lists no endpoint, and the config refuses a domain
+# there), which `test_the_types_exist_where_connect_does` records.
 LINT_REGIONS = ["us-east-1", "eu-west-2"]
 
 
@@ -207,6 +207,7 @@ def test_the_types_exist_where_connect_does():
 def test_offline_arns_of_the_cloud_control_resources_are_in_customer_profiles_format(connect_graph):
     found = {r.name: connect_graph.arn_of(r) for r in connect_graph.of_type(RESOURCE)}
     _, trigger = states(connect_graph)["connect-trigger-1"]
-    assert found["connect-object-type"] == f"{DOMAIN_ARN}/object-types/EngagementLoopQualification"
-    assert found["connect-trigger-1"] == f"{DOMAIN_ARN}/event-triggers/{trigger['EventTriggerName']}"
-    assert found["connect-campaign-1"] == f"{DOMAIN_ARN}/integrations/{CAMPAIGN_ARN}"
+    domain_arn = DOMAIN_ARN.replace(CONNECT_REGION, REGION)  # the mocks give every resource the mocks' region
+    assert found["connect-object-type"] == f"{domain_arn}/object-types/EngagementLoopQualification"
+    assert found["connect-trigger-1"] == f"{domain_arn}/event-triggers/{trigger['EventTriggerName']}"
+    assert found["connect-campaign-1"] == f"{domain_arn}/integrations/{CAMPAIGN_ARN}"

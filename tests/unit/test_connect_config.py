@@ -21,7 +21,7 @@ from components.connect_config import (
 from tests.unit.test_config import valid
 
 DOMAIN = "engagement-profiles"
-ARN = "arn:aws:connect-campaigns:eu-west-1:123456789012:campaign/0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9"
+ARN = "arn:aws:connect-campaigns:eu-west-2:123456789012:campaign/0f1e2d3c-4b5a-6978-8695-a4b3c2d1e0f9"
 ACTION = "session_start"  # rules/sample.csv's active-week rule, ActionName derived
 EVENT_ACTION = "trk__journey.send_welcome"  # welcome-second-send, an event rule's derived name
 SECRET = "s3cr3t-campaign-do-not-print"
@@ -31,13 +31,19 @@ def campaign(**fields):
     return {"actionName": ACTION, "campaignArn": ARN, **fields}
 
 
+def in_connect_region(raw):
+    """`raw` moved from the base config's eu-west-1 (no Customer Profiles there) to eu-west-2."""
+    return {key: value.replace("eu-west-1", "eu-west-2") if isinstance(value, str) else value
+            for key, value in raw.items()}
+
+
 def parse(**overrides):
-    return parse_stack_config(valid(connectDomainName=DOMAIN, **overrides), region="eu-west-1")
+    return parse_stack_config(in_connect_region(valid(connectDomainName=DOMAIN, **overrides)), region="eu-west-2")
 
 
 def problems(raw, **options):
     with pytest.raises(ConfigError) as error:
-        parse_stack_config(raw, region="eu-west-1", **options)
+        parse_stack_config(in_connect_region(raw), region="eu-west-2", **options)
     return error.value.problems
 
 
@@ -50,6 +56,17 @@ def test_without_a_domain_there_is_no_connect_config():
     assert rules.connect is None and rules.connect_domain_name is None
     rules = parse_stack_config(valid(connectDomainName=""), region="eu-west-1").rules
     assert rules.connect is None
+
+
+def test_a_domain_in_a_region_without_customer_profiles_is_refused_naming_the_regions_that_have_it():
+    # eu-west-1 has no Customer Profiles endpoint (botocore's endpoint data; cfn-lint's eu-west-1 registry has no
+    # AWS::CustomerProfiles types either): SearchProfiles and the object type could never work there.
+    with pytest.raises(ConfigError) as error:
+        parse_stack_config(valid(connectDomainName=DOMAIN, connectCampaigns=campaigns(campaign())), region="eu-west-1")
+    [problem] = error.value.problems
+    assert problem.startswith(f"engagement-loop:connectDomainName = '{DOMAIN}': ")
+    assert "no endpoint in eu-west-1 (aws:region)" in problem and "eu-west-2, us-east-1" in problem
+    assert "leave connectDomainName empty" in problem
 
 
 def test_the_defaults_with_a_domain():
@@ -75,7 +92,7 @@ def test_every_key_parses_and_a_campaign_gets_its_defaults():
 
 
 @pytest.mark.parametrize(("per", "unit", "value"), [
-    ("1 days", PeriodUnit.DAYS, 1), ("1 day", PeriodUnit.DAYS, 1), ("60 minutes", PeriodUnit.MINUTES, 60),
+    ("1 days", PeriodUnit.DAYS, 1), ("1 day", PeriodUnit.DAYS, 1), ("24 hours", PeriodUnit.HOURS, 24),
     ("12 hours", PeriodUnit.HOURS, 12), ("1 month", PeriodUnit.MONTHS, 1), ("4 weeks", PeriodUnit.WEEKS, 4)])
 def test_each_period_unit_singular_or_plural(per, unit, value):
     [trigger] = parse(connectCampaigns=campaigns(campaign(per=per))).rules.connect.campaigns
@@ -111,20 +128,23 @@ def test_each_bad_value_names_key_value_and_fix(key, value, expected):
      "is the ActionName of no rule of the sheet; the sheet's action names are: campaign_opened_notification_summer_sale, "
      "trk__journey.send_welcome, trk_date_purchase, session_start"),
     ({"campaignArn": ARN}, "item 1: field actionName missing", "is the ActionName of no rule"),
-    (campaign(campaignArn="arn:aws:connect:eu-west-1:123456789012:instance/x"),
-     "item 1: field campaignArn 'arn:aws:connect:eu-west-1:123456789012:instance/x'",
-     "expected an outbound campaign ARN like arn:aws:connect-campaigns:eu-west-1:123456789012:campaign/"),
-    (campaign(campaignArn=ARN.replace("eu-west-1", "us-east-1")), "item 1: field campaignArn",
-     "is in us-east-1 but the stack deploys to eu-west-1 (aws:region)"),
+    (campaign(campaignArn="arn:aws:connect:eu-west-2:123456789012:instance/x"),
+     "item 1: field campaignArn 'arn:aws:connect:eu-west-2:123456789012:instance/x'",
+     "expected an outbound campaign ARN like arn:aws:connect-campaigns:eu-west-2:123456789012:campaign/"),
+    (campaign(campaignArn=ARN.replace("eu-west-2", "us-east-1")), "item 1: field campaignArn",
+     "is in us-east-1 but the stack deploys to eu-west-2 (aws:region)"),
     (campaign(campaignArn=ARN.replace("123456789012", "1234")), "item 1: field campaignArn", "expected an outbound"),
     (campaign(maxPerProfile=0), "item 1: field maxPerProfile '0'", "expected a whole number 1–1000"),
     (campaign(maxPerProfile=1001), "item 1: field maxPerProfile '1001'", "expected a whole number 1–1000"),
     (campaign(maxPerProfile="2"), "item 1: field maxPerProfile '2'", "expected a whole number 1–1000"),
     (campaign(maxPerProfile=True), "item 1: field maxPerProfile 'True'", "expected a whole number"),
-    (campaign(per="61 days"), "item 1: field per '61 days'", "expected \"<1-60> <minutes|hours|days|weeks|months>\""),
-    (campaign(per="0 days"), "item 1: field per '0 days'", "e.g. '1 days' (the default)"),
-    (campaign(per="1 fortnight"), "item 1: field per '1 fortnight'", "expected \"<1-60>"),
-    (campaign(per=1), "item 1: field per '1'", "expected \"<1-60>"),
+    (campaign(per="25 days"), "item 1: field per '25 days'", "expected \"<1-24> <hours|days|weeks|months>\""),
+    # Minutes and lengths over 24: the API model takes them, CloudFormation's Period page does not.
+    (campaign(per="30 minutes"), "item 1: field per '30 minutes'", "expected \"<1-24> <hours|days|weeks|months>\""),
+    (campaign(campaignArn=ARN + "0" * (256 - len(ARN))), "item 1: field campaignArn", "at most 255 characters"),
+    (campaign(per="0 days"), "item 1: field per '0 days'", "('1 days' by default)"),
+    (campaign(per="1 fortnight"), "item 1: field per '1 fortnight'", "expected \"<1-24>"),
+    (campaign(per=1), "item 1: field per '1'", "expected \"<1-24>"),
     (campaign(cap=3), "item 1: unknown field(s) 'cap'", "the fields are actionName, campaignArn, maxPerProfile, per"),
     ("session_start", "item 1: expected an object", "{actionName, campaignArn, maxPerProfile?, per?}"),
 ])
@@ -185,8 +205,8 @@ def test_a_bad_domain_is_reported_once_not_also_for_the_keys_that_need_it():
 
 
 @pytest.mark.parametrize("item", [
-    campaign(actionName=SECRET), campaign(campaignArn=ARN.replace("eu-west-1", "us-east-1") + SECRET),
-    campaign(campaignArn=ARN.replace("eu-west-1", "us-east-1"), per=SECRET), campaign(**{SECRET: 1}),
+    campaign(actionName=SECRET), campaign(campaignArn=ARN.replace("eu-west-2", "us-east-1") + SECRET),
+    campaign(campaignArn=ARN.replace("eu-west-2", "us-east-1"), per=SECRET), campaign(**{SECRET: 1}),
     campaign(maxPerProfile=SECRET)])
 def test_a_secret_campaign_list_is_never_shown(item):
     raw = valid(connectDomainName=DOMAIN, connectCampaigns=campaigns(item))
