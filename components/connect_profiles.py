@@ -70,6 +70,12 @@ def event_trigger_name(object_type_name: str, trigger: CampaignTrigger) -> str:
     return f"el-{readable}-{digest}"
 
 
+def campaign_key(trigger: CampaignTrigger) -> str:
+    """A short stable key of the campaign (the integration's identity is the domain and the Uri, the campaign
+    ARN): the same campaign keeps its integration when its item moves or names another action."""
+    return hashlib.sha256(trigger.campaign_arn.encode()).hexdigest()[:10]
+
+
 def event_trigger_state(config: ConnectConfig, trigger: CampaignTrigger) -> dict[str, Any]:
     """The AWS::CustomerProfiles::EventTrigger properties: fires on an object of the stack's type whose
     `action_name` is the rule's and whose `change` is qualified, at most `max_per_profile` times per profile in
@@ -131,16 +137,19 @@ class ConnectProfileObjects(pulumi.ComponentResource):
             region=args.region, opts=pulumi.ResourceOptions(parent=self))
         self.triggers: list[aws.cloudcontrol.Resource] = []
         self.integrations: list[aws.cloudcontrol.Resource] = []
-        for number, trigger in enumerate(connect.campaigns, start=1):
+        for trigger in connect.campaigns:
+            # Named by what identifies them in AWS (the trigger's name, the integration's Uri), never by list
+            # position: removing or reordering an item must not turn one item's resource into another's, which
+            # Pulumi would replace create-before-delete while the other still holds that identity.
             # The trigger names the object type, and the integration the trigger: each is created after what it
             # names (Customer Profiles refuses a reference to one that does not exist yet).
             event_trigger = aws.cloudcontrol.Resource(
-                f"{name}-trigger-{number}", type_name=EVENT_TRIGGER,
+                f"{name}-trigger-{event_trigger_name(connect.object_type_name, trigger)}", type_name=EVENT_TRIGGER,
                 desired_state=json.dumps(event_trigger_state(connect, trigger)), region=args.region,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[self.object_type]))
             self.triggers.append(event_trigger)
             self.integrations.append(aws.cloudcontrol.Resource(
-                f"{name}-campaign-{number}", type_name=INTEGRATION,
+                f"{name}-campaign-{campaign_key(trigger)}", type_name=INTEGRATION,
                 desired_state=json.dumps(integration_state(connect, trigger)), region=args.region,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[event_trigger, self.object_type])))
         # The name as an output of the object type: whatever takes it (the dispatcher's environment) is created

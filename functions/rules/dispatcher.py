@@ -153,17 +153,22 @@ class DispatcherSettings:
 
 
 def build_sinks(settings: DispatcherSettings, session: Any = None) -> tuple[Sink, ...]:
-    """EventBridge always; Pinpoint when configured; with a Customer Profiles domain, the attribute sink and then
-    the object sink (one client, standard retries)."""
+    """EventBridge always; Pinpoint when configured; with a Customer Profiles domain, the attribute sink and the
+    object sink (one client, standard retries; the object sink first when unknown users are created)."""
     session = session or boto3.session.Session()
     sinks: list[Sink] = [EventBridgeSink(session.client("events"), settings.event_bus_name)]
     if settings.pinpoint_application_id:
         sinks.append(PinpointSink(session.client("pinpoint"), settings.pinpoint_application_id))
     if settings.connect_domain_name:
         profiles = session.client("customer-profiles", config=CUSTOMER_PROFILES_CONFIG)
-        sinks.append(CustomerProfilesSink(profiles, settings.connect_domain_name, settings.connect_profile_key))
-        sinks.append(ProfileObjectSink(profiles, settings.connect_domain_name, settings.connect_object_type,
-                                       settings.connect_profile_key, settings.connect_unknown_users))
+        attributes = CustomerProfilesSink(profiles, settings.connect_domain_name, settings.connect_profile_key)
+        objects = ProfileObjectSink(profiles, settings.connect_domain_name, settings.connect_object_type,
+                                    settings.connect_profile_key, settings.connect_unknown_users)
+        # In create mode the object is what creates an unknown user's profile, so it goes first: the attribute
+        # sink then finds the profile when Customer Profiles has matched the object by the time it searches
+        # (docs/actions.md, "Unknown users").
+        create = settings.connect_unknown_users is UnknownUsers.CREATE
+        sinks.extend((objects, attributes) if create else (attributes, objects))
     return tuple(sinks)
 
 

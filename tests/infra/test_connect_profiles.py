@@ -6,6 +6,7 @@ environment and grants; nothing of it without a Connect domain."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import cfnlint
@@ -15,6 +16,7 @@ from cfnlint.api import lint
 from components.connect_config import CampaignTrigger, ConnectConfig, PeriodUnit, UnknownUsers
 from components.connect_profiles import (
     ConnectProfileObjectsArgs,
+    campaign_key,
     event_trigger_name,
     event_trigger_state,
     integration_state,
@@ -29,6 +31,12 @@ FUNCTION = "aws:lambda/function:Function"
 DOMAIN = "engagement-profiles"
 DOMAIN_ARN = f"arn:aws:profile:eu-west-2:123456789012:domains/{DOMAIN}"
 SCHEMAS = Path(cfnlint.__file__).parent / "data" / "schemas"
+# tests.infra.conftest.CONNECT's two items, as the component names their resources: by what identifies them in
+# AWS (the trigger's name; the integration's campaign ARN), not by position.
+ITEMS = {1: CampaignTrigger("session_start", CAMPAIGN_ARN), 2: CampaignTrigger("trk__journey.send_welcome",
+                                                                               CAMPAIGN_ARN + "-2")}
+TRIGGER = {n: f"connect-trigger-{event_trigger_name('EngagementLoopQualification', item)}" for n, item in ITEMS.items()}
+CAMPAIGN = {n: f"connect-campaign-{campaign_key(item)}" for n, item in ITEMS.items()}
 
 
 def states(graph) -> dict[str, tuple[str, dict]]:
@@ -37,7 +45,7 @@ def states(graph) -> dict[str, tuple[str, dict]]:
 
 
 def template(resources: dict[str, tuple[str, dict]]) -> str:
-    logical = {name.title().replace("-", ""): {"Type": kind, "Properties": state}
+    logical = {re.sub(r"[^A-Za-z0-9]", "", name.title()): {"Type": kind, "Properties": state}
                for name, (kind, state) in resources.items()}
     return json.dumps({"AWSTemplateFormatVersion": "2010-09-09", "Resources": logical})
 
@@ -55,19 +63,19 @@ def errors(text: str, regions: list[str] = LINT_REGIONS) -> list[str]:
 def test_the_object_type_triggers_and_integrations_are_children_of_one_component(connect_graph):
     component = connect_graph.one(COMPONENT, "connect")
     found = {r.name: r for r in connect_graph.of_type(RESOURCE)}
-    assert set(found) == {"connect-object-type", "connect-trigger-1", "connect-trigger-2", "connect-campaign-1",
-                          "connect-campaign-2"}
+    assert set(found) == {"connect-object-type", TRIGGER[1], TRIGGER[2], CAMPAIGN[1],
+                          CAMPAIGN[2]}
     assert all(r.parent == component.urn for r in found.values())
     kinds = {name: r.inputs["typeName"] for name, r in found.items()}
     assert kinds == {"connect-object-type": "AWS::CustomerProfiles::ObjectType",
-                     "connect-trigger-1": "AWS::CustomerProfiles::EventTrigger",
-                     "connect-trigger-2": "AWS::CustomerProfiles::EventTrigger",
-                     "connect-campaign-1": "AWS::CustomerProfiles::Integration",
-                     "connect-campaign-2": "AWS::CustomerProfiles::Integration"}
+                     TRIGGER[1]: "AWS::CustomerProfiles::EventTrigger",
+                     TRIGGER[2]: "AWS::CustomerProfiles::EventTrigger",
+                     CAMPAIGN[1]: "AWS::CustomerProfiles::Integration",
+                     CAMPAIGN[2]: "AWS::CustomerProfiles::Integration"}
     object_type = found["connect-object-type"].urn
     for n in (1, 2):
-        assert object_type in found[f"connect-trigger-{n}"].dependencies
-        assert {found[f"connect-trigger-{n}"].urn, object_type} <= set(found[f"connect-campaign-{n}"].dependencies)
+        assert object_type in found[TRIGGER[n]].dependencies
+        assert {found[TRIGGER[n]].urn, object_type} <= set(found[CAMPAIGN[n]].dependencies)
     # The dispatcher and the reconciler are created after the object type their objects are of.
     for function in ("rules-dispatcher-handler-function", "rules-reconciler-handler-function"):
         assert object_type in connect_graph.one(FUNCTION, function).dependencies, function
@@ -104,14 +112,14 @@ def test_each_campaign_has_a_trigger_on_its_action_qualifying_and_an_integration
                  {"Unit": "DAYS", "Value": 1, "MaxInvocationsPerProfile": 1})]
     names = set()
     for n, (action, arn, period) in enumerate(expected, start=1):
-        _, trigger = found[f"connect-trigger-{n}"]
+        _, trigger = found[TRIGGER[n]]
         assert trigger["ObjectTypeName"] == "EngagementLoopQualification" and trigger["DomainName"] == DOMAIN
         assert trigger["EventTriggerConditions"] == [{"EventTriggerDimensions": [{"ObjectAttributes": [
             {"FieldName": "action_name", "ComparisonOperator": "INCLUSIVE", "Values": [action]},
             {"FieldName": "change", "ComparisonOperator": "INCLUSIVE", "Values": ["qualified"]}]}],
             "LogicalOperator": "ALL"}]
         assert trigger["EventTriggerLimits"] == {"Periods": [period]}
-        _, integration = found[f"connect-campaign-{n}"]
+        _, integration = found[CAMPAIGN[n]]
         assert integration == {"DomainName": DOMAIN, "Uri": arn, "EventTriggerNames": [trigger["EventTriggerName"]]}
         names.add(trigger["EventTriggerName"])
     assert len(names) == 2
@@ -137,10 +145,10 @@ def test_cfn_lint_finds_no_error_in_the_desired_states_and_catches_a_broken_one(
     found = states(connect_graph)
     assert errors(template(found)) == []
     broken = json.loads(json.dumps(found))
-    broken["connect-trigger-1"][1]["EventTriggerConditions"][0]["EventTriggerDimensions"][0]["ObjectAttributes"][0][
+    broken[TRIGGER[1]][1]["EventTriggerConditions"][0]["EventTriggerDimensions"][0]["ObjectAttributes"][0][
         "ComparisonOperator"] = "IS"
     del broken["connect-object-type"][1]["Description"]
-    broken["connect-campaign-1"][1]["EventTriggerNames"].append("second-trigger")
+    broken[CAMPAIGN[1]][1]["EventTriggerNames"].append("second-trigger")
     problems = "\n".join(errors(template(broken)))
     assert "'IS' is not one of" in problems and "'Description' is a required property" in problems
     assert "expected maximum item count: 1, found: 2" in problems  # an integration holds one event trigger
@@ -206,8 +214,22 @@ def test_the_types_exist_where_connect_does():
 
 def test_offline_arns_of_the_cloud_control_resources_are_in_customer_profiles_format(connect_graph):
     found = {r.name: connect_graph.arn_of(r) for r in connect_graph.of_type(RESOURCE)}
-    _, trigger = states(connect_graph)["connect-trigger-1"]
+    _, trigger = states(connect_graph)[TRIGGER[1]]
     domain_arn = DOMAIN_ARN.replace(CONNECT_REGION, REGION)  # the mocks give every resource the mocks' region
     assert found["connect-object-type"] == f"{domain_arn}/object-types/EngagementLoopQualification"
-    assert found["connect-trigger-1"] == f"{domain_arn}/event-triggers/{trigger['EventTriggerName']}"
-    assert found["connect-campaign-1"] == f"{domain_arn}/integrations/{CAMPAIGN_ARN}"
+    assert found[TRIGGER[1]] == f"{domain_arn}/event-triggers/{trigger['EventTriggerName']}"
+    assert found[CAMPAIGN[1]] == f"{domain_arn}/integrations/{CAMPAIGN_ARN}"
+
+
+def test_removing_or_reordering_an_item_keeps_the_other_items_resources():
+    # Position-named resources would make item B's trigger and integration replace item A's (create before
+    # delete, with B's identity still held by the old B resource), then delete B's: a campaign that never starts.
+    a, b = ITEMS[1], ITEMS[2]
+    def names(*items):
+        config = ConnectConfig(domain_name=DOMAIN, campaigns=items)
+        return {(event_trigger_name(config.object_type_name, item), campaign_key(item)): item for item in items}
+    assert names(a, b).keys() - names(a).keys() == names(b).keys() == names(b, a).keys() - names(a).keys()
+    # The same campaign started by another action keeps its integration (updated in place to the new trigger).
+    moved = CampaignTrigger("purchase", b.campaign_arn)
+    assert campaign_key(moved) == campaign_key(b) and event_trigger_name("T", moved) != event_trigger_name("T", b)
+

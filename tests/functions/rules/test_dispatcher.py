@@ -182,6 +182,11 @@ def test_build_sinks_follows_the_configuration():
         "eventbridge", "customer_profiles", "customer_profiles_objects"]
     bare = DispatcherSettings(outbox_table="o", event_bus_name="b", dead_letter_queue_url="q")
     assert [sink.name for sink in dispatcher.build_sinks(bare, session)] == ["eventbridge"]
+    # Creating unknown users: the object (which creates the profile) before the attribute.
+    create = DispatcherSettings(outbox_table="o", event_bus_name="b", dead_letter_queue_url="q",
+                                connect_domain_name="d", connect_unknown_users=UnknownUsers.CREATE)
+    assert [sink.name for sink in dispatcher.build_sinks(create, session)] == [
+        "eventbridge", "customer_profiles_objects", "customer_profiles"]
 
 
 def test_both_customer_profiles_sinks_share_one_client_with_standard_retries():
@@ -189,7 +194,7 @@ def test_both_customer_profiles_sinks_share_one_client_with_standard_retries():
                                   pinpoint_application_id=APP_ID, connect_domain_name="d", connect_profile_key="k",
                                   connect_object_type="T", connect_unknown_users=UnknownUsers.CREATE)
     session = boto3.session.Session(region_name=REGION, aws_access_key_id="x", aws_secret_access_key="x")
-    *_, attributes, objects = dispatcher.build_sinks(settings, session)
+    *_, objects, attributes = dispatcher.build_sinks(settings, session)
     assert [sink.name for sink in dispatcher.build_sinks(settings, session)][:2] == ["eventbridge", "pinpoint"]
     assert isinstance(objects, ProfileObjectSink) and objects._client is attributes._client
     assert (objects._domain, objects._type, objects._key, objects._unknown) == ("d", "T", "k", UnknownUsers.CREATE)

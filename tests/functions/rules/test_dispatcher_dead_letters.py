@@ -344,7 +344,7 @@ def test_the_connect_sinks_are_the_dispatchers_own_built_from_the_flags(aws, mon
         ["actions", "replay", "--queue-url", aws["dlq"], "--outbox-table", "outbox", "--connect-domain", "d",
          "--connect-profile-key", "user_id", "--connect-unknown-users", "create"])
     sinks = replay_sinks(args, StubbedProfilesSession(object()))
-    assert list(sinks) == ["customer_profiles", "customer_profiles_objects"]  # no bus given: no EventBridge
+    assert list(sinks) == ["customer_profiles_objects", "customer_profiles"]  # create mode: the object first; no bus
     objects = sinks["customer_profiles_objects"]
     assert isinstance(objects, ProfileObjectSink)
     assert (objects._type, objects._key, objects._unknown) == ("FromEnv", "user_id", UnknownUsers.CREATE)
