@@ -177,6 +177,7 @@ def replay_dead_letters(sqs: Any, queue_url: str, sinks: Mapping[str, Any], outb
     dispatcher's `OutboxTable`); see the module docstring."""
     from functions.rules.dispatcher import DeadLetter, RetryPolicy, dispatch, reassert_later
     from functions.rules.outbox import DeliveryStatus
+    from functions.rules.sinks import is_last_writer_wins
 
     retry = retry or RetryPolicy()
     summary = ReplaySummary()
@@ -192,8 +193,15 @@ def replay_dead_letters(sqs: Any, queue_url: str, sinks: Mapping[str, Any], outb
         entry = letter.entry
         done = outbox.delivered_sinks(entry.key)[0]
         pending = [name for name in letter.failed_sinks if name not in done]
+        settled = DeliveryStatus.DELIVERED
         # Standard queues hand messages out in any order, so "later" is asked of the outbox, per message.
         later = outbox.later_change(entry) if pending else None
+        if later is not None:
+            # A later change supersedes the state sinks only; an occurrence sink (the profile object) still
+            # gets this change's own record, as in dispatcher.handle_entry.
+            occurrences = [name for name in pending if name in sinks and not is_last_writer_wins(sinks[name])]
+            if occurrences:
+                pending, later, settled = occurrences, None, DeliveryStatus.SUPERSEDED
         if later is not None:
             what = (f"{entry.key} ({entry.change.value} {entry.name}) for {', '.join(pending)}: "
                     f"superseded by {later.describe()}")
@@ -228,7 +236,7 @@ def replay_dead_letters(sqs: Any, queue_url: str, sinks: Mapping[str, Any], outb
             summary.left.append(f"{entry.key}: failed again: {errors}")
             queue.keep(message)
             continue
-        outbox.set_status(entry.key, DeliveryStatus.DELIVERED, _now_ms())
+        outbox.set_status(entry.key, settled, _now_ms())
         queue.done(message)
         summary.redelivered += 1
         print(f"redelivered {entry.key} to {', '.join(pending) or 'nothing (already delivered)'}", file=out)

@@ -508,25 +508,37 @@ def handle_entry(entry: OutboxEntry, runtime: Runtime) -> DispatchResult | None:
         return None
     later = runtime.outbox.later_change(entry)
     if later is not None:
-        logger.info("entry superseded by a later change; not delivered",
-                    extra={"key": entry.key, "later": later.key, "later_status": later.status})
-        runtime.outbox.set_status(entry.key, DeliveryStatus.SUPERSEDED, runtime.clock_ms())
-        return DispatchResult(already=tuple(sorted(delivered)), superseded_by=later)
+        # The later change carries the state the last-writer-wins sinks hold (attributes); an occurrence sink's
+        # object is this change's own record, and the qualification it tells of may start a campaign, so it is
+        # still written (docs/actions.md, "Superseded changes").
+        occurrences = [sink for sink in runtime.sinks if not is_last_writer_wins(sink)]
+        logger.info("entry superseded by a later change; delivered to occurrence sinks only",
+                    extra={"key": entry.key, "later": later.key, "later_status": later.status,
+                           "sinks": [sink.name for sink in occurrences]})
+        result = replace(dispatch(entry, delivered, occurrences, log=runtime.outbox, retry=runtime.retry),
+                         superseded_by=later)
+        _settle(entry, result, runtime, DeliveryStatus.SUPERSEDED)
+        return result
     result = dispatch(entry, delivered, runtime.sinks, log=runtime.outbox, retry=runtime.retry)
     written = [sink for sink in runtime.sinks if sink.name in result.delivered]
     reasserted = reassert_later(entry, written, runtime.outbox, retry=runtime.retry, clock_ms=runtime.clock_ms)
     if reasserted is not None:
         result = replace(result, reasserted=reasserted)
+    _settle(entry, result, runtime, DeliveryStatus.DELIVERED)
+    return result
+
+
+def _settle(entry: OutboxEntry, result: DispatchResult, runtime: Runtime, done: DeliveryStatus) -> None:
+    """Record how the entry ended: `done` when every sink called has it, else dead-lettered."""
     now_ms = runtime.clock_ms()
     if result.complete:
-        runtime.outbox.set_status(entry.key, DeliveryStatus.DELIVERED, now_ms)
+        runtime.outbox.set_status(entry.key, done, now_ms)
     else:
         # Queue first, then mark: if the mark fails the record is retried and may queue a second letter,
         # which the replay handles (a sink done by the first is skipped), rather than lose the entry.
         runtime.dead_letters.send(DeadLetter(entry=entry, failed_sinks=tuple(result.failed),
                                              errors=result.failed, dead_lettered_ms=now_ms))
         runtime.outbox.set_status(entry.key, DeliveryStatus.DEAD_LETTERED, now_ms)
-    return result
 
 
 # --- The handler ---------------------------------------------------------------------------------------
@@ -579,10 +591,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
         if result is None:
             counts["EntriesAlreadySettled"] += 1
             return
-        if result.superseded_by is not None:
+        if result.superseded_by is not None and result.complete:
             counts["EntriesSuperseded"] += 1
-            return
-        counts["EntriesDelivered" if result.complete else "EntriesDeadLettered"] += 1
+        else:
+            counts["EntriesDelivered" if result.complete else "EntriesDeadLettered"] += 1
         per_sink.update(sink_counts(result))
 
     response = process_partial_response(event=event, record_handler=record_handler, processor=processor,

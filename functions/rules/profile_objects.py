@@ -46,6 +46,7 @@ from functions.rules.sinks import (
     _call,
     _iso,
     profile_ids,
+    unsearchable,
 )
 
 DEFAULT_OBJECT_TYPE = "EngagementLoopQualification"
@@ -115,6 +116,8 @@ class ProfileObjectSink:
         if len(document) > MAX_OBJECT_CHARS:
             raise SinkError(f"{self.name}: the object of {entry.key} has {len(document):,} characters; "
                             f"PutProfileObject takes at most {MAX_OBJECT_CHARS:,}", retryable=False)
+        if reason := unsearchable(entry.user_id):
+            return reason  # nor could a profile be created with it as its key
         # Two are enough to know the key is ambiguous; no need to page through every duplicate.
         found = list(itertools.islice(
             profile_ids(self.name, self._client, self._domain, self._key, entry.user_id), 2))

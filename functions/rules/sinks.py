@@ -202,9 +202,25 @@ class PinpointSink:
             raise SinkError(f"{self.name}: PutEvents failed: " + "; ".join(problems), retryable=retryable)
 
 
+MAX_SEARCH_VALUE_CHARS = 255
+"""SearchProfiles takes `Values` of 1-255 characters
+(https://docs.aws.amazon.com/connect/latest/APIReference/API_connect-customer-profiles_SearchProfiles.html); the
+stream accepts user ids of up to 256 bytes."""
+
+
+def unsearchable(user_id: str) -> str | None:
+    """Why no profile can be looked up (or created) by `user_id`, or None when it can."""
+    if len(user_id) > MAX_SEARCH_VALUE_CHARS:
+        return (f"user id {user_id[:40]!r}… has {len(user_id)} characters; Customer Profiles search keys take at "
+                f"most {MAX_SEARCH_VALUE_CHARS}")
+    return None
+
+
 def profile_ids(sink: str, client: Any, domain_name: str, key_name: str, user_id: str) -> Iterator[str]:
     """The ids of the profiles whose search key `key_name` holds `user_id` (SearchProfiles, every page, lazily:
     a caller that needs only to know whether there are several stops after the second)."""
+    if len(user_id) > MAX_SEARCH_VALUE_CHARS:
+        return  # SearchProfiles refuses it: no profile can be found by it (the sinks skip, never loop on a 400)
     params = {"DomainName": domain_name, "KeyName": key_name, "Values": [user_id]}
     while True:
         page = _call(sink, client.search_profiles, **params)
@@ -234,6 +250,8 @@ class CustomerProfilesSink:
         return entry.value or READY
 
     def deliver(self, entry: OutboxEntry) -> str | None:
+        if reason := unsearchable(entry.user_id):
+            return reason
         # Several profiles can share a key (duplicates not yet merged); each gets the attribute.
         ids = list(profile_ids(self.name, self._client, self._domain, self._key, entry.user_id))
         if not ids:

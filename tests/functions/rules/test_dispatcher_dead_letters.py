@@ -387,3 +387,33 @@ def test_a_dead_lettered_profile_object_is_replayed_and_creates_the_profile_in_c
     assert code == 0 and f"redelivered {change.key} to customer_profiles_objects" in out.getvalue()
     assert stored_status(aws, change.key) == "delivered"
     assert queue_bodies(aws, "dlq") == []
+
+
+def test_a_superseded_dead_letter_still_writes_its_object_but_not_the_attribute(aws):
+    # The exit was delivered meanwhile: the attribute (state) is the exit's, but the qualification's own object is
+    # still written (it may start a campaign); the entry ends superseded.
+    import boto3
+    from botocore.config import Config
+    from botocore.stub import Stubber
+
+    from functions.rules.profile_objects import object_json
+
+    change = attribute_change("u-1", 1)
+    dead_letter(aws, change, ("customer_profiles", "customer_profiles_objects"))
+    delivered(aws, attribute_change("u-1", 1, exit=True))
+    client = boto3.client("customer-profiles", region_name=REGION, config=Config(retries={"total_max_attempts": 1}))
+    with Stubber(client) as stub:  # no UpdateProfile: only the object's search and put
+        stub.add_response("search_profiles", {"Items": [{"ProfileId": "p-1"}]},
+                          {"DomainName": "engagement", "KeyName": "_account", "Values": ["u-1"]})
+        stub.add_response("put_profile_object", {"ProfileObjectUniqueKey": "k"},
+                          {"DomainName": "engagement", "ObjectTypeName": "EngagementLoopQualification",
+                           "Object": object_json(change)})
+        args = build_parser({"actions": "cli.actions"}).parse_args(
+            ["actions", "replay", "--queue-url", aws["dlq"], "--outbox-table", "outbox",
+             "--connect-domain", "engagement"])
+        out = io.StringIO()
+        code = args.func(args, session=StubbedProfilesSession(client), out=out)
+        stub.assert_no_pending_responses()
+    assert code == 0 and f"redelivered {change.key} to customer_profiles_objects" in out.getvalue()
+    assert stored_status(aws, change.key) == "superseded"
+    assert queue_bodies(aws, "dlq") == []

@@ -78,18 +78,37 @@ def test_a_later_change_is_reasserted_at_the_attribute_sink_but_never_put_again_
     assert world.item(qualification.key)["status"]["S"] == "delivered"
 
 
-def test_a_superseded_change_is_not_written_as_an_object_either(world):
+class RecordingAttributes:
+    """A last-writer-wins sink that records the keys it was given."""
+
+    name = "recording"
+    last_writer_wins = True
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def deliver(self, entry) -> None:
+        self.calls.append(entry.key)
+
+
+def test_a_superseded_change_still_writes_its_object_but_not_its_state(world):
+    # A qualification dead-lettered (or reconciled) after its exit: the exit carries the attribute's state, but
+    # the qualification's object is its own record, and a campaign may start from it (review of issue 14).
     qualification, later = entry(), exit_of(entry())
     delivered: dict[str, Any] = {**later.to_item(), "status": "delivered",
                                  "delivered_sinks": {"recording", "customer_profiles_objects"}}
     del delivered["pending_shard"]
     world.put(qualification.to_item())
     world.put(delivered)
-    objects = RecordingObjects()
-    runtime = Runtime(sinks=(objects,), outbox=OutboxTable(world.dynamodb, "outbox"),
+    attributes, objects = RecordingAttributes(), RecordingObjects()
+    runtime = Runtime(sinks=(attributes, objects), outbox=OutboxTable(world.dynamodb, "outbox"),
                       dead_letters=DeadLetterQueue(world.sqs, world.dlq_url), retry=NO_RETRY_DELAY)
-    assert handle_entry(qualification, runtime).superseded_by.key == later.key
-    assert objects.puts == []
+    result = handle_entry(qualification, runtime)
+    assert result.superseded_by.key == later.key and result.delivered == ("customer_profiles_objects",)
+    assert objects.puts == [qualification.key] and attributes.calls == []
+    assert world.item(qualification.key)["status"]["S"] == "superseded"
+    assert world.item(qualification.key)["delivered_sinks"]["SS"] == ["customer_profiles_objects"]
+    assert handle_entry(qualification, runtime) is None and objects.puts == [qualification.key]  # settled: once
 
 
 def test_reassert_later_with_only_object_sinks_writes_nothing(world):

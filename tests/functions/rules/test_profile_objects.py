@@ -5,6 +5,7 @@ object it writes, field by field and as the exact JSON string."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any, Iterator
 
 import boto3
@@ -208,3 +209,20 @@ def test_only_the_object_sink_is_not_last_writer_wins():
             CustomerProfilesSink.last_writer_wins) == (True, True, True)
     assert ProfileObjectSink.last_writer_wins is False
     assert ProfileObjectSink.name == "customer_profiles_objects"
+
+
+@pytest.mark.parametrize("mode", list(UnknownUsers))
+def test_a_user_id_longer_than_a_search_key_is_skipped_by_both_sinks_without_a_call(mode):
+    # The stream takes user ids up to 256 bytes; SearchProfiles values (and so profile keys) at most 255
+    # characters. botocore's validator does not check list members' maximum, so Stubber alone would not catch it:
+    # no response is queued, and any call would fail the test.
+    from functions.rules.sinks import CustomerProfilesSink
+
+    long_entry = replace(entry(), user_id="u" * 256)
+    client = boto3.client("customer-profiles", region_name="us-east-1", aws_access_key_id="x",
+                          aws_secret_access_key="x")
+    with Stubber(client) as stub:
+        for sink in (ProfileObjectSink(client, "d", "T", "_account", mode), CustomerProfilesSink(client, "d")):
+            reason = sink.deliver(long_entry)
+            assert isinstance(reason, str) and "has 256 characters" in reason and "at most 255" in reason
+        stub.assert_no_pending_responses()
