@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
-from typing import Any, Iterator
+from typing import Any
 
 import boto3
 import pytest
@@ -24,6 +24,7 @@ from functions.rules.profile_objects import (
     profile_object,
 )
 from functions.rules.sinks import CustomerProfilesSink, Delivered, SinkError
+from tests.functions.rules import test_sinks as sink_tests
 
 REGION = "us-east-1"
 DOMAIN = "engagement"
@@ -51,12 +52,7 @@ def credentials(monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, value)
 
 
-@pytest.fixture
-def profiles() -> Iterator[tuple[Any, Stubber]]:
-    client = boto3.client("customer-profiles", region_name=REGION, config=NO_RETRIES)
-    with Stubber(client) as stub:
-        yield client, stub
-        stub.assert_no_pending_responses()
+profiles = sink_tests.profiles  # the Stubber-wrapped client fixture the attribute sink's tests use
 
 
 def expect_search(stub: Stubber, *ids: str, key: str = "_account", user: str = "u-1",
