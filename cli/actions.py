@@ -232,7 +232,9 @@ def replay_dead_letters(sqs: Any, queue_url: str, sinks: Mapping[str, Any], outb
             print(f"{entry.key}: {reasserted.key}, a later change that appeared meanwhile, was delivered again "
                   "after it", file=out)
         if not result.complete:
-            errors = "; ".join(result.failed.values())  # each error names its sink
+            # Each error names its sink; a not-yet sink (no profile created yet) is asked again by a later replay.
+            waiting = (f"{name}: {reason}" for name, reason in result.not_yet.items())
+            errors = "; ".join([*result.failed.values(), *waiting])
             summary.left.append(f"{entry.key}: failed again: {errors}")
             queue.keep(message)
             continue

@@ -91,6 +91,7 @@ from functions.rules.sinks import (
     CustomerProfilesSink,
     Delivered,
     EventBridgeSink,
+    NotYet,
     PinpointSink,
     Sink,
     SinkError,
@@ -161,13 +162,14 @@ def build_sinks(settings: DispatcherSettings, session: Any = None) -> tuple[Sink
         sinks.append(PinpointSink(session.client("pinpoint"), settings.pinpoint_application_id))
     if settings.connect_domain_name:
         profiles = session.client("customer-profiles", config=CUSTOMER_PROFILES_CONFIG)
-        attributes = CustomerProfilesSink(profiles, settings.connect_domain_name, settings.connect_profile_key)
+        create = settings.connect_unknown_users is UnknownUsers.CREATE
+        attributes = CustomerProfilesSink(profiles, settings.connect_domain_name, settings.connect_profile_key,
+                                          profiles_created=create)
         objects = ProfileObjectSink(profiles, settings.connect_domain_name, settings.connect_object_type,
                                     settings.connect_profile_key, settings.connect_unknown_users)
-        # In create mode the object is what creates an unknown user's profile, so it goes first: the attribute
-        # sink then finds the profile when Customer Profiles has matched the object by the time it searches
-        # (docs/actions.md, "Unknown users").
-        create = settings.connect_unknown_users is UnknownUsers.CREATE
+        # In create mode the object is what creates an unknown user's profile, so it goes first; an attribute sink
+        # that searches before Customer Profiles has matched it answers NotYet, and the reconciler delivers the
+        # attribute once the profile exists (docs/actions.md, "Unknown users").
         sinks.extend((objects, attributes) if create else (attributes, objects))
     return tuple(sinks)
 
@@ -238,15 +240,28 @@ class DispatchResult:
     """A later change that appeared while this one was being delivered, delivered again after it so that it
     wins at the targets this one just wrote (`reassert_later`)."""
 
+    not_yet: Mapping[str, str] = field(default_factory=dict)
+    """Sink name → why it cannot take the entry yet (`sinks.NotYet`): the entry stays pending for it."""
+
     @property
     def complete(self) -> bool:
-        return not self.failed
+        """Every sink called has the entry (delivered or skipped)."""
+        return not self.failed and not self.not_yet
+
+
+MAX_NOT_YET_MS = 3_600_000
+"""A sink answering `NotYet` for an entry created longer ago than this (an hour: the reconciler's threshold plus
+several runs) is taken at its word that the target will not come: the entry is skipped for it, with the reason."""
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
 
 
 def dispatch(entry: OutboxEntry, delivered: frozenset[str], sinks: Sequence[Sink], *, log: DeliveryLog,
-             retry: RetryPolicy = RetryPolicy()) -> DispatchResult:
+             retry: RetryPolicy = RetryPolicy(), clock_ms: Callable[[], int] = _wall_clock_ms) -> DispatchResult:
     """Deliver `entry` to every sink not in `delivered`, recording each success in `log` as it happens."""
-    done, notes, skipped, already, failed, retries = [], [], [], [], {}, {}
+    done, notes, skipped, already, failed, retries, not_yet = [], [], [], [], {}, {}, {}
     for sink in sinks:
         if sink.name in delivered:
             already.append(sink.name)
@@ -263,6 +278,13 @@ def dispatch(entry: OutboxEntry, delivered: frozenset[str], sinks: Sequence[Sink
                 logger.warning("sink failed", extra={"key": entry.key, "sink": sink.name, "error": str(error),
                                                      "attempts": attempt})
                 break
+            if isinstance(reason, NotYet):
+                if clock_ms() - entry.created_ms <= MAX_NOT_YET_MS:
+                    not_yet[sink.name] = reason.reason
+                    logger.info("sink not ready yet; entry left pending for it",
+                                extra={"key": entry.key, "sink": sink.name, "reason": reason.reason})
+                    break
+                reason = f"{reason.reason}, but none appeared within {MAX_NOT_YET_MS // 60_000} minutes"
             # A skip is final too: the target does not know the user, and asking again will not change that.
             if reason is None or isinstance(reason, Delivered):
                 done.append(sink.name)
@@ -275,7 +297,7 @@ def dispatch(entry: OutboxEntry, delivered: frozenset[str], sinks: Sequence[Sink
             log.mark_delivered(entry.key, sink.name)
             break
     return DispatchResult(delivered=tuple(done), notes=tuple(notes), skipped=tuple(skipped),
-                          already=tuple(already), failed=failed, retries=retries)
+                          already=tuple(already), failed=failed, retries=retries, not_yet=not_yet)
 
 
 MAX_REASSERT_ROUNDS = 10
@@ -321,8 +343,8 @@ def reassert_later(entry: OutboxEntry, written: Sequence[Sink], outbox: ChangeLo
         logger.warning("a later change appeared during delivery; delivered again after it",
                        extra={"key": entry.key, "later": later.key, "sinks": [sink.name for sink in written]})
         result = dispatch(later_entry, frozenset(), written, log=outbox, retry=retry)
-        if result.failed:
-            outbox.reopen(later.key, tuple(result.failed), clock_ms())
+        if not result.complete:
+            outbox.reopen(later.key, (*result.failed, *result.not_yet), clock_ms())
         restored = later
     logger.warning("later changes kept appearing; the reconciler delivers the newest", extra={"key": entry.key})
     if restored is not None:
@@ -515,11 +537,12 @@ def handle_entry(entry: OutboxEntry, runtime: Runtime) -> DispatchResult | None:
         logger.info("entry superseded by a later change; delivered to occurrence sinks only",
                     extra={"key": entry.key, "later": later.key, "later_status": later.status,
                            "sinks": [sink.name for sink in occurrences]})
-        result = replace(dispatch(entry, delivered, occurrences, log=runtime.outbox, retry=runtime.retry),
-                         superseded_by=later)
+        result = replace(dispatch(entry, delivered, occurrences, log=runtime.outbox, retry=runtime.retry,
+                                  clock_ms=runtime.clock_ms), superseded_by=later)
         _settle(entry, result, runtime, DeliveryStatus.SUPERSEDED)
         return result
-    result = dispatch(entry, delivered, runtime.sinks, log=runtime.outbox, retry=runtime.retry)
+    result = dispatch(entry, delivered, runtime.sinks, log=runtime.outbox, retry=runtime.retry,
+                      clock_ms=runtime.clock_ms)
     written = [sink for sink in runtime.sinks if sink.name in result.delivered]
     reasserted = reassert_later(entry, written, runtime.outbox, retry=runtime.retry, clock_ms=runtime.clock_ms)
     if reasserted is not None:
@@ -529,15 +552,20 @@ def handle_entry(entry: OutboxEntry, runtime: Runtime) -> DispatchResult | None:
 
 
 def _settle(entry: OutboxEntry, result: DispatchResult, runtime: Runtime, done: DeliveryStatus) -> None:
-    """Record how the entry ended: `done` when every sink called has it, else dead-lettered."""
+    """Record how the entry ended: `done` when every sink called has it; pending again (for the reconciler) when
+    the only sinks without it are not ready yet; else dead-lettered."""
     now_ms = runtime.clock_ms()
     if result.complete:
         runtime.outbox.set_status(entry.key, done, now_ms)
+    elif not result.failed:
+        runtime.outbox.reopen(entry.key, tuple(result.not_yet), now_ms)
     else:
         # Queue first, then mark: if the mark fails the record is retried and may queue a second letter,
         # which the replay handles (a sink done by the first is skipped), rather than lose the entry.
-        runtime.dead_letters.send(DeadLetter(entry=entry, failed_sinks=tuple(result.failed),
-                                             errors=result.failed, dead_lettered_ms=now_ms))
+        # A not-yet sink rides along: the replay asks it again (and skips it once the wait is over).
+        waiting = {**result.not_yet, **result.failed}
+        runtime.dead_letters.send(DeadLetter(entry=entry, failed_sinks=tuple(waiting), errors=waiting,
+                                             dead_lettered_ms=now_ms))
         runtime.outbox.set_status(entry.key, DeliveryStatus.DEAD_LETTERED, now_ms)
 
 
@@ -570,6 +598,7 @@ def sink_counts(result: DispatchResult) -> Counter[str]:
     `ProfilesCreated` (the reconciler emits the same)."""
     counts: Counter[str] = Counter(f"DeliveredTo_{name}" for name in result.delivered)
     counts.update(f"SkippedBy_{name}" for name, _ in result.skipped)
+    counts.update(f"NotYetFor_{name}" for name in result.not_yet)
     for name, retries in result.retries.items():
         counts[f"SinkRetries_{name}"] += retries
     counts["ProfilesCreated"] += sum(1 for name, note in result.notes
@@ -581,7 +610,8 @@ def sink_counts(result: DispatchResult) -> Counter[str]:
 def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, Any]:
     settings, runtime = _settings(), _runtime()
     metrics = Metrics(namespace=settings.metrics_namespace)
-    counts = {"EntriesDelivered": 0, "EntriesDeadLettered": 0, "EntriesAlreadySettled": 0, "EntriesSuperseded": 0}
+    counts = {"EntriesDelivered": 0, "EntriesDeadLettered": 0, "EntriesAlreadySettled": 0, "EntriesSuperseded": 0,
+              "EntriesLeftPending": 0}
     per_sink: Counter[str] = Counter()
 
     def record_handler(record: DynamoDBRecord) -> None:
@@ -593,8 +623,10 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
             return
         if result.superseded_by is not None and result.complete:
             counts["EntriesSuperseded"] += 1
+        elif result.complete:
+            counts["EntriesDelivered"] += 1
         else:
-            counts["EntriesDelivered" if result.complete else "EntriesDeadLettered"] += 1
+            counts["EntriesDeadLettered" if result.failed else "EntriesLeftPending"] += 1
         per_sink.update(sink_counts(result))
 
     response = process_partial_response(event=event, record_handler=record_handler, processor=processor,

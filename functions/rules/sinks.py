@@ -80,6 +80,15 @@ class Delivered:
     note: str
 
 
+@dataclass(frozen=True, slots=True)
+class NotYet:
+    """`deliver`'s answer when the target cannot take the entry yet but soon will (a profile Customer Profiles is
+    creating from the entry's object): the dispatcher leaves the entry pending for this sink, and the reconciler
+    delivers it on a later run, up to `dispatcher.MAX_NOT_YET_MS` after the entry was created."""
+
+    reason: str
+
+
 class Sink(Protocol):
     """One action target."""
 
@@ -87,8 +96,9 @@ class Sink(Protocol):
     last_writer_wins: bool
     """True when the target keeps only the newest write (an attribute): `reassert_later` may write it again."""
 
-    def deliver(self, entry: OutboxEntry) -> str | Delivered | None:
-        """Deliver `entry`; return None (or `Delivered`) when done, or why there was nothing to deliver to.
+    def deliver(self, entry: OutboxEntry) -> str | Delivered | NotYet | None:
+        """Deliver `entry`; return None (or `Delivered`) when done, why there was nothing to deliver to, or
+        `NotYet`.
         Raises `SinkError`."""
         ...
 
@@ -236,10 +246,13 @@ class CustomerProfilesSink:
     name = "customer_profiles"
     last_writer_wins = True
 
-    def __init__(self, client: Any, domain_name: str, key_name: str = DEFAULT_PROFILE_KEY) -> None:
+    def __init__(self, client: Any, domain_name: str, key_name: str = DEFAULT_PROFILE_KEY, *,
+                 profiles_created: bool = False) -> None:
         self._client = client
         self._domain = domain_name
         self._key = key_name
+        self._profiles_created = profiles_created
+        """True when the object sink creates unknown users' profiles (`connectUnknownUsers: create`)."""
 
     @staticmethod
     def attribute_value(entry: OutboxEntry) -> str:
@@ -249,12 +262,17 @@ class CustomerProfilesSink:
             return _iso(entry.event_time_ms)
         return entry.value or READY
 
-    def deliver(self, entry: OutboxEntry) -> str | None:
+    def deliver(self, entry: OutboxEntry) -> str | NotYet | None:
         if reason := unsearchable(entry.user_id):
             return reason
         # Several profiles can share a key (duplicates not yet merged); each gets the attribute.
         ids = list(profile_ids(self.name, self._client, self._domain, self._key, entry.user_id))
         if not ids:
+            if self._profiles_created and entry.change is Change.QUALIFIED:
+                # The object sink, before this one, put the qualification's object, from which Customer Profiles
+                # creates the profile shortly after ingestion: ask again later rather than lose the attribute.
+                return NotYet(f"no profile with {self._key} = {entry.user_id!r} in domain {self._domain} yet; "
+                              "the qualification's object creates it")
             return f"no profile with {self._key} = {entry.user_id!r} in domain {self._domain}"
         for profile_id in ids:
             _call(self.name, self._client.update_profile, DomainName=self._domain, ProfileId=profile_id,

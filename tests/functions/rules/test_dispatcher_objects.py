@@ -13,7 +13,7 @@ from functions.rules import dispatcher
 from functions.rules.dispatcher import NO_RETRY_DELAY, DeadLetterQueue, OutboxTable, Runtime, handle_entry
 from functions.rules.outbox import OutboxEntry
 from functions.rules.profile_objects import PROFILE_CREATED
-from functions.rules.sinks import Delivered, EventBridgeSink, SinkError
+from functions.rules.sinks import Delivered, EventBridgeSink, NotYet, SinkError
 from tests.functions.rules import test_dispatcher
 from tests.functions.rules.test_dispatcher import FakeLambdaContext, FakeSink, RacingSink, entry, exit_of
 
@@ -134,3 +134,76 @@ def test_the_reconciler_counts_the_same_per_sink_metrics(world):
                        pending_after_ms=900_000)
     assert report.reconciled == [lost.key]
     assert dict(report.sink_counts) == {"DeliveredTo_eventbridge": 1, "SkippedBy_customer_profiles_objects": 1}
+
+
+# --- Create mode: the attribute waits for the profile the object creates ------------------------------------
+
+
+def not_yet_runtime(world, attributes, objects, now_ms: int) -> Runtime:
+    return Runtime(sinks=(objects, attributes), outbox=OutboxTable(world.dynamodb, "outbox"),
+                   dead_letters=DeadLetterQueue(world.sqs, world.dlq_url), retry=NO_RETRY_DELAY,
+                   clock_ms=lambda: now_ms)
+
+
+def test_an_attribute_not_yet_deliverable_leaves_the_entry_pending_for_that_sink_only(world, monkeypatch, capsys):
+    # Customer Profiles creates the profile from the object shortly after ingestion; the attribute sink searching
+    # before that answers NotYet. The entry stays pending (in the pending index) for the attribute sink alone, and
+    # the reconciler's later handle_entry delivers it once the profile exists; the object is never put again.
+    qualification = entry()
+    world.put(qualification.to_item())
+    attributes = FakeSink("customer_profiles", skip=NotYet("no profile yet"))
+    objects = RecordingObjects()
+    runtime = not_yet_runtime(world, attributes, objects, qualification.created_ms + 1_000)
+    monkeypatch.setattr(dispatcher, "_runtime", lambda: runtime)
+    capsys.readouterr()
+    assert dispatcher.lambda_handler({"Records": [world.record(qualification.to_item())]},
+                                     FakeLambdaContext()) == {"batchItemFailures": []}
+    metrics = emitted(capsys)
+    assert metrics["EntriesLeftPending"] == 1 and metrics["NotYetFor_customer_profiles"] == 1
+    assert metrics["EntriesDelivered"] == 0 and metrics["EntriesDeadLettered"] == 0
+    item = world.item(qualification.key)
+    assert item["status"]["S"] == "pending" and "pending_shard" in item
+    assert item["delivered_sinks"]["SS"] == ["customer_profiles_objects"]
+    assert world.dead_letters() == []
+
+    attributes.skip = None  # the profile exists now: the reconciler's turn (900 s later)
+    later = not_yet_runtime(world, attributes, objects, qualification.created_ms + 900_000)
+    result = handle_entry(qualification, later)
+    assert result.complete and result.delivered == ("customer_profiles",) and result.already == (
+        "customer_profiles_objects",)
+    assert objects.puts == [qualification.key] and attributes.calls == 2
+    item = world.item(qualification.key)
+    assert item["status"]["S"] == "delivered" and "pending_shard" not in item
+
+
+def test_not_yet_for_longer_than_the_wait_is_a_skip_with_the_reason(world):
+    qualification = entry()
+    world.put(qualification.to_item())
+    attributes = FakeSink("customer_profiles", skip=NotYet("no profile yet"))
+    runtime = not_yet_runtime(world, attributes, RecordingObjects(),
+                              qualification.created_ms + dispatcher.MAX_NOT_YET_MS + 1)
+    result = handle_entry(qualification, runtime)
+    assert result.complete and result.not_yet == {}
+    assert result.skipped == (("customer_profiles", "no profile yet, but none appeared within 60 minutes"),)
+    assert world.item(qualification.key)["status"]["S"] == "delivered"
+
+
+def test_the_attribute_sink_answers_not_yet_only_for_a_qualification_in_create_mode():
+    import boto3
+    from botocore.stub import Stubber
+
+    from functions.rules.outbox import Change
+    from functions.rules.sinks import CustomerProfilesSink
+
+    client = boto3.client("customer-profiles", region_name="us-east-1", aws_access_key_id="x",
+                          aws_secret_access_key="x")
+    qualification = entry()
+    exit_entry = OutboxEntry.from_item({**qualification.to_item(), "change": Change.EXITED.value})
+    with Stubber(client) as stub:
+        for _ in range(3):
+            stub.add_response("search_profiles", {"Items": []},
+                              {"DomainName": "d", "KeyName": "_account", "Values": [qualification.user_id]})
+        assert isinstance(CustomerProfilesSink(client, "d", profiles_created=True).deliver(qualification), NotYet)
+        assert isinstance(CustomerProfilesSink(client, "d", profiles_created=True).deliver(exit_entry), str)
+        assert isinstance(CustomerProfilesSink(client, "d").deliver(qualification), str)  # skip mode: a skip
+        stub.assert_no_pending_responses()
