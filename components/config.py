@@ -23,10 +23,10 @@ from components.connect_config import (
     DEFAULT_OBJECT_TYPE,
     ACCOUNT_KEY,
     ConnectConfig,
-    InvalidValue,
     UnknownUsers,
     read_connect_config,
 )
+from components.config_checks import InvalidValue, member, optional
 from functions.events.canonical import IdentityMode
 from functions.events.consumer_settings import parse_app_may_report
 from functions.lake_names import InvalidName, LakeNames, derived_lake_names
@@ -50,7 +50,6 @@ LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 
                       2557, 2922, 3288, 3653)
 
 _T = TypeVar("_T")
-_E = TypeVar("_E", bound=enum.Enum)
 
 
 class StreamMode(enum.Enum):
@@ -82,7 +81,7 @@ class ConfigError(ValueError):
 
 class _Invalid(InvalidValue):
     """Internal: one key's problem, collected by `_Reader`. `withheld` is what to say instead when the key is
-    secret and the message would show (part of) its value (`components.connect_config` raises the base)."""
+    secret and the message would show (part of) its value (the shared checks, `components.config_checks`, raise the base)."""
 
 
 SECRET_SHOWN = "[secret]"
@@ -428,25 +427,6 @@ def _at_least(minimum: int) -> Callable[[int], int]:
     return check
 
 
-def _optional(pattern: re.Pattern[str], expected: str) -> Callable[[str], str | None]:
-    def check(value: str) -> str | None:
-        if not value:
-            return None
-        if not pattern.match(value):
-            raise _Invalid(f"expected {expected}")
-        return value
-    return check
-
-
-def _member(enum_type: type[_E]) -> Callable[[str], _E]:
-    def check(value: str) -> _E:
-        try:
-            return enum_type(value)
-        except ValueError:
-            raise _Invalid("expected one of " + ", ".join(m.value for m in enum_type)) from None
-    return check
-
-
 def _between(low: int, high: int) -> Callable[[int], int]:
     def check(value: int) -> int:
         if not low <= value <= high:
@@ -539,12 +519,12 @@ def parse_stack_config(raw: Mapping[str, Any], *, region: str | None,
 
     sources = SourcesConfig(
         pinpoint_project_id=reader.read(
-            "pinpointProjectId", _optional(_PINPOINT_PROJECT_ID, "a Pinpoint project id (32 hex digits) or empty")),
+            "pinpointProjectId", optional(_PINPOINT_PROJECT_ID, "a Pinpoint project id (32 hex digits) or empty")),
         ses_configuration_set=reader.read(
-            "sesConfigurationSet", _optional(_SES_CONFIGURATION_SET, "an SES configuration set name or empty")),
+            "sesConfigurationSet", optional(_SES_CONFIGURATION_SET, "an SES configuration set name or empty")),
         app_producer_policy=reader.read("appProducerPolicy", bool),
         app_stream_shards=reader.read("appStreamShards", _between(1, MAX_APP_STREAM_SHARDS)),
-        stream_mode=reader.read("streamMode", _member(StreamMode)),
+        stream_mode=reader.read("streamMode", member(StreamMode)),
         stream_shards=reader.read("streamShards", _between(1, MAX_STREAM_SHARDS)),
         app_may_report=reader.read("appMayReport", _app_may_report),
     )
@@ -561,16 +541,16 @@ def parse_stack_config(raw: Mapping[str, Any], *, region: str | None,
         scoring=reader.read("scoring", _scoring),
         history_days=reader.read("historyDays", _history_days),
         schedule=reader.read("retrainSchedule", _schedule),
-        import_mode=reader.read("importMode", _member(ImportMode)),
-        training_mode=reader.read("trainingMode", _member(TrainingMode)),
+        import_mode=reader.read("importMode", member(ImportMode)),
+        training_mode=reader.read("trainingMode", member(TrainingMode)),
         attribution_days=reader.read("attributionDays", _between(1, 365)),
         min_provisioned_tps=reader.read("minProvisionedTps", _between(0, 100_000)) or None,
-        gate_metric=reader.read("gateMetric", _optional(_GATE_METRIC, "a Personalize metric name such as "
+        gate_metric=reader.read("gateMetric", optional(_GATE_METRIC, "a Personalize metric name such as "
                                                         "normalized_discounted_cumulative_gain_at_10, or empty")),
         gate_margin=(reader.read("gateMarginPercent", _between(0, 100)) or 0) / 100,
         solution_events_config=reader.read("solutionEventsConfig", bool),
         real_time_tracking_id=_real_time_tracking(reader),
-        log_level=reader.read("retrainingLogLevel", _member(StateMachineLogLevel)),
+        log_level=reader.read("retrainingLogLevel", member(StateMachineLogLevel)),
     )
     sheet_path = reader.read("rulesSheet", _nonempty("the path of the rules sheet (CSV), e.g. rules/sample.csv"))
     rules = _rules_sheet(reader, project_dir, sheet_path) if sheet_path else RuleSet(())
@@ -588,7 +568,7 @@ def parse_stack_config(raw: Mapping[str, Any], *, region: str | None,
     alarm_topic_arn = reader.read("alarmTopicArn", _alarm_topic(region, retraining.solution))
     config = StackConfig(
         region=region or "",
-        identity_mode=reader.read("identityMode", _member(IdentityMode)),
+        identity_mode=reader.read("identityMode", member(IdentityMode)),
         log_retention_days=reader.read("logRetentionDays", _one_of(LOG_RETENTION_DAYS)),
         sources=sources,
         lake=lake,
@@ -687,7 +667,7 @@ def _rules_sheet(reader: _Reader, project_dir: Path, sheet_path: str) -> RuleSet
 
 def _real_time_tracking(reader: _Reader) -> str | None:
     enabled = reader.read("realTimeEvents", bool)
-    tracking_id = reader.read("personalizeTrackingId", _optional(_TRACKING_ID, "an event tracker's tracking id"))
+    tracking_id = reader.read("personalizeTrackingId", optional(_TRACKING_ID, "an event tracker's tracking id"))
     if enabled and not tracking_id:
         reader.problems.append(f"{PROJECT}:realTimeEvents is true but {PROJECT}:personalizeTrackingId is empty: "
                                "set the tracking id of your Personalize event tracker, or turn realTimeEvents off")

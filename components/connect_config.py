@@ -16,6 +16,7 @@ from typing import Any, Callable, Iterable, Protocol, TypeVar
 
 import boto3
 
+from components.config_checks import InvalidValue, member, optional
 from functions.rules.profile_objects import DEFAULT_OBJECT_TYPE, OBJECT_FIELDS, UnknownUsers
 from functions.rules.sinks import DEFAULT_PROFILE_KEY
 
@@ -59,15 +60,6 @@ class PeriodUnit(str, enum.Enum):
     DAYS = "DAYS"
     WEEKS = "WEEKS"
     MONTHS = "MONTHS"
-
-
-class InvalidValue(ValueError):
-    """One key's problem: `withheld` is what to say instead when the key is secret and the message would show
-    (part of) its value. `components.config` raises its own subclass of it."""
-
-    def __init__(self, message: str, *, withheld: str | None = None):
-        super().__init__(message)
-        self.withheld = withheld
 
 
 class ConfigReader(Protocol):
@@ -129,9 +121,9 @@ def read_connect_config(reader: ConfigReader, *, region: str | None, action_name
                         domain_pattern: re.Pattern[str]) -> ConnectConfig | None:
     """The `connect*` keys as a `ConnectConfig`, or None without `connectDomainName`. `action_names` are the
     ActionNames of the parsed sheet (given or derived); `region` is aws:region (None when it is bad)."""
-    domain = reader.read("connectDomainName", _optional(domain_pattern, "an Amazon Connect Customer Profiles domain "
-                                                                        "name (letters, digits, - and _, at most 64) "
-                                                                        "or empty"))
+    domain = reader.read("connectDomainName", optional(
+        domain_pattern, "an Amazon Connect Customer Profiles domain name (letters, digits, - and _, at most 64) or "
+        "empty", max_chars=64))
     dependent = ("connectProfileKey", "connectObjectTypeName", "connectUnknownUsers", "connectCampaigns")
     if not domain:
         # Empty (not a bad name, which is reported already): the keys that configure the domain mean nothing.
@@ -151,7 +143,7 @@ def read_connect_config(reader: ConfigReader, *, region: str | None, action_name
         return None
     profile_key = reader.read("connectProfileKey", _profile_key)
     object_type = reader.read("connectObjectTypeName", _object_type)
-    unknown = reader.read("connectUnknownUsers", _member(UnknownUsers))
+    unknown = reader.read("connectUnknownUsers", member(UnknownUsers))
     entries = reader.read("connectCampaigns", _list, max_chars=MAX_CAMPAIGNS_CHARS)
     campaigns = _campaigns(reader, entries, region, tuple(dict.fromkeys(action_names))) if entries else ()
     if None in (profile_key, object_type, unknown, campaigns):
@@ -168,16 +160,6 @@ def connect_regions() -> tuple[str, ...]:
     return tuple(boto3.session.Session().get_available_regions("customer-profiles"))
 
 
-def _optional(pattern: re.Pattern[str], expected: str) -> Callable[[str], str | None]:
-    def check(value: str) -> str | None:
-        if not value:
-            return None
-        if len(value) > 64 or not pattern.match(value):
-            raise InvalidValue(f"expected {expected}")
-        return value
-    return check
-
-
 def _profile_key(value: str) -> str:
     if value == ACCOUNT_KEY:
         return value
@@ -192,15 +174,6 @@ def _object_type(value: str) -> str:
         raise InvalidValue("expected an object type name: a letter or _ then at most 63 letters, digits, _ or -, "
                            f"e.g. {DEFAULT_OBJECT_TYPE}")
     return value
-
-
-def _member(enum_type: type[enum.Enum]) -> Callable[[str], Any]:
-    def check(value: str) -> Any:
-        try:
-            return enum_type(value)
-        except ValueError:
-            raise InvalidValue("expected one of " + ", ".join(m.value for m in enum_type)) from None
-    return check
 
 
 def _list(value: list[Any]) -> list[Any]:
