@@ -135,7 +135,7 @@ def replay_command(args: argparse.Namespace, *, session: Any = None, out: TextIO
 
 
 def _replay(args: argparse.Namespace, session: Any, out: TextIO) -> int:
-    from functions.rules.dispatcher import OutboxTable
+    from functions.rules.outbox_table import OutboxTable
 
     sinks = replay_sinks(args, session)
     outbox = OutboxTable(session.client("dynamodb"), args.outbox_table)

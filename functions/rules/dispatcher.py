@@ -71,12 +71,11 @@ from aws_lambda_powertools.utilities.data_classes.dynamo_db_stream_event import 
     DynamoDBRecordEventName,
 )
 from aws_lambda_powertools.utilities.typing import LambdaContext
-from botocore.exceptions import ClientError
 
 from functions.events.consumer_settings import DEFAULT_METRICS_NAMESPACE
 from functions.rules.model import ActionKind
-from functions.rules.dynamo import from_attributes
-from functions.rules.outbox import PARTITION_KEY, PENDING_SHARD, DeliveryStatus, OutboxEntry, pending_shard
+from functions.rules.outbox import DeliveryStatus, OutboxEntry
+from functions.rules.outbox_table import DeadLetterQueue, LaterChange, OutboxTable
 from functions.rules.rules_source import Env
 from functions.rules.profile_objects import (
     CUSTOMER_PROFILES_CONFIG,
@@ -100,10 +99,6 @@ from functions.rules.sinks import (
 
 logger = Logger()
 
-DELIVERED_SINKS = "delivered_sinks"
-"""The outbox item's string set of sinks that have the entry."""
-MAX_CHANGE_PROBES = 10_000
-"""Bound on the walk through a (rule, user)'s later changes (each step is one qualification or exit)."""
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -197,28 +192,6 @@ class DeliveryLog(Protocol):
     """Where the dispatcher records progress (the outbox table)."""
 
     def mark_delivered(self, key: str, sink_name: str) -> None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class LaterChange:
-    """The newest change of an entry's (rule, user) after it, as the outbox records it."""
-
-    key: str
-    status: DeliveryStatus | None
-    delivered_sinks: frozenset[str] = frozenset()
-
-    def describe(self) -> str:
-        """E.g. `r-1#u-1#exit#1 (delivered to eventbridge)`, for replay output and logs."""
-        if self.status is DeliveryStatus.DELIVERED or (self.status is None and self.delivered_sinks):
-            state = f"delivered to {', '.join(sorted(self.delivered_sinks)) or 'every sink'}"
-        elif self.status is DeliveryStatus.DEAD_LETTERED:
-            done = f"; delivered to {', '.join(sorted(self.delivered_sinks))}" if self.delivered_sinks else ""
-            state = f"dead-lettered too, it is replayed on its own{done}"
-        elif self.status is DeliveryStatus.PENDING:
-            state = "pending: the dispatcher or the reconciler delivers it"
-        else:
-            state = self.status.value if self.status else "status unknown"
-        return f"{self.key} ({state})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,134 +353,6 @@ class DeadLetter:
                        dead_lettered_ms=int(document["dead_lettered_ms"]))
         except (KeyError, TypeError, json.JSONDecodeError) as error:
             raise ValueError(f"malformed dead letter: {type(error).__name__}: {error}") from None
-
-
-# --- AWS side effects ----------------------------------------------------------------------------------
-
-
-class OutboxTable:
-    """The outbox table as the dispatcher uses it: read progress, mark sinks, set the status."""
-
-    def __init__(self, client: Any, table_name: str) -> None:
-        self._client = client
-        self._table = table_name
-
-    def delivered_sinks(self, key: str) -> tuple[frozenset[str], DeliveryStatus | None]:
-        """The sinks already done and the status; (empty, None) when the item is gone (TTL)."""
-        item = self._client.get_item(TableName=self._table, Key={PARTITION_KEY: {"S": key}}, ConsistentRead=True,
-                                     ProjectionExpression="#d, #s",
-                                     ExpressionAttributeNames={"#d": DELIVERED_SINKS, "#s": "status"}).get("Item")
-        if item is None:
-            return frozenset(), None
-        status = item.get("status", {}).get("S")
-        return frozenset(item.get(DELIVERED_SINKS, {}).get("SS", [])), DeliveryStatus(status) if status else None
-
-    def _update(self, key: str, expression: str, values: dict[str, Any], names: dict[str, str]) -> None:
-        # attribute_exists: never re-create an entry the TTL removed while it sat in the dead-letter queue.
-        try:
-            self._client.update_item(TableName=self._table, Key={PARTITION_KEY: {"S": key}},
-                                     UpdateExpression=expression, ConditionExpression="attribute_exists(#pk)",
-                                     ExpressionAttributeNames={"#pk": PARTITION_KEY, **names},
-                                     ExpressionAttributeValues=values)
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise
-            logger.info("outbox entry no longer exists; progress not recorded", extra={"key": key})
-
-    def mark_delivered(self, key: str, sink_name: str) -> None:
-        self._update(key, "ADD #d :sink", {":sink": {"SS": [sink_name]}}, {"#d": DELIVERED_SINKS})
-
-    def set_status(self, key: str, status: DeliveryStatus, now_ms: int) -> None:
-        """Record how the entry ended; a settled entry leaves the sparse pending index (no `pending_shard`)."""
-        expression = "SET #s = :s, #t = :t" + (" REMOVE #p" if status.settled else "")
-        names = {"#s": "status", "#t": "status_ms", **({"#p": PENDING_SHARD} if status.settled else {})}
-        self._update(key, expression, {":s": {"S": status.value}, ":t": {"N": str(now_ms)}}, names)
-
-    def read_entry(self, key: str) -> OutboxEntry | None:
-        """The entry stored under `key` (consistent read); None when it is gone."""
-        item = self._client.get_item(TableName=self._table, Key={PARTITION_KEY: {"S": key}},
-                                     ConsistentRead=True).get("Item")
-        return None if item is None else OutboxEntry.from_item(from_attributes(item))
-
-    def reopen(self, key: str, sink_names: Sequence[str], now_ms: int) -> None:
-        """Make the entry pending again for `sink_names` (no longer in `delivered_sinks`), back in the sparse
-        pending index, so that the reconciler delivers it to them."""
-        self._update(key, "SET #s = :s, #t = :t, #p = :p DELETE #d :sinks",
-                     {":s": {"S": DeliveryStatus.PENDING.value}, ":t": {"N": str(now_ms)},
-                      ":p": {"S": pending_shard(key)}, ":sinks": {"SS": list(sink_names)}},
-                     {"#s": "status", "#t": "status_ms", "#p": PENDING_SHARD, "#d": DELIVERED_SINKS})
-
-    def leave_pending_index(self, key: str) -> None:
-        """Remove `pending_shard` from a settled entry (one that still has it leaves the sparse pending index);
-        conditional on the status not being `pending`, so a pending entry is never taken out."""
-        try:
-            self._client.update_item(
-                TableName=self._table, Key={PARTITION_KEY: {"S": key}}, UpdateExpression="REMOVE #p",
-                ConditionExpression="attribute_exists(#pk) AND #s <> :pending",
-                ExpressionAttributeNames={"#pk": PARTITION_KEY, "#p": PENDING_SHARD, "#s": "status"},
-                ExpressionAttributeValues={":pending": {"S": DeliveryStatus.PENDING.value}})
-        except ClientError as error:
-            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
-                raise
-            logger.info("outbox entry pending again or gone; left in the pending index", extra={"key": key})
-
-    def later_change(self, entry: OutboxEntry) -> LaterChange | None:
-        """The newest change of `entry`'s (rule, user) after `entry` that the outbox holds; None when there is
-        none, or when `entry` is an event action (those are never superseded) or has a key of another shape.
-
-        Walks the keys that can follow (exit n, qualification n+1, …), one BatchGetItem per step, with
-        strongly consistent reads, so a change written a moment ago is seen. Later changes are created later
-        and so expire (TTL) later: the walk cannot meet a gap left by an expired entry."""
-        position = entry.position
-        if position is None or entry.action is not ActionKind.ATTRIBUTE:
-            return None
-        latest: LaterChange | None = None
-        for _ in range(MAX_CHANGE_PROBES):
-            candidates = {key: p for p in position.successors() for key in p.keys(entry.rule_id, entry.user_id)}
-            found = self._read_many(list(candidates), entry.rule_id, entry.user_id)
-            if not found:
-                break
-            newest = max(found, key=lambda key: candidates[key])
-            position, latest = candidates[newest], found[newest]
-        return latest
-
-    def _read_many(self, keys: list[str], rule_id: str, user_id: str) -> dict[str, LaterChange]:
-        """The items of `keys` that are changes of (`rule_id`, `user_id`). An item of another (rule, user)
-        under one of these keys (written before user ids were escaped in keys, `keys.user_key_part`) is not
-        a change of this one, whatever its key says."""
-        request: dict[str, Any] = {self._table: {
-            "Keys": [{PARTITION_KEY: {"S": key}} for key in keys], "ConsistentRead": True,
-            "ProjectionExpression": "#pk, #d, #s, #r, #u",
-            "ExpressionAttributeNames": {"#pk": PARTITION_KEY, "#d": DELIVERED_SINKS, "#s": "status",
-                                         "#r": "rule_id", "#u": "user_id"}}}
-        found: dict[str, LaterChange] = {}
-        for attempt in range(1, 6):
-            response = self._client.batch_get_item(RequestItems=request)
-            for item in response.get("Responses", {}).get(self._table, []):
-                if (item.get("rule_id", {}).get("S"), item.get("user_id", {}).get("S")) != (rule_id, user_id):
-                    logger.warning("outbox key holds another rule's or user's change; ignored",
-                                   extra={"key": item[PARTITION_KEY]["S"]})
-                    continue
-                status = item.get("status", {}).get("S")
-                found[item[PARTITION_KEY]["S"]] = LaterChange(
-                    item[PARTITION_KEY]["S"], DeliveryStatus(status) if status else None,
-                    frozenset(item.get(DELIVERED_SINKS, {}).get("SS", [])))
-            request = response.get("UnprocessedKeys") or {}
-            if not request:
-                return found
-            time.sleep(0.05 * 2 ** attempt)  # BatchGetItem hands back what it could not read under load
-        raise RuntimeError(f"outbox {self._table}: BatchGetItem left keys unread after retries")
-
-
-class DeadLetterQueue:
-    """The SQS queue of entries no retry could deliver."""
-
-    def __init__(self, client: Any, queue_url: str) -> None:
-        self._client = client
-        self._url = queue_url
-
-    def send(self, letter: DeadLetter) -> None:
-        self._client.send_message(QueueUrl=self._url, MessageBody=letter.to_json())
 
 
 @dataclass(frozen=True, slots=True)

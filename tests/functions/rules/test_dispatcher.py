@@ -19,15 +19,14 @@ from functions.rules import dispatcher
 from functions.rules.dispatcher import (
     NO_RETRY_DELAY,
     DeadLetter,
-    DeadLetterQueue,
     DispatcherSettings,
-    OutboxTable,
     RetryPolicy,
     Runtime,
     dispatch,
     handle_entry,
 )
 from functions.rules.outbox import Change, DeliveryStatus, OutboxEntry
+from functions.rules.outbox_table import DeadLetterQueue, OutboxTable
 from functions.rules.model import ActionKind
 from functions.rules.profile_objects import PROFILE_CREATED, ProfileObjectSink, UnknownUsers
 from functions.rules.sinks import Delivered, EventBridgeSink, PinpointSink, SinkError

@@ -256,7 +256,8 @@ def test_the_outbox_table_is_required(aws, capsys):
 
 def test_a_later_change_delivered_while_the_replay_calls_the_sink_is_delivered_again_after_it(aws):
     from cli.actions import replay_dead_letters
-    from functions.rules.dispatcher import NO_RETRY_DELAY, OutboxTable
+    from functions.rules.dispatcher import NO_RETRY_DELAY
+    from functions.rules.outbox_table import OutboxTable
 
     qualification, later = attribute_change("u-1", 1), attribute_change("u-1", 1, exit=True)
     dead_letter(aws, qualification, ("recording",))

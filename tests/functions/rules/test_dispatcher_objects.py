@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from functions.rules import dispatcher
-from functions.rules.dispatcher import NO_RETRY_DELAY, DeadLetterQueue, OutboxTable, Runtime, handle_entry
+from functions.rules.dispatcher import NO_RETRY_DELAY, Runtime, handle_entry
+from functions.rules.outbox_table import DeadLetterQueue, OutboxTable
 from functions.rules.outbox import OutboxEntry
 from functions.rules.profile_objects import PROFILE_CREATED
 from functions.rules.sinks import Delivered, EventBridgeSink, NotYet, SinkError

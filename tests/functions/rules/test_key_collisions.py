@@ -10,7 +10,8 @@ import pytest
 from boto3.dynamodb.types import TypeSerializer
 from moto import mock_aws
 
-from functions.rules.dispatcher import NO_RETRY_DELAY, DeadLetterQueue, OutboxTable, Runtime, handle_entry
+from functions.rules.dispatcher import NO_RETRY_DELAY, Runtime, handle_entry
+from functions.rules.outbox_table import DeadLetterQueue, OutboxTable
 from functions.rules.keys import exit_key, legacy_change_prefix, parse_change_key, qualification_key, user_key_part
 from functions.rules.model import ActionKind, CountCondition, Operator, Rule, RuleSet, RuleType
 from functions.rules.outbox import Change, OutboxEntry, create_local_outbox_table

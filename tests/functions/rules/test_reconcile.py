@@ -18,7 +18,8 @@ from moto import mock_aws
 
 from cli.lambda_context import LocalLambdaContext
 from functions.rules import reconcile
-from functions.rules.dispatcher import NO_RETRY_DELAY, DeadLetter, DeadLetterQueue, OutboxTable, Runtime
+from functions.rules.dispatcher import NO_RETRY_DELAY, DeadLetter, Runtime
+from functions.rules.outbox_table import DeadLetterQueue, OutboxTable
 from functions.rules.model import ActionKind
 from functions.rules.outbox import Change, OutboxEntry
 from functions.rules.reconcile import PendingIndex, ReconcilerSettings
