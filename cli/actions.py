@@ -177,7 +177,10 @@ def replay_dead_letters(sqs: Any, queue_url: str, sinks: Mapping[str, Any], outb
     dispatcher's `OutboxTable`); see the module docstring."""
     from functions.rules.dispatcher import DeadLetter, RetryPolicy, dispatch, reassert_later
     from functions.rules.outbox import DeliveryStatus
+    from functions.rules.profile_objects import ProfileObjectSink
     from functions.rules.sinks import is_last_writer_wins
+
+    occurrence_sinks = frozenset({ProfileObjectSink.name})
 
     retry = retry or RetryPolicy()
     summary = ReplaySummary()
@@ -191,16 +194,25 @@ def replay_dead_letters(sqs: Any, queue_url: str, sinks: Mapping[str, Any], outb
             queue.keep(message)
             continue
         entry = letter.entry
-        done = outbox.delivered_sinks(entry.key)[0]
-        pending = [name for name in letter.failed_sinks if name not in done]
+        progress = outbox.progress(entry.key)
+        # In the configured sinks' order (the object sink, which creates a profile, before the attribute sink
+        # that waits for it), whatever order the letter lists them in; unconfigured ones after, to be reported.
+        failed = [name for name in letter.failed_sinks if name not in progress.delivered]
+        pending = [name for name in sinks if name in failed] + [name for name in failed if name not in sinks]
         settled = DeliveryStatus.DELIVERED
         # Standard queues hand messages out in any order, so "later" is asked of the outbox, per message.
         later = outbox.later_change(entry) if pending else None
         if later is not None:
             # A later change supersedes the state sinks only; an occurrence sink (the profile object) still
-            # gets this change's own record, as in dispatcher.handle_entry.
-            occurrences = [name for name in pending if name in sinks and not is_last_writer_wins(sinks[name])]
+            # gets this change's own record, as in dispatcher.handle_entry. Known by name too, so a replay not
+            # configured for it keeps the message rather than drop the object.
+            occurrences = [name for name in pending if name in occurrence_sinks
+                           or (name in sinks and not is_last_writer_wins(sinks[name]))]
             if occurrences:
+                state = [name for name in pending if name not in occurrences]
+                if state:
+                    print(f"{entry.key}: not redelivered to {', '.join(state)}: superseded by {later.describe()}",
+                          file=out)
                 pending, later, settled = occurrences, None, DeliveryStatus.SUPERSEDED
         if later is not None:
             what = (f"{entry.key} ({entry.change.value} {entry.name}) for {', '.join(pending)}: "
@@ -225,7 +237,10 @@ def replay_dead_letters(sqs: Any, queue_url: str, sinks: Mapping[str, Any], outb
             summary.would_redeliver += 1
             queue.keep(message)
             continue
-        result = dispatch(entry, frozenset(), [sinks[name] for name in pending], log=outbox, retry=retry)
+        result = dispatch(entry, frozenset(), [sinks[name] for name in pending], log=outbox, retry=retry,
+                          waiting_since_ms=progress.waiting_since_ms)
+        if result.not_yet:
+            outbox.wait(entry.key, _now_ms(), pending=False)  # the next replay measures the wait from the first
         # The supersede check above came before the sink calls: a later change delivered meanwhile must win.
         reasserted = reassert_later(entry, [sinks[name] for name in result.delivered], outbox, retry=retry)
         if reasserted is not None:
@@ -241,7 +256,9 @@ def replay_dead_letters(sqs: Any, queue_url: str, sinks: Mapping[str, Any], outb
         outbox.set_status(entry.key, settled, _now_ms())
         queue.done(message)
         summary.redelivered += 1
-        print(f"redelivered {entry.key} to {', '.join(pending) or 'nothing (already delivered)'}", file=out)
+        skipped = dict(result.skipped)
+        targets = [f"{name} (skipped: {skipped[name]})" if name in skipped else name for name in pending]
+        print(f"redelivered {entry.key} to {', '.join(targets) or 'nothing (already delivered)'}", file=out)
     queue.release()
     return summary
 

@@ -89,7 +89,7 @@ class CampaignTrigger:
     period_unit: PeriodUnit = PeriodUnit.DAYS
     """The period's unit. Default days."""
     period_value: int = 1
-    """The period's length in `period_unit` (1–60). Default 1."""
+    """The period's length in `period_unit` (1–24). Default 1."""
 
 
 @dataclass(frozen=True, slots=True)

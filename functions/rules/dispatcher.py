@@ -21,8 +21,14 @@ delivered on its own (live, by the reconciler, or from the dead-letter queue). T
 sink calls, which take time; a later change that appears meanwhile is delivered again after them
 (`reassert_later`), so it still wins — at the last-writer-wins sinks only: a profile object
 (`profile_objects.ProfileObjectSink`) is an occurrence an event trigger may start a campaign on, so it is
-never put again to restore a state. A superseded change is not written as an object either (the later one
-is). `trk_…` event actions are each their own action and are always delivered.
+never put again to restore a state; and a superseded change still writes its own object (only the
+last-writer-wins sinks are superseded). `trk_…` event actions are each their own action and are always
+delivered.
+
+A sink may answer that it cannot take the entry yet (`sinks.NotYet`: in create mode, the profile Customer
+Profiles is creating from the entry's object): that sink stays unmarked, the entry stays pending for the
+reconciler (`OutboxTable.wait`, which records when the wait began), and after MAX_NOT_YET_MS of waiting the
+answer becomes a skip.
 
 A sink that still fails after its retries does not block the stream: the entry, the failed sinks and
 the errors go to the dead-letter queue (`python -m cli actions replay` redelivers them), the item's status
@@ -223,8 +229,9 @@ class DispatchResult:
 
 
 MAX_NOT_YET_MS = 3_600_000
-"""A sink answering `NotYet` for an entry created longer ago than this (an hour: the reconciler's threshold plus
-several runs) is taken at its word that the target will not come: the entry is skipped for it, with the reason."""
+"""A sink that has answered `NotYet` for an entry for longer than this (an hour since its first such answer: the
+reconciler's threshold plus several runs) is taken at its word that the target will not come: the entry is
+skipped for it, with the reason."""
 
 
 def _wall_clock_ms() -> int:
@@ -232,8 +239,13 @@ def _wall_clock_ms() -> int:
 
 
 def dispatch(entry: OutboxEntry, delivered: frozenset[str], sinks: Sequence[Sink], *, log: DeliveryLog,
-             retry: RetryPolicy = RetryPolicy(), clock_ms: Callable[[], int] = _wall_clock_ms) -> DispatchResult:
-    """Deliver `entry` to every sink not in `delivered`, recording each success in `log` as it happens."""
+             retry: RetryPolicy = RetryPolicy(), clock_ms: Callable[[], int] = _wall_clock_ms,
+             waiting_since_ms: int | None = None) -> DispatchResult:
+    """Deliver `entry` to every sink not in `delivered`, recording each success in `log` as it happens.
+
+    A sink answering `NotYet` is left unmarked (`DispatchResult.not_yet`) unless it has waited since
+    `waiting_since_ms` (the outbox's `waiting_since_ms`, None when no sink waited yet) for longer than
+    MAX_NOT_YET_MS: then the answer is a skip with the reason."""
     done, notes, skipped, already, failed, retries, not_yet = [], [], [], [], {}, {}, {}
     for sink in sinks:
         if sink.name in delivered:
@@ -252,7 +264,7 @@ def dispatch(entry: OutboxEntry, delivered: frozenset[str], sinks: Sequence[Sink
                                                      "attempts": attempt})
                 break
             if isinstance(reason, NotYet):
-                if clock_ms() - entry.created_ms <= MAX_NOT_YET_MS:
+                if waiting_since_ms is None or clock_ms() - waiting_since_ms <= MAX_NOT_YET_MS:
                     not_yet[sink.name] = reason.reason
                     logger.info("sink not ready yet; entry left pending for it",
                                 extra={"key": entry.key, "sink": sink.name, "reason": reason.reason})
@@ -370,7 +382,8 @@ def handle_entry(entry: OutboxEntry, runtime: Runtime) -> DispatchResult | None:
     """Dispatch one entry end to end; None when it was already settled by an earlier delivery.
 
     The one delivery path: the stream handler and the reconciler both call it."""
-    delivered, status = runtime.outbox.delivered_sinks(entry.key)
+    progress = runtime.outbox.progress(entry.key)
+    delivered, status = progress.delivered, progress.status
     if status is not None and status.settled:
         return None
     later = runtime.outbox.later_change(entry)
@@ -383,11 +396,12 @@ def handle_entry(entry: OutboxEntry, runtime: Runtime) -> DispatchResult | None:
                     extra={"key": entry.key, "later": later.key, "later_status": later.status,
                            "sinks": [sink.name for sink in occurrences]})
         result = replace(dispatch(entry, delivered, occurrences, log=runtime.outbox, retry=runtime.retry,
-                                  clock_ms=runtime.clock_ms), superseded_by=later)
+                                  clock_ms=runtime.clock_ms, waiting_since_ms=progress.waiting_since_ms),
+                         superseded_by=later)
         _settle(entry, result, runtime, DeliveryStatus.SUPERSEDED)
         return result
     result = dispatch(entry, delivered, runtime.sinks, log=runtime.outbox, retry=runtime.retry,
-                      clock_ms=runtime.clock_ms)
+                      clock_ms=runtime.clock_ms, waiting_since_ms=progress.waiting_since_ms)
     written = [sink for sink in runtime.sinks if sink.name in result.delivered]
     reasserted = reassert_later(entry, written, runtime.outbox, retry=runtime.retry, clock_ms=runtime.clock_ms)
     if reasserted is not None:
@@ -403,13 +417,17 @@ def _settle(entry: OutboxEntry, result: DispatchResult, runtime: Runtime, done: 
     if result.complete:
         runtime.outbox.set_status(entry.key, done, now_ms)
     elif not result.failed:
-        runtime.outbox.reopen(entry.key, tuple(result.not_yet), now_ms)
+        runtime.outbox.wait(entry.key, now_ms, pending=True)
     else:
         # Queue first, then mark: if the mark fails the record is retried and may queue a second letter,
         # which the replay handles (a sink done by the first is skipped), rather than lose the entry.
-        # A not-yet sink rides along: the replay asks it again (and skips it once the wait is over).
-        waiting = {**result.not_yet, **result.failed}
-        runtime.dead_letters.send(DeadLetter(entry=entry, failed_sinks=tuple(waiting), errors=waiting,
+        # A not-yet sink rides along, in the sinks' order (the object sink, which creates the profile, before
+        # the attribute sink that waits for it): the replay asks it again, and skips it once the wait is over.
+        if result.not_yet:
+            runtime.outbox.wait(entry.key, now_ms, pending=False)
+        waiting = {**result.failed, **result.not_yet}
+        ordered = {sink.name: waiting[sink.name] for sink in runtime.sinks if sink.name in waiting}
+        runtime.dead_letters.send(DeadLetter(entry=entry, failed_sinks=tuple(ordered), errors=ordered,
                                              dead_lettered_ms=now_ms))
         runtime.outbox.set_status(entry.key, DeliveryStatus.DEAD_LETTERED, now_ms)
 

@@ -22,6 +22,15 @@ from functions.rules.outbox import PARTITION_KEY, PENDING_SHARD, DeliveryStatus,
 logger = Logger()
 
 
+@dataclass(frozen=True, slots=True)
+class Progress:
+    """An entry's delivery progress as the outbox records it."""
+
+    delivered: frozenset[str] = frozenset()
+    status: DeliveryStatus | None = None
+    waiting_since_ms: int | None = None
+
+
 class Letter(Protocol):
     """A dead letter as the queue needs it (`dispatcher.DeadLetter`)."""
 
@@ -29,6 +38,8 @@ class Letter(Protocol):
 
 DELIVERED_SINKS = "delivered_sinks"
 """The outbox item's string set of sinks that have the entry."""
+WAITING_SINCE = "waiting_since_ms"
+"""When a sink first answered that it could not take the entry yet (`sinks.NotYet`), epoch ms."""
 MAX_CHANGE_PROBES = 10_000
 """Bound on the walk through a (rule, user)'s later changes (each step is one qualification or exit)."""
 
@@ -62,15 +73,47 @@ class OutboxTable:
         self._client = client
         self._table = table_name
 
+    def progress(self, key: str) -> Progress:
+        """The sinks already done, the status and since when a sink has waited (consistent read); an empty
+        `Progress` when the item is gone (TTL)."""
+        item = self._client.get_item(
+            TableName=self._table, Key={PARTITION_KEY: {"S": key}}, ConsistentRead=True,
+            ProjectionExpression="#d, #s, #w",
+            ExpressionAttributeNames={"#d": DELIVERED_SINKS, "#s": "status", "#w": WAITING_SINCE}).get("Item")
+        if item is None:
+            return Progress()
+        status = item.get("status", {}).get("S")
+        waiting = item.get(WAITING_SINCE, {}).get("N")
+        return Progress(frozenset(item.get(DELIVERED_SINKS, {}).get("SS", [])),
+                        DeliveryStatus(status) if status else None, int(waiting) if waiting else None)
+
     def delivered_sinks(self, key: str) -> tuple[frozenset[str], DeliveryStatus | None]:
         """The sinks already done and the status; (empty, None) when the item is gone (TTL)."""
-        item = self._client.get_item(TableName=self._table, Key={PARTITION_KEY: {"S": key}}, ConsistentRead=True,
-                                     ProjectionExpression="#d, #s",
-                                     ExpressionAttributeNames={"#d": DELIVERED_SINKS, "#s": "status"}).get("Item")
-        if item is None:
-            return frozenset(), None
-        status = item.get("status", {}).get("S")
-        return frozenset(item.get(DELIVERED_SINKS, {}).get("SS", [])), DeliveryStatus(status) if status else None
+        progress = self.progress(key)
+        return progress.delivered, progress.status
+
+    def wait(self, key: str, now_ms: int, *, pending: bool) -> None:
+        """Record that a sink could not take the entry yet (`sinks.NotYet`): `waiting_since_ms` is set once, the
+        first time, so the wait is measured from then however often it is asked again. With `pending`, the entry
+        also stays pending and in the pending index for the reconciler, but only while it is pending: a run that
+        settled it meanwhile (the reconciler overlapping the dispatcher) is never undone."""
+        expression = "SET #w = if_not_exists(#w, :t)"
+        names, values = {"#w": WAITING_SINCE}, {":t": {"N": str(now_ms)}}
+        condition = "attribute_exists(#pk)"
+        if pending:
+            expression += ", #t = :t, #p = :p"
+            names |= {"#t": "status_ms", "#p": PENDING_SHARD, "#s": "status"}
+            values |= {":p": {"S": pending_shard(key)}, ":pending": {"S": DeliveryStatus.PENDING.value}}
+            condition += " AND #s = :pending"
+        try:
+            self._client.update_item(TableName=self._table, Key={PARTITION_KEY: {"S": key}},
+                                     UpdateExpression=expression, ConditionExpression=condition,
+                                     ExpressionAttributeNames={"#pk": PARTITION_KEY, **names},
+                                     ExpressionAttributeValues=values)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") != "ConditionalCheckFailedException":
+                raise
+            logger.info("outbox entry settled or gone meanwhile; left as it is", extra={"key": key})
 
     def _update(self, key: str, expression: str, values: dict[str, Any], names: dict[str, str]) -> None:
         # attribute_exists: never re-create an entry the TTL removed while it sat in the dead-letter queue.

@@ -37,7 +37,7 @@ from typing import Any
 
 from botocore.config import Config
 
-from functions.rules.outbox import OutboxEntry
+from functions.rules.outbox import Change, OutboxEntry
 from functions.rules.rules_source import Env
 from functions.rules.sinks import (
     DEFAULT_PROFILE_KEY,
@@ -127,6 +127,9 @@ class ProfileObjectSink:
         if not found and self._unknown is UnknownUsers.SKIP:
             return (f"no profile with {self._key} = {entry.user_id!r} in domain {self._domain} "
                     "(unknown users are skipped)")
+        if not found and entry.change is Change.EXITED:
+            # An exit starts nothing and tells a profile-less user nothing: no profile is created for it.
+            return f"no profile with {self._key} = {entry.user_id!r} in domain {self._domain} to record the exit on"
         _call(self.name, self._client.put_profile_object, DomainName=self._domain, ObjectTypeName=self._type,
               Object=document)
         return None if found else Delivered(PROFILE_CREATED)

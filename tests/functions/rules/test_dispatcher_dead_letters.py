@@ -418,3 +418,55 @@ def test_a_superseded_dead_letter_still_writes_its_object_but_not_the_attribute(
     assert code == 0 and f"redelivered {change.key} to customer_profiles_objects" in out.getvalue()
     assert stored_status(aws, change.key) == "superseded"
     assert queue_bodies(aws, "dlq") == []
+
+
+def test_a_not_yet_letter_stays_until_the_profile_exists_and_the_sinks_go_in_the_configured_order(aws):
+    # The letter lists the attribute sink first (as a dispatcher of this release never writes it); the replay still
+    # puts the object first, keeps the message while the attribute sink has no profile, and delivers it later.
+    from cli.actions import replay_dead_letters
+    from functions.rules.dispatcher import NO_RETRY_DELAY
+    from functions.rules.outbox_table import OutboxTable
+    from functions.rules.sinks import NotYet
+    from tests.functions.rules.test_dispatcher import FakeSink
+
+    change = entry("u-9")
+    dead_letter(aws, change, ("customer_profiles", "customer_profiles_objects"))
+    calls: list[str] = []
+
+    class Recording(FakeSink):
+        def deliver(self, entry):
+            calls.append(self.name)
+            return super().deliver(entry)
+
+    objects = Recording("customer_profiles_objects", last_writer_wins=False)
+    attributes = Recording("customer_profiles", skip=NotYet("no profile yet"))
+    sinks = {"customer_profiles_objects": objects, "customer_profiles": attributes}
+    outbox = OutboxTable(aws["dynamodb"], "outbox")
+    out = io.StringIO()
+    summary = replay_dead_letters(aws["sqs"], aws["dlq"], sinks, outbox, out=out, retry=NO_RETRY_DELAY)
+    assert calls == ["customer_profiles_objects", "customer_profiles"]
+    assert summary.redelivered == 0 and "failed again: customer_profiles: no profile yet" in summary.left[0]
+    assert stored_status(aws, change.key) == "dead_lettered"  # kept (not read here: that would hide it)
+    waited = aws["dynamodb"].get_item(TableName="outbox", Key={"pk": {"S": change.key}})["Item"]["waiting_since_ms"]
+
+    attributes.skip = None  # the profile exists now
+    summary = replay_dead_letters(aws["sqs"], aws["dlq"], sinks, outbox, out=out, retry=NO_RETRY_DELAY)
+    assert calls == ["customer_profiles_objects", "customer_profiles", "customer_profiles"]  # no second object
+    assert summary.redelivered == 1 and stored_status(aws, change.key) == "delivered"
+    assert queue_bodies(aws, "dlq") == []
+    assert aws["dynamodb"].get_item(TableName="outbox", Key={"pk": {"S": change.key}})["Item"][
+        "waiting_since_ms"] == waited
+
+
+def test_a_superseded_letter_whose_object_sink_is_not_configured_here_is_kept(aws):
+    # Without --connect-domain the replay cannot write the object the superseded change still owes: the message
+    # stays (it must not be deleted as superseded, which would drop the object for good).
+    change = attribute_change("u-1", 1)
+    dead_letter(aws, change, ("eventbridge", "customer_profiles_objects"))
+    delivered(aws, attribute_change("u-1", 1, exit=True))
+    code, output = run(aws, "--event-bus", "rules")
+    assert code == 1
+    assert "sink(s) customer_profiles_objects not configured for this replay" in output
+    assert "not redelivered to eventbridge: superseded by r-w#u-1#exit#1" in output
+    assert len(queue_bodies(aws, "dlq")) == 1 and stored_status(aws, change.key) == "dead_lettered"
+    assert published(aws) == []

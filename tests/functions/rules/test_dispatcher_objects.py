@@ -177,16 +177,54 @@ def test_an_attribute_not_yet_deliverable_leaves_the_entry_pending_for_that_sink
     assert item["status"]["S"] == "delivered" and "pending_shard" not in item
 
 
-def test_not_yet_for_longer_than_the_wait_is_a_skip_with_the_reason(world):
+def test_the_wait_runs_from_the_first_not_yet_not_from_the_entrys_creation(world):
+    # First delivered two hours after it was created (a reconciled lost record, a backlog): the object is put just
+    # now, so the attribute still waits; the skip comes only an hour after the first NotYet (review of issue 14).
     qualification = entry()
     world.put(qualification.to_item())
     attributes = FakeSink("customer_profiles", skip=NotYet("no profile yet"))
-    runtime = not_yet_runtime(world, attributes, RecordingObjects(),
-                              qualification.created_ms + dispatcher.MAX_NOT_YET_MS + 1)
-    result = handle_entry(qualification, runtime)
+    first = qualification.created_ms + 2 * 3_600_000
+    result = handle_entry(qualification, not_yet_runtime(world, attributes, RecordingObjects(), first))
+    assert result.not_yet == {"customer_profiles": "no profile yet"} and result.skipped == ()
+    assert world.item(qualification.key)["waiting_since_ms"]["N"] == str(first)
+    # Asked again within the hour: still waiting, and the start of the wait is kept.
+    result = handle_entry(qualification, not_yet_runtime(world, attributes, RecordingObjects(), first + 1_800_000))
+    assert result.not_yet and world.item(qualification.key)["waiting_since_ms"]["N"] == str(first)
+    # Past the hour since the first answer: a skip with the reason, and the entry is settled.
+    late = first + dispatcher.MAX_NOT_YET_MS + 1
+    result = handle_entry(qualification, not_yet_runtime(world, attributes, RecordingObjects(), late))
     assert result.complete and result.not_yet == {}
     assert result.skipped == (("customer_profiles", "no profile yet, but none appeared within 60 minutes"),)
     assert world.item(qualification.key)["status"]["S"] == "delivered"
+
+
+def test_a_not_yet_beside_a_failure_goes_into_the_dead_letter_after_the_object_sink(world):
+    # The object put failed (so no profile is coming from it yet) and the attribute sink had none: both go to
+    # the letter, the object sink first, so a replay puts the object before it asks for the attribute again.
+    qualification = entry()
+    world.put(qualification.to_item())
+    objects = FakeSink("customer_profiles_objects", errors=[SinkError("refused", retryable=False)],
+                       last_writer_wins=False)
+    attributes = FakeSink("customer_profiles", skip=NotYet("no profile yet"))
+    runtime = not_yet_runtime(world, attributes, objects, qualification.created_ms + 1_000)
+    result = handle_entry(qualification, runtime)
+    assert result.failed and result.not_yet
+    [letter] = world.dead_letters()
+    assert letter.failed_sinks == ("customer_profiles_objects", "customer_profiles")
+    assert set(letter.errors) == {"customer_profiles_objects", "customer_profiles"}
+    item = world.item(qualification.key)
+    assert item["status"]["S"] == "dead_lettered" and "pending_shard" not in item
+    assert item["waiting_since_ms"]["N"] == str(qualification.created_ms + 1_000)
+
+
+def test_waiting_never_reopens_an_entry_another_run_settled(world):
+    # A reconciler run answering NotYet while another run delivered the entry: the late `wait` leaves it settled.
+    qualification = entry()
+    world.put({**qualification.to_item(), "status": "delivered", "delivered_sinks": {"customer_profiles"}})
+    OutboxTable(world.dynamodb, "outbox").wait(qualification.key, qualification.created_ms + 5, pending=True)
+    item = world.item(qualification.key)
+    assert item["status"]["S"] == "delivered" and item["delivered_sinks"]["SS"] == ["customer_profiles"]
+    assert "waiting_since_ms" not in item
 
 
 def test_the_attribute_sink_answers_not_yet_only_for_a_qualification_in_create_mode():

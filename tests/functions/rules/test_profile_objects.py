@@ -222,3 +222,12 @@ def test_a_user_id_longer_than_a_search_key_is_skipped_by_both_sinks_without_a_c
             reason = sink.deliver(long_entry)
             assert isinstance(reason, str) and "has 256 characters" in reason and "at most 255" in reason
         stub.assert_no_pending_responses()
+
+
+def test_in_create_mode_an_exit_of_an_unknown_user_creates_no_profile(profiles):
+    client, stub = profiles
+    exit_entry = entry(change=Change.EXITED)
+    stub.add_response("search_profiles", {"Items": []},
+                      {"DomainName": "d", "KeyName": "_account", "Values": [exit_entry.user_id]})
+    reason = ProfileObjectSink(client, "d", "T", "_account", UnknownUsers.CREATE).deliver(exit_entry)
+    assert isinstance(reason, str) and "to record the exit on" in reason  # no put_profile_object queued: none made
