@@ -175,7 +175,7 @@ def replay_dead_letters(sqs: Any, queue_url: str, sinks: Mapping[str, Any], outb
                         retry: Any = None) -> ReplaySummary:
     """Redeliver dead letters from `queue_url` to `sinks` (by name) and record progress in `outbox` (the
     dispatcher's `OutboxTable`); see the module docstring."""
-    from functions.rules.dispatcher import DeadLetter, RetryPolicy, dispatch, reassert_later
+    from functions.rules.dispatcher import DeadLetter, RetryPolicy, dispatch, reassert_later, record_wait
     from functions.rules.outbox import DeliveryStatus
     from functions.rules.profile_objects import ProfileObjectSink
     from functions.rules.sinks import is_last_writer_wins
@@ -239,8 +239,8 @@ def replay_dead_letters(sqs: Any, queue_url: str, sinks: Mapping[str, Any], outb
             continue
         result = dispatch(entry, frozenset(), [sinks[name] for name in pending], log=outbox, retry=retry,
                           waiting_since_ms=progress.waiting_since_ms)
-        if result.not_yet:
-            outbox.wait(entry.key, _now_ms(), pending=False)  # the next replay measures the wait from the first
+        # The next replay measures the wait from its start (restarted when the object was put just now).
+        record_wait(outbox, entry.key, result, [sinks[name] for name in pending], _now_ms(), pending=False)
         # The supersede check above came before the sink calls: a later change delivered meanwhile must win.
         reasserted = reassert_later(entry, [sinks[name] for name in result.delivered], outbox, retry=retry)
         if reasserted is not None:

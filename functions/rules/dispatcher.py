@@ -264,7 +264,10 @@ def dispatch(entry: OutboxEntry, delivered: frozenset[str], sinks: Sequence[Sink
                                                      "attempts": attempt})
                 break
             if isinstance(reason, NotYet):
-                if waiting_since_ms is None or clock_ms() - waiting_since_ms <= MAX_NOT_YET_MS:
+                # An occurrence sink (the object) delivered in this very pass starts the wait afresh: what the
+                # sink waits for (the profile the object creates) was only set going now.
+                fresh = any(not is_last_writer_wins(other) for other in sinks if other.name in done)
+                if fresh or waiting_since_ms is None or clock_ms() - waiting_since_ms <= MAX_NOT_YET_MS:
                     not_yet[sink.name] = reason.reason
                     logger.info("sink not ready yet; entry left pending for it",
                                 extra={"key": entry.key, "sink": sink.name, "reason": reason.reason})
@@ -417,19 +420,41 @@ def _settle(entry: OutboxEntry, result: DispatchResult, runtime: Runtime, done: 
     if result.complete:
         runtime.outbox.set_status(entry.key, done, now_ms)
     elif not result.failed:
-        runtime.outbox.wait(entry.key, now_ms, pending=True)
+        record_wait(runtime.outbox, entry.key, result, runtime.sinks, now_ms, pending=True)
     else:
         # Queue first, then mark: if the mark fails the record is retried and may queue a second letter,
         # which the replay handles (a sink done by the first is skipped), rather than lose the entry.
         # A not-yet sink rides along, in the sinks' order (the object sink, which creates the profile, before
         # the attribute sink that waits for it): the replay asks it again, and skips it once the wait is over.
-        if result.not_yet:
-            runtime.outbox.wait(entry.key, now_ms, pending=False)
+        record_wait(runtime.outbox, entry.key, result, runtime.sinks, now_ms, pending=False)
         waiting = {**result.failed, **result.not_yet}
         ordered = {sink.name: waiting[sink.name] for sink in runtime.sinks if sink.name in waiting}
         runtime.dead_letters.send(DeadLetter(entry=entry, failed_sinks=tuple(ordered), errors=ordered,
                                              dead_lettered_ms=now_ms))
         runtime.outbox.set_status(entry.key, DeliveryStatus.DEAD_LETTERED, now_ms)
+
+
+class WaitLog(Protocol):
+    """What `record_wait` needs of the outbox (`OutboxTable`)."""
+
+    def wait(self, key: str, now_ms: int, *, pending: bool, restart: bool = False) -> None: ...
+
+
+def record_wait(outbox: WaitLog, key: str, result: DispatchResult, sinks: Sequence[Sink], now_ms: int, *,
+                pending: bool) -> None:
+    """Record the wait of `result`'s not-yet sinks (the live dispatcher, the reconciler and the replay alike).
+
+    The wait is only for a profile on its way: it starts (afresh) when an occurrence sink — the object, which
+    creates the profile — delivered in this pass, and is not started at all while that sink failed (nothing is
+    on its way; the wait starts when a retry puts the object)."""
+    if not result.not_yet:
+        return
+    occurrences = {sink.name for sink in sinks if not is_last_writer_wins(sink)}
+    if occurrences & set(result.failed):
+        if pending:
+            outbox.wait(key, now_ms, pending=True, restart=False)  # still pending for the reconciler
+        return
+    outbox.wait(key, now_ms, pending=pending, restart=bool(occurrences & set(result.delivered)))
 
 
 # --- The handler ---------------------------------------------------------------------------------------

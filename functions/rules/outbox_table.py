@@ -92,12 +92,13 @@ class OutboxTable:
         progress = self.progress(key)
         return progress.delivered, progress.status
 
-    def wait(self, key: str, now_ms: int, *, pending: bool) -> None:
-        """Record that a sink could not take the entry yet (`sinks.NotYet`): `waiting_since_ms` is set once, the
-        first time, so the wait is measured from then however often it is asked again. With `pending`, the entry
-        also stays pending and in the pending index for the reconciler, but only while it is pending: a run that
-        settled it meanwhile (the reconciler overlapping the dispatcher) is never undone."""
-        expression = "SET #w = if_not_exists(#w, :t)"
+    def wait(self, key: str, now_ms: int, *, pending: bool, restart: bool = False) -> None:
+        """Record that a sink could not take the entry yet (`sinks.NotYet`): `waiting_since_ms` is set the first
+        time, so the wait is measured from then however often it is asked again — or set anew with `restart`
+        (the object that creates the awaited profile was put just now). With `pending`, the entry also stays
+        pending and in the pending index for the reconciler, but only while it is pending: a run that settled it
+        meanwhile (the reconciler overlapping the dispatcher) is never undone."""
+        expression = "SET #w = :t" if restart else "SET #w = if_not_exists(#w, :t)"
         names, values = {"#w": WAITING_SINCE}, {":t": {"N": str(now_ms)}}
         condition = "attribute_exists(#pk)"
         if pending:

@@ -46,6 +46,7 @@ from functions.rules.sinks import (
     _call,
     _iso,
     profile_ids,
+    NotYet,
     unsearchable,
 )
 
@@ -111,7 +112,7 @@ class ProfileObjectSink:
         self._key = key_name
         self._unknown = UnknownUsers(unknown_users)
 
-    def deliver(self, entry: OutboxEntry) -> str | Delivered | None:
+    def deliver(self, entry: OutboxEntry) -> str | Delivered | NotYet | None:
         document = object_json(entry)
         if len(document) > MAX_OBJECT_CHARS:
             raise SinkError(f"{self.name}: the object of {entry.key} has {len(document):,} characters; "
@@ -128,8 +129,10 @@ class ProfileObjectSink:
             return (f"no profile with {self._key} = {entry.user_id!r} in domain {self._domain} "
                     "(unknown users are skipped)")
         if not found and entry.change is Change.EXITED:
-            # An exit starts nothing and tells a profile-less user nothing: no profile is created for it.
-            return f"no profile with {self._key} = {entry.user_id!r} in domain {self._domain} to record the exit on"
+            # No profile is created for an exit: the qualification before it put an object that creates one, and
+            # matching may still be on its way, so the exit's object waits for it (the dispatcher's bounded wait).
+            return NotYet(f"no profile with {self._key} = {entry.user_id!r} in domain {self._domain} yet to "
+                          "record the exit on")
         _call(self.name, self._client.put_profile_object, DomainName=self._domain, ObjectTypeName=self._type,
               Object=document)
         return None if found else Delivered(PROFILE_CREATED)

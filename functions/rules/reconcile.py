@@ -114,6 +114,9 @@ class ReconcileReport:
     failed: dict[str, str] = field(default_factory=dict)
     """Key → the error; the entry stays pending and is taken again next run (without counting against the
     budget of the entries behind it)."""
+    waiting: list[str] = field(default_factory=list)
+    """Keys of entries a sink could not take yet (`sinks.NotYet`): still pending, asked again next run, and,
+    like failures, not counted against the budget of the entries behind them."""
     oldest_pending_age_ms: int = 0
     stopped_early: bool = False
     """The run hit `max_entries` or its time budget; the rest waits for the next run."""
@@ -122,7 +125,7 @@ class ReconcileReport:
 
     def as_dict(self) -> dict[str, Any]:
         return {"reconciled": len(self.reconciled), "already_settled": len(self.already_settled),
-                "failed": len(self.failed), "oldest_pending_age_seconds": self.oldest_pending_age_ms // 1000,
+                "failed": len(self.failed), "waiting": len(self.waiting), "oldest_pending_age_seconds": self.oldest_pending_age_ms // 1000,
                 "stopped_early": self.stopped_early}
 
 
@@ -181,7 +184,7 @@ def _reconcile_one(item: Mapping[str, Any], runtime: Runtime, report: ReconcileR
     if result is None:
         report.already_settled.append(key)
         return True
-    report.reconciled.append(key)
+    (report.reconciled if result.complete or result.failed else report.waiting).append(key)
     report.sink_counts.update(sink_counts(result))
     logger.info("entry reconciled", extra={
         "key": key, "delivered": result.delivered, "failed": result.failed,
@@ -263,6 +266,7 @@ def lambda_handler(event: dict[str, Any], context: LambdaContext) -> dict[str, A
     metrics = Metrics(namespace=settings.delivery.metrics_namespace)
     metrics.add_metric(name="OutboxEntriesReconciled", unit=MetricUnit.Count, value=len(report.reconciled))
     metrics.add_metric(name="OutboxEntriesReconcileFailed", unit=MetricUnit.Count, value=len(report.failed))
+    metrics.add_metric(name="OutboxEntriesWaiting", unit=MetricUnit.Count, value=len(report.waiting))
     metrics.add_metric(name="OldestPendingEntryAgeSeconds", unit=MetricUnit.Seconds,
                        value=report.oldest_pending_age_ms / 1000)
     for name, value in sorted(report.sink_counts.items()):

@@ -84,7 +84,7 @@ class Delivered:
 class NotYet:
     """`deliver`'s answer when the target cannot take the entry yet but soon will (a profile Customer Profiles is
     creating from the entry's object): the dispatcher leaves the entry pending for this sink, and the reconciler
-    delivers it on a later run, up to `dispatcher.MAX_NOT_YET_MS` after the entry was created."""
+    delivers it on a later run, up to `dispatcher.MAX_NOT_YET_MS` after the wait began (docs/actions.md)."""
 
     reason: str
 
@@ -268,11 +268,13 @@ class CustomerProfilesSink:
         # Several profiles can share a key (duplicates not yet merged); each gets the attribute.
         ids = list(profile_ids(self.name, self._client, self._domain, self._key, entry.user_id))
         if not ids:
-            if self._profiles_created and entry.change is Change.QUALIFIED:
-                # The object sink, before this one, put the qualification's object, from which Customer Profiles
-                # creates the profile shortly after ingestion: ask again later rather than lose the attribute.
+            if self._profiles_created:
+                # In create mode a profile is on its way: the object sink, before this one, put this
+                # qualification's object (or, for an exit, an earlier qualification's), from which Customer
+                # Profiles creates the profile shortly after ingestion. Ask again later rather than lose the
+                # attribute (or the exit's clearing of it).
                 return NotYet(f"no profile with {self._key} = {entry.user_id!r} in domain {self._domain} yet; "
-                              "the qualification's object creates it")
+                              "a qualification's object creates it")
             return f"no profile with {self._key} = {entry.user_id!r} in domain {self._domain}"
         for profile_id in ids:
             _call(self.name, self._client.update_profile, DomainName=self._domain, ProfileId=profile_id,

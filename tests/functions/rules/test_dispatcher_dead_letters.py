@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from typing import Any, Iterator
 
 import pytest
@@ -470,3 +471,45 @@ def test_a_superseded_letter_whose_object_sink_is_not_configured_here_is_kept(aw
     assert "not redelivered to eventbridge: superseded by r-w#u-1#exit#1" in output
     assert len(queue_bodies(aws, "dlq")) == 1 and stored_status(aws, change.key) == "dead_lettered"
     assert published(aws) == []
+
+
+def _waiting_replay(aws, *, object_delivered: bool, waited_hours: float):
+    """A letter for the object and attribute sinks of `u-8`; the attribute sink never finds a profile."""
+    from cli.actions import replay_dead_letters
+    from functions.rules.dispatcher import NO_RETRY_DELAY
+    from functions.rules.outbox_table import OutboxTable
+    from functions.rules.sinks import NotYet
+    from tests.functions.rules.test_dispatcher import FakeSink
+
+    change = entry("u-8")
+    dead_letter(aws, change, ("customer_profiles_objects", "customer_profiles"),
+                delivered=("customer_profiles_objects",) if object_delivered else ())
+    started = int(time.time() * 1000 - waited_hours * 3_600_000)
+    aws["dynamodb"].update_item(TableName="outbox", Key={"pk": {"S": change.key}},
+                                UpdateExpression="SET waiting_since_ms = :w", ExpressionAttributeValues={
+                                    ":w": {"N": str(started)}})
+    sinks = {"customer_profiles_objects": FakeSink("customer_profiles_objects", last_writer_wins=False),
+             "customer_profiles": FakeSink("customer_profiles", skip=NotYet("no profile yet"))}
+    out = io.StringIO()
+    summary = replay_dead_letters(aws["sqs"], aws["dlq"], sinks, OutboxTable(aws["dynamodb"], "outbox"), out=out,
+                                  retry=NO_RETRY_DELAY)
+    return change, summary, out.getvalue(), started
+
+
+def test_the_replay_measures_the_wait_from_when_it_began(aws):
+    # The object is there already and the wait began two hours ago: the attribute is skipped, said so, and done.
+    change, summary, output, _ = _waiting_replay(aws, object_delivered=True, waited_hours=2)
+    assert summary.redelivered == 1 and stored_status(aws, change.key) == "delivered"
+    assert (f"redelivered {change.key} to customer_profiles (skipped: no profile yet, but none appeared within "
+            "60 minutes)") in output
+    assert queue_bodies(aws, "dlq") == []
+
+
+def test_a_replay_that_puts_the_object_starts_the_wait_afresh(aws):
+    # The object put failed live (hours ago); the replay puts it now, so the profile is only now on its way: the
+    # attribute waits (message kept) and the wait restarts, however old an earlier start.
+    change, summary, output, started = _waiting_replay(aws, object_delivered=False, waited_hours=2)
+    assert summary.redelivered == 0 and "failed again: customer_profiles: no profile yet" in summary.left[0]
+    item = aws["dynamodb"].get_item(TableName="outbox", Key={"pk": {"S": change.key}})["Item"]
+    assert int(item["waiting_since_ms"]["N"]) > started + 3_600_000
+    assert item["delivered_sinks"]["SS"] == ["customer_profiles_objects"]

@@ -214,7 +214,23 @@ def test_a_not_yet_beside_a_failure_goes_into_the_dead_letter_after_the_object_s
     assert set(letter.errors) == {"customer_profiles_objects", "customer_profiles"}
     item = world.item(qualification.key)
     assert item["status"]["S"] == "dead_lettered" and "pending_shard" not in item
-    assert item["waiting_since_ms"]["N"] == str(qualification.created_ms + 1_000)
+    # No object was put, so no profile is on its way: the wait has not started (a replay hours later that puts
+    # the object must not find it "over"; third review of issue 14).
+    assert "waiting_since_ms" not in item
+
+
+def test_the_letter_lists_the_sinks_in_their_order_whatever_failed_first(world):
+    # An exit of a user whose profile is still being created: the object sink answers NotYet, the attribute
+    # sink fails; the letter still lists the object sink first.
+    qualification = entry()
+    exit_entry = exit_of(qualification)
+    world.put(exit_entry.to_item())
+    objects = FakeSink("customer_profiles_objects", skip=NotYet("no profile yet"), last_writer_wins=False)
+    attributes = FakeSink("customer_profiles", errors=[SinkError("refused", retryable=False)])
+    handle_entry(exit_entry, not_yet_runtime(world, attributes, objects, exit_entry.created_ms + 1_000))
+    [letter] = world.dead_letters()
+    assert letter.failed_sinks == ("customer_profiles_objects", "customer_profiles")
+    assert world.item(exit_entry.key)["waiting_since_ms"]["N"] == str(exit_entry.created_ms + 1_000)
 
 
 def test_waiting_never_reopens_an_entry_another_run_settled(world):
@@ -227,7 +243,7 @@ def test_waiting_never_reopens_an_entry_another_run_settled(world):
     assert "waiting_since_ms" not in item
 
 
-def test_the_attribute_sink_answers_not_yet_only_for_a_qualification_in_create_mode():
+def test_the_attribute_sink_answers_not_yet_only_in_create_mode():
     import boto3
     from botocore.stub import Stubber
 
@@ -243,6 +259,7 @@ def test_the_attribute_sink_answers_not_yet_only_for_a_qualification_in_create_m
             stub.add_response("search_profiles", {"Items": []},
                               {"DomainName": "d", "KeyName": "_account", "Values": [qualification.user_id]})
         assert isinstance(CustomerProfilesSink(client, "d", profiles_created=True).deliver(qualification), NotYet)
-        assert isinstance(CustomerProfilesSink(client, "d", profiles_created=True).deliver(exit_entry), str)
+        # An exit waits too: its qualification's object is creating the profile, and the attribute must be cleared.
+        assert isinstance(CustomerProfilesSink(client, "d", profiles_created=True).deliver(exit_entry), NotYet)
         assert isinstance(CustomerProfilesSink(client, "d").deliver(qualification), str)  # skip mode: a skip
         stub.assert_no_pending_responses()
