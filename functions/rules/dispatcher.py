@@ -451,9 +451,7 @@ def record_wait(outbox: WaitLog, key: str, result: DispatchResult, sinks: Sequen
         return
     occurrences = {sink.name for sink in sinks if not is_last_writer_wins(sink)}
     if occurrences & set(result.failed):
-        if pending:
-            outbox.wait(key, now_ms, pending=True, restart=False)  # still pending for the reconciler
-        return
+        return  # only on the dead-letter path: a failure never leaves the entry pending
     outbox.wait(key, now_ms, pending=pending, restart=bool(occurrences & set(result.delivered)))
 
 

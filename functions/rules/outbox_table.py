@@ -87,11 +87,6 @@ class OutboxTable:
         return Progress(frozenset(item.get(DELIVERED_SINKS, {}).get("SS", [])),
                         DeliveryStatus(status) if status else None, int(waiting) if waiting else None)
 
-    def delivered_sinks(self, key: str) -> tuple[frozenset[str], DeliveryStatus | None]:
-        """The sinks already done and the status; (empty, None) when the item is gone (TTL)."""
-        progress = self.progress(key)
-        return progress.delivered, progress.status
-
     def wait(self, key: str, now_ms: int, *, pending: bool, restart: bool = False) -> None:
         """Record that a sink could not take the entry yet (`sinks.NotYet`): `waiting_since_ms` is set the first
         time, so the wait is measured from then however often it is asked again — or set anew with `restart`

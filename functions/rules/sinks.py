@@ -228,9 +228,8 @@ def unsearchable(user_id: str) -> str | None:
 
 def profile_ids(sink: str, client: Any, domain_name: str, key_name: str, user_id: str) -> Iterator[str]:
     """The ids of the profiles whose search key `key_name` holds `user_id` (SearchProfiles, every page, lazily:
-    a caller that needs only to know whether there are several stops after the second)."""
-    if len(user_id) > MAX_SEARCH_VALUE_CHARS:
-        return  # SearchProfiles refuses it: no profile can be found by it (the sinks skip, never loop on a 400)
+    a caller that needs only to know whether there are several stops after the second). Callers first rule
+    out ids SearchProfiles refuses (`unsearchable`)."""
     params = {"DomainName": domain_name, "KeyName": key_name, "Values": [user_id]}
     while True:
         page = _call(sink, client.search_profiles, **params)

@@ -26,7 +26,7 @@ from functions.rules.dispatcher import (
     handle_entry,
 )
 from functions.rules.outbox import Change, DeliveryStatus, OutboxEntry
-from functions.rules.outbox_table import DeadLetterQueue, OutboxTable
+from functions.rules.outbox_table import DeadLetterQueue, OutboxTable, Progress
 from functions.rules.model import ActionKind
 from functions.rules.profile_objects import PROFILE_CREATED, ProfileObjectSink, UnknownUsers
 from functions.rules.sinks import Delivered, EventBridgeSink, PinpointSink, SinkError
@@ -369,7 +369,7 @@ def test_progress_is_not_recorded_on_an_entry_that_no_longer_exists(world):
     outbox.mark_delivered("r-1#gone#1", "eventbridge")
     outbox.set_status("r-1#gone#1", DeliveryStatus.DELIVERED, 1)
     assert "Item" not in world.dynamodb.get_item(TableName="outbox", Key={"pk": {"S": "r-1#gone#1"}})
-    assert outbox.delivered_sinks("r-1#gone#1") == (frozenset(), None)
+    assert outbox.progress("r-1#gone#1") == Progress()  # no sinks done, no status, no wait
 
 
 def test_an_attribute_change_arriving_after_a_later_one_exists_is_superseded_not_delivered(world, pinpoint):
